@@ -1,0 +1,109 @@
+//! The server functions the page calls, and the types they exchange. These compile
+//! for the browser too (as HTTP calls); their bodies run only on the server and
+//! delegate to `server::handlers`.
+
+use crate::prompt::PromptError;
+use leptos::prelude::*;
+use leptos::server_fn::codec::{GetUrl, JsonEncoding};
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// The sentence a visitor sees when their generations are used up.
+pub const NO_GENERATIONS_REMAINING: &str = "No generations remaining.";
+/// The sentence for every failure whose detail belongs in the server log only.
+pub const GENERIC_FAILURE: &str = "An error occurred. Please try again later.";
+
+/// A finished generation as the page sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedImage {
+    /// The app's own URL for the image (`/images/….png`).
+    pub url: String,
+    /// The prompt as validated (trimmed); also the image's alt text.
+    pub prompt: String,
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the visitor's window resets, epoch milliseconds.
+    pub reset_ms: u64,
+}
+
+/// Why a generation failed, as the visitor may know it. `Display` is the sentence
+/// shown on the page; `status` is the HTTP status the server answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum GenerateError {
+    #[error("{0}")]
+    InvalidPrompt(PromptError),
+    #[error("No generations remaining.")]
+    RateLimited { limit: u64, reset_ms: u64 },
+    #[error("Rate limiter unavailable, please try again shortly.")]
+    LimiterUnavailable,
+    #[error("The request could not be read: {0}")]
+    MalformedRequest(String),
+    #[error("Could not reach the server. Check your connection and try again.")]
+    Network,
+    #[error("An error occurred. Please try again later.")]
+    Internal,
+}
+
+impl GenerateError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidPrompt(_) | Self::MalformedRequest(_) => 400,
+            Self::RateLimited { .. } => 429,
+            Self::LimiterUnavailable => 503,
+            Self::Network | Self::Internal => 500,
+        }
+    }
+}
+
+impl FromServerFnError for GenerateError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            ServerFnErrorErr::Args(detail) | ServerFnErrorErr::MissingArg(detail) => {
+                Self::MalformedRequest(detail)
+            }
+            ServerFnErrorErr::Request(_) => Self::Network,
+            _ => Self::Internal,
+        }
+    }
+}
+
+/// Generates an image for `prompt` if the visitor has a generation left.
+///
+/// Served at the stable path `POST /api/generate` with a form-encoded body
+/// (`prompt=…`), so the page's form works without JavaScript too. `prompt` is
+/// optional at the protocol level so that a missing field gets the same clear
+/// "Please enter a prompt." as an empty one.
+#[server(prefix = "/api", endpoint = "generate")]
+pub async fn generate(prompt: Option<String>) -> Result<CreatedImage, GenerateError> {
+    crate::server::handlers::generate(prompt.unwrap_or_default()).await
+}
+
+/// What the page needs to know about the server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// True when images come from the offline generator, not a hosted model.
+    pub offline_generator: bool,
+    pub max_prompt_chars: usize,
+    pub limit: u64,
+    /// The window as written in the settings, e.g. "1440 m".
+    pub window: String,
+    /// The same window in milliseconds.
+    pub window_ms: u64,
+}
+
+/// The app's URL for a stored image named in a page URL (`?image=…`), if the name
+/// has the shape the server gives images. The server checks it again when serving.
+pub fn image_url_from_key(key: &str) -> Option<String> {
+    let (id, extension) = key.split_once('.')?;
+    let id_ok = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let extension_ok = matches!(extension, "png" | "jpg" | "webp");
+    (id_ok && extension_ok).then(|| format!("/images/{key}"))
+}
+
+/// The server's public configuration, for the page.
+#[server(prefix = "/api", endpoint = "site_info", input = GetUrl)]
+pub async fn site_info() -> Result<AppInfo, ServerFnError> {
+    crate::server::handlers::app_info()
+}

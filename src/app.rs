@@ -1,0 +1,225 @@
+//! The page: a prompt form, a visible "Generating…" state, the image or a readable
+//! error. Rendered on the server, hydrated in the browser, and usable without
+//! JavaScript (the form posts to the same server function).
+
+use crate::api::{site_info, image_url_from_key, AppInfo, Generate};
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::hooks::use_query_map;
+use leptos_router::{SsrMode, StaticSegment};
+
+/// The HTML document around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/lofianime.css" />
+        <Title text="lofianime · lofi anime images from a prompt" />
+        <Meta
+            name="description"
+            content="Type a scene and get a calm, lofi-anime picture of it."
+        />
+        <Router>
+            <Routes fallback=NotFound>
+                // Async: the whole page is rendered before it is sent, so it is
+                // complete without JavaScript.
+                <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async />
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn HomePage() -> impl IntoView {
+    let info = Resource::new_blocking(|| (), |_| site_info());
+    view! {
+        <header class="masthead">
+            <h1>"lofianime"</h1>
+            <p class="tagline">"Type a scene. Get a calm, lofi-anime picture of it."</p>
+        </header>
+        <main>
+            <Suspense fallback=|| {
+                view! { <p class="loading">"Loading…"</p> }
+            }>
+                {move || Suspend::new(async move {
+                    match info.await {
+                        Ok(info) => view! { <Studio info /> }.into_any(),
+                        Err(_) => {
+                            view! {
+                                <p class="error">{crate::api::GENERIC_FAILURE}</p>
+                            }
+                                .into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+        </main>
+    }
+}
+
+/// The form, its progress and its result.
+#[component]
+fn Studio(info: AppInfo) -> impl IntoView {
+    let action = ServerAction::<Generate>::new();
+    let query = use_query_map();
+    let pending = action.pending();
+    // After a form post without JavaScript, the page URL carries the prompt (and the
+    // image, on success): show them as if the action had just finished.
+    let typed_prompt = query.with_untracked(|q| q.get("prompt")).unwrap_or_default();
+    let shown_image = Memo::new(move |_| match action.value().get() {
+        Some(Ok(created)) => Some((created.url, created.prompt)),
+        Some(Err(_)) => None,
+        None => query.with(|q| {
+            let url = image_url_from_key(&q.get("image")?)?;
+            Some((url, q.get("prompt").unwrap_or_default()))
+        }),
+    });
+    let error = move || match action.value().get() {
+        Some(Err(error)) if !pending.get() => Some(error.to_string()),
+        _ => None,
+    };
+    let quota = move || match action.value().get() {
+        Some(Ok(created)) => Some(format!(
+            "{} of {} generations left.",
+            created.remaining, created.limit
+        )),
+        _ => None,
+    };
+
+    view! {
+        {info
+            .offline_generator
+            .then(|| {
+                view! {
+                    <p class="notice">
+                        <strong>"Offline generator. "</strong>
+                        "Pictures are painted on this server and no AI model is called. "
+                        "The owner switches to the real model by setting "
+                        <code>"REPLICATE_API_TOKEN"</code>
+                        "."
+                    </p>
+                }
+            })}
+        <ActionForm action attr:class="prompt-form">
+            <label for="prompt">"Enter your prompt"</label>
+            <div class="prompt-row">
+                <input
+                    id="prompt"
+                    name="prompt"
+                    type="text"
+                    required
+                    maxlength=info.max_prompt_chars
+                    autocomplete="off"
+                    placeholder="a quiet train station at dusk, cherry blossoms"
+                    value=typed_prompt
+                    aria-describedby="status"
+                />
+                <button type="submit" disabled=move || pending.get()>
+                    "Submit"
+                </button>
+            </div>
+        </ActionForm>
+        <div id="status" class="status" role="status" aria-live="polite">
+            <Show when=move || pending.get()>
+                <p class="generating">
+                    <span class="spinner" aria-hidden="true"></span>
+                    "Generating…"
+                </p>
+            </Show>
+            {move || error().map(|message| view! { <p class="error">{message}</p> })}
+            {move || quota().map(|text| view! { <p class="quota">{text}</p> })}
+        </div>
+        {move || {
+            shown_image
+                .get()
+                .map(|(url, prompt)| {
+                    view! {
+                        <figure class="result">
+                            <img src=url alt=prompt.clone() />
+                            <figcaption>{prompt}</figcaption>
+                        </figure>
+                    }
+                })
+        }}
+        <footer>
+            <p>
+                {format!(
+                    "Each visitor gets {} generation{} per {}.",
+                    info.limit,
+                    if info.limit == 1 { "" } else { "s" },
+                    describe_window(info.window_ms),
+                )}
+            </p>
+        </footer>
+    }
+}
+
+/// "day", "6 hours", "90 seconds": a window length as a person says it.
+pub fn describe_window(window_ms: u64) -> String {
+    const UNITS: [(u64, &str); 5] = [
+        (86_400_000, "day"),
+        (3_600_000, "hour"),
+        (60_000, "minute"),
+        (1_000, "second"),
+        (1, "millisecond"),
+    ];
+    let (size, name) = UNITS
+        .into_iter()
+        .find(|(size, _)| window_ms % size == 0)
+        .unwrap_or((1, "millisecond"));
+    match window_ms / size {
+        1 => name.to_owned(),
+        n => format!("{n} {name}s"),
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+        response.set_status(axum::http::StatusCode::NOT_FOUND);
+    }
+    view! {
+        <main class="not-found">
+            <h1>"Page not found"</h1>
+            <p>
+                <a href="/">"Back to lofianime"</a>
+            </p>
+        </main>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_window;
+
+    #[test]
+    fn windows_read_the_way_people_say_them() {
+        assert_eq!(describe_window(86_400_000), "day");
+        assert_eq!(describe_window(2 * 86_400_000), "2 days");
+        assert_eq!(describe_window(6 * 3_600_000), "6 hours");
+        assert_eq!(describe_window(90_000), "90 seconds");
+        assert_eq!(describe_window(250), "250 milliseconds");
+    }
+}

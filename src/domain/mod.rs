@@ -1,0 +1,10 @@
+//! The product's core, free of any web framework: the rate limiter that guards the
+//! owner's bill, the image generators, image storage, and the flow that ties them
+//! together. Everything here is plain async Rust behind small traits, so tests swap
+//! any part without a browser or a server.
+
+pub mod clock;
+pub mod generation;
+pub mod generator;
+pub mod ratelimit;
+pub mod storage;

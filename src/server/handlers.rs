@@ -1,0 +1,180 @@
+//! Handlers: the bodies of the server functions and the image route. Each reads
+//! the app's state from context, calls the domain, and maps the result to HTTP.
+
+use crate::api::{AppInfo, CreatedImage, GenerateError};
+use crate::domain::generation::{Generated, GenerationError};
+use crate::domain::ratelimit::Decision;
+use crate::domain::storage::ImageKey;
+use crate::server::client_ip::ClientIp;
+use crate::server::startup::AppState;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use leptos::prelude::*;
+use leptos::server_fn::error::ServerFnUrlError;
+use leptos::server_fn::ServerFn;
+use leptos_axum::ResponseOptions;
+
+/// The body of `POST /api/generate`.
+pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError> {
+    let (Some(state), Some(request), Some(response)) = (
+        use_context::<AppState>(),
+        use_context::<axum::http::request::Parts>(),
+        use_context::<ResponseOptions>(),
+    ) else {
+        tracing::error!("generate ran without the app state or request in context");
+        return Err(GenerateError::Internal);
+    };
+    let Some(visitor) = request.extensions.get::<ClientIp>().copied() else {
+        tracing::error!("generate ran without a visitor address; is the identify_visitor layer installed?");
+        return Err(GenerateError::Internal);
+    };
+
+    let result = state.generation.run(&visitor.to_string(), &raw_prompt).await;
+    let now_ms = state.generation.limiter.now_ms();
+    let decision = match &result {
+        Ok(generated) => Some(generated.decision),
+        Err(failure) => failure.decision(),
+    };
+    if let Some(decision) = decision {
+        rate_limit_headers(&decision, now_ms)
+            .into_iter()
+            .for_each(|(name, value)| response.insert_header(name, value));
+    }
+    let outcome = result.map(created_image).map_err(|failure| visitor_error(&failure));
+
+    if plain_form_post(&request) {
+        // Without JavaScript the browser follows a redirect back to the page; the
+        // query carries the result (or the error and the typed prompt) so the page
+        // can show it.
+        response.insert_header(header::LOCATION, no_script_location(&outcome, &raw_prompt));
+    } else if let Err(error) = &outcome {
+        if let Ok(status) = StatusCode::from_u16(error.status()) {
+            response.set_status(status);
+        }
+    }
+    outcome
+}
+
+fn created_image(generated: Generated) -> CreatedImage {
+    CreatedImage {
+        url: generated.image.url(),
+        prompt: generated.prompt.to_string(),
+        limit: generated.decision.limit,
+        remaining: generated.decision.remaining,
+        reset_ms: generated.decision.reset_ms,
+    }
+}
+
+/// What the visitor is told; the detail goes to the log.
+fn visitor_error(failure: &GenerationError) -> GenerateError {
+    match failure {
+        GenerationError::InvalidPrompt(reason) => GenerateError::InvalidPrompt(reason.clone()),
+        GenerationError::Denied(decision) => GenerateError::RateLimited {
+            limit: decision.limit,
+            reset_ms: decision.reset_ms,
+        },
+        GenerationError::LimiterUnavailable(error) => {
+            tracing::error!(%error, "rate limiter unavailable; refusing to generate");
+            GenerateError::LimiterUnavailable
+        }
+        GenerationError::Generator { source, .. } => {
+            tracing::error!(error = %source, "image generation failed");
+            GenerateError::Internal
+        }
+        GenerationError::Storage { source, .. } => {
+            tracing::error!(error = %source, "could not store a generated image");
+            GenerateError::Internal
+        }
+    }
+}
+
+/// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.
+pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(decision.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(decision.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(decision.reset_ms),
+        ),
+    ];
+    if !decision.success {
+        headers.push((
+            header::RETRY_AFTER,
+            HeaderValue::from(decision.retry_after_secs(now_ms)),
+        ));
+    }
+    headers
+}
+
+/// A browser submitting the form without JavaScript asks for HTML; the page's own
+/// calls ask for JSON.
+fn plain_form_post(request: &axum::http::request::Parts) -> bool {
+    request
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// Where a form post without JavaScript lands: `/?image=…&prompt=…` on success,
+/// `/?prompt=…&__path=…&__err=…` on failure (the error in the encoding Leptos'
+/// `ServerAction` reads back).
+fn no_script_location(outcome: &Result<CreatedImage, GenerateError>, raw_prompt: &str) -> HeaderValue {
+    let mut url = url::Url::parse("http://app.invalid/").expect("a valid constant URL");
+    match outcome {
+        Ok(image) => {
+            let key = image.url.trim_start_matches("/images/");
+            url.query_pairs_mut()
+                .append_pair("image", key)
+                .append_pair("prompt", &image.prompt);
+        }
+        Err(error) => {
+            url.query_pairs_mut().append_pair("prompt", raw_prompt);
+            if let Ok(with_error) = ServerFnUrlError::new(crate::api::Generate::PATH, error.clone())
+                .to_url(url.as_str())
+            {
+                url = with_error;
+            }
+        }
+    }
+    let location = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
+}
+
+/// The body of `GET /api/info`.
+pub fn app_info() -> Result<AppInfo, ServerFnError> {
+    let state = use_context::<AppState>()
+        .ok_or_else(|| ServerFnError::new("the app state is missing"))?;
+    Ok(state.info.clone())
+}
+
+/// `GET /images/{file}`: a stored image, cacheable for a year (keys are never reused).
+pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(key) = ImageKey::parse(&file) else {
+        return (StatusCode::NOT_FOUND, "No such image.").into_response();
+    };
+    match state.images.get(&key).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, key.format().content_type()),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
+        Err(error) => {
+            tracing::error!(%error, image = %key, "could not read a stored image");
+            (StatusCode::INTERNAL_SERVER_ERROR, crate::api::GENERIC_FAILURE).into_response()
+        }
+    }
+}

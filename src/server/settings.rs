@@ -1,0 +1,324 @@
+//! The app's settings, read once at start-up: built-in defaults, then `Leptos.toml`
+//! (the owner's non-secret choices), then `LOFIANIME_*` environment variables.
+//! Secrets come only from the environment (or a `.env` file) and have no defaults.
+
+use crate::domain::ratelimit::{parse_window, FixedWindow, WindowError, DEFAULT_PREFIX};
+use crate::prompt::DEFAULT_MAX_CHARS;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The settings file read when `LOFIANIME_CONFIG` does not name another.
+pub const DEFAULT_SETTINGS_FILE: &str = "Leptos.toml";
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub ratelimit: RateLimitSettings,
+    pub visitors: VisitorSettings,
+    pub prompt: PromptSettings,
+    pub model: ModelSettings,
+    pub image: ImageSettings,
+    pub offline: OfflineSettings,
+    pub storage: StorageSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Generations per visitor per window.
+    pub limit: u64,
+    /// Window length, written as `@upstash/ratelimit` writes it ("1440 m").
+    pub window: String,
+    /// Redis key prefix, shared with any Node app using `@upstash/ratelimit`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VisitorSettings {
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
+    /// Empty: the socket address identifies the visitor and the header is ignored.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptSettings {
+    pub max_chars: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// `owner/name` of the Replicate model.
+    pub id: String,
+    /// The model version (64 hex digits).
+    pub version: String,
+    /// Put in front of every visitor prompt; the model was trained on this phrase.
+    pub prompt_prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageSettings {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineSettings {
+    /// Extra latency for the offline generator, to imitate a model (milliseconds).
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Directory where generated images are kept.
+    pub dir: PathBuf,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            limit: 5,
+            window: "1440 m".into(),
+            prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+impl Default for PromptSettings {
+    fn default() -> Self {
+        Self {
+            max_chars: DEFAULT_MAX_CHARS,
+        }
+    }
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            id: "doriandarko/sdxl-hiroshinagai".into(),
+            version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
+            prompt_prefix: "In the style of HISGH. ".into(),
+        }
+    }
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self {
+            width: 768,
+            height: 768,
+        }
+    }
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data/images"),
+        }
+    }
+}
+
+/// A setting that stops start-up; the message names the setting and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("could not read the settings: {0}")]
+    Read(#[from] Box<figment::Error>),
+    #[error("ratelimit.window (LOFIANIME_RATELIMIT__WINDOW): {0}")]
+    Window(#[from] WindowError),
+    #[error("{name}: {problem}")]
+    Invalid { name: &'static str, problem: String },
+}
+
+impl Settings {
+    /// Reads the settings: defaults, then the file named by `LOFIANIME_CONFIG` (or
+    /// `Leptos.toml` in the working directory, if present), then `LOFIANIME_*`
+    /// variables (`LOFIANIME_RATELIMIT__LIMIT=10` sets `ratelimit.limit`).
+    pub fn load() -> Result<Self, SettingsError> {
+        let file = std::env::var_os("LOFIANIME_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SETTINGS_FILE));
+        if std::env::var_os("LOFIANIME_CONFIG").is_some() && !file.exists() {
+            return Err(SettingsError::Invalid {
+                name: "LOFIANIME_CONFIG",
+                problem: format!("the settings file {} does not exist", file.display()),
+            });
+        }
+        Self::from_figment(Self::figment(&file))
+    }
+
+    fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("LOFIANIME_")
+                    .ignore(&["config"])
+                    .split("__"),
+            )
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
+        let settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |name, problem: &str| {
+            Err(SettingsError::Invalid {
+                name,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.ratelimit.limit == 0 {
+            return invalid(
+                "ratelimit.limit (LOFIANIME_RATELIMIT__LIMIT)",
+                "must be at least 1",
+            );
+        }
+        parse_window(&self.ratelimit.window)?;
+        if self.ratelimit.prefix.is_empty() {
+            return invalid(
+                "ratelimit.prefix (LOFIANIME_RATELIMIT__PREFIX)",
+                "must not be empty",
+            );
+        }
+        if !(1..=10_000).contains(&self.prompt.max_chars) {
+            return invalid(
+                "prompt.max_chars (LOFIANIME_PROMPT__MAX_CHARS)",
+                "must be between 1 and 10000",
+            );
+        }
+        for (name, value) in [
+            ("image.width (LOFIANIME_IMAGE__WIDTH)", self.image.width),
+            ("image.height (LOFIANIME_IMAGE__HEIGHT)", self.image.height),
+        ] {
+            if !(16..=2048).contains(&value) {
+                return invalid(name, "must be between 16 and 2048 pixels");
+            }
+        }
+        Ok(())
+    }
+
+    /// The limiter policy these settings describe.
+    pub fn fixed_window(&self) -> Result<FixedWindow, WindowError> {
+        Ok(FixedWindow {
+            limit: self.ratelimit.limit,
+            window_ms: parse_window(&self.ratelimit.window)?,
+        })
+    }
+}
+
+/// Secrets, only from the environment. Wrapped so they cannot be printed by mistake.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    pub replicate_api_token: Option<SecretString>,
+}
+
+impl Secrets {
+    pub fn from_env() -> Self {
+        let non_empty = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|value| !value.trim().is_empty())
+                .map(SecretString::from)
+        };
+        Self {
+            replicate_api_token: non_empty("REPLICATE_API_TOKEN"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail) -> Result<Settings, SettingsError> {
+        Settings::from_figment(Settings::figment(&jail.directory().join("Leptos.toml")))
+    }
+
+    #[test]
+    fn the_defaults_are_the_original_apps_policy() {
+        Jail::expect_with(|jail| {
+            let settings = load_in(jail).expect("defaults load");
+            assert_eq!(settings.ratelimit.limit, 5);
+            assert_eq!(settings.ratelimit.window, "1440 m");
+            assert_eq!(settings.ratelimit.prefix, "@upstash/ratelimit");
+            assert_eq!(settings.fixed_window().unwrap().window_ms, 86_400_000);
+            assert_eq!(settings.prompt.max_chars, 500);
+            assert!(settings.visitors.trusted_proxies.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "Leptos.toml",
+                "[ratelimit]\nlimit = 3\nwindow = \"10 s\"\n[visitors]\ntrusted_proxies = [\"10.0.0.0/8\"]\n",
+            )?;
+            jail.set_env("LOFIANIME_RATELIMIT__LIMIT", "7");
+            let settings = load_in(jail).expect("settings load");
+            assert_eq!(settings.ratelimit.limit, 7);
+            assert_eq!(settings.ratelimit.window, "10 s");
+            assert_eq!(
+                settings.visitors.trusted_proxies,
+                vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_setting_is_an_error_naming_it() {
+        Jail::expect_with(|jail| {
+            jail.create_file("Leptos.toml", "[ratelimit]\nlimt = 3\n")?;
+            let message = load_in(jail).unwrap_err().to_string();
+            assert!(message.contains("limt"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_is_an_error_naming_the_setting_and_its_variable() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LOFIANIME_RATELIMIT__WINDOW", "one day");
+            let message = load_in(jail).unwrap_err().to_string();
+            assert!(message.contains("LOFIANIME_RATELIMIT__WINDOW"), "{message}");
+            assert!(message.contains("one day"), "{message}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("LOFIANIME_RATELIMIT__LIMIT", "0");
+            let message = load_in(jail).unwrap_err().to_string();
+            assert!(message.contains("ratelimit.limit"), "{message}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("LOFIANIME_RATELIMIT__LIMIT", "five");
+            let message = load_in(jail).unwrap_err().to_string();
+            assert!(message.contains("limit"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_repository_settings_file_is_valid_and_matches_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_SETTINGS_FILE);
+        let from_file =
+            Settings::from_figment(Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(&file)))
+                .expect("Leptos.toml is valid");
+        assert_eq!(from_file, Settings::default());
+    }
+}

@@ -1,0 +1,237 @@
+//! Builds the app from its settings and serves it. The router is built by a
+//! function tests call directly, on a listener they choose.
+
+use crate::api::AppInfo;
+use crate::app::{shell, App};
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::generation::Generation;
+use crate::domain::generator::{ImageGenerator, OfflineGenerator};
+use crate::domain::ratelimit::{LimiterStore, MemoryStore, RateLimiter};
+use crate::domain::storage::{ImageStore, ObjectImageStore, StorageError};
+use crate::server::client_ip::{identify_visitor, TrustedProxies};
+use crate::server::handlers::serve_image;
+use crate::server::settings::{Secrets, Settings, SettingsError};
+use axum::extract::FromRef;
+use axum::http::{header, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Leptos' own options (site root, output name), for rendering and static files.
+    pub leptos_options: LeptosOptions,
+    /// The generation flow: limiter, generator and image storage.
+    pub generation: Arc<Generation>,
+    /// Where images are served from (the same store the generation writes to).
+    pub images: Arc<dyn ImageStore>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// The configuration the page may know about.
+    pub info: AppInfo,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<TrustedProxies> {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
+    }
+}
+
+/// Why the app could not start; each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("Leptos configuration: {0}")]
+    Leptos(String),
+    #[error("image storage (storage.dir / LOFIANIME_STORAGE__DIR): {0}")]
+    Storage(#[from] StorageError),
+    #[error("could not listen on {addr}: {source} (set LEPTOS_SITE_ADDR to another address)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server stopped: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The pieces the app is built from; tests substitute any of them.
+pub struct Components {
+    pub limiter_store: Arc<dyn LimiterStore>,
+    pub generator: Arc<dyn ImageGenerator>,
+    pub images: Arc<dyn ImageStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Components {
+    /// The components the settings and secrets ask for.
+    pub fn from_settings(settings: &Settings, secrets: &Secrets) -> Result<Self, StartupError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        if secrets.replicate_api_token.is_some() {
+            tracing::warn!(
+                "REPLICATE_API_TOKEN is set, but this build has no Replicate generator yet; using the offline generator"
+            );
+        }
+        Ok(Self {
+            limiter_store: Arc::new(MemoryStore::new(clock.clone())),
+            generator: Arc::new(OfflineGenerator::new(
+                settings.image.width,
+                settings.image.height,
+                Duration::from_millis(settings.offline.delay_ms),
+            )),
+            images: Arc::new(ObjectImageStore::local_dir(&settings.storage.dir)?),
+            clock,
+        })
+    }
+}
+
+impl AppState {
+    pub fn new(
+        settings: &Settings,
+        components: Components,
+        leptos_options: LeptosOptions,
+    ) -> Result<Self, StartupError> {
+        let window = settings.fixed_window().map_err(SettingsError::from)?;
+        let limiter = RateLimiter::new(
+            components.limiter_store,
+            window,
+            settings.ratelimit.prefix.clone(),
+            components.clock,
+        );
+        let info = AppInfo {
+            offline_generator: components.generator.is_offline(),
+            max_prompt_chars: settings.prompt.max_chars,
+            limit: settings.ratelimit.limit,
+            window: settings.ratelimit.window.clone(),
+            window_ms: window.window_ms,
+        };
+        Ok(Self {
+            leptos_options,
+            generation: Arc::new(Generation {
+                limiter: Arc::new(limiter),
+                generator: components.generator,
+                images: components.images.clone(),
+                max_prompt_chars: settings.prompt.max_chars,
+            }),
+            images: components.images,
+            trusted_proxies: Arc::new(TrustedProxies::new(settings.visitors.trusted_proxies.clone())),
+            info,
+        })
+    }
+}
+
+/// The whole app as an Axum router (without connection info; `serve` adds it).
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    Router::new()
+        .route("/images/{file}", get(serve_image))
+        .leptos_routes_with_context(&state, routes, || {}, {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            identify_visitor,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("strict-origin-when-cross-origin"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(CompressionLayer::new())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state)
+}
+
+/// Reads the settings and the environment, builds the app and serves it until
+/// Ctrl-C or SIGTERM.
+pub async fn run() -> Result<(), StartupError> {
+    // A missing .env is normal; a broken one is worth a warning.
+    if let Err(error) = dotenvy::dotenv() {
+        if !error.not_found() {
+            tracing::warn!(%error, "could not read .env");
+        }
+    }
+    let settings = Settings::load()?;
+    let secrets = Secrets::from_env();
+    let leptos_options = leptos::config::get_configuration(None)
+        .map_err(|e| StartupError::Leptos(e.to_string()))?
+        .leptos_options;
+    let addr = leptos_options.site_addr;
+    let components = Components::from_settings(&settings, &secrets)?;
+
+    tracing::info!(store = %components.limiter_store.describe(), policy = %format!("fixed window, {} per {:?}", settings.ratelimit.limit, settings.ratelimit.window), "rate limiter");
+    tracing::info!(generator = %components.generator.describe(), "image generator");
+    tracing::info!(storage = %components.images.describe(), "image storage");
+    if !settings.visitors.trusted_proxies.is_empty() {
+        tracing::info!(proxies = ?settings.visitors.trusted_proxies, "X-Forwarded-For is believed from these proxies");
+    }
+
+    let state = AppState::new(&settings, components, leptos_options)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    tracing::info!("lofianime is listening on http://{addr}");
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(StartupError::Serve)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,337 @@
+//! Drives the whole router (server functions, pages, images) without a socket.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use leptos::config::LeptosOptions;
+use lofianime::api::{CreatedImage, GenerateError};
+use lofianime::domain::clock::SystemClock;
+use lofianime::domain::generator::OfflineGenerator;
+use lofianime::domain::ratelimit::MemoryStore;
+use lofianime::domain::storage::ObjectImageStore;
+use lofianime::prompt::PromptError;
+use lofianime::server::settings::Settings;
+use lofianime::server::startup::{router, AppState, Components};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const VISITOR: &str = "198.51.100.20:51000";
+
+struct TestApp {
+    router: Router,
+}
+
+fn spawn_app_with(settings: Settings) -> TestApp {
+    let clock = Arc::new(SystemClock);
+    let components = Components {
+        limiter_store: Arc::new(MemoryStore::new(clock.clone())),
+        generator: Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
+        images: Arc::new(ObjectImageStore::in_memory()),
+        clock,
+    };
+    let options = LeptosOptions::builder().output_name("lofianime").build();
+    let state = AppState::new(&settings, components, options).expect("valid test settings");
+    let peer: SocketAddr = VISITOR.parse().unwrap();
+    TestApp {
+        router: router(state).layer(MockConnectInfo(peer)),
+    }
+}
+
+fn spawn_app() -> TestApp {
+    spawn_app_with(Settings::default())
+}
+
+fn form_body(prompt: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("prompt", prompt)
+        .finish()
+}
+
+impl TestApp {
+    async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    /// What the page's hydrated form sends.
+    async fn generate_body(&self, body: String, extra: &[(&str, &str)]) -> Response<Body> {
+        let mut request = Request::post("/api/generate")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    async fn generate(&self, prompt: &str) -> Response<Body> {
+        self.generate_body(form_body(prompt), &[]).await
+    }
+
+    /// What a browser without JavaScript sends when the form is submitted.
+    async fn submit_form_without_js(&self, prompt: &str) -> Response<Body> {
+        let request = Request::post("/api/generate")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(header::REFERER, "http://127.0.0.1:3000/")
+            .body(Body::from(form_body(prompt)))
+            .unwrap();
+        self.send(request).await
+    }
+
+    async fn get(&self, uri: &str) -> Response<Body> {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+}
+
+async fn body_bytes(response: Response<Body>) -> Vec<u8> {
+    response.into_body().collect().await.unwrap().to_bytes().to_vec()
+}
+
+async fn body_text(response: Response<Body>) -> String {
+    String::from_utf8(body_bytes(response).await).unwrap()
+}
+
+fn header_str<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+fn header_u64(response: &Response<Body>, name: &str) -> u64 {
+    header_str(response, name).parse().unwrap()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn the_home_page_renders_the_prompt_form() {
+    let app = spawn_app();
+    let response = app.get("/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = body_text(response).await;
+    assert!(html.contains("<title>lofianime"), "{html}");
+    assert!(html.contains(r#"<label for="prompt">Enter your prompt</label>"#), "{html}");
+    assert!(html.contains(r#"name="prompt""#), "{html}");
+    assert!(html.contains(r#"action="/api/generate""#), "{html}");
+    assert!(html.contains("Submit</button>"), "{html}");
+    assert!(html.contains("Offline generator"), "{html}");
+    assert!(html.contains("REPLICATE_API_TOKEN"), "{html}");
+    assert!(html.contains("Each visitor gets 5 generations per day."), "{html}");
+}
+
+#[tokio::test]
+async fn generating_returns_an_image_the_app_serves_itself() {
+    let app = spawn_app();
+    let response = app.generate("  a cat on a rooftop at night ").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header_u64(&response, "x-ratelimit-limit"), 5);
+    assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 4);
+    let reset = header_u64(&response, "x-ratelimit-reset");
+    assert_eq!(reset % 86_400_000, 0, "a day window resets at midnight UTC");
+    assert!(reset > now_ms() && reset <= now_ms() + 86_400_000);
+    assert!(response.headers().get(header::RETRY_AFTER).is_none());
+
+    let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(created.prompt, "a cat on a rooftop at night");
+    assert_eq!((created.limit, created.remaining, created.reset_ms), (5, 4, reset));
+    assert!(created.url.starts_with("/images/") && created.url.ends_with(".png"));
+
+    let image = app.get(&created.url).await;
+    assert_eq!(image.status(), StatusCode::OK);
+    assert_eq!(header_str(&image, "content-type"), "image/png");
+    assert!(header_str(&image, "cache-control").contains("immutable"));
+    let decoded = image::load_from_memory(&body_bytes(image).await).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (32, 32));
+}
+
+#[tokio::test]
+async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
+    let app = spawn_app();
+    for expected_remaining in (0..5).rev() {
+        let response = app.generate("sunset").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), expected_remaining);
+    }
+    let denied = app.generate("sunset").await;
+    assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_u64(&denied, "x-ratelimit-limit"), 5);
+    assert_eq!(header_u64(&denied, "x-ratelimit-remaining"), 0);
+    let reset = header_u64(&denied, "x-ratelimit-reset");
+    let retry_after = header_u64(&denied, "retry-after");
+    let seconds_to_reset = (reset - now_ms()).div_ceil(1000);
+    assert!(
+        retry_after.abs_diff(seconds_to_reset) <= 1,
+        "Retry-After {retry_after} vs {seconds_to_reset}"
+    );
+    let error: GenerateError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
+    assert_eq!(error, GenerateError::RateLimited { limit: 5, reset_ms: reset });
+    assert_eq!(error.to_string(), "No generations remaining.");
+}
+
+#[tokio::test]
+async fn bad_prompts_are_refused_with_400_and_spend_nothing() {
+    let app = spawn_app();
+    let too_long = "x".repeat(501);
+    let cases = [
+        (form_body(""), GenerateError::InvalidPrompt(PromptError::Empty)),
+        (form_body(" \n\t "), GenerateError::InvalidPrompt(PromptError::Empty)),
+        (
+            form_body(&too_long),
+            GenerateError::InvalidPrompt(PromptError::TooLong { chars: 501, max: 500 }),
+        ),
+        (form_body("bell\u{7}"), GenerateError::InvalidPrompt(PromptError::ControlCharacters)),
+        // No prompt field at all, or a body that is not a form.
+        (String::new(), GenerateError::InvalidPrompt(PromptError::Empty)),
+        (r#"{"prompt": 5}"#.into(), GenerateError::InvalidPrompt(PromptError::Empty)),
+    ];
+    for (body, expected) in cases {
+        let response = app.generate_body(body.clone(), &[]).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "body {body:?}");
+        assert!(response.headers().get("x-ratelimit-remaining").is_none());
+        let error: GenerateError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(error, expected, "body {body:?}");
+    }
+    // All five generations are still there.
+    for _ in 0..5 {
+        assert_eq!(app.generate("still allowed").await.status(), StatusCode::OK);
+    }
+    assert_eq!(app.generate("one too many").await.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_form_post_without_javascript_lands_on_a_page_showing_the_image() {
+    let app = spawn_app();
+    let response = app.submit_form_without_js("a quiet lake & a boat").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 4);
+    let location = header_str(&response, "location").to_owned();
+    assert!(location.starts_with("/?image="), "{location}");
+
+    let page = body_text(app.get(&location).await).await;
+    let key = location
+        .trim_start_matches("/?image=")
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(page.contains(&format!(r#"src="/images/{key}""#)), "{page}");
+    assert!(page.contains(r#"alt="a quiet lake &amp; a boat""#), "{page}");
+    assert_eq!(app.get(&format!("/images/{key}")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_failed_form_post_without_javascript_shows_the_error_and_keeps_the_prompt() {
+    let app = spawn_app_with(Settings {
+        ratelimit: lofianime::server::settings::RateLimitSettings {
+            limit: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert_eq!(app.submit_form_without_js("first").await.status(), StatusCode::FOUND);
+    let response = app.submit_form_without_js("second try").await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert!(response.headers().get("retry-after").is_some());
+    let location = header_str(&response, "location").to_owned();
+    assert!(location.contains("__err="), "{location}");
+
+    let page = body_text(app.get(&location).await).await;
+    assert!(page.contains("No generations remaining."), "{page}");
+    assert!(page.contains(r#"value="second try""#), "{page}");
+    assert!(!page.contains("<img"), "{page}");
+}
+
+#[tokio::test]
+async fn unknown_or_malformed_image_names_are_404() {
+    let app = spawn_app();
+    for uri in [
+        "/images/0123456789abcdef0123456789abcdef.png",
+        "/images/..%2F..%2FCargo.toml",
+        "/images/whatever.png",
+    ] {
+        assert_eq!(app.get(uri).await.status(), StatusCode::NOT_FOUND, "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_does_not_buy_a_fresh_quota() {
+    let app = spawn_app_with(Settings {
+        ratelimit: lofianime::server::settings::RateLimitSettings {
+            limit: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert_eq!(app.generate("one").await.status(), StatusCode::OK);
+    let spoofed = app
+        .generate_body(form_body("two"), &[("x-forwarded-for", "203.0.113.77")])
+        .await;
+    assert_eq!(spoofed.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_visitor_has_its_own_quota() {
+    let mut settings = Settings::default();
+    settings.ratelimit.limit = 1;
+    settings.visitors.trusted_proxies = vec!["198.51.100.0/24".parse().unwrap()];
+    let app = spawn_app_with(settings);
+    for visitor in ["203.0.113.1", "203.0.113.2"] {
+        let first = app
+            .generate_body(form_body("hi"), &[("x-forwarded-for", visitor)])
+            .await;
+        assert_eq!(first.status(), StatusCode::OK, "{visitor}");
+        let second = app
+            .generate_body(form_body("hi"), &[("x-forwarded-for", visitor)])
+            .await;
+        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS, "{visitor}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_never_get_more_than_the_limit() {
+    let app = Arc::new(spawn_app());
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { app.generate(&format!("crowd {i}")).await.status() })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut denied = 0;
+    for request in requests {
+        match request.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => denied += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, denied), (5, 95));
+}
+
+#[tokio::test]
+async fn every_response_carries_basic_security_headers() {
+    let app = spawn_app();
+    let response = app.get("/").await;
+    assert_eq!(header_str(&response, "x-content-type-options"), "nosniff");
+    assert_eq!(header_str(&response, "x-frame-options"), "DENY");
+    assert!(response.headers().contains_key("referrer-policy"));
+}
+
+#[tokio::test]
+async fn an_unknown_page_is_a_404_page() {
+    let app = spawn_app();
+    let response = app.get("/no/such/page").await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(body_text(response).await.contains("Page not found"));
+}
