@@ -308,7 +308,9 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.set_env("LOFIANIME_RATELIMIT__LIMIT", "five");
             let message = load_in(jail).unwrap_err().to_string();
-            assert!(message.contains("limit"), "{message}");
+            assert!(message.contains("RATELIMIT.LIMIT"), "{message}");
+            assert!(message.contains("LOFIANIME_"), "{message}");
+            assert!(message.contains("\"five\""), "{message}");
             Ok(())
         });
     }
