@@ -97,7 +97,10 @@ pub struct AppInfo {
 /// has the shape the server gives images. The server checks it again when serving.
 pub fn image_url_from_key(key: &str) -> Option<String> {
     let (id, extension) = key.split_once('.')?;
-    let id_ok = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    let id_ok = id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     let extension_ok = matches!(extension, "png" | "jpg" | "webp");
     (id_ok && extension_ok).then(|| format!("/images/{key}"))
 }

@@ -2,7 +2,7 @@
 //! error. Rendered on the server, hydrated in the browser, and usable without
 //! JavaScript (the form posts to the same server function).
 
-use crate::api::{site_info, image_url_from_key, AppInfo, Generate};
+use crate::api::{image_url_from_key, site_info, AppInfo, Generate};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -86,7 +86,9 @@ fn Studio(info: AppInfo) -> impl IntoView {
     let pending = action.pending();
     // After a form post without JavaScript, the page URL carries the prompt (and the
     // image, on success): show them as if the action had just finished.
-    let typed_prompt = query.with_untracked(|q| q.get("prompt")).unwrap_or_default();
+    let typed_prompt = query
+        .with_untracked(|q| q.get("prompt"))
+        .unwrap_or_default();
     let shown_image = Memo::new(move |_| match action.value().get() {
         Some(Ok(created)) => Some((created.url, created.prompt)),
         Some(Err(_)) => None,
@@ -186,7 +188,7 @@ pub fn describe_window(window_ms: u64) -> String {
     ];
     let (size, name) = UNITS
         .into_iter()
-        .find(|(size, _)| window_ms % size == 0)
+        .find(|(size, _)| window_ms.is_multiple_of(*size))
         .unwrap_or((1, "millisecond"));
     match window_ms / size {
         1 => name.to_owned(),

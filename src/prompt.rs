@@ -123,7 +123,11 @@ mod tests {
     fn the_error_messages_say_what_to_fix() {
         assert_eq!(PromptError::Empty.to_string(), "Please enter a prompt.");
         assert_eq!(
-            PromptError::TooLong { chars: 612, max: 500 }.to_string(),
+            PromptError::TooLong {
+                chars: 612,
+                max: 500
+            }
+            .to_string(),
             "The prompt is too long: 612 characters, at most 500 allowed."
         );
     }

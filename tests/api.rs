@@ -83,12 +83,19 @@ impl TestApp {
     }
 
     async fn get(&self, uri: &str) -> Response<Body> {
-        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
     }
 }
 
 async fn body_bytes(response: Response<Body>) -> Vec<u8> {
-    response.into_body().collect().await.unwrap().to_bytes().to_vec()
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }
 
 async fn body_text(response: Response<Body>) -> String {
@@ -122,13 +129,19 @@ async fn the_home_page_renders_the_prompt_form() {
     assert_eq!(response.status(), StatusCode::OK);
     let html = body_text(response).await;
     assert!(html.contains("<title>lofianime"), "{html}");
-    assert!(html.contains(r#"<label for="prompt">Enter your prompt</label>"#), "{html}");
+    assert!(
+        html.contains(r#"<label for="prompt">Enter your prompt</label>"#),
+        "{html}"
+    );
     assert!(html.contains(r#"name="prompt""#), "{html}");
     assert!(html.contains(r#"action="/api/generate""#), "{html}");
     assert!(html.contains("Submit</button>"), "{html}");
     assert!(html.contains("Offline generator"), "{html}");
     assert!(html.contains("REPLICATE_API_TOKEN"), "{html}");
-    assert!(html.contains("Each visitor gets 5 generations per day."), "{html}");
+    assert!(
+        html.contains("Each visitor gets 5 generations per day."),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +158,10 @@ async fn generating_returns_an_image_the_app_serves_itself() {
 
     let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
     assert_eq!(created.prompt, "a cat on a rooftop at night");
-    assert_eq!((created.limit, created.remaining, created.reset_ms), (5, 4, reset));
+    assert_eq!(
+        (created.limit, created.remaining, created.reset_ms),
+        (5, 4, reset)
+    );
     assert!(created.url.starts_with("/images/") && created.url.ends_with(".png"));
 
     let image = app.get(&created.url).await;
@@ -162,7 +178,10 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
     for expected_remaining in (0..5).rev() {
         let response = app.generate("sunset").await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), expected_remaining);
+        assert_eq!(
+            header_u64(&response, "x-ratelimit-remaining"),
+            expected_remaining
+        );
     }
     let denied = app.generate("sunset").await;
     assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -176,7 +195,13 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
         "Retry-After {retry_after} vs {seconds_to_reset}"
     );
     let error: GenerateError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
-    assert_eq!(error, GenerateError::RateLimited { limit: 5, reset_ms: reset });
+    assert_eq!(
+        error,
+        GenerateError::RateLimited {
+            limit: 5,
+            reset_ms: reset
+        }
+    );
     assert_eq!(error.to_string(), "No generations remaining.");
 }
 
@@ -185,16 +210,34 @@ async fn bad_prompts_are_refused_with_400_and_spend_nothing() {
     let app = spawn_app();
     let too_long = "x".repeat(501);
     let cases = [
-        (form_body(""), GenerateError::InvalidPrompt(PromptError::Empty)),
-        (form_body(" \n\t "), GenerateError::InvalidPrompt(PromptError::Empty)),
+        (
+            form_body(""),
+            GenerateError::InvalidPrompt(PromptError::Empty),
+        ),
+        (
+            form_body(" \n\t "),
+            GenerateError::InvalidPrompt(PromptError::Empty),
+        ),
         (
             form_body(&too_long),
-            GenerateError::InvalidPrompt(PromptError::TooLong { chars: 501, max: 500 }),
+            GenerateError::InvalidPrompt(PromptError::TooLong {
+                chars: 501,
+                max: 500,
+            }),
         ),
-        (form_body("bell\u{7}"), GenerateError::InvalidPrompt(PromptError::ControlCharacters)),
+        (
+            form_body("bell\u{7}"),
+            GenerateError::InvalidPrompt(PromptError::ControlCharacters),
+        ),
         // No prompt field at all, or a body that is not a form.
-        (String::new(), GenerateError::InvalidPrompt(PromptError::Empty)),
-        (r#"{"prompt": 5}"#.into(), GenerateError::InvalidPrompt(PromptError::Empty)),
+        (
+            String::new(),
+            GenerateError::InvalidPrompt(PromptError::Empty),
+        ),
+        (
+            r#"{"prompt": 5}"#.into(),
+            GenerateError::InvalidPrompt(PromptError::Empty),
+        ),
     ];
     for (body, expected) in cases {
         let response = app.generate_body(body.clone(), &[]).await;
@@ -207,7 +250,10 @@ async fn bad_prompts_are_refused_with_400_and_spend_nothing() {
     for _ in 0..5 {
         assert_eq!(app.generate("still allowed").await.status(), StatusCode::OK);
     }
-    assert_eq!(app.generate("one too many").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.generate("one too many").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -226,8 +272,14 @@ async fn a_form_post_without_javascript_lands_on_a_page_showing_the_image() {
         .next()
         .unwrap();
     assert!(page.contains(&format!(r#"src="/images/{key}""#)), "{page}");
-    assert!(page.contains(r#"alt="a quiet lake &amp; a boat""#), "{page}");
-    assert_eq!(app.get(&format!("/images/{key}")).await.status(), StatusCode::OK);
+    assert!(
+        page.contains(r#"alt="a quiet lake &amp; a boat""#),
+        "{page}"
+    );
+    assert_eq!(
+        app.get(&format!("/images/{key}")).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -239,7 +291,10 @@ async fn a_failed_form_post_without_javascript_shows_the_error_and_keeps_the_pro
         },
         ..Default::default()
     });
-    assert_eq!(app.submit_form_without_js("first").await.status(), StatusCode::FOUND);
+    assert_eq!(
+        app.submit_form_without_js("first").await.status(),
+        StatusCode::FOUND
+    );
     let response = app.submit_form_without_js("second try").await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert!(response.headers().get("retry-after").is_some());

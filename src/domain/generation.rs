@@ -204,7 +204,10 @@ mod tests {
             ));
         }
         assert_eq!(model.calls.load(Ordering::SeqCst), 0);
-        assert_eq!(generation.limiter.remaining("v").await.unwrap().remaining, 1);
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            1
+        );
     }
 
     #[tokio::test]
@@ -223,8 +226,13 @@ mod tests {
         let model = Arc::new(BrokenModel::default());
         let generation = generation(model.clone(), 3);
         let failure = generation.run("v", "sunset").await.unwrap_err();
-        assert!(matches!(failure, GenerationError::Generator { decision, .. } if decision.remaining == 3));
-        assert_eq!(generation.limiter.remaining("v").await.unwrap().remaining, 3);
+        assert!(
+            matches!(failure, GenerationError::Generator { decision, .. } if decision.remaining == 3)
+        );
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            3
+        );
         assert_eq!(model.calls.load(Ordering::SeqCst), 1);
     }
 
@@ -234,7 +242,12 @@ mod tests {
         let generated = generation.run("v", "  a cat  ").await.unwrap();
         assert_eq!(generated.prompt.as_str(), "a cat");
         assert_eq!(generated.decision.remaining, 4);
-        let bytes = generation.images.get(&generated.image).await.unwrap().unwrap();
+        let bytes = generation
+            .images
+            .get(&generated.image)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(bytes.starts_with(b"\x89PNG"));
         assert_eq!(generated.image.format(), ImageFormat::Png);
     }

@@ -128,13 +128,15 @@ mod tests {
 
     #[test]
     fn without_trusted_proxies_the_header_is_ignored() {
-        let client = TrustedProxies::default().resolve(ip("198.51.100.7"), ["203.0.113.1"].into_iter());
+        let client =
+            TrustedProxies::default().resolve(ip("198.51.100.7"), ["203.0.113.1"].into_iter());
         assert_eq!(client.ip(), ip("198.51.100.7"));
     }
 
     #[test]
     fn an_untrusted_peer_cannot_spoof_the_header() {
-        let client = trusted(&["10.0.0.0/8"]).resolve(ip("198.51.100.7"), ["203.0.113.1"].into_iter());
+        let client =
+            trusted(&["10.0.0.0/8"]).resolve(ip("198.51.100.7"), ["203.0.113.1"].into_iter());
         assert_eq!(client.ip(), ip("198.51.100.7"));
     }
 
@@ -173,6 +175,9 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_addresses_count_as_ipv4() {
-        assert_eq!(ClientIp::new(ip("::ffff:192.0.2.5")).to_string(), "192.0.2.5");
+        assert_eq!(
+            ClientIp::new(ip("::ffff:192.0.2.5")).to_string(),
+            "192.0.2.5"
+        );
     }
 }

@@ -27,11 +27,16 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         return Err(GenerateError::Internal);
     };
     let Some(visitor) = request.extensions.get::<ClientIp>().copied() else {
-        tracing::error!("generate ran without a visitor address; is the identify_visitor layer installed?");
+        tracing::error!(
+            "generate ran without a visitor address; is the identify_visitor layer installed?"
+        );
         return Err(GenerateError::Internal);
     };
 
-    let result = state.generation.run(&visitor.to_string(), &raw_prompt).await;
+    let result = state
+        .generation
+        .run(&visitor.to_string(), &raw_prompt)
+        .await;
     let now_ms = state.generation.limiter.now_ms();
     let decision = match &result {
         Ok(generated) => Some(generated.decision),
@@ -42,7 +47,9 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
             .into_iter()
             .for_each(|(name, value)| response.insert_header(name, value));
     }
-    let outcome = result.map(created_image).map_err(|failure| visitor_error(&failure));
+    let outcome = result
+        .map(created_image)
+        .map_err(|failure| visitor_error(&failure));
 
     if plain_form_post(&request) {
         // Without JavaScript the browser follows a redirect back to the page; the
@@ -128,7 +135,10 @@ fn plain_form_post(request: &axum::http::request::Parts) -> bool {
 /// Where a form post without JavaScript lands: `/?image=…&prompt=…` on success,
 /// `/?prompt=…&__path=…&__err=…` on failure (the error in the encoding Leptos'
 /// `ServerAction` reads back).
-fn no_script_location(outcome: &Result<CreatedImage, GenerateError>, raw_prompt: &str) -> HeaderValue {
+fn no_script_location(
+    outcome: &Result<CreatedImage, GenerateError>,
+    raw_prompt: &str,
+) -> HeaderValue {
     let mut url = url::Url::parse("http://app.invalid/").expect("a valid constant URL");
     match outcome {
         Ok(image) => {
@@ -152,8 +162,8 @@ fn no_script_location(outcome: &Result<CreatedImage, GenerateError>, raw_prompt:
 
 /// The body of `GET /api/info`.
 pub fn app_info() -> Result<AppInfo, ServerFnError> {
-    let state = use_context::<AppState>()
-        .ok_or_else(|| ServerFnError::new("the app state is missing"))?;
+    let state =
+        use_context::<AppState>().ok_or_else(|| ServerFnError::new("the app state is missing"))?;
     Ok(state.info.clone())
 }
 
@@ -174,7 +184,11 @@ pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>
         Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
         Err(error) => {
             tracing::error!(%error, image = %key, "could not read a stored image");
-            (StatusCode::INTERNAL_SERVER_ERROR, crate::api::GENERIC_FAILURE).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::api::GENERIC_FAILURE,
+            )
+                .into_response()
         }
     }
 }

@@ -159,11 +159,7 @@ impl Settings {
     fn figment(file: &Path) -> Figment {
         Figment::from(Serialized::defaults(Settings::default()))
             .merge(Toml::file(file))
-            .merge(
-                Env::prefixed("LOFIANIME_")
-                    .ignore(&["config"])
-                    .split("__"),
-            )
+            .merge(Env::prefixed("LOFIANIME_").ignore(&["config"]).split("__"))
     }
 
     fn from_figment(figment: Figment) -> Result<Self, SettingsError> {
@@ -239,6 +235,8 @@ impl Secrets {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;
@@ -318,9 +316,10 @@ mod tests {
     #[test]
     fn the_repository_settings_file_is_valid_and_matches_the_defaults() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_SETTINGS_FILE);
-        let from_file =
-            Settings::from_figment(Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(&file)))
-                .expect("Leptos.toml is valid");
+        let from_file = Settings::from_figment(
+            Figment::from(Serialized::defaults(Settings::default())).merge(Toml::file(&file)),
+        )
+        .expect("Leptos.toml is valid");
         assert_eq!(from_file, Settings::default());
     }
 }

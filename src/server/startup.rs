@@ -129,7 +129,9 @@ impl AppState {
                 max_prompt_chars: settings.prompt.max_chars,
             }),
             images: components.images,
-            trusted_proxies: Arc::new(TrustedProxies::new(settings.visitors.trusted_proxies.clone())),
+            trusted_proxies: Arc::new(TrustedProxies::new(
+                settings.visitors.trusted_proxies.clone(),
+            )),
             info,
         })
     }

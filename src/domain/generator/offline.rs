@@ -239,7 +239,15 @@ impl Scene {
             "coast", "pool",
         ]) {
             Setting::Sea
-        } else if has(&["mountain", "hill", "field", "meadow", "forest", "valley", "countryside"]) {
+        } else if has(&[
+            "mountain",
+            "hill",
+            "field",
+            "meadow",
+            "forest",
+            "valley",
+            "countryside",
+        ]) {
             Setting::Hills
         } else {
             [Setting::Hills, Setting::City, Setting::Sea][seed[1] as usize % 3]
@@ -318,7 +326,11 @@ impl Canvas {
     fn sky_at(&self, fy: f32, horizon: f32) -> Rgb {
         let t = fy / horizon;
         if t < 0.55 {
-            mix(self.palette.sky_top, self.palette.sky_mid, smoothstep(t / 0.55))
+            mix(
+                self.palette.sky_top,
+                self.palette.sky_mid,
+                smoothstep(t / 0.55),
+            )
         } else {
             mix(
                 self.palette.sky_mid,
@@ -393,7 +405,11 @@ impl Canvas {
         let (w, h) = (self.w as f32, self.h as f32);
         let tint = mix(self.palette.horizon, hex(0xffffff), 0.35);
         let shadow = mix(self.palette.sky_mid, self.palette.sky_top, 0.3);
-        let count = if self.palette.rain { 9 } else { rng.random_range(3..6) };
+        let count = if self.palette.rain {
+            9
+        } else {
+            rng.random_range(3..6)
+        };
         for _ in 0..count {
             let cx = rng.random_range(-0.1f32..1.1);
             let cy = rng.random_range(0.08f32..horizon - 0.12);
@@ -540,7 +556,11 @@ impl Canvas {
                 } else {
                     rng.random_range(0.14f32..0.38)
                 };
-                let base = if row == 0 { horizon + 0.02 } else { horizon + 0.12 };
+                let base = if row == 0 {
+                    horizon + 0.02
+                } else {
+                    horizon + 0.12
+                };
                 let top = base - bh;
                 let (x0, x1) = ((x * w).max(0.0) as usize, ((x + bw) * w).min(w) as usize);
                 for y in (top * h).max(0.0) as usize..self.h {
@@ -699,7 +719,10 @@ mod tests {
     fn a_night_prompt_is_darker_than_a_morning_prompt() {
         let brightness = |prompt: &str| {
             let image = decode(&render_png(prompt, 64, 64).unwrap());
-            image.pixels().map(|p| p.0.iter().map(|&c| c as u64).sum::<u64>()).sum::<u64>()
+            image
+                .pixels()
+                .map(|p| p.0.iter().map(|&c| c as u64).sum::<u64>())
+                .sum::<u64>()
         };
         assert!(brightness("a lake at night") < brightness("a lake in the morning"));
     }

@@ -49,7 +49,17 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         for bad in [
-            "", "m", "10", "10  s", " 10 s", "10 s ", "1.5 h", "-1 s", "10 w", "10 S", "0 s",
+            "",
+            "m",
+            "10",
+            "10  s",
+            " 10 s",
+            "10 s ",
+            "1.5 h",
+            "-1 s",
+            "10 w",
+            "10 S",
+            "0 s",
             "99999999999999999999 d",
         ] {
             assert!(parse_window(bad).is_err(), "{bad:?} should be refused");
