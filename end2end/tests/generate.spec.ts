@@ -1,0 +1,129 @@
+import { test, expect, type Browser, type Page } from "@playwright/test";
+
+// Every test is a different visitor: the app trusts X-Forwarded-For from loopback
+// (end2end/lofianime.e2e.toml), so each one starts with a full quota.
+let visitorCounter = 0;
+function newVisitor(): string {
+  visitorCounter += 1;
+  return `203.0.113.${(Date.now() % 200) + visitorCounter}`;
+}
+
+async function openAsVisitor(browser: Browser, options: { javaScriptEnabled?: boolean } = {}) {
+  const context = await browser.newContext({
+    extraHTTPHeaders: { "X-Forwarded-For": newVisitor() },
+    javaScriptEnabled: options.javaScriptEnabled ?? true,
+  });
+  const page = await context.newPage();
+  return { context, page };
+}
+
+/// Waits until the WASM bundle has hydrated the page, so clicks are handled by it.
+async function waitForHydration(page: Page) {
+  await page.waitForFunction(() =>
+    performance.getEntriesByType("resource").some((entry) => entry.name.endsWith(".wasm")),
+  );
+  await page.waitForLoadState("networkidle");
+}
+
+async function expectLoadedImage(page: Page, prompt: string) {
+  const image = page.getByRole("img", { name: prompt });
+  await expect(image).toBeVisible();
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  await expect
+    .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth))
+    .toBeGreaterThan(0);
+}
+
+test("the page offers a labelled prompt form", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await expect(page).toHaveTitle(/lofianime/);
+  await expect(page.getByLabel("Enter your prompt")).toBeVisible();
+  await expect(page.getByRole("button", { name: "Submit" })).toBeEnabled();
+  await expect(page.getByText("Offline generator.")).toBeVisible();
+  await context.close();
+});
+
+test("typing a prompt shows Generating… and then the image", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const prompt = "a quiet train station at dusk";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  const submit = page.getByRole("button", { name: "Submit" });
+  await submit.click();
+
+  await expect(page.getByText("Generating…")).toBeVisible();
+  await expect(submit).toBeDisabled();
+
+  await expectLoadedImage(page, prompt);
+  await expect(page.getByText("Generating…")).toBeHidden();
+  await expect(submit).toBeEnabled();
+  await expect(page.getByText("2 of 3 generations left.")).toBeVisible();
+  // The hydrated form called the server function; the page was not reloaded.
+  expect(new URL(page.url()).search).toBe("");
+  await context.close();
+});
+
+test("a blank prompt gets a readable message and spends nothing", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const input = page.getByLabel("Enter your prompt");
+  // Spaces pass the browser's `required` check; the server refuses them.
+  await input.fill("   ");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page.getByText("Please enter a prompt.")).toBeVisible();
+
+  await input.fill("a cat asleep on a warm rooftop");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, "a cat asleep on a warm rooftop");
+  await expect(page.getByText("2 of 3 generations left.")).toBeVisible();
+  await context.close();
+});
+
+test("after the limit the page says No generations remaining. and keeps the prompt", async ({
+  browser,
+}) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const input = page.getByLabel("Enter your prompt");
+  const submit = page.getByRole("button", { name: "Submit" });
+  for (let i = 1; i <= 3; i++) {
+    await input.fill(`rainy street number ${i}`);
+    await submit.click();
+    await expectLoadedImage(page, `rainy street number ${i}`);
+  }
+  await input.fill("one more, please");
+  await submit.click();
+  await expect(page.getByText("No generations remaining.")).toBeVisible();
+  await expect(submit).toBeEnabled();
+  await expect(input).toHaveValue("one more, please");
+  await context.close();
+});
+
+test("the form works with JavaScript disabled", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, { javaScriptEnabled: false });
+  await page.goto("/");
+  const prompt = "a lighthouse by the sea at night";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await page.waitForURL(/\/\?image=/);
+  await expectLoadedImage(page, prompt);
+  await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
+  await context.close();
+});
+
+test("without JavaScript the limit message shows too", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, { javaScriptEnabled: false });
+  for (let i = 1; i <= 4; i++) {
+    await page.goto("/");
+    await page.getByLabel("Enter your prompt").fill(`harbour at sunset ${i}`);
+    await page.getByRole("button", { name: "Submit" }).click();
+    await page.waitForLoadState("load");
+  }
+  await expect(page.getByText("No generations remaining.")).toBeVisible();
+  await expect(page.getByLabel("Enter your prompt")).toHaveValue("harbour at sunset 4");
+  await context.close();
+});
