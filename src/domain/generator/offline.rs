@@ -217,7 +217,16 @@ impl Scene {
     fn from_prompt(prompt: &str) -> Self {
         let seed: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
         let lower = prompt.to_lowercase();
-        let has = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
+        // A keyword matches the start of a word: "rainy" is rain, "train" is not.
+        let has = |keywords: &[&str]| {
+            keywords
+                .iter()
+                .any(|k| words.iter().any(|w| w.starts_with(k)))
+        };
         let palette = if has(&["rain", "storm", "cloudy", "grey", "gray", "fog"]) {
             Palette::rain()
         } else if has(&["night", "moon", "star", "midnight", "dark", "neon"]) {
@@ -226,6 +235,10 @@ impl Scene {
             Palette::morning()
         } else if has(&["sunset", "evening"]) {
             Palette::sunset()
+        } else if has(&["dusk", "twilight", "purple"]) {
+            Palette::dusk()
+        } else if has(&["golden", "autumn", "afternoon", "summer", "warm"]) {
+            Palette::golden()
         } else {
             [Palette::sunset(), Palette::dusk(), Palette::golden()][seed[0] as usize % 3]
         };
@@ -733,6 +746,17 @@ mod tests {
         let image = decode(&render_png("hills", 128, 128).unwrap());
         let distinct: std::collections::HashSet<_> = image.pixels().map(|p| p.0).collect();
         assert!(distinct.len() > 500, "only {} colours", distinct.len());
+    }
+
+    #[test]
+    fn keywords_match_whole_words_from_their_start() {
+        assert!(Scene::from_prompt("a rainy street").palette.rain);
+        assert!(!Scene::from_prompt("a quiet train station").palette.rain);
+        assert_eq!(
+            Scene::from_prompt("a quiet train station").setting,
+            Setting::City
+        );
+        assert_eq!(Scene::from_prompt("Ocean waves").setting, Setting::Sea);
     }
 
     #[tokio::test]

@@ -55,7 +55,7 @@ impl Counter {
 #[async_trait]
 impl LimiterStore for MemoryStore {
     fn describe(&self) -> String {
-        "in-memory (counts live in this process only; run one instance, or set REDIS_URL / UPSTASH_REDIS_REST_URL to share them)".into()
+        "in-memory (counts live in this process only: correct for a single app instance, and reset when it restarts)".into()
     }
 
     async fn fixed_window_increment(

@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(window.bucket(0), 0);
         assert_eq!(window.bucket(DAY_MS - 1), 0);
         assert_eq!(window.bucket(DAY_MS), 1);
-        // 2026-11-27T13:00:00Z lies in day 20_419 since the epoch.
+        // 2025-11-27T13:00:00Z lies in day 20_419 since the epoch.
         assert_eq!(window.bucket(1_764_248_400_000), 20_419);
     }
 
