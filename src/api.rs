@@ -13,6 +13,16 @@ pub const NO_GENERATIONS_REMAINING: &str = "No generations remaining.";
 /// The sentence for every failure whose detail belongs in the server log only.
 pub const GENERIC_FAILURE: &str = "An error occurred. Please try again later.";
 
+/// A visitor's generations: how many the policy allows, how many are left, and
+/// when more become available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the visitor gets more (window end or next refill), epoch milliseconds.
+    pub reset_ms: u64,
+}
+
 /// A finished generation as the page sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedImage {
@@ -20,10 +30,9 @@ pub struct CreatedImage {
     pub url: String,
     /// The prompt as validated (trimmed); also the image's alt text.
     pub prompt: String,
-    pub limit: u64,
-    pub remaining: u64,
-    /// When the visitor's window resets, epoch milliseconds.
-    pub reset_ms: u64,
+    /// The visitor's quota after this generation; `None` when the limiter's store
+    /// was down and the owner chose to generate uncounted.
+    pub quota: Option<Quota>,
 }
 
 /// Why a generation failed, as the visitor may know it. `Display` is the sentence
@@ -33,7 +42,7 @@ pub enum GenerateError {
     #[error("{0}")]
     InvalidPrompt(PromptError),
     #[error("No generations remaining.")]
-    RateLimited { limit: u64, reset_ms: u64 },
+    RateLimited(Quota),
     #[error("Rate limiter unavailable, please try again shortly.")]
     LimiterUnavailable,
     #[error("The request could not be read: {0}")]

@@ -2,7 +2,7 @@
 //! error. Rendered on the server, hydrated in the browser, and usable without
 //! JavaScript (the form posts to the same server function).
 
-use crate::api::{image_url_from_key, site_info, AppInfo, Generate};
+use crate::api::{image_url_from_key, site_info, AppInfo, CreatedImage, Generate};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -102,9 +102,11 @@ fn Studio(info: AppInfo) -> impl IntoView {
         _ => None,
     };
     let quota = move || match action.value().get() {
-        Some(Ok(created)) => Some(format!(
+        Some(Ok(CreatedImage {
+            quota: Some(quota), ..
+        })) => Some(format!(
             "{} of {} generations left.",
-            created.remaining, created.limit
+            quota.remaining, quota.limit
         )),
         _ => None,
     };

@@ -6,7 +6,7 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use leptos::config::LeptosOptions;
-use lofianime::api::{CreatedImage, GenerateError};
+use lofianime::api::{CreatedImage, GenerateError, Quota};
 use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generator::OfflineGenerator;
 use lofianime::domain::ratelimit::MemoryStore;
@@ -159,8 +159,12 @@ async fn generating_returns_an_image_the_app_serves_itself() {
     let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
     assert_eq!(created.prompt, "a cat on a rooftop at night");
     assert_eq!(
-        (created.limit, created.remaining, created.reset_ms),
-        (5, 4, reset)
+        created.quota,
+        Some(Quota {
+            limit: 5,
+            remaining: 4,
+            reset_ms: reset
+        })
     );
     assert!(created.url.starts_with("/images/") && created.url.ends_with(".png"));
 
@@ -197,10 +201,11 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
     let error: GenerateError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
     assert_eq!(
         error,
-        GenerateError::RateLimited {
+        GenerateError::RateLimited(Quota {
             limit: 5,
+            remaining: 0,
             reset_ms: reset
-        }
+        })
     );
     assert_eq!(error.to_string(), "No generations remaining.");
 }

@@ -10,13 +10,25 @@ use crate::prompt::{Prompt, PromptError};
 use std::sync::Arc;
 use std::time::Instant;
 
+/// What to do when the limiter's store cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Refuse to generate (the default: nothing is spent that was not counted).
+    #[default]
+    Deny,
+    /// Generate without counting (the owner prefers availability to cost control).
+    Allow,
+}
+
 /// A finished generation.
 #[derive(Debug, Clone)]
 pub struct Generated {
     pub prompt: Prompt,
     pub image: ImageKey,
-    /// The limiter's answer when the credit was spent.
-    pub decision: Decision,
+    /// The limiter's answer when the credit was spent; `None` when the store was
+    /// down and the failure policy let the generation through uncounted.
+    pub decision: Option<Decision>,
 }
 
 /// Why a generation did not happen. Each variant says whether a credit was spent.
@@ -33,23 +45,22 @@ pub enum GenerationError {
         #[source]
         source: GeneratorError,
         /// The visitor's quota after the refund.
-        decision: Decision,
+        decision: Option<Decision>,
     },
     #[error("storing the image failed")]
     Storage {
         #[source]
         source: StorageError,
-        decision: Decision,
+        decision: Option<Decision>,
     },
 }
 
 impl GenerationError {
-    /// The quota to report with this failure, when the limiter was consulted.
+    /// The quota to report with this failure, when the limiter answered.
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            Self::Denied(decision)
-            | Self::Generator { decision, .. }
-            | Self::Storage { decision, .. } => Some(*decision),
+            Self::Denied(decision) => Some(*decision),
+            Self::Generator { decision, .. } | Self::Storage { decision, .. } => *decision,
             Self::InvalidPrompt(_) | Self::LimiterUnavailable(_) => None,
         }
     }
@@ -61,21 +72,27 @@ pub struct Generation {
     pub generator: Arc<dyn ImageGenerator>,
     pub images: Arc<dyn ImageStore>,
     pub max_prompt_chars: usize,
+    pub on_store_failure: FailurePolicy,
 }
 
 impl Generation {
     /// Runs one generation for `visitor` (the limiter's identifier).
     pub async fn run(&self, visitor: &str, raw_prompt: &str) -> Result<Generated, GenerationError> {
         let prompt = Prompt::parse(raw_prompt, self.max_prompt_chars)?;
-        let decision = self
-            .limiter
-            .limit(visitor, 1)
-            .await
-            .map_err(GenerationError::LimiterUnavailable)?;
-        if !decision.success {
-            tracing::info!(%visitor, reset_ms = decision.reset_ms, "generation denied: no generations remaining");
-            return Err(GenerationError::Denied(decision));
-        }
+        let decision = match self.limiter.limit(visitor, 1).await {
+            Ok(decision) if decision.success => Some(decision),
+            Ok(decision) => {
+                tracing::info!(%visitor, reset_ms = decision.reset_ms, reason = ?decision.reason, "generation denied: no generations remaining");
+                return Err(GenerationError::Denied(decision));
+            }
+            Err(error) => match self.on_store_failure {
+                FailurePolicy::Deny => return Err(GenerationError::LimiterUnavailable(error)),
+                FailurePolicy::Allow => {
+                    tracing::warn!(%visitor, "rate-limit store unavailable; generating uncounted (on_store_failure = allow)");
+                    None
+                }
+            },
+        };
         let started = Instant::now();
         let image = match self.generator.generate(&prompt).await {
             Ok(image) => image,
@@ -96,7 +113,7 @@ impl Generation {
             image = %key,
             bytes = image.bytes.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            remaining = decision.remaining,
+            remaining = decision.map(|d| d.remaining),
             "generated image"
         );
         Ok(Generated {
@@ -107,11 +124,13 @@ impl Generation {
     }
 
     /// Gives back the credit of a failed generation and returns the quota after it.
-    async fn refund(&self, visitor: &str, spent: Decision) -> Decision {
+    async fn refund(&self, visitor: &str, spent: Option<Decision>) -> Option<Decision> {
+        // Nothing was counted when the store was down.
+        spent?;
         match self.limiter.limit(visitor, -1).await {
             Ok(decision) => {
                 tracing::info!(%visitor, remaining = decision.remaining, "refunded the credit of a failed generation");
-                decision
+                Some(decision)
             }
             Err(error) => {
                 tracing::error!(%visitor, %error, "could not refund the credit of a failed generation");
@@ -126,7 +145,7 @@ mod tests {
     use super::*;
     use crate::domain::clock::ManualClock;
     use crate::domain::generator::{GeneratedImage, ImageFormat, OfflineGenerator};
-    use crate::domain::ratelimit::{FixedWindow, MemoryStore, DEFAULT_PREFIX};
+    use crate::domain::ratelimit::{Algorithm, MemoryStore, DEFAULT_PREFIX};
     use crate::domain::storage::ObjectImageStore;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -178,7 +197,7 @@ mod tests {
         let clock = Arc::new(ManualClock::at(1_000));
         let limiter = RateLimiter::new(
             Arc::new(MemoryStore::new(clock.clone())),
-            FixedWindow {
+            Algorithm::FixedWindow {
                 limit,
                 window_ms: 60_000,
             },
@@ -190,6 +209,7 @@ mod tests {
             generator,
             images: Arc::new(ObjectImageStore::in_memory()),
             max_prompt_chars: 20,
+            on_store_failure: FailurePolicy::Deny,
         }
     }
 
@@ -227,7 +247,7 @@ mod tests {
         let generation = generation(model.clone(), 3);
         let failure = generation.run("v", "sunset").await.unwrap_err();
         assert!(
-            matches!(failure, GenerationError::Generator { decision, .. } if decision.remaining == 3)
+            matches!(failure, GenerationError::Generator { decision, .. } if decision.unwrap().remaining == 3)
         );
         assert_eq!(
             generation.limiter.remaining("v").await.unwrap().remaining,
@@ -241,7 +261,7 @@ mod tests {
         let generation = generation(Arc::new(CountingModel::default()), 5);
         let generated = generation.run("v", "  a cat  ").await.unwrap();
         assert_eq!(generated.prompt.as_str(), "a cat");
-        assert_eq!(generated.decision.remaining, 4);
+        assert_eq!(generated.decision.unwrap().remaining, 4);
         let bytes = generation
             .images
             .get(&generated.image)

@@ -1,7 +1,7 @@
 //! Handlers: the bodies of the server functions and the image route. Each reads
 //! the app's state from context, calls the domain, and maps the result to HTTP.
 
-use crate::api::{AppInfo, CreatedImage, GenerateError};
+use crate::api::{AppInfo, CreatedImage, GenerateError, Quota};
 use crate::domain::generation::{Generated, GenerationError};
 use crate::domain::ratelimit::Decision;
 use crate::domain::storage::ImageKey;
@@ -39,7 +39,7 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         .await;
     let now_ms = state.generation.limiter.now_ms();
     let decision = match &result {
-        Ok(generated) => Some(generated.decision),
+        Ok(generated) => generated.decision,
         Err(failure) => failure.decision(),
     };
     if let Some(decision) = decision {
@@ -64,13 +64,19 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
     outcome
 }
 
+fn quota(decision: &Decision) -> Quota {
+    Quota {
+        limit: decision.limit,
+        remaining: decision.remaining,
+        reset_ms: decision.reset_ms,
+    }
+}
+
 fn created_image(generated: Generated) -> CreatedImage {
     CreatedImage {
         url: generated.image.url(),
         prompt: generated.prompt.to_string(),
-        limit: generated.decision.limit,
-        remaining: generated.decision.remaining,
-        reset_ms: generated.decision.reset_ms,
+        quota: generated.decision.as_ref().map(quota),
     }
 }
 
@@ -78,10 +84,7 @@ fn created_image(generated: Generated) -> CreatedImage {
 fn visitor_error(failure: &GenerationError) -> GenerateError {
     match failure {
         GenerationError::InvalidPrompt(reason) => GenerateError::InvalidPrompt(reason.clone()),
-        GenerationError::Denied(decision) => GenerateError::RateLimited {
-            limit: decision.limit,
-            reset_ms: decision.reset_ms,
-        },
+        GenerationError::Denied(decision) => GenerateError::RateLimited(quota(decision)),
         GenerationError::LimiterUnavailable(error) => {
             tracing::error!(%error, "rate limiter unavailable; refusing to generate");
             GenerateError::LimiterUnavailable

@@ -2,7 +2,8 @@
 //! (the owner's non-secret choices), then `LOFIANIME_*` environment variables.
 //! Secrets come only from the environment (or a `.env` file) and have no defaults.
 
-use crate::domain::ratelimit::{parse_window, FixedWindow, WindowError, DEFAULT_PREFIX};
+use crate::domain::generation::FailurePolicy;
+use crate::domain::ratelimit::{parse_window, Algorithm, WindowError, DEFAULT_PREFIX};
 use crate::prompt::DEFAULT_MAX_CHARS;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -29,12 +30,44 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
-    /// Generations per visitor per window.
+    pub algorithm: AlgorithmName,
+    /// Generations per visitor per window (token bucket: the bucket's size).
     pub limit: u64,
     /// Window length, written as `@upstash/ratelimit` writes it ("1440 m").
+    /// Token bucket: the refill interval.
     pub window: String,
+    /// Token bucket only: tokens added every `window` (default: `limit`).
+    pub refill_rate: Option<u64>,
     /// Redis key prefix, shared with any Node app using `@upstash/ratelimit`.
     pub prefix: String,
+    /// Remember refused visitors in this process until their reset, sparing the
+    /// store a round trip (as `@upstash/ratelimit`'s ephemeral cache does).
+    pub ephemeral_cache: bool,
+    /// What to do when the store cannot answer: `deny` (refuse generations, the
+    /// default: the limiter guards a paid API) or `allow` (generate unmetered).
+    pub on_store_failure: FailurePolicy,
+    /// Bound on each store request, in milliseconds.
+    pub store_timeout_ms: u64,
+    /// Scripts carry Upstash's `allow-key-locking` flag: `auto` (only for
+    /// `*.upstash.io` hosts), `on` or `off`.
+    pub upstash_key_locking: KeyLocking,
+}
+
+/// The algorithms of `@upstash/ratelimit`, as written in the settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlgorithmName {
+    FixedWindow,
+    SlidingWindow,
+    TokenBucket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyLocking {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -86,9 +119,15 @@ pub struct StorageSettings {
 impl Default for RateLimitSettings {
     fn default() -> Self {
         Self {
+            algorithm: AlgorithmName::FixedWindow,
             limit: 5,
             window: "1440 m".into(),
+            refill_rate: None,
             prefix: DEFAULT_PREFIX.into(),
+            ephemeral_cache: true,
+            on_store_failure: FailurePolicy::Deny,
+            store_timeout_ms: 2_000,
+            upstash_key_locking: KeyLocking::Auto,
         }
     }
 }
@@ -182,6 +221,18 @@ impl Settings {
             );
         }
         parse_window(&self.ratelimit.window)?;
+        if self.ratelimit.refill_rate == Some(0) {
+            return invalid(
+                "ratelimit.refill_rate (LOFIANIME_RATELIMIT__REFILL_RATE)",
+                "must be at least 1",
+            );
+        }
+        if self.ratelimit.store_timeout_ms == 0 {
+            return invalid(
+                "ratelimit.store_timeout_ms (LOFIANIME_RATELIMIT__STORE_TIMEOUT_MS)",
+                "must be at least 1",
+            );
+        }
         if self.ratelimit.prefix.is_empty() {
             return invalid(
                 "ratelimit.prefix (LOFIANIME_RATELIMIT__PREFIX)",
@@ -206,10 +257,17 @@ impl Settings {
     }
 
     /// The limiter policy these settings describe.
-    pub fn fixed_window(&self) -> Result<FixedWindow, WindowError> {
-        Ok(FixedWindow {
-            limit: self.ratelimit.limit,
-            window_ms: parse_window(&self.ratelimit.window)?,
+    pub fn algorithm(&self) -> Result<Algorithm, WindowError> {
+        let limit = self.ratelimit.limit;
+        let window_ms = parse_window(&self.ratelimit.window)?;
+        Ok(match self.ratelimit.algorithm {
+            AlgorithmName::FixedWindow => Algorithm::FixedWindow { limit, window_ms },
+            AlgorithmName::SlidingWindow => Algorithm::SlidingWindow { limit, window_ms },
+            AlgorithmName::TokenBucket => Algorithm::TokenBucket {
+                refill_rate: self.ratelimit.refill_rate.unwrap_or(limit),
+                interval_ms: window_ms,
+                max_tokens: limit,
+            },
         })
     }
 }
@@ -218,6 +276,10 @@ impl Settings {
 #[derive(Debug, Default)]
 pub struct Secrets {
     pub replicate_api_token: Option<SecretString>,
+    /// Native Redis (`redis://…`); may carry a password.
+    pub redis_url: Option<SecretString>,
+    pub upstash_redis_rest_url: Option<SecretString>,
+    pub upstash_redis_rest_token: Option<SecretString>,
 }
 
 impl Secrets {
@@ -230,6 +292,9 @@ impl Secrets {
         };
         Self {
             replicate_api_token: non_empty("REPLICATE_API_TOKEN"),
+            redis_url: non_empty("REDIS_URL"),
+            upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
+            upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),
         }
     }
 }
@@ -252,7 +317,15 @@ mod tests {
             assert_eq!(settings.ratelimit.limit, 5);
             assert_eq!(settings.ratelimit.window, "1440 m");
             assert_eq!(settings.ratelimit.prefix, "@upstash/ratelimit");
-            assert_eq!(settings.fixed_window().unwrap().window_ms, 86_400_000);
+            assert_eq!(
+                settings.algorithm().unwrap(),
+                Algorithm::FixedWindow {
+                    limit: 5,
+                    window_ms: 86_400_000
+                }
+            );
+            assert_eq!(settings.ratelimit.on_store_failure, FailurePolicy::Deny);
+            assert!(settings.ratelimit.ephemeral_cache);
             assert_eq!(settings.prompt.max_chars, 500);
             assert!(settings.visitors.trusted_proxies.is_empty());
             Ok(())
@@ -274,6 +347,36 @@ mod tests {
                 settings.visitors.trusted_proxies,
                 vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_algorithm_can_be_chosen() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "Leptos.toml",
+                "[ratelimit]\nalgorithm = \"token-bucket\"\nlimit = 10\nwindow = \"1 h\"\nrefill_rate = 2\n",
+            )?;
+            assert_eq!(
+                load_in(jail).unwrap().algorithm().unwrap(),
+                Algorithm::TokenBucket {
+                    refill_rate: 2,
+                    interval_ms: 3_600_000,
+                    max_tokens: 10
+                }
+            );
+            jail.set_env("LOFIANIME_RATELIMIT__ALGORITHM", "sliding-window");
+            assert_eq!(
+                load_in(jail).unwrap().algorithm().unwrap(),
+                Algorithm::SlidingWindow {
+                    limit: 10,
+                    window_ms: 3_600_000
+                }
+            );
+            jail.set_env("LOFIANIME_RATELIMIT__ALGORITHM", "leaky-bucket");
+            let message = load_in(jail).unwrap_err().to_string();
+            assert!(message.contains("leaky-bucket"), "{message}");
             Ok(())
         });
     }

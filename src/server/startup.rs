@@ -6,11 +6,14 @@ use crate::app::{shell, App};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::generation::Generation;
 use crate::domain::generator::{ImageGenerator, OfflineGenerator};
-use crate::domain::ratelimit::{LimiterStore, MemoryStore, RateLimiter};
+use crate::domain::ratelimit::{
+    LimiterStore, MemoryStore, RateLimiter, RedisStore, StoreError, UpstashRestStore,
+    UpstashSettings,
+};
 use crate::domain::storage::{ImageStore, ObjectImageStore, StorageError};
 use crate::server::client_ip::{identify_visitor, TrustedProxies};
 use crate::server::handlers::serve_image;
-use crate::server::settings::{Secrets, Settings, SettingsError};
+use crate::server::settings::{KeyLocking, Secrets, Settings, SettingsError};
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
 use axum::routing::get;
@@ -59,6 +62,13 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error("Leptos configuration: {0}")]
     Leptos(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("rate-limit store ({variable}): {source}")]
+    LimiterStore {
+        variable: &'static str,
+        source: StoreError,
+    },
     #[error("image storage (storage.dir / LOFIANIME_STORAGE__DIR): {0}")]
     Storage(#[from] StorageError),
     #[error("could not listen on {addr}: {source} (set LEPTOS_SITE_ADDR to another address)")]
@@ -78,9 +88,69 @@ pub struct Components {
     pub clock: Arc<dyn Clock>,
 }
 
+/// Picks the limiter's store from the environment: Upstash REST when its URL and
+/// token are set, native Redis when `REDIS_URL` is, memory otherwise. A store
+/// that is configured but unreachable, or refuses the credentials, stops start-up.
+pub async fn limiter_store(
+    settings: &Settings,
+    secrets: &Secrets,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn LimiterStore>, StartupError> {
+    use secrecy::ExposeSecret;
+    let timeout = Duration::from_millis(settings.ratelimit.store_timeout_ms);
+    let upstash = (
+        &secrets.upstash_redis_rest_url,
+        &secrets.upstash_redis_rest_token,
+    );
+    match (upstash, &secrets.redis_url) {
+        ((Some(_), Some(_)), Some(_)) => Err(StartupError::Config(
+            "both REDIS_URL and UPSTASH_REDIS_REST_URL are set: set one of them".into(),
+        )),
+        ((Some(url), Some(token)), None) => {
+            let url = url.expose_secret().to_owned();
+            let key_locking = match settings.ratelimit.upstash_key_locking {
+                KeyLocking::On => true,
+                KeyLocking::Off => false,
+                KeyLocking::Auto => UpstashSettings::key_locking_by_host(&url),
+            };
+            let store = UpstashRestStore::connect(UpstashSettings {
+                url,
+                token: token.clone(),
+                timeout,
+                key_locking,
+            })
+            .await
+            .map_err(|source| StartupError::LimiterStore {
+                variable: "UPSTASH_REDIS_REST_URL",
+                source,
+            })?;
+            Ok(Arc::new(store))
+        }
+        ((Some(_), None), _) => Err(StartupError::Config(
+            "UPSTASH_REDIS_REST_URL is set but UPSTASH_REDIS_REST_TOKEN is not".into(),
+        )),
+        ((None, Some(_)), _) => Err(StartupError::Config(
+            "UPSTASH_REDIS_REST_TOKEN is set but UPSTASH_REDIS_REST_URL is not".into(),
+        )),
+        ((None, None), Some(url)) => {
+            let store = RedisStore::connect(url.expose_secret(), timeout)
+                .await
+                .map_err(|source| StartupError::LimiterStore {
+                    variable: "REDIS_URL",
+                    source,
+                })?;
+            Ok(Arc::new(store))
+        }
+        ((None, None), None) => Ok(Arc::new(MemoryStore::new(clock))),
+    }
+}
+
 impl Components {
     /// The components the settings and secrets ask for.
-    pub fn from_settings(settings: &Settings, secrets: &Secrets) -> Result<Self, StartupError> {
+    pub async fn from_settings(
+        settings: &Settings,
+        secrets: &Secrets,
+    ) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         if secrets.replicate_api_token.is_some() {
             tracing::warn!(
@@ -88,7 +158,7 @@ impl Components {
             );
         }
         Ok(Self {
-            limiter_store: Arc::new(MemoryStore::new(clock.clone())),
+            limiter_store: limiter_store(settings, secrets, clock.clone()).await?,
             generator: Arc::new(OfflineGenerator::new(
                 settings.image.width,
                 settings.image.height,
@@ -106,19 +176,23 @@ impl AppState {
         components: Components,
         leptos_options: LeptosOptions,
     ) -> Result<Self, StartupError> {
-        let window = settings.fixed_window().map_err(SettingsError::from)?;
-        let limiter = RateLimiter::new(
+        let algorithm = settings.algorithm().map_err(SettingsError::from)?;
+        let mut limiter = RateLimiter::new(
             components.limiter_store,
-            window,
+            algorithm,
             settings.ratelimit.prefix.clone(),
             components.clock,
         );
+        if !settings.ratelimit.ephemeral_cache {
+            limiter = limiter.without_cache();
+        }
         let info = AppInfo {
             offline_generator: components.generator.is_offline(),
             max_prompt_chars: settings.prompt.max_chars,
             limit: settings.ratelimit.limit,
             window: settings.ratelimit.window.clone(),
-            window_ms: window.window_ms,
+            window_ms: crate::domain::ratelimit::parse_window(&settings.ratelimit.window)
+                .map_err(SettingsError::from)?,
         };
         Ok(Self {
             leptos_options,
@@ -127,6 +201,7 @@ impl AppState {
                 generator: components.generator,
                 images: components.images.clone(),
                 max_prompt_chars: settings.prompt.max_chars,
+                on_store_failure: settings.ratelimit.on_store_failure,
             }),
             images: components.images,
             trusted_proxies: Arc::new(TrustedProxies::new(
@@ -187,9 +262,15 @@ pub async fn run() -> Result<(), StartupError> {
         .map_err(|e| StartupError::Leptos(e.to_string()))?
         .leptos_options;
     let addr = leptos_options.site_addr;
-    let components = Components::from_settings(&settings, &secrets)?;
+    let components = Components::from_settings(&settings, &secrets).await?;
 
-    tracing::info!(store = %components.limiter_store.describe(), policy = %format!("fixed window, {} per {:?}", settings.ratelimit.limit, settings.ratelimit.window), "rate limiter");
+    tracing::info!(
+        store = %components.limiter_store.describe(),
+        algorithm = %settings.algorithm().map_err(SettingsError::from)?,
+        window = %settings.ratelimit.window,
+        on_store_failure = ?settings.ratelimit.on_store_failure,
+        "rate limiter"
+    );
     tracing::info!(generator = %components.generator.describe(), "image generator");
     tracing::info!(storage = %components.images.describe(), "image storage");
     if !settings.visitors.trusted_proxies.is_empty() {

@@ -1,161 +1,392 @@
 //! Rate limiting with the semantics and Redis key layout of `@upstash/ratelimit`
 //! v2.0.8, so a Rust server and a Node server can share one set of counters.
 //!
-//! The split follows the JS library: a [`LimiterStore`] performs the atomic
-//! step against its storage (in Redis, one Lua script), and [`RateLimiter`] turns
-//! the numbers it returns into a [`Decision`] with the same arithmetic as the JS code.
+//! The split follows the JS library: a [`LimiterStore`] performs one atomic step
+//! (in Redis, one Lua script), and [`RateLimiter`] builds the keys, keeps the
+//! ephemeral block cache and turns the store's numbers into a [`Decision`].
 
+pub mod algorithms;
+mod cache;
 mod memory;
+mod redis_store;
+mod scripted;
+pub mod scripts;
+mod upstash;
 mod window;
 
+pub use algorithms::Bucket;
+pub use cache::BlockCache;
 pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+pub use upstash::{UpstashRestStore, UpstashSettings};
 pub use window::{parse_window, WindowError};
 
 use crate::domain::clock::Clock;
 use async_trait::async_trait;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The key prefix `@upstash/ratelimit` uses unless told otherwise.
 pub const DEFAULT_PREFIX: &str = "@upstash/ratelimit";
 
-/// The outcome of one limiter call, with everything a 429 or the quota display needs.
+/// The three algorithms of `@upstash/ratelimit`, with their numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// At most `limit` per window; windows aligned to the Unix epoch.
+    FixedWindow { limit: u64, window_ms: u64 },
+    /// Like the fixed window, but the previous window still counts in proportion
+    /// to how much of it overlaps the last `window_ms`.
+    SlidingWindow { limit: u64, window_ms: u64 },
+    /// A bucket of `max_tokens`, refilled by `refill_rate` every `interval_ms`.
+    TokenBucket {
+        refill_rate: u64,
+        interval_ms: u64,
+        max_tokens: u64,
+    },
+}
+
+impl Algorithm {
+    /// The most requests a fresh identifier gets.
+    pub fn limit(&self) -> u64 {
+        match *self {
+            Self::FixedWindow { limit, .. } | Self::SlidingWindow { limit, .. } => limit,
+            Self::TokenBucket { max_tokens, .. } => max_tokens,
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::FixedWindow { limit, window_ms } => {
+                write!(f, "fixed window, {limit} per {window_ms} ms")
+            }
+            Self::SlidingWindow { limit, window_ms } => {
+                write!(f, "sliding window, {limit} per {window_ms} ms")
+            }
+            Self::TokenBucket {
+                refill_rate,
+                interval_ms,
+                max_tokens,
+            } => write!(
+                f,
+                "token bucket of {max_tokens}, {refill_rate} added every {interval_ms} ms"
+            ),
+        }
+    }
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The store was asked.
+    Store,
+    /// The ephemeral cache already knew the identifier was blocked; the store was
+    /// not asked.
+    CacheBlock,
+}
+
+/// The outcome of one limiter call, with everything a 429 or a quota display needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     /// Whether the request may go ahead.
     pub success: bool,
-    /// The most requests the window admits.
+    /// The most requests the policy admits.
     pub limit: u64,
-    /// Requests left in the current window, never negative.
+    /// Requests left, never negative.
     pub remaining: u64,
-    /// When the current window ends, in epoch milliseconds.
+    /// When the identifier gets more (window end, or next refill), epoch ms.
     pub reset_ms: u64,
+    pub reason: Reason,
 }
 
 impl Decision {
-    /// Whole seconds until the window resets, rounded up and at least 1, as
-    /// `Retry-After` wants.
+    /// Whole seconds until the reset, rounded up and at least 1, as `Retry-After` wants.
     pub fn retry_after_secs(&self, now_ms: u64) -> u64 {
         self.reset_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
     }
 }
 
-/// A fixed window: at most `limit` requests per `window_ms`, windows aligned to the
-/// Unix epoch (a "1440 m" window resets at 00:00 UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FixedWindow {
-    pub limit: u64,
-    pub window_ms: u64,
-}
-
-impl FixedWindow {
-    /// The number of the window that contains `now_ms`.
-    pub fn bucket(&self, now_ms: u64) -> u64 {
-        now_ms / self.window_ms
-    }
-
-    /// The Redis key of one visitor's counter in one window.
-    pub fn key(prefix: &str, identifier: &str, bucket: u64) -> String {
-        format!("{prefix}:{identifier}:{bucket}")
-    }
-
-    /// Turns the counter value after an increment into a decision. The counter
-    /// grows even for rejected requests, exactly as in the JS library.
-    pub fn decide(&self, count: i64, bucket: u64) -> Decision {
-        Decision {
-            success: count <= self.limit as i64,
-            limit: self.limit,
-            remaining: self.remaining(count),
-            reset_ms: (bucket + 1) * self.window_ms,
-        }
-    }
-
-    /// What is left for a counter value, clamped at zero (a refund can push the
-    /// counter below zero; more than `limit` is never shown).
-    pub fn remaining(&self, count: i64) -> u64 {
-        (self.limit as i64 - count).clamp(0, self.limit as i64) as u64
-    }
-}
-
 /// Why a store could not answer. The limiter guards a paid API, so callers treat
-/// this as "do not spend".
-#[derive(Debug, thiserror::Error)]
+/// this as "do not spend" unless the owner chose otherwise.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("the rate-limit store is unavailable: {0}")]
+    #[error("the rate-limit store is unreachable: {0}")]
     Unavailable(String),
+    #[error("the rate-limit store refused the credentials: {0}")]
+    Unauthorized(String),
+    #[error("the rate-limit store answered with an error: {0}")]
+    Command(String),
     #[error("the rate-limit store answered something unexpected: {0}")]
     Protocol(String),
 }
 
-/// Storage for counters. Each method is one atomic step, matching one Lua script
-/// of `@upstash/ratelimit` so the Redis-backed stores can run the same scripts.
+/// Storage for the limiter's state. Each method is one atomic step that matches
+/// one Lua script in `scripts.rs`, so the Redis-backed stores are one round trip
+/// per call.
 #[async_trait]
 pub trait LimiterStore: Send + Sync + 'static {
-    /// Says what the store is, for start-up logs.
+    /// Says what the store is, for start-up logs (never with credentials).
     fn describe(&self) -> String;
 
-    /// The fixed-window script: `INCRBY key rate`; when the result equals `rate`
-    /// (this call created the key) `PEXPIRE key window_ms`. Returns the new count.
-    async fn fixed_window_increment(
+    /// Fixed window: `INCRBY key rate`, `PEXPIRE key window_ms` when that created
+    /// the key. Returns the count after the increment.
+    async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError>;
+
+    /// Fixed window: the count at `key` (0 when absent). Never writes.
+    async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError>;
+
+    /// Sliding window: see [`algorithms::sliding_window_step`]. Returns what
+    /// remains, -1 when rejected.
+    async fn sliding_window(
         &self,
-        key: &str,
+        current_key: &str,
+        previous_key: &str,
+        limit: u64,
+        now_ms: u64,
+        window_ms: u64,
         rate: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Sliding window: what remains, without writing.
+    async fn sliding_window_remaining(
+        &self,
+        current_key: &str,
+        previous_key: &str,
+        limit: u64,
+        now_ms: u64,
         window_ms: u64,
     ) -> Result<i64, StoreError>;
 
-    /// The counter at `key`, or 0 when it does not exist. Never writes.
-    async fn read_counter(&self, key: &str) -> Result<i64, StoreError>;
+    /// Token bucket: see [`algorithms::token_bucket_step`]. Returns (remaining,
+    /// reset ms); remaining is -1 when rejected.
+    async fn token_bucket(
+        &self,
+        key: &str,
+        max_tokens: u64,
+        interval_ms: u64,
+        refill_rate: u64,
+        now_ms: u64,
+        rate: i64,
+    ) -> Result<(i64, i64), StoreError>;
+
+    /// Token bucket: the stored bucket, without refilling or writing.
+    async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError>;
+
+    /// Deletes every key matching a Redis glob pattern; returns how many.
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError>;
+}
+
+/// Tracks whether the store is failing, so an outage is logged once when it
+/// starts and once when it ends, not on every request.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    failing: AtomicBool,
+}
+
+impl StoreHealth {
+    fn observe<T>(&self, store: &str, result: &Result<T, StoreError>) {
+        match result {
+            Ok(_) => {
+                if self.failing.swap(false, Ordering::SeqCst) {
+                    tracing::info!(%store, "the rate-limit store answers again");
+                }
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::SeqCst) {
+                    tracing::error!(%store, %error, "the rate-limit store is failing");
+                } else {
+                    tracing::debug!(%error, "the rate-limit store is still failing");
+                }
+            }
+        }
+    }
 }
 
 /// Decides, per identifier, whether another request may spend money.
 pub struct RateLimiter {
     store: Arc<dyn LimiterStore>,
-    window: FixedWindow,
+    algorithm: Algorithm,
     prefix: String,
     clock: Arc<dyn Clock>,
+    /// `None` when the ephemeral cache is turned off.
+    cache: Option<BlockCache>,
+    health: StoreHealth,
 }
 
 impl RateLimiter {
     pub fn new(
         store: Arc<dyn LimiterStore>,
-        window: FixedWindow,
+        algorithm: Algorithm,
         prefix: impl Into<String>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             store,
-            window,
+            algorithm,
             prefix: prefix.into(),
             clock,
+            cache: Some(BlockCache::default()),
+            health: StoreHealth::default(),
         }
+    }
+
+    /// Turns the ephemeral block cache off (every call asks the store).
+    pub fn without_cache(mut self) -> Self {
+        self.cache = None;
+        self
+    }
+
+    /// `{prefix}:{identifier}`: the cache key, and the base of every store key.
+    fn base_key(&self, identifier: &str) -> String {
+        format!("{}:{identifier}", self.prefix)
     }
 
     /// Spends `rate` units for `identifier` (1 per generation; a negative rate is a
     /// refund) and says whether the request may proceed.
     pub async fn limit(&self, identifier: &str, rate: i64) -> Result<Decision, StoreError> {
-        let bucket = self.window.bucket(self.clock.now_ms());
-        let key = FixedWindow::key(&self.prefix, identifier, bucket);
-        let count = self
-            .store
-            .fixed_window_increment(&key, rate, self.window.window_ms)
-            .await?;
-        Ok(self.window.decide(count, bucket))
+        let base = self.base_key(identifier);
+        let now = self.clock.now_ms();
+        if rate > 0 {
+            if let Some(reset_ms) = self.cache.as_ref().and_then(|c| c.blocked(&base, now)) {
+                return Ok(Decision {
+                    success: false,
+                    limit: self.algorithm.limit(),
+                    remaining: 0,
+                    reset_ms,
+                    reason: Reason::CacheBlock,
+                });
+            }
+        }
+        let result = self.limit_in_store(&base, now, rate).await;
+        self.health.observe(&self.store.describe(), &result);
+        let decision = result?;
+        if let Some(cache) = &self.cache {
+            if !decision.success {
+                cache.block_until(&base, decision.reset_ms, now);
+            } else if rate < 0 {
+                cache.unblock(&base);
+            }
+        }
+        Ok(decision)
+    }
+
+    async fn limit_in_store(
+        &self,
+        base: &str,
+        now: u64,
+        rate: i64,
+    ) -> Result<Decision, StoreError> {
+        let decision = |remaining: i64, limit: u64, reset_ms: u64| Decision {
+            success: remaining >= 0,
+            limit,
+            remaining: remaining.max(0) as u64,
+            reset_ms,
+            reason: Reason::Store,
+        };
+        Ok(match self.algorithm {
+            Algorithm::FixedWindow { limit, window_ms } => {
+                let bucket = now / window_ms;
+                let key = format!("{base}:{bucket}");
+                let count = self.store.fixed_window(&key, window_ms, rate).await?;
+                decision(limit as i64 - count, limit, (bucket + 1) * window_ms)
+            }
+            Algorithm::SlidingWindow { limit, window_ms } => {
+                let bucket = now / window_ms;
+                let current = format!("{base}:{bucket}");
+                let previous = format!("{base}:{}", bucket.wrapping_sub(1));
+                let remaining = self
+                    .store
+                    .sliding_window(&current, &previous, limit, now, window_ms, rate)
+                    .await?;
+                decision(remaining, limit, (bucket + 1) * window_ms)
+            }
+            Algorithm::TokenBucket {
+                refill_rate,
+                interval_ms,
+                max_tokens,
+            } => {
+                let (remaining, reset) = self
+                    .store
+                    .token_bucket(base, max_tokens, interval_ms, refill_rate, now, rate)
+                    .await?;
+                decision(remaining, max_tokens, reset.max(0) as u64)
+            }
+        })
     }
 
     /// What `identifier` has left right now, without consuming anything.
     pub async fn remaining(&self, identifier: &str) -> Result<Decision, StoreError> {
-        let bucket = self.window.bucket(self.clock.now_ms());
-        let key = FixedWindow::key(&self.prefix, identifier, bucket);
-        let count = self.store.read_counter(&key).await?;
-        let remaining = self.window.remaining(count);
+        let base = self.base_key(identifier);
+        let now = self.clock.now_ms();
+        let result = self.remaining_in_store(&base, now).await;
+        self.health.observe(&self.store.describe(), &result);
+        let (remaining, reset_ms) = result?;
         Ok(Decision {
             success: remaining > 0,
-            ..self.window.decide(count, bucket)
+            limit: self.algorithm.limit(),
+            remaining: remaining.max(0) as u64,
+            reset_ms,
+            reason: Reason::Store,
         })
     }
 
-    /// The policy, for display.
-    pub fn window(&self) -> FixedWindow {
-        self.window
+    async fn remaining_in_store(&self, base: &str, now: u64) -> Result<(i64, u64), StoreError> {
+        Ok(match self.algorithm {
+            Algorithm::FixedWindow { limit, window_ms } => {
+                let bucket = now / window_ms;
+                let used = self
+                    .store
+                    .fixed_window_used(&format!("{base}:{bucket}"))
+                    .await?;
+                (limit as i64 - used, (bucket + 1) * window_ms)
+            }
+            Algorithm::SlidingWindow { limit, window_ms } => {
+                let bucket = now / window_ms;
+                let remaining = self
+                    .store
+                    .sliding_window_remaining(
+                        &format!("{base}:{bucket}"),
+                        &format!("{base}:{}", bucket.wrapping_sub(1)),
+                        limit,
+                        now,
+                        window_ms,
+                    )
+                    .await?;
+                (remaining, (bucket + 1) * window_ms)
+            }
+            Algorithm::TokenBucket {
+                interval_ms,
+                max_tokens,
+                ..
+            } => match self.store.token_bucket_remaining(base).await? {
+                Some(bucket) => (
+                    bucket.tokens,
+                    (bucket.refilled_at_ms + interval_ms as i64).max(0) as u64,
+                ),
+                None => (max_tokens as i64, now + interval_ms),
+            },
+        })
+    }
+
+    /// Forgets everything `identifier` has used (all windows, or the bucket).
+    pub async fn reset(&self, identifier: &str) -> Result<(), StoreError> {
+        let base = self.base_key(identifier);
+        if let Some(cache) = &self.cache {
+            cache.unblock(&base);
+        }
+        let pattern = match self.algorithm {
+            Algorithm::FixedWindow { .. } | Algorithm::SlidingWindow { .. } => format!("{base}:*"),
+            Algorithm::TokenBucket { .. } => base,
+        };
+        let result = self.store.delete_matching(&pattern).await;
+        self.health.observe(&self.store.describe(), &result);
+        result.map(|_| ())
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// The clock the limiter decides by (the `Retry-After` arithmetic uses it too).
@@ -169,166 +400,4 @@ impl RateLimiter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::clock::ManualClock;
-
-    const DAY_MS: u64 = 86_400_000;
-
-    fn five_a_day() -> FixedWindow {
-        FixedWindow {
-            limit: 5,
-            window_ms: DAY_MS,
-        }
-    }
-
-    #[test]
-    fn buckets_are_aligned_to_the_unix_epoch() {
-        let window = five_a_day();
-        assert_eq!(window.bucket(0), 0);
-        assert_eq!(window.bucket(DAY_MS - 1), 0);
-        assert_eq!(window.bucket(DAY_MS), 1);
-        // 2025-11-27T13:00:00Z lies in day 20_419 since the epoch.
-        assert_eq!(window.bucket(1_764_248_400_000), 20_419);
-    }
-
-    #[test]
-    fn keys_follow_the_upstash_layout() {
-        assert_eq!(
-            FixedWindow::key(DEFAULT_PREFIX, "203.0.113.9", 20_419),
-            "@upstash/ratelimit:203.0.113.9:20419"
-        );
-    }
-
-    #[test]
-    fn the_first_request_leaves_limit_minus_one() {
-        let decision = five_a_day().decide(1, 20_419);
-        assert_eq!(
-            decision,
-            Decision {
-                success: true,
-                limit: 5,
-                remaining: 4,
-                reset_ms: 20_420 * DAY_MS,
-            }
-        );
-    }
-
-    #[test]
-    fn the_request_that_reaches_the_limit_succeeds_and_the_next_fails() {
-        let window = five_a_day();
-        let at_limit = window.decide(5, 3);
-        assert!(at_limit.success);
-        assert_eq!(at_limit.remaining, 0);
-        let over = window.decide(6, 3);
-        assert!(!over.success);
-        assert_eq!(over.remaining, 0);
-    }
-
-    #[test]
-    fn a_refund_below_zero_never_shows_more_than_the_limit() {
-        assert_eq!(five_a_day().remaining(-1), 5);
-    }
-
-    #[test]
-    fn the_reset_is_the_end_of_the_current_window() {
-        let window = FixedWindow {
-            limit: 2,
-            window_ms: 10_000,
-        };
-        assert_eq!(window.decide(1, window.bucket(25_000)).reset_ms, 30_000);
-        assert_eq!(window.decide(1, window.bucket(29_999)).reset_ms, 30_000);
-        assert_eq!(window.decide(1, window.bucket(30_000)).reset_ms, 40_000);
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        let decision = five_a_day().decide(6, 0);
-        assert_eq!(decision.retry_after_secs(DAY_MS - 1), 1);
-        assert_eq!(decision.retry_after_secs(DAY_MS - 1_001), 2);
-        assert_eq!(decision.retry_after_secs(0), 86_400);
-        // Past the reset (a slow request) still asks for at least one second.
-        assert_eq!(decision.retry_after_secs(DAY_MS + 5), 1);
-    }
-
-    fn limiter_at(now_ms: u64) -> (RateLimiter, Arc<ManualClock>) {
-        let clock = Arc::new(ManualClock::at(now_ms));
-        let store = Arc::new(MemoryStore::new(clock.clone()));
-        let limiter = RateLimiter::new(store, five_a_day(), DEFAULT_PREFIX, clock.clone());
-        (limiter, clock)
-    }
-
-    #[tokio::test]
-    async fn admits_exactly_the_limit_then_denies() {
-        let (limiter, _clock) = limiter_at(5 * DAY_MS + 123);
-        for expected_remaining in (0..5).rev() {
-            let decision = limiter.limit("v", 1).await.unwrap();
-            assert!(decision.success);
-            assert_eq!(decision.remaining, expected_remaining);
-        }
-        let denied = limiter.limit("v", 1).await.unwrap();
-        assert!(!denied.success);
-        assert_eq!(denied.reset_ms, 6 * DAY_MS);
-    }
-
-    #[tokio::test]
-    async fn a_new_window_starts_fresh() {
-        let (limiter, clock) = limiter_at(DAY_MS - 10);
-        for _ in 0..6 {
-            limiter.limit("v", 1).await.unwrap();
-        }
-        clock.set(DAY_MS);
-        let decision = limiter.limit("v", 1).await.unwrap();
-        assert!(decision.success);
-        assert_eq!(decision.remaining, 4);
-    }
-
-    #[tokio::test]
-    async fn visitors_do_not_share_counters() {
-        let (limiter, _clock) = limiter_at(42);
-        for _ in 0..5 {
-            limiter.limit("a", 1).await.unwrap();
-        }
-        assert!(!limiter.limit("a", 1).await.unwrap().success);
-        assert_eq!(limiter.limit("b", 1).await.unwrap().remaining, 4);
-    }
-
-    #[tokio::test]
-    async fn remaining_reads_without_consuming() {
-        let (limiter, _clock) = limiter_at(42);
-        assert_eq!(limiter.remaining("v").await.unwrap().remaining, 5);
-        limiter.limit("v", 1).await.unwrap();
-        for _ in 0..3 {
-            assert_eq!(limiter.remaining("v").await.unwrap().remaining, 4);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_negative_rate_refunds() {
-        let (limiter, _clock) = limiter_at(42);
-        limiter.limit("v", 1).await.unwrap();
-        limiter.limit("v", 1).await.unwrap();
-        let refunded = limiter.limit("v", -1).await.unwrap();
-        assert_eq!(refunded.remaining, 4);
-        assert_eq!(limiter.remaining("v").await.unwrap().remaining, 4);
-    }
-
-    #[tokio::test]
-    async fn concurrent_callers_never_get_more_than_the_limit() {
-        let (limiter, _clock) = limiter_at(42);
-        let limiter = Arc::new(limiter);
-        let tasks: Vec<_> = (0..500)
-            .map(|_| {
-                let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.limit("crowd", 1).await.unwrap().success })
-            })
-            .collect();
-        let mut admitted = 0;
-        for task in tasks {
-            if task.await.unwrap() {
-                admitted += 1;
-            }
-        }
-        assert_eq!(admitted, 5);
-    }
-}
+mod tests;

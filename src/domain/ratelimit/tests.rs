@@ -1,0 +1,407 @@
+//! The limiter's own behaviour (keys, cache, decisions) over the memory store and
+//! a ManualClock. The same behaviours are checked against Redis and Upstash REST
+//! in `tests/limiter_stores.rs`.
+
+use super::*;
+use crate::domain::clock::ManualClock;
+use std::sync::atomic::AtomicUsize;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A store that counts the calls reaching it.
+struct Counting {
+    inner: MemoryStore,
+    calls: AtomicUsize,
+}
+
+impl Counting {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl LimiterStore for Counting {
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+    async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError> {
+        self.tick();
+        self.inner.fixed_window(key, window_ms, rate).await
+    }
+    async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
+        self.tick();
+        self.inner.fixed_window_used(key).await
+    }
+    async fn sliding_window(
+        &self,
+        c: &str,
+        p: &str,
+        l: u64,
+        n: u64,
+        w: u64,
+        r: i64,
+    ) -> Result<i64, StoreError> {
+        self.tick();
+        self.inner.sliding_window(c, p, l, n, w, r).await
+    }
+    async fn sliding_window_remaining(
+        &self,
+        c: &str,
+        p: &str,
+        l: u64,
+        n: u64,
+        w: u64,
+    ) -> Result<i64, StoreError> {
+        self.tick();
+        self.inner.sliding_window_remaining(c, p, l, n, w).await
+    }
+    async fn token_bucket(
+        &self,
+        k: &str,
+        m: u64,
+        i: u64,
+        f: u64,
+        n: u64,
+        r: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        self.tick();
+        self.inner.token_bucket(k, m, i, f, n, r).await
+    }
+    async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError> {
+        self.tick();
+        self.inner.token_bucket_remaining(key).await
+    }
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        self.tick();
+        self.inner.delete_matching(pattern).await
+    }
+}
+
+struct Setup {
+    limiter: RateLimiter,
+    clock: Arc<ManualClock>,
+    store: Arc<Counting>,
+}
+
+fn setup(algorithm: Algorithm, now_ms: u64) -> Setup {
+    let clock = Arc::new(ManualClock::at(now_ms));
+    let store = Arc::new(Counting {
+        inner: MemoryStore::new(clock.clone()),
+        calls: AtomicUsize::new(0),
+    });
+    let limiter = RateLimiter::new(store.clone(), algorithm, DEFAULT_PREFIX, clock.clone());
+    Setup {
+        limiter,
+        clock,
+        store,
+    }
+}
+
+fn fixed(limit: u64, window_ms: u64) -> Algorithm {
+    Algorithm::FixedWindow { limit, window_ms }
+}
+
+#[test]
+fn retry_after_rounds_up_to_whole_seconds() {
+    let decision = Decision {
+        success: false,
+        limit: 5,
+        remaining: 0,
+        reset_ms: DAY_MS,
+        reason: Reason::Store,
+    };
+    assert_eq!(decision.retry_after_secs(DAY_MS - 1), 1);
+    assert_eq!(decision.retry_after_secs(DAY_MS - 1_001), 2);
+    assert_eq!(decision.retry_after_secs(0), 86_400);
+    assert_eq!(decision.retry_after_secs(DAY_MS + 5), 1);
+}
+
+#[tokio::test]
+async fn fixed_window_admits_exactly_the_limit_and_resets_at_the_bucket_end() {
+    // 2025-11-27T13:00:00Z lies in day 20_419 since the epoch.
+    let s = setup(fixed(5, DAY_MS), 1_764_248_400_000);
+    for expected in (0..5).rev() {
+        let d = s.limiter.limit("v", 1).await.unwrap();
+        assert!(d.success);
+        assert_eq!((d.remaining, d.reset_ms), (expected, 20_420 * DAY_MS));
+    }
+    let denied = s.limiter.limit("v", 1).await.unwrap();
+    assert!(!denied.success);
+    assert_eq!((denied.remaining, denied.limit), (0, 5));
+}
+
+#[tokio::test]
+async fn fixed_window_starts_fresh_at_the_bucket_boundary() {
+    let s = setup(fixed(2, 10_000), 19_999);
+    s.limiter.limit("v", 1).await.unwrap();
+    s.limiter.limit("v", 1).await.unwrap();
+    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    // As in the JS library, the cache blocks through the reset millisecond itself.
+    s.clock.set(20_000);
+    assert_eq!(
+        s.limiter.limit("v", 1).await.unwrap().reason,
+        Reason::CacheBlock
+    );
+    s.clock.set(20_001);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    assert!(d.success);
+    assert_eq!((d.remaining, d.reset_ms), (1, 30_000));
+}
+
+#[tokio::test]
+async fn a_denied_identifier_is_answered_from_the_cache_until_its_reset() {
+    let s = setup(fixed(1, 10_000), 5_000);
+    s.limiter.limit("v", 1).await.unwrap();
+    let denied = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!(denied.reason, Reason::Store);
+    let calls = s.store.calls();
+    for _ in 0..10 {
+        let cached = s.limiter.limit("v", 1).await.unwrap();
+        assert_eq!(cached.reason, Reason::CacheBlock);
+        assert_eq!(
+            (cached.success, cached.remaining, cached.reset_ms),
+            (false, 0, 10_000)
+        );
+    }
+    assert_eq!(
+        s.store.calls(),
+        calls,
+        "cache-blocked calls never reach the store"
+    );
+    // Past the reset the store is asked again, and the new window admits.
+    s.clock.set(10_001);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    assert!(d.success && d.reason == Reason::Store);
+}
+
+#[tokio::test]
+async fn a_refund_clears_the_block() {
+    let s = setup(fixed(1, 10_000), 5_000);
+    s.limiter.limit("v", 1).await.unwrap();
+    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    // The rejected call counted too (2); two refunds bring it back to 0.
+    s.limiter.limit("v", -1).await.unwrap();
+    let refunded = s.limiter.limit("v", -1).await.unwrap();
+    assert_eq!(refunded.remaining, 1);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    assert!(d.success && d.reason == Reason::Store);
+}
+
+#[tokio::test]
+async fn without_the_cache_every_call_reaches_the_store() {
+    let mut s = setup(fixed(1, 10_000), 5_000);
+    s.limiter = s.limiter.without_cache();
+    for _ in 0..4 {
+        s.limiter.limit("v", 1).await.unwrap();
+    }
+    assert_eq!(s.store.calls(), 4);
+}
+
+#[tokio::test]
+async fn remaining_reads_without_consuming() {
+    for algorithm in [
+        fixed(3, DAY_MS),
+        Algorithm::SlidingWindow {
+            limit: 3,
+            window_ms: DAY_MS,
+        },
+        Algorithm::TokenBucket {
+            refill_rate: 1,
+            interval_ms: DAY_MS,
+            max_tokens: 3,
+        },
+    ] {
+        let s = setup(algorithm, 42);
+        assert_eq!(
+            s.limiter.remaining("v").await.unwrap().remaining,
+            3,
+            "{algorithm}"
+        );
+        s.limiter.limit("v", 1).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                s.limiter.remaining("v").await.unwrap().remaining,
+                2,
+                "{algorithm}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_bucket_remaining_on_a_fresh_identifier_resets_one_interval_from_now() {
+    let s = setup(
+        Algorithm::TokenBucket {
+            refill_rate: 1,
+            interval_ms: 1000,
+            max_tokens: 3,
+        },
+        5_500,
+    );
+    let d = s.limiter.remaining("v").await.unwrap();
+    assert_eq!((d.remaining, d.reset_ms), (3, 6_500));
+}
+
+#[tokio::test]
+async fn sliding_window_counts_the_overlapping_part_of_the_previous_window() {
+    let s = setup(
+        Algorithm::SlidingWindow {
+            limit: 4,
+            window_ms: 1000,
+        },
+        10_000,
+    );
+    for _ in 0..4 {
+        assert!(s.limiter.limit("v", 1).await.unwrap().success);
+    }
+    // A quarter into the next window, 3 of the previous 4 still count.
+    s.clock.set(11_250);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    assert!(d.success);
+    assert_eq!((d.remaining, d.reset_ms), (0, 12_000));
+    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    // Halfway, only 2 count: one more fits (2 + 1 current + 1 = 4).
+    s.clock.set(11_500);
+    let after_cache = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!(
+        after_cache.reason,
+        Reason::CacheBlock,
+        "blocked until 12 000"
+    );
+}
+
+#[tokio::test]
+async fn token_bucket_refills_after_whole_intervals() {
+    let s = setup(
+        Algorithm::TokenBucket {
+            refill_rate: 2,
+            interval_ms: 1000,
+            max_tokens: 3,
+        },
+        0,
+    );
+    for _ in 0..3 {
+        assert!(s.limiter.limit("v", 1).await.unwrap().success);
+    }
+    let denied = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!((denied.success, denied.reset_ms), (false, 1000));
+    s.clock.set(1_500);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    // One interval passed: 0 + 2 tokens, minus this one; refilledAt moved to 1000.
+    assert_eq!((d.success, d.remaining, d.reset_ms), (true, 1, 2000));
+    // The bucket's key expires when it would be full again (here at 1500 +
+    // ceil((3 - 1) / 2) * 1000); after that a fresh, full bucket starts.
+    s.clock.set(2_600);
+    let d = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!((d.success, d.remaining, d.reset_ms), (true, 2, 3_600));
+}
+
+#[tokio::test]
+async fn reset_forgets_all_windows_of_one_identifier_only() {
+    let s = setup(fixed(1, 10_000), 5_000);
+    s.limiter.limit("v", 1).await.unwrap();
+    s.limiter.limit("w", 1).await.unwrap();
+    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    s.limiter.reset("v").await.unwrap();
+    assert!(s.limiter.limit("v", 1).await.unwrap().success);
+    assert!(!s.limiter.limit("w", 1).await.unwrap().success);
+}
+
+#[tokio::test]
+async fn a_costly_request_counts_its_cost() {
+    let s = setup(fixed(5, 10_000), 0);
+    let d = s.limiter.limit("v", 3).await.unwrap();
+    assert_eq!(d.remaining, 2);
+    let d = s.limiter.limit("v", 3).await.unwrap();
+    assert!(!d.success);
+}
+
+#[tokio::test]
+async fn concurrent_callers_never_get_more_than_the_limit() {
+    let s = setup(fixed(5, DAY_MS), 42);
+    let limiter = Arc::new(s.limiter);
+    let tasks: Vec<_> = (0..500)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.limit("crowd", 1).await.unwrap().success })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(admitted, 5);
+}
+
+/// A store that is down.
+struct Down;
+
+#[async_trait]
+impl LimiterStore for Down {
+    fn describe(&self) -> String {
+        "down".into()
+    }
+    async fn fixed_window(&self, _: &str, _: u64, _: i64) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn fixed_window_used(&self, _: &str) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn sliding_window(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: i64,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn sliding_window_remaining(
+        &self,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: u64,
+    ) -> Result<i64, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn token_bucket(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: i64,
+    ) -> Result<(i64, i64), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn token_bucket_remaining(&self, _: &str) -> Result<Option<Bucket>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn delete_matching(&self, _: &str) -> Result<u64, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_is_an_error_not_a_decision() {
+    let limiter = RateLimiter::new(
+        Arc::new(Down),
+        fixed(5, DAY_MS),
+        DEFAULT_PREFIX,
+        Arc::new(ManualClock::at(0)),
+    );
+    assert!(matches!(
+        limiter.limit("v", 1).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(limiter.remaining("v").await.is_err());
+}
