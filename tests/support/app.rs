@@ -1,0 +1,127 @@
+//! Builds the app's router for tests and drives it without a socket.
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{header, Request, Response};
+use axum::Router;
+use http_body_util::BodyExt;
+use leptos::config::LeptosOptions;
+use lofianime::domain::clock::SystemClock;
+use lofianime::domain::generator::OfflineGenerator;
+use lofianime::domain::ratelimit::MemoryStore;
+use lofianime::domain::storage::ObjectImageStore;
+use lofianime::server::settings::Settings;
+use lofianime::server::startup::{router, AppState, Components};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+pub const VISITOR: &str = "198.51.100.20:51000";
+
+pub struct TestApp {
+    router: Router,
+}
+
+/// The app on the zero-configuration components (memory store, small offline images).
+pub fn spawn_app_with(settings: Settings) -> TestApp {
+    let clock = Arc::new(SystemClock);
+    let components = Components {
+        limiter_store: Arc::new(MemoryStore::new(clock.clone())),
+        generator: Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
+        images: Arc::new(ObjectImageStore::in_memory()),
+        clock,
+    };
+    spawn_app_on(settings, components)
+}
+
+/// The app on the given components, reached from [`VISITOR`].
+pub fn spawn_app_on(settings: Settings, components: Components) -> TestApp {
+    let options = LeptosOptions::builder().output_name("lofianime").build();
+    let state = AppState::new(&settings, components, options).expect("valid test settings");
+    let peer: SocketAddr = VISITOR.parse().unwrap();
+    TestApp {
+        router: router(state).layer(MockConnectInfo(peer)),
+    }
+}
+
+pub fn spawn_app() -> TestApp {
+    spawn_app_with(Settings::default())
+}
+
+pub fn form_body(prompt: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("prompt", prompt)
+        .finish()
+}
+
+impl TestApp {
+    pub async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    /// What the page's hydrated form sends.
+    pub async fn generate_body(&self, body: String, extra: &[(&str, &str)]) -> Response<Body> {
+        let mut request = Request::post("/api/generate")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json");
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(Body::from(body)).unwrap()).await
+    }
+
+    pub async fn generate(&self, prompt: &str) -> Response<Body> {
+        self.generate_body(form_body(prompt), &[]).await
+    }
+
+    /// What a browser without JavaScript sends when the form is submitted.
+    pub async fn submit_form_without_js(&self, prompt: &str) -> Response<Body> {
+        let request = Request::post("/api/generate")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(header::REFERER, "http://127.0.0.1:3000/")
+            .body(Body::from(form_body(prompt)))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn get(&self, uri: &str) -> Response<Body> {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+}
+
+pub async fn body_bytes(response: Response<Body>) -> Vec<u8> {
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+pub async fn body_text(response: Response<Body>) -> String {
+    String::from_utf8(body_bytes(response).await).unwrap()
+}
+
+pub fn header_str<'a>(response: &'a Response<Body>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+pub fn header_u64(response: &Response<Body>, name: &str) -> u64 {
+    header_str(response, name).parse().unwrap()
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -1,0 +1,8 @@
+//! Test support shared by the integration tests and the benchmark: a real
+//! `redis-server` on a loopback port, and an Upstash-REST-compatible bridge in
+//! front of it.
+#![allow(dead_code)]
+
+pub mod app;
+pub mod redis_server;
+pub mod upstash_bridge;
