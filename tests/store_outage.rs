@@ -1,1 +1,122 @@
+//! What happens when the limiter's Redis goes away while the app runs: by default
+//! visitors get 503 and no model call is made; when Redis returns, the app
+//! recovers by itself. The owner can choose fail-open instead.
 
+mod support;
+
+use axum::http::StatusCode;
+use lofianime::api::GenerateError;
+use lofianime::domain::clock::SystemClock;
+use lofianime::domain::generation::FailurePolicy;
+use lofianime::domain::ratelimit::{LimiterStore, RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::storage::ObjectImageStore;
+use lofianime::server::settings::Settings;
+use lofianime::server::startup::Components;
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::app::*;
+use support::redis_server::RedisServer;
+use support::upstash_bridge::Bridge;
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+fn app_on(store: Arc<dyn LimiterStore>, settings: Settings) -> (TestApp, Arc<CountingGenerator>) {
+    let generator = Arc::new(CountingGenerator::default());
+    let components = Components {
+        limiter_store: store,
+        generator: generator.clone(),
+        images: Arc::new(ObjectImageStore::in_memory()),
+        clock: Arc::new(SystemClock),
+    };
+    (spawn_app_on(settings, components), generator)
+}
+
+/// Asks until the app answers 200 (Redis is back), for at most 15 s.
+async fn until_ok(app: &TestApp) -> Duration {
+    let started = Instant::now();
+    loop {
+        let response = app.generate("are you back?").await;
+        if response.status() == StatusCode::OK {
+            return started.elapsed();
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() < Duration::from_secs(15), "the app did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn fails_closed_and_recovers(redis: &mut RedisServer, app: &TestApp, generator: &CountingGenerator) {
+    assert_eq!(app.generate("before").await.status(), StatusCode::OK);
+    assert_eq!(generator.calls(), 1);
+
+    redis.stop();
+    for _ in 0..3 {
+        let response = app.generate("during").await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let error: GenerateError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(error, GenerateError::LimiterUnavailable);
+        assert_eq!(error.to_string(), "Rate limiter unavailable, please try again shortly.");
+    }
+    assert_eq!(generator.calls(), 1, "no model call while the limiter is down");
+
+    redis.restart();
+    until_ok(app).await;
+    assert_eq!(generator.calls(), 2);
+}
+
+#[tokio::test]
+async fn redis_going_away_means_503_and_no_generation_until_it_returns() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+    let (app, generator) = app_on(Arc::new(store), Settings::default());
+    fails_closed_and_recovers(&mut redis, &app, &generator).await;
+}
+
+#[tokio::test]
+async fn the_upstash_store_fails_closed_and_recovers_too() {
+    let mut redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), "t").await;
+    let store = UpstashRestStore::connect(UpstashSettings {
+        url: bridge.url.clone(),
+        token: SecretString::from("t"),
+        timeout: TIMEOUT,
+        key_locking: false,
+    })
+    .await
+    .unwrap();
+    let (app, generator) = app_on(Arc::new(store), Settings::default());
+    fails_closed_and_recovers(&mut redis, &app, &generator).await;
+}
+
+#[tokio::test]
+async fn fail_open_generates_uncounted_while_the_store_is_down() {
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+    let mut settings = Settings::default();
+    settings.ratelimit.on_store_failure = FailurePolicy::Allow;
+    let (app, generator) = app_on(Arc::new(store), settings);
+    redis.stop();
+    let response = app.generate("anyway").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("x-ratelimit-remaining").is_none(), "nothing was counted");
+    assert_eq!(generator.calls(), 1);
+}
+
+#[tokio::test]
+async fn counts_survive_an_app_restart_when_redis_keeps_them() {
+    let redis = RedisServer::start();
+    let mut settings = Settings::default();
+    settings.ratelimit.limit = 2;
+    for expected in [1, 0] {
+        // A new app (new connection, empty block cache) each time, as after a restart.
+        let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+        let (app, _) = app_on(Arc::new(store), settings.clone());
+        let response = app.generate("hello").await;
+        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), expected);
+    }
+    let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+    let (app, generator) = app_on(Arc::new(store), settings);
+    assert_eq!(app.generate("hello").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(generator.calls(), 0);
+}

@@ -125,3 +125,32 @@ pub fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+/// An offline generator that counts its calls, to prove when none were made.
+#[derive(Default)]
+pub struct CountingGenerator {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingGenerator {
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl lofianime::domain::generator::ImageGenerator for CountingGenerator {
+    fn describe(&self) -> String {
+        "counting offline generator".into()
+    }
+    fn is_offline(&self) -> bool {
+        true
+    }
+    async fn generate(
+        &self,
+        prompt: &lofianime::prompt::Prompt,
+    ) -> Result<lofianime::domain::generator::GeneratedImage, lofianime::domain::generator::GeneratorError> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OfflineGenerator::new(16, 16, Duration::ZERO).generate(prompt).await
+    }
+}

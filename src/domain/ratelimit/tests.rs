@@ -405,3 +405,93 @@ async fn a_store_failure_is_an_error_not_a_decision() {
     ));
     assert!(limiter.remaining("v").await.is_err());
 }
+
+/// A store whose availability the test switches.
+struct Flaky {
+    inner: MemoryStore,
+    up: AtomicBool,
+}
+
+#[async_trait]
+impl LimiterStore for Flaky {
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+    async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError> {
+        if self.up.load(Ordering::SeqCst) {
+            self.inner.fixed_window(key, window_ms, rate).await
+        } else {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
+    }
+    async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
+        self.inner.fixed_window_used(key).await
+    }
+    async fn sliding_window(&self, c: &str, p: &str, l: u64, n: u64, w: u64, r: i64) -> Result<i64, StoreError> {
+        self.inner.sliding_window(c, p, l, n, w, r).await
+    }
+    async fn sliding_window_remaining(&self, c: &str, p: &str, l: u64, n: u64, w: u64) -> Result<i64, StoreError> {
+        self.inner.sliding_window_remaining(c, p, l, n, w).await
+    }
+    async fn token_bucket(&self, k: &str, m: u64, i: u64, f: u64, n: u64, r: i64) -> Result<(i64, i64), StoreError> {
+        self.inner.token_bucket(k, m, i, f, n, r).await
+    }
+    async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError> {
+        self.inner.token_bucket_remaining(key).await
+    }
+    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
+        self.inner.delete_matching(pattern).await
+    }
+}
+
+/// Collects what the limiter logs.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let clock = Arc::new(ManualClock::at(0));
+    let store = Arc::new(Flaky {
+        inner: MemoryStore::new(clock.clone()),
+        up: AtomicBool::new(true),
+    });
+    let limiter = RateLimiter::new(store.clone(), fixed(100, DAY_MS), DEFAULT_PREFIX, clock);
+    limiter.limit("v", 1).await.unwrap();
+    store.up.store(false, Ordering::SeqCst);
+    for _ in 0..20 {
+        assert!(limiter.limit("v", 1).await.is_err());
+    }
+    store.up.store(true, Ordering::SeqCst);
+    for _ in 0..5 {
+        limiter.limit("v", 1).await.unwrap();
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(log.matches("the rate-limit store is failing").count(), 1, "{log}");
+    assert!(log.contains("connection refused"), "{log}");
+    assert_eq!(log.matches("the rate-limit store answers again").count(), 1, "{log}");
+}
