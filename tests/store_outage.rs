@@ -41,12 +41,19 @@ async fn until_ok(app: &TestApp) -> Duration {
             return started.elapsed();
         }
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(started.elapsed() < Duration::from_secs(15), "the app did not recover");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the app did not recover"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn fails_closed_and_recovers(redis: &mut RedisServer, app: &TestApp, generator: &CountingGenerator) {
+async fn fails_closed_and_recovers(
+    redis: &mut RedisServer,
+    app: &TestApp,
+    generator: &CountingGenerator,
+) {
     assert_eq!(app.generate("before").await.status(), StatusCode::OK);
     assert_eq!(generator.calls(), 1);
 
@@ -56,9 +63,16 @@ async fn fails_closed_and_recovers(redis: &mut RedisServer, app: &TestApp, gener
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let error: GenerateError = serde_json::from_slice(&body_bytes(response).await).unwrap();
         assert_eq!(error, GenerateError::LimiterUnavailable);
-        assert_eq!(error.to_string(), "Rate limiter unavailable, please try again shortly.");
+        assert_eq!(
+            error.to_string(),
+            "Rate limiter unavailable, please try again shortly."
+        );
     }
-    assert_eq!(generator.calls(), 1, "no model call while the limiter is down");
+    assert_eq!(
+        generator.calls(),
+        1,
+        "no model call while the limiter is down"
+    );
 
     redis.restart();
     until_ok(app).await;
@@ -99,7 +113,10 @@ async fn fail_open_generates_uncounted_while_the_store_is_down() {
     redis.stop();
     let response = app.generate("anyway").await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers().get("x-ratelimit-remaining").is_none(), "nothing was counted");
+    assert!(
+        response.headers().get("x-ratelimit-remaining").is_none(),
+        "nothing was counted"
+    );
     assert_eq!(generator.calls(), 1);
 }
 
@@ -117,6 +134,9 @@ async fn counts_survive_an_app_restart_when_redis_keeps_them() {
     }
     let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
     let (app, generator) = app_on(Arc::new(store), settings);
-    assert_eq!(app.generate("hello").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.generate("hello").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
     assert_eq!(generator.calls(), 0);
 }

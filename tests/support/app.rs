@@ -149,8 +149,13 @@ impl lofianime::domain::generator::ImageGenerator for CountingGenerator {
     async fn generate(
         &self,
         prompt: &lofianime::prompt::Prompt,
-    ) -> Result<lofianime::domain::generator::GeneratedImage, lofianime::domain::generator::GeneratorError> {
+    ) -> Result<
+        lofianime::domain::generator::GeneratedImage,
+        lofianime::domain::generator::GeneratorError,
+    > {
         self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        OfflineGenerator::new(16, 16, Duration::ZERO).generate(prompt).await
+        OfflineGenerator::new(16, 16, Duration::ZERO)
+            .generate(prompt)
+            .await
     }
 }

@@ -427,13 +427,36 @@ impl LimiterStore for Flaky {
     async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
         self.inner.fixed_window_used(key).await
     }
-    async fn sliding_window(&self, c: &str, p: &str, l: u64, n: u64, w: u64, r: i64) -> Result<i64, StoreError> {
+    async fn sliding_window(
+        &self,
+        c: &str,
+        p: &str,
+        l: u64,
+        n: u64,
+        w: u64,
+        r: i64,
+    ) -> Result<i64, StoreError> {
         self.inner.sliding_window(c, p, l, n, w, r).await
     }
-    async fn sliding_window_remaining(&self, c: &str, p: &str, l: u64, n: u64, w: u64) -> Result<i64, StoreError> {
+    async fn sliding_window_remaining(
+        &self,
+        c: &str,
+        p: &str,
+        l: u64,
+        n: u64,
+        w: u64,
+    ) -> Result<i64, StoreError> {
         self.inner.sliding_window_remaining(c, p, l, n, w).await
     }
-    async fn token_bucket(&self, k: &str, m: u64, i: u64, f: u64, n: u64, r: i64) -> Result<(i64, i64), StoreError> {
+    async fn token_bucket(
+        &self,
+        k: &str,
+        m: u64,
+        i: u64,
+        f: u64,
+        n: u64,
+        r: i64,
+    ) -> Result<(i64, i64), StoreError> {
         self.inner.token_bucket(k, m, i, f, n, r).await
     }
     async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError> {
@@ -491,7 +514,15 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         limiter.limit("v", 1).await.unwrap();
     }
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert_eq!(log.matches("the rate-limit store is failing").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("the rate-limit store is failing").count(),
+        1,
+        "{log}"
+    );
     assert!(log.contains("connection refused"), "{log}");
-    assert_eq!(log.matches("the rate-limit store answers again").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("the rate-limit store answers again").count(),
+        1,
+        "{log}"
+    );
 }
