@@ -646,3 +646,95 @@ async fn the_bridge_speaks_the_upstash_protocol() {
         400
     );
 }
+
+#[tokio::test]
+async fn the_store_is_chosen_from_the_environment() {
+    use lofianime::server::settings::{Secrets, Settings};
+    use lofianime::server::startup::limiter_store;
+    let stores = Stores::start().await;
+    let settings = Settings::default();
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(0));
+    let secret = |s: &str| Some(SecretString::from(s.to_owned()));
+
+    let memory = limiter_store(&settings, &Secrets::default(), clock.clone())
+        .await
+        .unwrap();
+    assert!(
+        memory.describe().starts_with("in-memory"),
+        "{}",
+        memory.describe()
+    );
+
+    let redis = Secrets {
+        redis_url: secret(&stores.redis.url()),
+        ..Default::default()
+    };
+    let store = limiter_store(&settings, &redis, clock.clone())
+        .await
+        .unwrap();
+    assert!(
+        store.describe().starts_with("Redis at redis://127.0.0.1:"),
+        "{}",
+        store.describe()
+    );
+
+    let upstash = Secrets {
+        upstash_redis_rest_url: secret(&stores.bridge.url),
+        upstash_redis_rest_token: secret(TOKEN),
+        ..Default::default()
+    };
+    let store = limiter_store(&settings, &upstash, clock.clone())
+        .await
+        .unwrap();
+    assert!(
+        store
+            .describe()
+            .starts_with("Upstash REST at http://127.0.0.1:"),
+        "{}",
+        store.describe()
+    );
+    assert!(
+        !store.describe().contains("key-locking"),
+        "no shebang for a local bridge"
+    );
+
+    let half = Secrets {
+        upstash_redis_rest_url: secret(&stores.bridge.url),
+        ..Default::default()
+    };
+    let error = limiter_store(&settings, &half, clock.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("UPSTASH_REDIS_REST_TOKEN is not"), "{error}");
+
+    let both = Secrets {
+        redis_url: secret(&stores.redis.url()),
+        upstash_redis_rest_url: secret(&stores.bridge.url),
+        upstash_redis_rest_token: secret(TOKEN),
+        ..Default::default()
+    };
+    let error = limiter_store(&settings, &both, clock.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("set one of them"), "{error}");
+
+    let wrong_token = Secrets {
+        upstash_redis_rest_url: secret(&stores.bridge.url),
+        upstash_redis_rest_token: secret("wrong-token-value"),
+        ..Default::default()
+    };
+    let error = limiter_store(&settings, &wrong_token, clock)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("UPSTASH_REDIS_REST_URL") && error.contains("Upstash rejected the token"),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-token-value"), "{error}");
+}
