@@ -87,32 +87,39 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// A refused request: the status and the `{"error"}` message.
+type Refusal = (StatusCode, String);
+
+fn refuse(status: StatusCode, message: &str) -> Refusal {
+    (status, message.to_owned())
+}
+
 /// Checks the token and the content type; on success returns whether answers
 /// must be base64-encoded.
-fn admit(state: &BridgeState, headers: &HeaderMap) -> Result<bool, Response> {
+fn admit(state: &BridgeState, headers: &HeaderMap) -> Result<bool, Refusal> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let Some(authorization) = headers.get(header::AUTHORIZATION) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
     };
     let Some(token) = authorization
         .to_str()
         .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "Malformed Authorization header",
         ));
     };
     if token != state.token {
-        return Err(error(StatusCode::UNAUTHORIZED, "Unauthorized"));
+        return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
     }
     let json_body = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !json_body {
-        return Err(error(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             "Content-Type must be application/json",
         ));
@@ -206,19 +213,19 @@ fn server_message(e: &redis::RedisError) -> String {
     }
 }
 
-fn parse(body: &Bytes) -> Result<Value, Response> {
+fn parse(body: &Bytes) -> Result<Value, Refusal> {
     serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")))
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
 async fn single(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let base64 = match admit(&state, &headers) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     let value = match parse(&body) {
         Ok(v) => v,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     match run(&state, &value, base64).await {
         Ok(result) => Json(json!({ "result": result })).into_response(),
@@ -229,7 +236,7 @@ async fn single(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respon
 async fn pipeline(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let base64 = match admit(&state, &headers) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     let Ok(Value::Array(commands)) = parse(&body) else {
         return error(
@@ -250,7 +257,7 @@ async fn pipeline(State(state): Shared, headers: HeaderMap, body: Bytes) -> Resp
 async fn multi_exec(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
     let base64 = match admit(&state, &headers) {
         Ok(b) => b,
-        Err(response) => return response,
+        Err((status, message)) => return error(status, &message),
     };
     let Ok(Value::Array(commands)) = parse(&body) else {
         return error(
