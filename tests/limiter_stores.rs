@@ -738,3 +738,48 @@ async fn the_store_is_chosen_from_the_environment() {
     );
     assert!(!error.contains("wrong-token-value"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_five() {
+    use axum::http::StatusCode;
+    use lofianime::domain::clock::SystemClock;
+    use lofianime::domain::storage::ObjectImageStore;
+    use lofianime::server::settings::Settings;
+    use lofianime::server::startup::Components;
+    use support::app::{spawn_app_on, CountingGenerator};
+
+    let stores = Stores::start().await;
+    for kind in [Kind::Redis, Kind::Upstash] {
+        let mut settings = Settings::default();
+        settings.ratelimit.prefix = format!("apps-{kind:?}");
+        let generator = Arc::new(CountingGenerator::default());
+        let mut apps = Vec::new();
+        for _ in 0..2 {
+            let components = Components {
+                limiter_store: stores.open(kind, Arc::new(SystemClock)).await,
+                generator: generator.clone(),
+                images: Arc::new(ObjectImageStore::in_memory()),
+                clock: Arc::new(SystemClock),
+            };
+            apps.push(Arc::new(spawn_app_on(settings.clone(), components)));
+        }
+        let requests: Vec<_> = (0..500)
+            .map(|i| {
+                let app = apps[i % 2].clone();
+                tokio::spawn(
+                    async move { app.generate("the same visitor, many tabs").await.status() },
+                )
+            })
+            .collect();
+        let mut ok = 0;
+        for request in requests {
+            match request.await.unwrap() {
+                StatusCode::OK => ok += 1,
+                StatusCode::TOO_MANY_REQUESTS => {}
+                other => panic!("{kind:?}: unexpected status {other}"),
+            }
+        }
+        assert_eq!(ok, 5, "{kind:?}");
+        assert_eq!(generator.calls(), 5, "{kind:?}: exactly five model calls");
+    }
+}
