@@ -19,9 +19,9 @@ use axum::http::{header, HeaderValue};
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -212,9 +212,19 @@ impl AppState {
     }
 }
 
+/// The app's routes, worked out once per process. Leptos renders the whole app to
+/// find them, with a process-wide flag set that freezes any resource first polled
+/// meanwhile (leptos-rs/leptos#4773); generating them once, before anything is
+/// served, keeps every real render out of that window, even when tests build many
+/// routers side by side.
+fn route_list() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
 /// The whole app as an Axum router (without connection info; `serve` adds it).
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = route_list();
     Router::new()
         .route("/images/{file}", get(serve_image))
         .leptos_routes_with_context(&state, routes, || {}, {
