@@ -45,6 +45,14 @@ pub enum GenerateError {
     RateLimited(Quota),
     #[error("Rate limiter unavailable, please try again shortly.")]
     LimiterUnavailable,
+    #[error("The model flagged this image as unsafe. Try a different prompt.")]
+    Unsafe,
+    #[error(
+        "The model took too long to answer. Your generation was not counted; please try again."
+    )]
+    ModelTimedOut,
+    #[error("The model is busy right now; try again in {retry_after_secs} s.")]
+    ModelBusy { retry_after_secs: u64 },
     #[error("The request could not be read: {0}")]
     MalformedRequest(String),
     #[error("Could not reach the server. Check your connection and try again.")]
@@ -58,7 +66,9 @@ impl GenerateError {
         match self {
             Self::InvalidPrompt(_) | Self::MalformedRequest(_) => 400,
             Self::RateLimited { .. } => 429,
-            Self::LimiterUnavailable => 503,
+            Self::LimiterUnavailable | Self::ModelBusy { .. } => 503,
+            Self::Unsafe => 422,
+            Self::ModelTimedOut => 504,
             Self::Network | Self::Internal => 500,
         }
     }

@@ -66,6 +66,34 @@ impl GenerationError {
     }
 }
 
+/// Gives a credit back from `Drop` when a generation is abandoned mid-way.
+struct RefundOnDrop {
+    limiter: Arc<RateLimiter>,
+    visitor: String,
+    armed: bool,
+}
+
+impl Drop for RefundOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let limiter = self.limiter.clone();
+        let visitor = std::mem::take(&mut self.visitor);
+        runtime.spawn(async move {
+            match limiter.limit(&visitor, -1).await {
+                Ok(_) => tracing::info!(%visitor, "refunded the credit of an abandoned generation"),
+                Err(error) => {
+                    tracing::error!(%visitor, %error, "could not refund an abandoned generation")
+                }
+            }
+        });
+    }
+}
+
 /// The parts a generation needs.
 pub struct Generation {
     pub limiter: Arc<RateLimiter>,
@@ -94,9 +122,17 @@ impl Generation {
             },
         };
         let started = Instant::now();
+        // If the visitor goes away (this future is dropped) before the image is
+        // kept, the credit goes back: nobody received anything for it.
+        let mut refund_if_abandoned = RefundOnDrop {
+            limiter: self.limiter.clone(),
+            visitor: visitor.to_owned(),
+            armed: decision.is_some(),
+        };
         let image = match self.generator.generate(&prompt).await {
             Ok(image) => image,
             Err(source) => {
+                refund_if_abandoned.armed = false;
                 let decision = self.refund(visitor, decision).await;
                 return Err(GenerationError::Generator { source, decision });
             }
@@ -104,10 +140,12 @@ impl Generation {
         let key = match self.images.put(&image).await {
             Ok(key) => key,
             Err(source) => {
+                refund_if_abandoned.armed = false;
                 let decision = self.refund(visitor, decision).await;
                 return Err(GenerationError::Storage { source, decision });
             }
         };
+        refund_if_abandoned.armed = false;
         tracing::info!(
             %visitor,
             image = %key,

@@ -3,6 +3,7 @@
 
 use crate::api::{AppInfo, CreatedImage, GenerateError, Quota};
 use crate::domain::generation::{Generated, GenerationError};
+use crate::domain::generator::GeneratorError;
 use crate::domain::ratelimit::Decision;
 use crate::domain::storage::ImageKey;
 use crate::server::client_ip::ClientIp;
@@ -60,6 +61,9 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         if let Ok(status) = StatusCode::from_u16(error.status()) {
             response.set_status(status);
         }
+        if let GenerateError::ModelBusy { retry_after_secs } = error {
+            response.insert_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
     }
     outcome
 }
@@ -91,7 +95,14 @@ fn visitor_error(failure: &GenerationError) -> GenerateError {
         }
         GenerationError::Generator { source, .. } => {
             tracing::error!(error = %source, "image generation failed");
-            GenerateError::Internal
+            match source {
+                GeneratorError::Unsafe(_) => GenerateError::Unsafe,
+                GeneratorError::TimedOut => GenerateError::ModelTimedOut,
+                GeneratorError::Busy { retry_after } => GenerateError::ModelBusy {
+                    retry_after_secs: retry_after.map_or(30, |d| d.as_secs().max(1)),
+                },
+                _ => GenerateError::Internal,
+            }
         }
         GenerationError::Storage { source, .. } => {
             tracing::error!(error = %source, "could not store a generated image");

@@ -84,7 +84,7 @@ pub struct PromptSettings {
     pub max_chars: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
     /// `owner/name` of the Replicate model.
@@ -93,6 +93,16 @@ pub struct ModelSettings {
     pub version: String,
     /// Put in front of every visitor prompt; the model was trained on this phrase.
     pub prompt_prefix: String,
+    /// Overall bound on one generation, from create to stored image (seconds).
+    pub deadline_secs: u64,
+    /// How long the create request is held open for a synchronous answer (1–60 s).
+    pub wait_secs: u64,
+    /// Pause between polls once the prediction runs asynchronously (milliseconds).
+    pub poll_interval_ms: u64,
+    /// Largest output image accepted (bytes).
+    pub max_image_bytes: usize,
+    /// The model's inputs besides the prompt, passed as they are.
+    pub input: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,10 +152,31 @@ impl Default for PromptSettings {
 
 impl Default for ModelSettings {
     fn default() -> Self {
+        let serde_json::Value::Object(input) = serde_json::json!({
+            "negative_prompt": "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, poorly drawn hands, missing fingers, text, watermark, signature, low quality, jpeg artifacts",
+            "width": 1024,
+            "height": 1024,
+            "num_outputs": 1,
+            "scheduler": "K_EULER",
+            "num_inference_steps": 50,
+            "guidance_scale": 7.5,
+            "prompt_strength": 0.8,
+            "refine": "no_refiner",
+            "high_noise_frac": 0.8,
+            "apply_watermark": true,
+            "lora_scale": 0.6,
+        }) else {
+            unreachable!("a JSON object literal")
+        };
         Self {
             id: "doriandarko/sdxl-hiroshinagai".into(),
             version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
             prompt_prefix: "In the style of HISGH. ".into(),
+            deadline_secs: 120,
+            wait_secs: 60,
+            poll_interval_ms: 1000,
+            max_image_bytes: 20_000_000,
+            input,
         }
     }
 }
@@ -239,6 +270,29 @@ impl Settings {
                 "must not be empty",
             );
         }
+        if !(1..=60).contains(&self.model.wait_secs) {
+            return invalid(
+                "model.wait_secs (LOFIANIME_MODEL__WAIT_SECS)",
+                "must be between 1 and 60",
+            );
+        }
+        if self.model.deadline_secs == 0
+            || self.model.poll_interval_ms == 0
+            || self.model.max_image_bytes == 0
+        {
+            return invalid(
+                "model.deadline_secs / poll_interval_ms / max_image_bytes",
+                "must be greater than 0",
+            );
+        }
+        let version_ok = self.model.version.len() == 64
+            && self.model.version.bytes().all(|b| b.is_ascii_hexdigit());
+        if !version_ok {
+            return invalid(
+                "model.version (LOFIANIME_MODEL__VERSION)",
+                "must be the 64-hex-digit version id",
+            );
+        }
         if !(1..=10_000).contains(&self.prompt.max_chars) {
             return invalid(
                 "prompt.max_chars (LOFIANIME_PROMPT__MAX_CHARS)",
@@ -280,6 +334,9 @@ pub struct Secrets {
     pub redis_url: Option<SecretString>,
     pub upstash_redis_rest_url: Option<SecretString>,
     pub upstash_redis_rest_token: Option<SecretString>,
+    /// Not a secret, but an environment matter: where the Replicate API lives
+    /// (tests and proxies point it elsewhere).
+    pub replicate_base_url: Option<String>,
 }
 
 impl Secrets {
@@ -295,6 +352,9 @@ impl Secrets {
             redis_url: non_empty("REDIS_URL"),
             upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
             upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),
+            replicate_base_url: std::env::var("REPLICATE_BASE_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }
     }
 }

@@ -5,7 +5,9 @@ use crate::api::AppInfo;
 use crate::app::{shell, App};
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::generation::Generation;
-use crate::domain::generator::{ImageGenerator, OfflineGenerator};
+use crate::domain::generator::{
+    ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
+};
 use crate::domain::ratelimit::{
     LimiterStore, MemoryStore, RateLimiter, RedisStore, StoreError, UpstashRestStore,
     UpstashSettings,
@@ -145,6 +147,48 @@ pub async fn limiter_store(
     }
 }
 
+/// The Replicate model when `REPLICATE_API_TOKEN` is set, the offline painter otherwise.
+pub fn generator(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<Arc<dyn ImageGenerator>, StartupError> {
+    let Some(token) = &secrets.replicate_api_token else {
+        return Ok(Arc::new(OfflineGenerator::new(
+            settings.image.width,
+            settings.image.height,
+            Duration::from_millis(settings.offline.delay_ms),
+        )));
+    };
+    let base = secrets
+        .replicate_base_url
+        .as_deref()
+        .unwrap_or("https://api.replicate.com");
+    let base_url = url::Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
+        .ok_or_else(|| {
+            StartupError::Config(format!(
+                "REPLICATE_BASE_URL is not an http(s) URL: {base:?}"
+            ))
+        })?;
+    let model = &settings.model;
+    let generator = ReplicateGenerator::new(ReplicateSettings {
+        base_url,
+        token: token.clone(),
+        model: model.id.clone(),
+        version: model.version.clone(),
+        prompt_prefix: model.prompt_prefix.clone(),
+        input: model.input.clone(),
+        deadline: Duration::from_secs(model.deadline_secs),
+        wait: Duration::from_secs(model.wait_secs),
+        poll_interval: Duration::from_millis(model.poll_interval_ms),
+        max_image_bytes: model.max_image_bytes,
+        backoff: Duration::from_millis(250),
+    })
+    .map_err(|e| StartupError::Config(e.to_string()))?;
+    Ok(Arc::new(generator))
+}
+
 impl Components {
     /// The components the settings and secrets ask for.
     pub async fn from_settings(
@@ -152,18 +196,9 @@ impl Components {
         secrets: &Secrets,
     ) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        if secrets.replicate_api_token.is_some() {
-            tracing::warn!(
-                "REPLICATE_API_TOKEN is set, but this build has no Replicate generator yet; using the offline generator"
-            );
-        }
         Ok(Self {
             limiter_store: limiter_store(settings, secrets, clock.clone()).await?,
-            generator: Arc::new(OfflineGenerator::new(
-                settings.image.width,
-                settings.image.height,
-                Duration::from_millis(settings.offline.delay_ms),
-            )),
+            generator: generator(settings, secrets)?,
             images: Arc::new(ObjectImageStore::local_dir(&settings.storage.dir)?),
             clock,
         })

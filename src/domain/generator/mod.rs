@@ -3,8 +3,10 @@
 //! (Replicate) plugs in behind the same trait.
 
 mod offline;
+mod replicate;
 
 pub use offline::OfflineGenerator;
+pub use replicate::{ReplicateGenerator, ReplicateSettings};
 
 use crate::prompt::Prompt;
 use async_trait::async_trait;
@@ -52,11 +54,38 @@ pub struct GeneratedImage {
     pub format: ImageFormat,
 }
 
-/// Why a generation failed. Details are for the log, never for the visitor.
+/// Why a generation failed. Details are for the log, never for the visitor; the
+/// handlers choose what the visitor is told from the variant.
 #[derive(Debug, thiserror::Error)]
 pub enum GeneratorError {
     #[error("the offline renderer failed: {0}")]
     Render(String),
+    /// The model's safety filter refused the picture.
+    #[error("the model flagged the output as unsafe: {0}")]
+    Unsafe(String),
+    /// No result before the deadline (the prediction was cancelled).
+    #[error("the model did not finish in time")]
+    TimedOut,
+    /// The model service is throttling us.
+    #[error("the model service is throttling requests")]
+    Busy {
+        retry_after: Option<std::time::Duration>,
+    },
+    /// The prediction was cancelled on the model's side.
+    #[error("the prediction was cancelled")]
+    Canceled,
+    /// The model ran and failed (out of memory, a bug in the model…).
+    #[error("the model failed: {0}")]
+    Failed(String),
+    /// Something the owner must fix: the token, billing, the model version or inputs.
+    #[error("configuration problem: {0}")]
+    Owner(String),
+    /// The model service could not be reached or answered with a server error.
+    #[error("the model service is unavailable: {0}")]
+    Unavailable(String),
+    /// The model answered, but its output was missing, expired, too big or not an image.
+    #[error("unusable output: {0}")]
+    BadOutput(String),
 }
 
 #[async_trait]
