@@ -1,15 +1,37 @@
 import { defineConfig } from "@playwright/test";
 
-// The app under test: the release build (scripts/test builds it first), started
-// with its own settings file and a port of its own.
-const port = Number(process.env.E2E_PORT ?? 3300);
-const baseURL = `http://127.0.0.1:${port}`;
+// Two app processes from the release build (scripts/test builds it first):
+// - "offline": the zero-configuration app (offline generator, memory limiter);
+// - "replicate": the app with REPLICATE_API_TOKEN set and REPLICATE_BASE_URL
+//   pointing at a local Replicate stand-in (replicate-stand-in.mjs).
+const offlinePort = 3300;
+const replicatePort = 3301;
+const standInPort = 3302;
+const standInToken = "r8_stand_in_token";
+
+const app = (port: number, extra: Record<string, string>) => ({
+  command: "./target/release/lofianime",
+  cwd: "..",
+  url: `http://127.0.0.1:${port}/`,
+  reuseExistingServer: false,
+  timeout: 60_000,
+  stdout: "pipe" as const,
+  stderr: "pipe" as const,
+  env: {
+    LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
+    LEPTOS_SITE_ROOT: "target/site",
+    LEPTOS_SITE_PKG_DIR: "pkg",
+    LEPTOS_OUTPUT_NAME: "lofianime",
+    RUST_LOG: "info",
+    ...extra,
+  },
+});
 
 export default defineConfig({
   testDir: "./tests",
-  timeout: 30_000,
+  timeout: 60_000,
   expect: { timeout: 10_000 },
-  // One app process with in-memory counters: tests use distinct visitors, but run
+  // Each app keeps its counters in memory: tests use distinct visitors, and run
   // one at a time so the logs read in order.
   workers: 1,
   fullyParallel: false,
@@ -17,7 +39,6 @@ export default defineConfig({
   reporter: [["list"]],
   outputDir: "test-results",
   use: {
-    baseURL,
     browserName: "chromium",
     // Debian's Chromium: Playwright's own browser downloads cannot run here.
     launchOptions: {
@@ -34,22 +55,34 @@ export default defineConfig({
     trace: "retain-on-failure",
     screenshot: "only-on-failure",
   },
-  webServer: {
-    command: "./target/release/lofianime",
-    cwd: "..",
-    url: `${baseURL}/`,
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "pipe",
-    stderr: "pipe",
-    env: {
-      LEPTOS_SITE_ADDR: `127.0.0.1:${port}`,
-      LEPTOS_SITE_ROOT: "target/site",
-      LEPTOS_SITE_PKG_DIR: "pkg",
-      LEPTOS_OUTPUT_NAME: "lofianime",
+  projects: [
+    {
+      name: "offline",
+      testMatch: "generate.spec.ts",
+      use: { baseURL: `http://127.0.0.1:${offlinePort}` },
+    },
+    {
+      name: "replicate",
+      testMatch: "replicate.spec.ts",
+      use: { baseURL: `http://127.0.0.1:${replicatePort}` },
+    },
+  ],
+  webServer: [
+    {
+      command: "node replicate-stand-in.mjs",
+      url: `http://127.0.0.1:${standInPort}/__predictions`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+      env: { PORT: String(standInPort), MODEL_DELAY_MS: "800", TOKEN: standInToken },
+    },
+    app(offlinePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
       REPLICATE_API_TOKEN: "",
-      RUST_LOG: "info",
-    },
-  },
+    }),
+    app(replicatePort, {
+      LOFIANIME_CONFIG: "end2end/lofianime.replicate.toml",
+      REPLICATE_API_TOKEN: standInToken,
+      REPLICATE_BASE_URL: `http://127.0.0.1:${standInPort}`,
+    }),
+  ],
 });

@@ -1,0 +1,92 @@
+import { test, expect, type Page } from "@playwright/test";
+import { writeFileSync, mkdirSync } from "node:fs";
+
+// The app runs with REPLICATE_API_TOKEN set and REPLICATE_BASE_URL pointing at
+// the local stand-in (replicate-stand-in.mjs), which answers with a real PNG
+// after 800 ms.
+const standIn = "http://127.0.0.1:3302";
+
+async function openAsVisitor(browser: import("@playwright/test").Browser, visitor: string) {
+  const context = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": visitor } });
+  const page = await context.newPage();
+  await page.goto("/");
+  await page.waitForFunction(() =>
+    performance.getEntriesByType("resource").some((entry) => entry.name.endsWith(".wasm")),
+  );
+  await page.waitForLoadState("networkidle");
+  return { context, page };
+}
+
+type StandInPrediction = { id: string; prompt: string; finishedAt: number | null; canceled: boolean };
+
+async function predictions(): Promise<StandInPrediction[]> {
+  return (await fetch(`${standIn}/__predictions`)).json();
+}
+
+/// Submits a prompt and resolves with the epoch ms at which the browser finished
+/// loading the resulting image.
+async function generateAndTimeImage(page: Page, prompt: string): Promise<number> {
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  const loaded = page.evaluate(
+    (alt) =>
+      new Promise<number>((resolve) => {
+        const check = () => {
+          const img = [...document.querySelectorAll("img")].find((i) => i.alt === alt);
+          if (img && img.complete && img.naturalWidth > 0) {
+            resolve(performance.timeOrigin + performance.now());
+            return true;
+          }
+          if (img) {
+            img.addEventListener("load", () => resolve(performance.timeOrigin + performance.now()), { once: true });
+            return true;
+          }
+          return false;
+        };
+        if (!check()) {
+          const observer = new MutationObserver(() => {
+            if (check()) observer.disconnect();
+          });
+          observer.observe(document.body, { childList: true, subtree: true });
+        }
+      }),
+    prompt,
+  );
+  await page.getByRole("button", { name: "Submit" }).click();
+  return loaded;
+}
+
+test("an image from the model is shown from the app's own URL", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.31");
+  await expect(page.getByText("Offline generator.")).toHaveCount(0);
+  const prompt = "a rooftop garden at golden hour";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page.getByText("Generating…")).toBeVisible();
+  const image = page.getByRole("img", { name: prompt });
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.naturalWidth)).toBe(512);
+
+  const sent = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+  expect(sent, "the stand-in received the prefixed prompt").toBeTruthy();
+  await context.close();
+});
+
+test("the latency the app adds after the model finishes (20 runs)", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.32");
+  const added: number[] = [];
+  for (let run = 1; run <= 20; run++) {
+    const prompt = `latency run ${run}, a calm harbour`;
+    const visibleAt = await generateAndTimeImage(page, prompt);
+    const finished = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+    expect(finished?.finishedAt, `run ${run} finished at the stand-in`).toBeTruthy();
+    added.push(visibleAt - finished!.finishedAt!);
+  }
+  added.sort((a, b) => a - b);
+  const at = (q: number) => added[Math.min(added.length - 1, Math.round((added.length - 1) * q))];
+  const report = { runs: added.length, p50_ms: Math.round(at(0.5)), p95_ms: Math.round(at(0.95)), all_ms: added.map(Math.round) };
+  console.log(`latency added by the app after the prediction finished: ${JSON.stringify(report)}`);
+  mkdirSync("artifacts", { recursive: true });
+  writeFileSync("artifacts/replicate-latency.json", JSON.stringify(report, null, 2));
+  expect(added.every((ms) => ms > 0), "the image can only appear after the prediction finished").toBe(true);
+  await context.close();
+});
