@@ -118,44 +118,19 @@ fn redact(url: &str) -> String {
     }
 }
 
-fn eval_command(verb: &str, script: &str, keys: &[&str], args: &[String]) -> redis::Cmd {
-    let mut command = redis::cmd(verb);
-    command.arg(script).arg(keys.len()).arg(keys).arg(args);
-    command
-}
-
 #[async_trait]
 impl ScriptRunner for RedisConnection {
     fn describe(&self) -> String {
         self.description.clone()
     }
 
-    async fn evalsha(
-        &self,
-        sha1: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError> {
-        self.query(eval_command("EVALSHA", sha1, keys, args)).await
-    }
-
-    async fn eval(
-        &self,
-        source: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError> {
-        self.query(eval_command("EVAL", source, keys, args)).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        match self.query(redis::cmd("PING")).await {
-            Ok(_) => Ok(()),
-            Err(ScriptError::Store(error)) => Err(error),
-            Err(ScriptError::NoScript) => {
-                Err(StoreError::Protocol("NOSCRIPT in answer to PING".into()))
-            }
-        }
+    async fn send(&self, command: Vec<String>) -> Result<Reply, ScriptError> {
+        let Some((verb, args)) = command.split_first() else {
+            return Err(StoreError::Protocol("an empty command".into()).into());
+        };
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(args);
+        self.query(cmd).await
     }
 }
 

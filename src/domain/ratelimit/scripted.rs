@@ -54,24 +54,23 @@ impl From<StoreError> for ScriptError {
     }
 }
 
+impl From<ScriptError> for StoreError {
+    fn from(error: ScriptError) -> Self {
+        match error {
+            ScriptError::NoScript => {
+                StoreError::Protocol("NOSCRIPT where no script was run".into())
+            }
+            ScriptError::Store(error) => error,
+        }
+    }
+}
+
 /// How commands reach a Redis-compatible server.
 #[async_trait]
 pub trait ScriptRunner: Send + Sync + 'static {
     fn describe(&self) -> String;
-    async fn evalsha(
-        &self,
-        sha1: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError>;
-    async fn eval(
-        &self,
-        source: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError>;
-    /// A cheap round trip that proves the server is there and accepts us.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Sends one command (the verb, then its arguments) and returns the reply.
+    async fn send(&self, command: Vec<String>) -> Result<Reply, ScriptError>;
 }
 
 /// The limiter's scripts over a [`ScriptRunner`].
@@ -85,8 +84,12 @@ impl<R: ScriptRunner> ScriptedStore<R> {
         Self { runner, scripts }
     }
 
+    /// A cheap round trip that proves the server is there and accepts us.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.runner.ping().await
+        match self.runner.send(vec!["PING".into()]).await? {
+            Reply::Text(pong) if pong == "PONG" => Ok(()),
+            other => Err(StoreError::Protocol(format!("PING answered {other:?}"))),
+        }
     }
 
     async fn run(
@@ -95,18 +98,17 @@ impl<R: ScriptRunner> ScriptedStore<R> {
         keys: &[&str],
         args: &[String],
     ) -> Result<Reply, StoreError> {
-        match self.runner.evalsha(&script.sha1, keys, args).await {
-            Ok(reply) => Ok(reply),
+        let command = |verb: &str, script: &str| {
+            let mut command = vec![verb.to_owned(), script.to_owned(), keys.len().to_string()];
+            command.extend(keys.iter().map(|k| (*k).to_owned()));
+            command.extend(args.iter().cloned());
+            command
+        };
+        match self.runner.send(command("EVALSHA", &script.sha1)).await {
             Err(ScriptError::NoScript) => {
-                match self.runner.eval(&script.source, keys, args).await {
-                    Ok(reply) => Ok(reply),
-                    Err(ScriptError::NoScript) => {
-                        Err(StoreError::Protocol("NOSCRIPT in answer to EVAL".into()))
-                    }
-                    Err(ScriptError::Store(error)) => Err(error),
-                }
+                Ok(self.runner.send(command("EVAL", &script.source)).await?)
             }
-            Err(ScriptError::Store(error)) => Err(error),
+            other => Ok(other?),
         }
     }
 }

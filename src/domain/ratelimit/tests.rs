@@ -8,32 +8,49 @@ use std::sync::atomic::AtomicUsize;
 
 const DAY_MS: u64 = 86_400_000;
 
-/// A store that counts the calls reaching it.
-struct Counting {
+/// The memory store, watched: counts the calls reaching it, and can be switched
+/// off to play an unreachable store.
+struct Observed {
     inner: MemoryStore,
     calls: AtomicUsize,
+    up: AtomicBool,
 }
 
-impl Counting {
+impl Observed {
+    fn new(clock: Arc<ManualClock>) -> Self {
+        Self {
+            inner: MemoryStore::new(clock),
+            calls: AtomicUsize::new(0),
+            up: AtomicBool::new(true),
+        }
+    }
+
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
-    fn tick(&self) {
+
+    /// Counts the call; fails it when the store is switched off.
+    fn enter(&self) -> Result<(), StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.up.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable("connection refused".into()))
+        }
     }
 }
 
 #[async_trait]
-impl LimiterStore for Counting {
+impl LimiterStore for Observed {
     fn describe(&self) -> String {
-        "counting".into()
+        "observed memory store".into()
     }
     async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.fixed_window(key, window_ms, rate).await
     }
     async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.fixed_window_used(key).await
     }
     async fn sliding_window(
@@ -45,7 +62,7 @@ impl LimiterStore for Counting {
         w: u64,
         r: i64,
     ) -> Result<i64, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.sliding_window(c, p, l, n, w, r).await
     }
     async fn sliding_window_remaining(
@@ -56,7 +73,7 @@ impl LimiterStore for Counting {
         n: u64,
         w: u64,
     ) -> Result<i64, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.sliding_window_remaining(c, p, l, n, w).await
     }
     async fn token_bucket(
@@ -68,15 +85,15 @@ impl LimiterStore for Counting {
         n: u64,
         r: i64,
     ) -> Result<(i64, i64), StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.token_bucket(k, m, i, f, n, r).await
     }
     async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.token_bucket_remaining(key).await
     }
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        self.tick();
+        self.enter()?;
         self.inner.delete_matching(pattern).await
     }
 }
@@ -84,15 +101,12 @@ impl LimiterStore for Counting {
 struct Setup {
     limiter: RateLimiter,
     clock: Arc<ManualClock>,
-    store: Arc<Counting>,
+    store: Arc<Observed>,
 }
 
 fn setup(algorithm: Algorithm, now_ms: u64) -> Setup {
     let clock = Arc::new(ManualClock::at(now_ms));
-    let store = Arc::new(Counting {
-        inner: MemoryStore::new(clock.clone()),
-        calls: AtomicUsize::new(0),
-    });
+    let store = Arc::new(Observed::new(clock.clone()));
     let limiter = RateLimiter::new(store.clone(), algorithm, DEFAULT_PREFIX, clock.clone());
     Setup {
         limiter,
@@ -337,134 +351,15 @@ async fn concurrent_callers_never_get_more_than_the_limit() {
     assert_eq!(admitted, 5);
 }
 
-/// A store that is down.
-struct Down;
-
-#[async_trait]
-impl LimiterStore for Down {
-    fn describe(&self) -> String {
-        "down".into()
-    }
-    async fn fixed_window(&self, _: &str, _: u64, _: i64) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn fixed_window_used(&self, _: &str) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn sliding_window(
-        &self,
-        _: &str,
-        _: &str,
-        _: u64,
-        _: u64,
-        _: u64,
-        _: i64,
-    ) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn sliding_window_remaining(
-        &self,
-        _: &str,
-        _: &str,
-        _: u64,
-        _: u64,
-        _: u64,
-    ) -> Result<i64, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn token_bucket(
-        &self,
-        _: &str,
-        _: u64,
-        _: u64,
-        _: u64,
-        _: u64,
-        _: i64,
-    ) -> Result<(i64, i64), StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn token_bucket_remaining(&self, _: &str) -> Result<Option<Bucket>, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-    async fn delete_matching(&self, _: &str) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("down".into()))
-    }
-}
-
 #[tokio::test]
 async fn a_store_failure_is_an_error_not_a_decision() {
-    let limiter = RateLimiter::new(
-        Arc::new(Down),
-        fixed(5, DAY_MS),
-        DEFAULT_PREFIX,
-        Arc::new(ManualClock::at(0)),
-    );
+    let s = setup(fixed(5, DAY_MS), 0);
+    s.store.up.store(false, Ordering::SeqCst);
     assert!(matches!(
-        limiter.limit("v", 1).await,
+        s.limiter.limit("v", 1).await,
         Err(StoreError::Unavailable(_))
     ));
-    assert!(limiter.remaining("v").await.is_err());
-}
-
-/// A store whose availability the test switches.
-struct Flaky {
-    inner: MemoryStore,
-    up: AtomicBool,
-}
-
-#[async_trait]
-impl LimiterStore for Flaky {
-    fn describe(&self) -> String {
-        "flaky".into()
-    }
-    async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError> {
-        if self.up.load(Ordering::SeqCst) {
-            self.inner.fixed_window(key, window_ms, rate).await
-        } else {
-            Err(StoreError::Unavailable("connection refused".into()))
-        }
-    }
-    async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
-        self.inner.fixed_window_used(key).await
-    }
-    async fn sliding_window(
-        &self,
-        c: &str,
-        p: &str,
-        l: u64,
-        n: u64,
-        w: u64,
-        r: i64,
-    ) -> Result<i64, StoreError> {
-        self.inner.sliding_window(c, p, l, n, w, r).await
-    }
-    async fn sliding_window_remaining(
-        &self,
-        c: &str,
-        p: &str,
-        l: u64,
-        n: u64,
-        w: u64,
-    ) -> Result<i64, StoreError> {
-        self.inner.sliding_window_remaining(c, p, l, n, w).await
-    }
-    async fn token_bucket(
-        &self,
-        k: &str,
-        m: u64,
-        i: u64,
-        f: u64,
-        n: u64,
-        r: i64,
-    ) -> Result<(i64, i64), StoreError> {
-        self.inner.token_bucket(k, m, i, f, n, r).await
-    }
-    async fn token_bucket_remaining(&self, key: &str) -> Result<Option<Bucket>, StoreError> {
-        self.inner.token_bucket_remaining(key).await
-    }
-    async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        self.inner.delete_matching(pattern).await
-    }
+    assert!(s.limiter.remaining("v").await.is_err());
 }
 
 /// Collects what the limiter logs.
@@ -498,12 +393,7 @@ async fn an_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let clock = Arc::new(ManualClock::at(0));
-    let store = Arc::new(Flaky {
-        inner: MemoryStore::new(clock.clone()),
-        up: AtomicBool::new(true),
-    });
-    let limiter = RateLimiter::new(store.clone(), fixed(100, DAY_MS), DEFAULT_PREFIX, clock);
+    let Setup { limiter, store, .. } = setup(fixed(100, DAY_MS), 0);
     limiter.limit("v", 1).await.unwrap();
     store.up.store(false, Ordering::SeqCst);
     for _ in 0..20 {

@@ -8,7 +8,7 @@ use super::StoreError;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 /// Attempts for a command whose connection could not be made at all. Nothing was
@@ -191,47 +191,15 @@ fn reply(value: &Value) -> Result<Reply, StoreError> {
     })
 }
 
-fn eval_command(verb: &str, script: &str, keys: &[&str], args: &[String]) -> Vec<Value> {
-    let mut command = vec![json!(verb), json!(script), json!(keys.len())];
-    command.extend(keys.iter().map(|k| json!(k)));
-    command.extend(args.iter().map(|a| json!(a)));
-    command
-}
-
 #[async_trait]
 impl ScriptRunner for UpstashRest {
     fn describe(&self) -> String {
         self.description.clone()
     }
 
-    async fn evalsha(
-        &self,
-        sha1: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError> {
-        self.command(eval_command("EVALSHA", sha1, keys, args))
+    async fn send(&self, command: Vec<String>) -> Result<Reply, ScriptError> {
+        self.command(command.into_iter().map(Value::String).collect())
             .await
-    }
-
-    async fn eval(
-        &self,
-        source: &str,
-        keys: &[&str],
-        args: &[String],
-    ) -> Result<Reply, ScriptError> {
-        self.command(eval_command("EVAL", source, keys, args)).await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        match self.command(vec![json!("PING")]).await {
-            Ok(Reply::Text(pong)) if pong == "PONG" => Ok(()),
-            Ok(other) => Err(StoreError::Protocol(format!("PING answered {other:?}"))),
-            Err(ScriptError::Store(error)) => Err(error),
-            Err(ScriptError::NoScript) => {
-                Err(StoreError::Protocol("NOSCRIPT in answer to PING".into()))
-            }
-        }
     }
 }
 
@@ -251,14 +219,5 @@ mod tests {
             "https://upstash.io.evil.example"
         ));
         assert!(!UpstashSettings::key_locking_by_host("not a url"));
-    }
-
-    #[test]
-    fn commands_are_json_arrays_with_keys_counted() {
-        let command = eval_command("EVALSHA", "abc", &["k1", "k2"], &["5".into()]);
-        assert_eq!(
-            serde_json::to_string(&command).unwrap(),
-            r#"["EVALSHA","abc",2,"k1","k2","5"]"#
-        );
     }
 }
