@@ -226,8 +226,7 @@ impl AppState {
             max_prompt_chars: settings.prompt.max_chars,
             limit: settings.ratelimit.limit,
             window: settings.ratelimit.window.clone(),
-            window_ms: crate::domain::ratelimit::parse_window(&settings.ratelimit.window)
-                .map_err(SettingsError::from)?,
+            window_ms: algorithm.window_ms(),
         };
         Ok(Self {
             leptos_options,

@@ -47,6 +47,16 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The window length (token bucket: the refill interval), in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        match *self {
+            Self::FixedWindow { window_ms, .. } | Self::SlidingWindow { window_ms, .. } => {
+                window_ms
+            }
+            Self::TokenBucket { interval_ms, .. } => interval_ms,
+        }
+    }
+
     /// The most requests a fresh identifier gets.
     pub fn limit(&self) -> u64 {
         match *self {
@@ -186,16 +196,17 @@ struct StoreHealth {
 }
 
 impl StoreHealth {
-    fn observe<T>(&self, store: &str, result: &Result<T, StoreError>) {
+    /// Notes the outcome of one store call; logs only when the state changes.
+    fn observe<T>(&self, store: &dyn LimiterStore, result: &Result<T, StoreError>) {
         match result {
             Ok(_) => {
                 if self.failing.swap(false, Ordering::SeqCst) {
-                    tracing::info!(%store, "the rate-limit store answers again");
+                    tracing::info!(store = %store.describe(), "the rate-limit store answers again");
                 }
             }
             Err(error) => {
                 if !self.failing.swap(true, Ordering::SeqCst) {
-                    tracing::error!(%store, %error, "the rate-limit store is failing");
+                    tracing::error!(store = %store.describe(), %error, "the rate-limit store is failing");
                 } else {
                     tracing::debug!(%error, "the rate-limit store is still failing");
                 }
@@ -260,7 +271,7 @@ impl RateLimiter {
             }
         }
         let result = self.limit_in_store(&base, now, rate).await;
-        self.health.observe(&self.store.describe(), &result);
+        self.health.observe(&*self.store, &result);
         let decision = result?;
         if let Some(cache) = &self.cache {
             if !decision.success {
@@ -321,7 +332,7 @@ impl RateLimiter {
         let base = self.base_key(identifier);
         let now = self.clock.now_ms();
         let result = self.remaining_in_store(&base, now).await;
-        self.health.observe(&self.store.describe(), &result);
+        self.health.observe(&*self.store, &result);
         let (remaining, reset_ms) = result?;
         Ok(Decision {
             success: remaining > 0,
@@ -381,7 +392,7 @@ impl RateLimiter {
             Algorithm::TokenBucket { .. } => base,
         };
         let result = self.store.delete_matching(&pattern).await;
-        self.health.observe(&self.store.describe(), &result);
+        self.health.observe(&*self.store, &result);
         result.map(|_| ())
     }
 
