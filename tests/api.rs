@@ -282,3 +282,114 @@ async fn an_unknown_page_is_a_404_page() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(body_text(response).await.contains("Page not found"));
 }
+
+mod json_api {
+    //! `POST /api/ai` and `GET /api/remaining`: the original front end's API.
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::{json, Value};
+
+    async fn post_ai(
+        app: &TestApp,
+        content_type: Option<&str>,
+        body: &str,
+    ) -> axum::http::Response<Body> {
+        let mut request = Request::post("/api/ai");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        app.send(request.body(Body::from(body.to_owned())).unwrap())
+            .await
+    }
+
+    async fn json_of(response: axum::http::Response<Body>) -> Value {
+        serde_json::from_slice(&body_bytes(response).await).unwrap()
+    }
+
+    async fn remaining(app: &TestApp) -> Value {
+        let response = app.get("/api/remaining").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        json_of(response).await
+    }
+
+    #[tokio::test]
+    async fn the_original_fetch_body_gets_an_array_of_image_urls() {
+        let app = spawn_app();
+        // What the original page sent: fetch with a JSON body and no content type.
+        let response = post_ai(
+            &app,
+            Some("text/plain;charset=UTF-8"),
+            r#"{"prompt":"a cat on a rooftop"}"#,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header_u64(&response, "x-ratelimit-limit"), 5);
+        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 4);
+        let urls = json_of(response).await;
+        let url = urls[0].as_str().unwrap().to_owned();
+        assert!(
+            url.starts_with("/images/") && url.ends_with(".png"),
+            "{urls}"
+        );
+        assert_eq!(urls.as_array().unwrap().len(), 1);
+        assert_eq!(app.get(&url).await.status(), StatusCode::OK);
+        // No content type at all works too.
+        assert_eq!(
+            post_ai(&app, None, r#"{"prompt":"again"}"#).await.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn a_denial_is_429_with_the_json_string_and_headers() {
+        let app = spawn_app();
+        for _ in 0..5 {
+            assert_eq!(
+                post_ai(&app, None, r#"{"prompt":"x"}"#).await.status(),
+                StatusCode::OK
+            );
+        }
+        let denied = post_ai(&app, None, r#"{"prompt":"x"}"#).await;
+        assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(header_u64(&denied, "x-ratelimit-remaining"), 0);
+        assert!(header_u64(&denied, "retry-after") >= 1);
+        assert!(header_u64(&denied, "x-ratelimit-reset") > now_ms());
+        assert_eq!(json_of(denied).await, json!("No generations remaining."));
+    }
+
+    #[tokio::test]
+    async fn bad_json_and_bad_prompts_are_400_and_spend_nothing() {
+        let app = spawn_app();
+        for body in ["not json", r#"{"prompt": 5}"#, r#"{"text": "hi"}"#, ""] {
+            let response = post_ai(&app, Some("application/json"), body).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
+            let message = json_of(response).await;
+            assert!(
+                message.as_str().unwrap().contains("must be JSON"),
+                "{body:?}: {message}"
+            );
+        }
+        let blank = post_ai(&app, None, r#"{"prompt":"   "}"#).await;
+        assert_eq!(blank.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(json_of(blank).await, json!("Please enter a prompt."));
+        assert_eq!(remaining(&app).await["remainingGenerations"], 5);
+    }
+
+    #[tokio::test]
+    async fn remaining_reports_the_quota_without_consuming_it() {
+        let app = spawn_app();
+        let fresh = remaining(&app).await;
+        assert_eq!(fresh["remainingGenerations"], 5);
+        assert_eq!(fresh["limit"], 5);
+        assert_eq!(fresh["reset"].as_u64().unwrap() % 86_400_000, 0);
+        assert_eq!(
+            remaining(&app).await["remainingGenerations"],
+            5,
+            "reading twice spends nothing"
+        );
+        app.generate("one").await;
+        assert_eq!(remaining(&app).await["remainingGenerations"], 4);
+    }
+}

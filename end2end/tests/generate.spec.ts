@@ -127,3 +127,29 @@ test("without JavaScript the limit message shows too", async ({ browser }) => {
   await expect(page.getByLabel("Enter your prompt")).toHaveValue("harbour at sunset 4");
   await context.close();
 });
+
+test("the original page's fetch call works against /api/ai", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  // The exact request the original Next.js page made: a JSON body, no content type.
+  const answer = await page.evaluate(async () => {
+    const response = await fetch("/api/ai", {
+      method: "POST",
+      body: JSON.stringify({ prompt: "a lighthouse in the rain" }),
+    });
+    return { status: response.status, remaining: response.headers.get("x-ratelimit-remaining"), data: await response.json() };
+  });
+  expect(answer.status).toBe(200);
+  expect(answer.remaining).toBe("2");
+  expect(answer.data[0]).toMatch(/^\/images\/[0-9a-f]{32}\.png$/);
+  const loaded = await page.evaluate(async (src) => {
+    const img = new Image();
+    img.src = src;
+    await img.decode();
+    return img.naturalWidth;
+  }, answer.data[0]);
+  expect(loaded).toBe(512);
+  const quota = await page.evaluate(async () => (await fetch("/api/remaining")).json());
+  expect(quota).toMatchObject({ remainingGenerations: 2, limit: 3 });
+  await context.close();
+});

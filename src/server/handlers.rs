@@ -9,13 +9,44 @@ use crate::domain::storage::ImageKey;
 use crate::server::client_ip::ClientIp;
 use crate::server::startup::AppState;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;
 use leptos::server_fn::ServerFn;
 use leptos_axum::ResponseOptions;
+
+/// One generation for `visitor`, as HTTP sees it: the outcome, and the headers
+/// to send with it (`X-RateLimit-*` whenever the limiter answered, `Retry-After`
+/// on a denial or when the model is busy). Shared by the page's server function
+/// and the JSON API.
+async fn run_generation(
+    state: &AppState,
+    visitor: ClientIp,
+    raw_prompt: &str,
+) -> (
+    Result<CreatedImage, GenerateError>,
+    Vec<(HeaderName, HeaderValue)>,
+) {
+    let result = state.generation.run(&visitor.to_string(), raw_prompt).await;
+    let decision = match &result {
+        Ok(generated) => generated.decision,
+        Err(failure) => failure.decision(),
+    };
+    let mut headers = decision
+        .map(|d| rate_limit_headers(&d, state.generation.limiter.now_ms()))
+        .unwrap_or_default();
+    let outcome = result
+        .map(created_image)
+        .map_err(|failure| visitor_error(&failure));
+    if let Err(GenerateError::ModelBusy { retry_after_secs }) = &outcome {
+        headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+    }
+    (outcome, headers)
+}
 
 /// The body of `POST /api/generate`.
 pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError> {
@@ -34,24 +65,10 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         return Err(GenerateError::Internal);
     };
 
-    let result = state
-        .generation
-        .run(&visitor.to_string(), &raw_prompt)
-        .await;
-    let now_ms = state.generation.limiter.now_ms();
-    let decision = match &result {
-        Ok(generated) => generated.decision,
-        Err(failure) => failure.decision(),
-    };
-    if let Some(decision) = decision {
-        rate_limit_headers(&decision, now_ms)
-            .into_iter()
-            .for_each(|(name, value)| response.insert_header(name, value));
+    let (outcome, headers) = run_generation(&state, visitor, &raw_prompt).await;
+    for (name, value) in headers {
+        response.insert_header(name, value);
     }
-    let outcome = result
-        .map(created_image)
-        .map_err(|failure| visitor_error(&failure));
-
     if plain_form_post(&request) {
         // Without JavaScript the browser follows a redirect back to the page; the
         // query carries the result (or the error and the typed prompt) so the page
@@ -61,11 +78,93 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         if let Ok(status) = StatusCode::from_u16(error.status()) {
             response.set_status(status);
         }
-        if let GenerateError::ModelBusy { retry_after_secs } = error {
-            response.insert_header(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-        }
     }
     outcome
+}
+
+/// What the original front end posts to `/api/ai`.
+#[derive(serde::Deserialize)]
+struct AiRequest {
+    prompt: String,
+}
+
+/// A JSON answer with a status and headers; errors are a JSON string, as the
+/// original API answered them.
+fn json_answer(
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: serde_json::Value,
+) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().extend(headers);
+    response
+}
+
+/// `POST /api/ai`: the original app's API, so its front end works unchanged.
+/// The body is JSON whatever the `Content-Type` says (the original page sent it
+/// with `fetch` and no content type, which browsers label `text/plain`).
+/// 200 answers a JSON array of the app's image URLs.
+pub async fn generate_json(
+    State(state): State<AppState>,
+    Extension(visitor): Extension<ClientIp>,
+    body: Bytes,
+) -> Response {
+    let prompt = match serde_json::from_slice::<AiRequest>(&body) {
+        Ok(request) => request.prompt,
+        Err(error) => {
+            let message = format!(
+                "The request body must be JSON like {{\"prompt\": \"a quiet street at dusk\"}} ({error})."
+            );
+            return json_answer(
+                StatusCode::BAD_REQUEST,
+                Vec::new(),
+                serde_json::Value::String(message),
+            );
+        }
+    };
+    let (outcome, headers) = run_generation(&state, visitor, &prompt).await;
+    match outcome {
+        Ok(created) => json_answer(StatusCode::OK, headers, serde_json::json!([created.url])),
+        Err(error) => json_answer(
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            headers,
+            serde_json::Value::String(error.to_string()),
+        ),
+    }
+}
+
+/// `GET /api/remaining`: the calling visitor's quota, read without consuming.
+pub async fn remaining_json(
+    State(state): State<AppState>,
+    Extension(visitor): Extension<ClientIp>,
+) -> Response {
+    let limiter = &state.generation.limiter;
+    match limiter.remaining(&visitor.to_string()).await {
+        Ok(decision) => {
+            // A reading, not a refusal: no Retry-After.
+            let headers = rate_limit_headers(
+                &Decision {
+                    success: true,
+                    ..decision
+                },
+                limiter.now_ms(),
+            );
+            json_answer(
+                StatusCode::OK,
+                headers,
+                serde_json::json!({
+                    "remainingGenerations": decision.remaining,
+                    "limit": decision.limit,
+                    "reset": decision.reset_ms,
+                }),
+            )
+        }
+        Err(_) => json_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Vec::new(),
+            serde_json::Value::String(GenerateError::LimiterUnavailable.to_string()),
+        ),
+    }
 }
 
 fn quota(decision: &Decision) -> Quota {

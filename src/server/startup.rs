@@ -14,7 +14,7 @@ use crate::domain::ratelimit::{
 };
 use crate::domain::storage::{ImageStore, ObjectImageStore, StorageError};
 use crate::server::client_ip::{identify_visitor, TrustedProxies};
-use crate::server::handlers::serve_image;
+use crate::server::handlers::{generate_json, remaining_json, serve_image};
 use crate::server::settings::{KeyLocking, Secrets, Settings, SettingsError};
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
@@ -261,6 +261,8 @@ pub fn router(state: AppState) -> Router {
     let routes = route_list();
     Router::new()
         .route("/images/{file}", get(serve_image))
+        .route("/api/ai", axum::routing::post(generate_json))
+        .route("/api/remaining", get(remaining_json))
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
