@@ -99,6 +99,21 @@ pub async fn generate(prompt: Option<String>) -> Result<CreatedImage, GenerateEr
     crate::server::handlers::generate(prompt.unwrap_or_default()).await
 }
 
+/// A visitor's quota as read by the server, with the server's clock at that
+/// moment (so the page's first countdown renders the same on server and client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaReading {
+    /// `None` when the limiter's store could not be read.
+    pub quota: Option<Quota>,
+    pub now_ms: u64,
+}
+
+/// The calling visitor's quota, read without consuming anything.
+#[server(prefix = "/api", endpoint = "quota", input = GetUrl)]
+pub async fn current_quota() -> Result<QuotaReading, ServerFnError> {
+    crate::server::handlers::current_quota().await
+}
+
 /// What the page needs to know about the server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppInfo {

@@ -2,7 +2,10 @@
 //! error. Rendered on the server, hydrated in the browser, and usable without
 //! JavaScript (the form posts to the same server function).
 
-use crate::api::{image_url_from_key, site_info, AppInfo, CreatedImage, Generate};
+use crate::api::{
+    current_quota, image_url_from_key, site_info, AppInfo, CreatedImage, Generate, GenerateError,
+    QuotaReading,
+};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -53,6 +56,7 @@ pub fn App() -> impl IntoView {
 #[component]
 fn HomePage() -> impl IntoView {
     let info = Resource::new_blocking(|| (), |_| site_info());
+    let quota = Resource::new_blocking(|| (), |_| current_quota());
     view! {
         <header class="masthead">
             <h1>"lofianime"</h1>
@@ -63,9 +67,9 @@ fn HomePage() -> impl IntoView {
                 view! { <p class="loading">"Loading…"</p> }
             }>
                 {move || Suspend::new(async move {
-                    match info.await {
-                        Ok(info) => view! { <Studio info /> }.into_any(),
-                        Err(_) => {
+                    match (info.await, quota.await) {
+                        (Ok(info), Ok(reading)) => view! { <Studio info reading /> }.into_any(),
+                        _ => {
                             view! {
                                 <p class="error">{crate::api::GENERIC_FAILURE}</p>
                             }
@@ -78,10 +82,62 @@ fn HomePage() -> impl IntoView {
     }
 }
 
+/// The visitor's clock: the server's reading until the page is hydrated, then
+/// the browser's, ticking every second (an Effect never runs on the server).
+fn ticking_clock(start_ms: u64) -> RwSignal<u64> {
+    let now = RwSignal::new(start_ms);
+    Effect::new(move |_| {
+        #[cfg(feature = "hydrate")]
+        {
+            now.set(js_sys::Date::now() as u64);
+            set_interval(
+                move || now.set(js_sys::Date::now() as u64),
+                std::time::Duration::from_secs(1),
+            );
+        }
+    });
+    now
+}
+
+/// "5 h 12 min", "12 min", "42 s": how long until `reset_ms`.
+pub fn describe_wait(now_ms: u64, reset_ms: u64) -> String {
+    let secs = reset_ms.saturating_sub(now_ms).div_ceil(1000);
+    match (secs / 3600, (secs % 3600).div_ceil(60), secs) {
+        (0, _, s) if s < 60 => format!("{s} s"),
+        (0, m, _) => format!("{m} min"),
+        (h, 60, _) => format!("{} h", h + 1),
+        (h, 0, _) => format!("{h} h"),
+        (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
 /// The form, its progress and its result.
 #[component]
-fn Studio(info: AppInfo) -> impl IntoView {
+fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
     let action = ServerAction::<Generate>::new();
+    let now = ticking_clock(reading.now_ms);
+    // The quota shown: the server's reading, then whatever the last answer said.
+    let quota = RwSignal::new(reading.quota);
+    Effect::new(move |_| match action.value().get() {
+        Some(Ok(CreatedImage { quota: Some(q), .. }))
+        | Some(Err(GenerateError::RateLimited(q))) => quota.set(Some(q)),
+        _ => {}
+    });
+    // Past the reset the visitor has more: ask the server for the new numbers.
+    Effect::new(move |_| {
+        let renewed = quota
+            .get()
+            .is_some_and(|q| q.remaining < q.limit && now.get() > q.reset_ms);
+        if renewed {
+            quota.set(None);
+            leptos::task::spawn_local(async move {
+                if let Ok(fresh) = current_quota().await {
+                    quota.set(fresh.quota);
+                }
+            });
+        }
+    });
+    let used_up = move || quota.get().is_some_and(|q| q.remaining == 0);
     let query = use_query_map();
     let pending = action.pending();
     // After a form post without JavaScript, the page URL carries the prompt (and the
@@ -101,14 +157,29 @@ fn Studio(info: AppInfo) -> impl IntoView {
         Some(Err(error)) if !pending.get() => Some(error.to_string()),
         _ => None,
     };
-    let quota = move || match action.value().get() {
-        Some(Ok(CreatedImage {
-            quota: Some(quota), ..
-        })) => Some(format!(
-            "{} of {} generations left.",
-            quota.remaining, quota.limit
-        )),
-        _ => None,
+    let quota_line = move || {
+        quota.get().map(|q| {
+            let wait = describe_wait(now.get(), q.reset_ms);
+            if q.remaining == 0 {
+                view! {
+                    <p class="quota quota-empty">
+                        <span>{format!("0 of {} generations left.", q.limit)}</span>
+                        " "
+                        <span>{format!("The form reopens in {wait}.")}</span>
+                    </p>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <p class="quota">
+                        <span>{format!("{} of {} generations left.", q.remaining, q.limit)}</span>
+                        " "
+                        <span>{format!("Renews in {wait}.")}</span>
+                    </p>
+                }
+                .into_any()
+            }
+        })
     };
 
     view! {
@@ -139,7 +210,7 @@ fn Studio(info: AppInfo) -> impl IntoView {
                     value=typed_prompt
                     aria-describedby="status"
                 />
-                <button type="submit" disabled=move || pending.get()>
+                <button type="submit" disabled=move || pending.get() || used_up()>
                     "Submit"
                 </button>
             </div>
@@ -152,7 +223,7 @@ fn Studio(info: AppInfo) -> impl IntoView {
                 </p>
             </Show>
             {move || error().map(|message| view! { <p class="error">{message}</p> })}
-            {move || quota().map(|text| view! { <p class="quota">{text}</p> })}
+            {quota_line}
         </div>
         {move || {
             shown_image
@@ -217,6 +288,17 @@ fn NotFound() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::describe_window;
+
+    #[test]
+    fn waits_read_the_way_people_say_them() {
+        use super::describe_wait;
+        assert_eq!(describe_wait(0, 42_000), "42 s");
+        assert_eq!(describe_wait(0, 12 * 60_000), "12 min");
+        assert_eq!(describe_wait(0, 5 * 3_600_000 + 12 * 60_000), "5 h 12 min");
+        assert_eq!(describe_wait(0, 3_600_000), "1 h");
+        assert_eq!(describe_wait(0, 3_600_000 - 1), "1 h");
+        assert_eq!(describe_wait(10, 5), "0 s");
+    }
 
     #[test]
     fn windows_read_the_way_people_say_them() {

@@ -29,6 +29,8 @@ async fn the_home_page_renders_the_prompt_form() {
         html.contains("Each visitor gets 5 generations per day."),
         "{html}"
     );
+    assert!(html.contains("5 of 5 generations left."), "{html}");
+    assert!(html.contains("Renews in "), "{html}");
 }
 
 #[tokio::test]
@@ -195,6 +197,11 @@ async fn a_failed_form_post_without_javascript_shows_the_error_and_keeps_the_pro
 
     let page = body_text(app.get(&location).await).await;
     assert!(page.contains("No generations remaining."), "{page}");
+    assert!(page.contains("The form reopens in "), "{page}");
+    assert!(
+        page.contains("disabled"),
+        "the button is disabled at 0: {page}"
+    );
     assert!(page.contains(r#"value="second try""#), "{page}");
     assert!(!page.contains("<img"), "{page}");
 }

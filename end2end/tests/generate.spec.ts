@@ -82,23 +82,46 @@ test("a blank prompt gets a readable message and spends nothing", async ({ brows
   await context.close();
 });
 
-test("after the limit the page says No generations remaining. and keeps the prompt", async ({
-  browser,
-}) => {
+test("the quota shows before and after generating, and the form closes at 0", async ({ browser }) => {
   const { context, page } = await openAsVisitor(browser);
   await page.goto("/");
   await waitForHydration(page);
+  await expect(page.getByText("3 of 3 generations left.")).toBeVisible();
+  await expect(page.getByText(/^Renews in \d+ (h|min|s)/)).toBeVisible();
   const input = page.getByLabel("Enter your prompt");
   const submit = page.getByRole("button", { name: "Submit" });
   for (let i = 1; i <= 3; i++) {
     await input.fill(`rainy street number ${i}`);
     await submit.click();
     await expectLoadedImage(page, `rainy street number ${i}`);
+    await expect(page.getByText(`${3 - i} of 3 generations left.`)).toBeVisible();
   }
+  await expect(page.getByText(/^The form reopens in \d+ (h|min|s)/)).toBeVisible();
+  await expect(submit).toBeDisabled();
+  await context.close();
+});
+
+test("a page opened before the limit was spent says No generations remaining. and keeps the prompt", async ({
+  browser,
+}) => {
+  const context = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": newVisitor() } });
+  const stale = await context.newPage();
+  await stale.goto("/");
+  await waitForHydration(stale);
+  // Another tab of the same visitor spends the whole quota meanwhile.
+  const other = await context.newPage();
+  await other.goto("/");
+  await waitForHydration(other);
+  for (let i = 1; i <= 3; i++) {
+    await other.getByLabel("Enter your prompt").fill(`harbour ${i}`);
+    await other.getByRole("button", { name: "Submit" }).click();
+    await expectLoadedImage(other, `harbour ${i}`);
+  }
+  const input = stale.getByLabel("Enter your prompt");
   await input.fill("one more, please");
-  await submit.click();
-  await expect(page.getByText("No generations remaining.")).toBeVisible();
-  await expect(submit).toBeEnabled();
+  await stale.getByRole("button", { name: "Submit" }).click();
+  await expect(stale.getByText("No generations remaining.")).toBeVisible();
+  await expect(stale.getByText("0 of 3 generations left.")).toBeVisible();
   await expect(input).toHaveValue("one more, please");
   await context.close();
 });
@@ -115,16 +138,18 @@ test("the form works with JavaScript disabled", async ({ browser }) => {
   await context.close();
 });
 
-test("without JavaScript the limit message shows too", async ({ browser }) => {
+test("without JavaScript the quota shows and the form closes at 0", async ({ browser }) => {
   const { context, page } = await openAsVisitor(browser, { javaScriptEnabled: false });
-  for (let i = 1; i <= 4; i++) {
-    await page.goto("/");
+  await page.goto("/");
+  await expect(page.getByText("3 of 3 generations left.")).toBeVisible();
+  for (let i = 1; i <= 3; i++) {
     await page.getByLabel("Enter your prompt").fill(`harbour at sunset ${i}`);
     await page.getByRole("button", { name: "Submit" }).click();
-    await page.waitForLoadState("load");
+    await page.waitForURL(/\/\?image=/);
   }
-  await expect(page.getByText("No generations remaining.")).toBeVisible();
-  await expect(page.getByLabel("Enter your prompt")).toHaveValue("harbour at sunset 4");
+  await expect(page.getByText("0 of 3 generations left.")).toBeVisible();
+  await expect(page.getByText(/^The form reopens in/)).toBeVisible();
+  await expect(page.getByRole("button", { name: "Submit" })).toBeDisabled();
   await context.close();
 });
 

@@ -273,6 +273,29 @@ fn no_script_location(
     HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
 }
 
+/// The body of `GET /api/quota`: the visitor's quota for the page.
+pub async fn current_quota() -> Result<crate::api::QuotaReading, ServerFnError> {
+    let (Some(state), Some(request)) = (
+        use_context::<AppState>(),
+        use_context::<axum::http::request::Parts>(),
+    ) else {
+        return Err(ServerFnError::new("the app state is missing"));
+    };
+    let limiter = &state.generation.limiter;
+    let quota = match request.extensions.get::<ClientIp>() {
+        Some(visitor) => limiter
+            .remaining(&visitor.to_string())
+            .await
+            .ok()
+            .map(|d| quota(&d)),
+        None => None,
+    };
+    Ok(crate::api::QuotaReading {
+        quota,
+        now_ms: limiter.now_ms(),
+    })
+}
+
 /// The body of `GET /api/info`.
 pub fn app_info() -> Result<AppInfo, ServerFnError> {
     let state =
