@@ -231,8 +231,25 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
                 .map(|(url, prompt)| {
                     view! {
                         <figure class="result">
-                            <img src=url alt=prompt.clone() />
-                            <figcaption>{prompt}</figcaption>
+                            <img src=url.clone() alt=prompt.clone() />
+                            <figcaption>{prompt.clone()}</figcaption>
+                            // Plain links with full page loads (rel=external), so they
+                            // work the same with and without JavaScript.
+                            <div class="result-actions">
+                                <a class="button" href=url.clone() download=download_name(&prompt, &url)>
+                                    "Download"
+                                </a>
+                                <a class="button secondary" href="/" rel="external">
+                                    "Create new image"
+                                </a>
+                                <a
+                                    class="button secondary"
+                                    href=again_url(&prompt)
+                                    rel="external"
+                                >
+                                    "Use this prompt again"
+                                </a>
+                            </div>
                         </figure>
                     }
                 })
@@ -248,6 +265,43 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
             </p>
         </footer>
     }
+}
+
+/// A file name for a downloaded image, from its prompt: "a-quiet-train-station.png".
+pub fn download_name(prompt: &str, url: &str) -> String {
+    let extension = url.rsplit_once('.').map_or("png", |(_, ext)| ext);
+    let mut slug = String::new();
+    for word in prompt
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if slug.len() + word.len() + 1 > 60 {
+            break;
+        }
+        if !slug.is_empty() {
+            slug.push('-');
+        }
+        slug.push_str(&word.to_lowercase());
+    }
+    if slug.is_empty() {
+        slug.push_str("lofianime");
+    }
+    format!("{slug}.{extension}")
+}
+
+/// The page with `prompt` already typed in.
+fn again_url(prompt: &str) -> String {
+    let encoded: String = prompt
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("/?prompt={encoded}")
 }
 
 /// "day", "6 hours", "90 seconds": a window length as a person says it.
@@ -288,6 +342,26 @@ fn NotFound() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::describe_window;
+
+    #[test]
+    fn downloads_are_named_after_the_prompt() {
+        use super::download_name;
+        assert_eq!(
+            download_name("A quiet train station, at dusk!", "/images/x.png"),
+            "a-quiet-train-station-at-dusk.png"
+        );
+        assert_eq!(download_name("東京の夜", "/images/x.jpg"), "東京の夜.jpg");
+        assert_eq!(download_name("!!!", "/images/x.png"), "lofianime.png");
+        assert!(download_name(&"word ".repeat(40), "/images/x.png").len() <= 64);
+    }
+
+    #[test]
+    fn the_prompt_again_link_encodes_the_prompt() {
+        assert_eq!(
+            super::again_url("a cat & dog?"),
+            "/?prompt=a+cat+%26+dog%3F"
+        );
+    }
 
     #[test]
     fn waits_read_the_way_people_say_them() {

@@ -178,3 +178,32 @@ test("the original page's fetch call works against /api/ai", async ({ browser })
   expect(quota).toMatchObject({ remainingGenerations: 2, limit: 3 });
   await context.close();
 });
+
+test("a result can be downloaded, reused and replaced", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const prompt = "A quiet train station, at dusk!";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, "A quiet train station, at dusk!");
+
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("link", { name: "Download" }).click(),
+  ]);
+  expect(download.suggestedFilename()).toBe("a-quiet-train-station-at-dusk.png");
+
+  await page.getByRole("link", { name: "Create new image" }).click();
+  await expect(page.getByLabel("Enter your prompt")).toHaveValue("");
+  await expect(page.getByRole("img")).toHaveCount(0);
+
+  await waitForHydration(page);
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, prompt);
+  await page.getByRole("link", { name: "Use this prompt again" }).click();
+  await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
+  await expect(page.getByRole("img")).toHaveCount(0);
+  await context.close();
+});
