@@ -274,6 +274,31 @@ async fn concurrent_requests_never_get_more_than_the_limit() {
 }
 
 #[tokio::test]
+async fn pages_carry_a_content_security_policy_with_this_responses_nonce() {
+    let app = spawn_app();
+    let response = app.get("/").await;
+    let policy = header_str(&response, "content-security-policy").to_owned();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    assert!(policy.contains("img-src 'self' data:"), "{policy}");
+    let nonce = policy
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce in script-src")
+        .to_owned();
+    let html = body_text(response).await;
+    assert!(
+        html.contains(&format!(r#"nonce="{nonce}""#)),
+        "the bootstrap script carries the nonce"
+    );
+    let second = app.get("/").await;
+    assert!(
+        !header_str(&second, "content-security-policy").contains(&nonce),
+        "a fresh nonce per response"
+    );
+}
+
+#[tokio::test]
 async fn every_response_carries_basic_security_headers() {
     let app = spawn_app();
     let response = app.get("/").await;

@@ -2,10 +2,12 @@ import { test, expect, type Browser, type Page } from "@playwright/test";
 
 // Every test is a different visitor: the app trusts X-Forwarded-For from loopback
 // (end2end/lofianime.e2e.toml), so each one starts with a full quota.
+// One address block per run, one address per test: no two tests share a quota.
+const runBlock = Math.floor(Math.random() * 256);
 let visitorCounter = 0;
 function newVisitor(): string {
   visitorCounter += 1;
-  return `203.0.113.${(Date.now() % 200) + visitorCounter}`;
+  return `203.0.${runBlock}.${visitorCounter}`;
 }
 
 async function openAsVisitor(browser: Browser, options: { javaScriptEnabled?: boolean } = {}) {
@@ -205,5 +207,22 @@ test("a result can be downloaded, reused and replaced", async ({ browser }) => {
   await page.getByRole("link", { name: "Use this prompt again" }).click();
   await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
   await expect(page.getByRole("img")).toHaveCount(0);
+  await context.close();
+});
+
+test("the Content-Security-Policy lets the app run and blocks nothing of its own", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  const violations: string[] = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy|Refused to/i.test(message.text())) violations.push(message.text());
+  });
+  const response = await page.goto("/");
+  expect(response?.headers()["content-security-policy"]).toContain("'wasm-unsafe-eval'");
+  await waitForHydration(page);
+  await page.getByLabel("Enter your prompt").fill("a paper lantern festival");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, "a paper lantern festival");
+  expect(new URL(page.url()).search, "the hydrated form handled the submit").toBe("");
+  expect(violations).toEqual([]);
   await context.close();
 });
