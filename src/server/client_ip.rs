@@ -54,17 +54,58 @@ impl fmt::Display for ClientIp {
     }
 }
 
-/// The proxies whose forwarding headers are believed.
+/// The header a trusted proxy puts the visitor's address in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For`, read right to left past trusted hops (nginx, most load balancers).
+    #[default]
+    XForwardedFor,
+    /// `X-Real-IP`, one address (nginx's `real_ip` set-ups).
+    XRealIp,
+    /// `CF-Connecting-IP`, one address (Cloudflare).
+    CfConnectingIp,
+}
+
+/// The proxies whose forwarding header is believed, and which header that is.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    header: ClientIpHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(networks: Vec<IpNet>) -> Self {
-        Self(networks)
+    pub fn new(networks: Vec<IpNet>, header: ClientIpHeader) -> Self {
+        Self { networks, header }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|network| network.contains(&ip))
+        self.networks.iter().any(|network| network.contains(&ip))
+    }
+
+    /// The visitor behind a connection from `peer` with these request headers.
+    /// Only a trusted peer's header is read; anyone else is their own address.
+    pub fn identify(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> ClientIp {
+        let single = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        };
+        match self.header {
+            ClientIpHeader::XForwardedFor => self.resolve(
+                peer,
+                headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|value| value.to_str().ok()),
+            ),
+            _ if !self.trusts(ClientIp::new(peer).ip()) => ClientIp::new(peer),
+            ClientIpHeader::XRealIp => ClientIp::new(single("x-real-ip").unwrap_or(peer)),
+            ClientIpHeader::CfConnectingIp => {
+                ClientIp::new(single("cf-connecting-ip").unwrap_or(peer))
+            }
+        }
     }
 
     /// The visitor behind a connection from `peer` carrying these
@@ -104,12 +145,7 @@ pub async fn identify_visitor(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let forwarded = request
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok());
-    let client = proxies.resolve(peer.ip(), forwarded);
+    let client = proxies.identify(peer.ip(), request.headers());
     request.extensions_mut().insert(client);
     next.run(request).await
 }
@@ -123,7 +159,45 @@ mod tests {
     }
 
     fn trusted(networks: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(networks.iter().map(|n| n.parse().unwrap()).collect())
+        TrustedProxies::new(
+            networks.iter().map(|n| n.parse().unwrap()).collect(),
+            ClientIpHeader::XForwardedFor,
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> axum::http::HeaderMap {
+        let mut map = axum::http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn single_address_headers_are_read_only_from_trusted_proxies() {
+        for (header, name) in [
+            (ClientIpHeader::XRealIp, "x-real-ip"),
+            (ClientIpHeader::CfConnectingIp, "cf-connecting-ip"),
+        ] {
+            let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()], header);
+            let sent = headers(&[(name, "203.0.113.5"), ("x-forwarded-for", "198.51.100.1")]);
+            assert_eq!(
+                proxies.identify(ip("10.0.0.1"), &sent).ip(),
+                ip("203.0.113.5"),
+                "{name}"
+            );
+            assert_eq!(
+                proxies.identify(ip("192.0.2.9"), &sent).ip(),
+                ip("192.0.2.9"),
+                "{name}: spoofed"
+            );
+            let garbled = headers(&[(name, "somewhere")]);
+            assert_eq!(
+                proxies.identify(ip("10.0.0.1"), &garbled).ip(),
+                ip("10.0.0.1"),
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::domain::generation::FailurePolicy;
 use crate::domain::ratelimit::{parse_window, Algorithm, WindowError, DEFAULT_PREFIX};
 use crate::prompt::DEFAULT_MAX_CHARS;
+use crate::server::client_ip::ClientIpHeader;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use ipnet::IpNet;
@@ -76,6 +77,9 @@ pub struct VisitorSettings {
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     /// Empty: the socket address identifies the visitor and the header is ignored.
     pub trusted_proxies: Vec<IpNet>,
+    /// Which header those proxies put the visitor's address in:
+    /// `x-forwarded-for` (default), `x-real-ip` or `cf-connecting-ip`.
+    pub client_ip_header: ClientIpHeader,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -240,6 +240,7 @@ impl AppState {
             images: components.images,
             trusted_proxies: Arc::new(TrustedProxies::new(
                 settings.visitors.trusted_proxies.clone(),
+                settings.visitors.client_ip_header,
             )),
             info,
         })
