@@ -226,3 +226,35 @@ test("the Content-Security-Policy lets the app run and blocks nothing of its own
   expect(violations).toEqual([]);
   await context.close();
 });
+
+test("screenshots at 375 px and in dark mode are kept as artefacts", async ({ browser }) => {
+  for (const [name, options] of [
+    ["mobile-375-light", { viewport: { width: 375, height: 812 }, colorScheme: "light" as const }],
+    ["desktop-dark", { viewport: { width: 1280, height: 900 }, colorScheme: "dark" as const }],
+  ] as const) {
+    const context = await browser.newContext({
+      ...options,
+      extraHTTPHeaders: { "X-Forwarded-For": newVisitor() },
+    });
+    const page = await context.newPage();
+    await page.goto("/");
+    await waitForHydration(page);
+    await page.getByLabel("Enter your prompt").fill("a quiet train station at dusk");
+    await page.getByRole("button", { name: "Submit" }).click();
+    await expectLoadedImage(page, "a quiet train station at dusk");
+    // Nothing wider than the viewport: no sideways scrolling on a phone.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    await page.screenshot({ path: `artifacts/${name}.png`, fullPage: true });
+    if (name === "desktop-dark") {
+      // The dark palette is in use (a dark page background).
+      const channels = (await page.evaluate(() => getComputedStyle(document.documentElement).backgroundColor))
+        .match(/\d+/g)!
+        .slice(0, 3)
+        .map(Number);
+      expect(Math.max(...channels), `html background ${channels}; body ${background}`).toBeLessThan(80);
+    }
+    await context.close();
+  }
+});
