@@ -43,6 +43,8 @@ pub enum GenerateError {
     InvalidPrompt(PromptError),
     #[error("No generations remaining.")]
     RateLimited(Quota),
+    #[error("No generations remaining: the budget shared by all visitors is used up for now.")]
+    BudgetSpent(Quota),
     #[error("Rate limiter unavailable, please try again shortly.")]
     LimiterUnavailable,
     #[error("The model flagged this image as unsafe. Try a different prompt.")]
@@ -65,7 +67,7 @@ impl GenerateError {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidPrompt(_) | Self::MalformedRequest(_) => 400,
-            Self::RateLimited { .. } => 429,
+            Self::RateLimited(_) | Self::BudgetSpent(_) => 429,
             Self::LimiterUnavailable | Self::ModelBusy { .. } => 503,
             Self::Unsafe => 422,
             Self::ModelTimedOut => 504,

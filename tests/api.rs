@@ -425,3 +425,65 @@ mod json_api {
         assert_eq!(remaining(&app).await["remainingGenerations"], 4);
     }
 }
+
+#[tokio::test]
+async fn the_shared_budget_refuses_every_visitor_once_spent() {
+    let mut settings = Settings::default();
+    settings.ratelimit.global_limit = 2;
+    settings.visitors.trusted_proxies = vec!["198.51.100.0/24".parse().unwrap()];
+    let app = spawn_app_with(settings);
+    for visitor in ["203.0.113.1", "203.0.113.2"] {
+        let ok = app
+            .generate_body(form_body("hi"), &[("x-forwarded-for", visitor)])
+            .await;
+        assert_eq!(ok.status(), StatusCode::OK, "{visitor}");
+    }
+    let third = app
+        .generate_body(form_body("hi"), &[("x-forwarded-for", "203.0.113.3")])
+        .await;
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header_u64(&third, "x-ratelimit-limit"),
+        2,
+        "the headers describe the budget that refused"
+    );
+    let error: GenerateError = serde_json::from_slice(&body_bytes(third).await).unwrap();
+    assert!(matches!(error, GenerateError::BudgetSpent(_)), "{error:?}");
+    assert!(error.to_string().contains("all visitors"), "{error}");
+    // The refused visitor's own quota is untouched.
+    let request = axum::http::Request::get("/api/remaining")
+        .header("x-forwarded-for", "203.0.113.3")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let quota: serde_json::Value =
+        serde_json::from_slice(&body_bytes(app.send(request).await).await).unwrap();
+    assert_eq!(quota["remainingGenerations"], 5);
+}
+
+#[tokio::test]
+async fn the_seed_articles_single_shared_limit_is_a_setting() {
+    let mut settings = Settings::default();
+    settings.ratelimit.limit = 2;
+    settings.ratelimit.identify_by = lofianime::server::settings::IdentifyBy::Shared;
+    settings.visitors.trusted_proxies = vec!["198.51.100.0/24".parse().unwrap()];
+    let app = spawn_app_with(settings);
+    let statuses = [
+        app.generate_body(form_body("a"), &[("x-forwarded-for", "203.0.113.1")])
+            .await
+            .status(),
+        app.generate_body(form_body("b"), &[("x-forwarded-for", "203.0.113.2")])
+            .await
+            .status(),
+        app.generate_body(form_body("c"), &[("x-forwarded-for", "203.0.113.3")])
+            .await
+            .status(),
+    ];
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}

@@ -37,7 +37,11 @@ pub enum GenerationError {
     #[error("invalid prompt: {0}")]
     InvalidPrompt(#[from] PromptError),
     #[error("rate limit reached")]
-    Denied(Decision),
+    Denied {
+        /// The refusing limiter's answer.
+        decision: Decision,
+        scope: LimitScope,
+    },
     #[error("rate limiter unavailable")]
     LimiterUnavailable(#[source] StoreError),
     #[error("image generation failed")]
@@ -59,38 +63,55 @@ impl GenerationError {
     /// The quota to report with this failure, when the limiter answered.
     pub fn decision(&self) -> Option<Decision> {
         match self {
-            Self::Denied(decision) => Some(*decision),
+            Self::Denied { decision, .. } => Some(*decision),
             Self::Generator { decision, .. } | Self::Storage { decision, .. } => *decision,
             Self::InvalidPrompt(_) | Self::LimiterUnavailable(_) => None,
         }
     }
 }
 
-/// Gives a credit back from `Drop` when a generation is abandoned mid-way.
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The visitor's own quota.
+    Visitor,
+    /// The budget shared by all visitors.
+    Everyone,
+}
+
+/// The identifier of the budget shared by all visitors.
+pub const EVERYONE: &str = "global";
+
+/// Credits spent for one generation: (limiter, identifier) pairs to give back if
+/// it fails.
+type Credits = Vec<(Arc<RateLimiter>, String)>;
+
+async fn give_back(credits: &[(Arc<RateLimiter>, String)]) {
+    for (limiter, identifier) in credits {
+        match limiter.limit(identifier, -1).await {
+            Ok(_) => tracing::info!(%identifier, "refunded a credit"),
+            Err(error) => tracing::error!(%identifier, %error, "could not refund a credit"),
+        }
+    }
+}
+
+/// Gives the credits back from `Drop` when a generation is abandoned mid-way.
 struct RefundOnDrop {
-    limiter: Arc<RateLimiter>,
-    visitor: String,
+    credits: Credits,
     armed: bool,
 }
 
 impl Drop for RefundOnDrop {
     fn drop(&mut self) {
-        if !self.armed {
+        if !self.armed || self.credits.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let limiter = self.limiter.clone();
-        let visitor = std::mem::take(&mut self.visitor);
-        runtime.spawn(async move {
-            match limiter.limit(&visitor, -1).await {
-                Ok(_) => tracing::info!(%visitor, "refunded the credit of an abandoned generation"),
-                Err(error) => {
-                    tracing::error!(%visitor, %error, "could not refund an abandoned generation")
-                }
-            }
-        });
+        let credits = std::mem::take(&mut self.credits);
+        tracing::info!("a generation was abandoned; giving its credits back");
+        runtime.spawn(async move { give_back(&credits).await });
     }
 }
 
@@ -101,17 +122,26 @@ pub struct Generation {
     pub images: Arc<dyn ImageStore>,
     pub max_prompt_chars: usize,
     pub on_store_failure: FailurePolicy,
+    /// The budget shared by all visitors, if the owner set one.
+    pub everyone: Option<Arc<RateLimiter>>,
 }
 
 impl Generation {
     /// Runs one generation for `visitor` (the limiter's identifier).
     pub async fn run(&self, visitor: &str, raw_prompt: &str) -> Result<Generated, GenerationError> {
         let prompt = Prompt::parse(raw_prompt, self.max_prompt_chars)?;
+        let mut credits: Credits = Vec::new();
         let decision = match self.limiter.limit(visitor, 1).await {
-            Ok(decision) if decision.success => Some(decision),
+            Ok(decision) if decision.success => {
+                credits.push((self.limiter.clone(), visitor.to_owned()));
+                Some(decision)
+            }
             Ok(decision) => {
                 tracing::info!(%visitor, reset_ms = decision.reset_ms, reason = ?decision.reason, "generation denied: no generations remaining");
-                return Err(GenerationError::Denied(decision));
+                return Err(GenerationError::Denied {
+                    decision,
+                    scope: LimitScope::Visitor,
+                });
             }
             Err(error) => match self.on_store_failure {
                 FailurePolicy::Deny => return Err(GenerationError::LimiterUnavailable(error)),
@@ -121,19 +151,46 @@ impl Generation {
                 }
             },
         };
+        if let Some(everyone) = &self.everyone {
+            match everyone.limit(EVERYONE, 1).await {
+                Ok(budget) if budget.success => {
+                    credits.push((everyone.clone(), EVERYONE.to_owned()))
+                }
+                Ok(budget) => {
+                    // The visitor's credit was not used: it goes back.
+                    give_back(&credits).await;
+                    tracing::warn!(
+                        reset_ms = budget.reset_ms,
+                        "generation denied: the budget for all visitors is spent"
+                    );
+                    return Err(GenerationError::Denied {
+                        decision: budget,
+                        scope: LimitScope::Everyone,
+                    });
+                }
+                Err(error) => match self.on_store_failure {
+                    FailurePolicy::Deny => {
+                        give_back(&credits).await;
+                        return Err(GenerationError::LimiterUnavailable(error));
+                    }
+                    FailurePolicy::Allow => {
+                        tracing::warn!("rate-limit store unavailable; the shared budget is not counted (on_store_failure = allow)")
+                    }
+                },
+            }
+        }
         let started = Instant::now();
         // If the visitor goes away (this future is dropped) before the image is
-        // kept, the credit goes back: nobody received anything for it.
+        // kept, the credits go back: nobody received anything for them.
         let mut refund_if_abandoned = RefundOnDrop {
-            limiter: self.limiter.clone(),
-            visitor: visitor.to_owned(),
-            armed: decision.is_some(),
+            credits: credits.clone(),
+            armed: true,
         };
         let image = match self.generator.generate(&prompt).await {
             Ok(image) => image,
             Err(source) => {
                 refund_if_abandoned.armed = false;
-                let decision = self.refund(visitor, decision).await;
+                let decision = self.refund(decision, &credits).await;
                 return Err(GenerationError::Generator { source, decision });
             }
         };
@@ -141,7 +198,7 @@ impl Generation {
             Ok(key) => key,
             Err(source) => {
                 refund_if_abandoned.armed = false;
-                let decision = self.refund(visitor, decision).await;
+                let decision = self.refund(decision, &credits).await;
                 return Err(GenerationError::Storage { source, decision });
             }
         };
@@ -161,11 +218,19 @@ impl Generation {
         })
     }
 
-    /// Gives back the credit of a failed generation and returns the quota after it.
-    async fn refund(&self, visitor: &str, spent: Option<Decision>) -> Option<Decision> {
+    /// Gives back the credits of a failed generation and returns the visitor's
+    /// quota after it.
+    async fn refund(
+        &self,
+        spent: Option<Decision>,
+        credits: &[(Arc<RateLimiter>, String)],
+    ) -> Option<Decision> {
         // Nothing was counted when the store was down.
-        spent?;
-        match self.limiter.limit(visitor, -1).await {
+        let Some(((limiter, visitor), others)) = credits.split_first() else {
+            return spent;
+        };
+        give_back(others).await;
+        match limiter.limit(visitor, -1).await {
             Ok(decision) => {
                 tracing::info!(%visitor, remaining = decision.remaining, "refunded the credit of a failed generation");
                 Some(decision)
@@ -248,6 +313,7 @@ mod tests {
             images: Arc::new(ObjectImageStore::in_memory()),
             max_prompt_chars: 20,
             on_store_failure: FailurePolicy::Deny,
+            everyone: None,
         }
     }
 
@@ -275,7 +341,9 @@ mod tests {
         generation.run("v", "one").await.unwrap();
         generation.run("v", "two").await.unwrap();
         let denied = generation.run("v", "three").await.unwrap_err();
-        assert!(matches!(denied, GenerationError::Denied(d) if d.remaining == 0 && !d.success));
+        assert!(
+            matches!(denied, GenerationError::Denied { decision: d, scope: LimitScope::Visitor } if d.remaining == 0 && !d.success)
+        );
         assert_eq!(model.calls.load(Ordering::SeqCst), 2);
     }
 
@@ -292,6 +360,65 @@ mod tests {
             3
         );
         assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn with_budget(mut generation: Generation, budget: u64) -> Generation {
+        let clock = Arc::new(ManualClock::at(1_000));
+        generation.everyone = Some(Arc::new(RateLimiter::new(
+            Arc::new(MemoryStore::new(clock.clone())),
+            Algorithm::FixedWindow {
+                limit: budget,
+                window_ms: 60_000,
+            },
+            DEFAULT_PREFIX,
+            clock,
+        )));
+        generation
+    }
+
+    #[tokio::test]
+    async fn the_shared_budget_refuses_and_the_visitor_keeps_their_credit() {
+        let model = Arc::new(CountingModel::default());
+        let generation = with_budget(generation(model.clone(), 5), 1);
+        generation.run("a", "one").await.unwrap();
+        let refused = generation.run("b", "two").await.unwrap_err();
+        assert!(
+            matches!(refused, GenerationError::Denied { scope: LimitScope::Everyone, decision } if decision.limit == 1),
+            "{refused:?}"
+        );
+        assert_eq!(
+            generation.limiter.remaining("b").await.unwrap().remaining,
+            5
+        );
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_visitor_refusal_spends_nothing_of_the_shared_budget() {
+        let generation = with_budget(generation(Arc::new(CountingModel::default()), 1), 10);
+        generation.run("a", "one").await.unwrap();
+        assert!(generation.run("a", "two").await.is_err());
+        let budget = generation.everyone.as_ref().unwrap();
+        assert_eq!(budget.remaining(EVERYONE).await.unwrap().remaining, 9);
+    }
+
+    #[tokio::test]
+    async fn a_failure_refunds_the_shared_budget_too() {
+        let model = Arc::new(BrokenModel::default());
+        let generation = with_budget(generation(model.clone(), 5), 1);
+        for _ in 0..3 {
+            assert!(matches!(
+                generation.run("a", "sunset").await,
+                Err(GenerationError::Generator { .. })
+            ));
+        }
+        assert_eq!(
+            model.calls.load(Ordering::SeqCst),
+            3,
+            "each failure gave the budget back"
+        );
+        let budget = generation.everyone.as_ref().unwrap();
+        assert_eq!(budget.remaining(EVERYONE).await.unwrap().remaining, 1);
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! the app's state from context, calls the domain, and maps the result to HTTP.
 
 use crate::api::{AppInfo, CreatedImage, GenerateError, Quota};
-use crate::domain::generation::{Generated, GenerationError};
+use crate::domain::generation::{Generated, GenerationError, LimitScope};
 use crate::domain::generator::GeneratorError;
 use crate::domain::ratelimit::Decision;
 use crate::domain::storage::ImageKey;
@@ -31,7 +31,10 @@ async fn run_generation(
     Result<CreatedImage, GenerateError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
-    let result = state.generation.run(&visitor.to_string(), raw_prompt).await;
+    let result = state
+        .generation
+        .run(&state.identity(visitor), raw_prompt)
+        .await;
     let decision = match &result {
         Ok(generated) => generated.decision,
         Err(failure) => failure.decision(),
@@ -139,7 +142,7 @@ pub async fn remaining_json(
     Extension(visitor): Extension<ClientIp>,
 ) -> Response {
     let limiter = &state.generation.limiter;
-    match limiter.remaining(&visitor.to_string()).await {
+    match limiter.remaining(&state.identity(visitor)).await {
         Ok(decision) => {
             // A reading, not a refusal: no Retry-After.
             let headers = rate_limit_headers(
@@ -187,7 +190,14 @@ fn created_image(generated: Generated) -> CreatedImage {
 fn visitor_error(failure: &GenerationError) -> GenerateError {
     match failure {
         GenerationError::InvalidPrompt(reason) => GenerateError::InvalidPrompt(reason.clone()),
-        GenerationError::Denied(decision) => GenerateError::RateLimited(quota(decision)),
+        GenerationError::Denied {
+            decision,
+            scope: LimitScope::Visitor,
+        } => GenerateError::RateLimited(quota(decision)),
+        GenerationError::Denied {
+            decision,
+            scope: LimitScope::Everyone,
+        } => GenerateError::BudgetSpent(quota(decision)),
         GenerationError::LimiterUnavailable(error) => {
             tracing::error!(%error, "rate limiter unavailable; refusing to generate");
             GenerateError::LimiterUnavailable
@@ -284,7 +294,7 @@ pub async fn current_quota() -> Result<crate::api::QuotaReading, ServerFnError> 
     let limiter = &state.generation.limiter;
     let quota = match request.extensions.get::<ClientIp>() {
         Some(visitor) => limiter
-            .remaining(&visitor.to_string())
+            .remaining(&state.identity(*visitor))
             .await
             .ok()
             .map(|d| quota(&d)),

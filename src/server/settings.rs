@@ -52,6 +52,20 @@ pub struct RateLimitSettings {
     /// Scripts carry Upstash's `allow-key-locking` flag: `auto` (only for
     /// `*.upstash.io` hosts), `on` or `off`.
     pub upstash_key_locking: KeyLocking,
+    /// Generations all visitors together may run per `global_window` (0: no
+    /// shared budget). Checked after the visitor's own limit, before any model call.
+    pub global_limit: u64,
+    pub global_window: String,
+    /// `visitor`: each visitor has their own quota (by address); `shared`: one
+    /// quota for everyone, as in the seed article (identifier "api-route").
+    pub identify_by: IdentifyBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentifyBy {
+    Visitor,
+    Shared,
 }
 
 /// The algorithms of `@upstash/ratelimit`, as written in the settings.
@@ -142,6 +156,9 @@ impl Default for RateLimitSettings {
             on_store_failure: FailurePolicy::Deny,
             store_timeout_ms: 2_000,
             upstash_key_locking: KeyLocking::Auto,
+            global_limit: 500,
+            global_window: "1440 m".into(),
+            identify_by: IdentifyBy::Visitor,
         }
     }
 }
@@ -256,6 +273,7 @@ impl Settings {
             );
         }
         parse_window(&self.ratelimit.window)?;
+        parse_window(&self.ratelimit.global_window)?;
         if self.ratelimit.refill_rate == Some(0) {
             return invalid(
                 "ratelimit.refill_rate (LOFIANIME_RATELIMIT__REFILL_RATE)",

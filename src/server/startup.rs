@@ -9,13 +9,13 @@ use crate::domain::generator::{
     ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
 };
 use crate::domain::ratelimit::{
-    LimiterStore, MemoryStore, RateLimiter, RedisStore, StoreError, UpstashRestStore,
-    UpstashSettings,
+    parse_window, Algorithm, LimiterStore, MemoryStore, RateLimiter, RedisStore, StoreError,
+    UpstashRestStore, UpstashSettings,
 };
 use crate::domain::storage::{ImageStore, ObjectImageStore, StorageError};
-use crate::server::client_ip::{identify_visitor, TrustedProxies};
+use crate::server::client_ip::{identify_visitor, ClientIp, TrustedProxies};
 use crate::server::handlers::{generate_json, remaining_json, serve_image};
-use crate::server::settings::{KeyLocking, Secrets, Settings, SettingsError};
+use crate::server::settings::{IdentifyBy, KeyLocking, Secrets, Settings, SettingsError};
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
 use axum::routing::get;
@@ -43,6 +43,19 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// The configuration the page may know about.
     pub info: AppInfo,
+    /// One quota for everyone (the seed's "api-route") instead of one per visitor.
+    pub shared_identity: bool,
+}
+
+impl AppState {
+    /// The limiter identifier for a visitor.
+    pub fn identity(&self, visitor: ClientIp) -> String {
+        if self.shared_identity {
+            "api-route".to_owned()
+        } else {
+            visitor.to_string()
+        }
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -212,6 +225,21 @@ impl AppState {
         leptos_options: LeptosOptions,
     ) -> Result<Self, StartupError> {
         let algorithm = settings.algorithm().map_err(SettingsError::from)?;
+        let everyone = if settings.ratelimit.global_limit > 0 {
+            let budget = Algorithm::FixedWindow {
+                limit: settings.ratelimit.global_limit,
+                window_ms: parse_window(&settings.ratelimit.global_window)
+                    .map_err(SettingsError::from)?,
+            };
+            Some(Arc::new(RateLimiter::new(
+                components.limiter_store.clone(),
+                budget,
+                settings.ratelimit.prefix.clone(),
+                components.clock.clone(),
+            )))
+        } else {
+            None
+        };
         let mut limiter = RateLimiter::new(
             components.limiter_store,
             algorithm,
@@ -236,6 +264,7 @@ impl AppState {
                 images: components.images.clone(),
                 max_prompt_chars: settings.prompt.max_chars,
                 on_store_failure: settings.ratelimit.on_store_failure,
+                everyone,
             }),
             images: components.images,
             trusted_proxies: Arc::new(TrustedProxies::new(
@@ -243,6 +272,7 @@ impl AppState {
                 settings.visitors.client_ip_header,
             )),
             info,
+            shared_identity: settings.ratelimit.identify_by == IdentifyBy::Shared,
         })
     }
 }
