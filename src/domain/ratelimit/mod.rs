@@ -404,10 +404,6 @@ impl RateLimiter {
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
-
-    pub fn describe_store(&self) -> String {
-        self.store.describe()
-    }
 }
 
 #[cfg(test)]
