@@ -233,16 +233,27 @@ async fn single(State(state): Shared, headers: HeaderMap, body: Bytes) -> Respon
     }
 }
 
-async fn pipeline(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let base64 = match admit(&state, &headers) {
-        Ok(b) => b,
-        Err((status, message)) => return error(status, &message),
-    };
-    let Ok(Value::Array(commands)) = parse(&body) else {
-        return error(
+/// Admits a `/pipeline` or `/multi-exec` request: whether to base64-encode the
+/// answers, and the commands (a JSON array of command arrays).
+fn admit_batch(
+    state: &BridgeState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(bool, Vec<Value>), Refusal> {
+    let base64 = admit(state, headers)?;
+    match parse(body)? {
+        Value::Array(commands) => Ok((base64, commands)),
+        _ => Err(refuse(
             StatusCode::BAD_REQUEST,
-            "a pipeline is an array of commands",
-        );
+            "expected an array of commands",
+        )),
+    }
+}
+
+async fn pipeline(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let (base64, commands) = match admit_batch(&state, &headers, &body) {
+        Ok(batch) => batch,
+        Err((status, message)) => return error(status, &message),
     };
     let mut answers = Vec::with_capacity(commands.len());
     for command in &commands {
@@ -255,15 +266,9 @@ async fn pipeline(State(state): Shared, headers: HeaderMap, body: Bytes) -> Resp
 }
 
 async fn multi_exec(State(state): Shared, headers: HeaderMap, body: Bytes) -> Response {
-    let base64 = match admit(&state, &headers) {
-        Ok(b) => b,
+    let (base64, commands) = match admit_batch(&state, &headers, &body) {
+        Ok(batch) => batch,
         Err((status, message)) => return error(status, &message),
-    };
-    let Ok(Value::Array(commands)) = parse(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "a transaction is an array of commands",
-        );
     };
     let mut pipe = redis::pipe();
     pipe.atomic();
