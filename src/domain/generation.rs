@@ -4,6 +4,7 @@
 //! a failed generation is given back.
 
 use crate::domain::generator::{GeneratorError, ImageGenerator};
+use crate::domain::on_drop::SpawnOnDrop;
 use crate::domain::ratelimit::{Decision, RateLimiter, StoreError};
 use crate::domain::storage::{ImageKey, ImageStore, StorageError};
 use crate::prompt::{Prompt, PromptError};
@@ -95,26 +96,6 @@ async fn give_back(credits: &[(Arc<RateLimiter>, String)]) {
     }
 }
 
-/// Gives the credits back from `Drop` when a generation is abandoned mid-way.
-struct RefundOnDrop {
-    credits: Credits,
-    armed: bool,
-}
-
-impl Drop for RefundOnDrop {
-    fn drop(&mut self) {
-        if !self.armed || self.credits.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let credits = std::mem::take(&mut self.credits);
-        tracing::info!("a generation was abandoned; giving its credits back");
-        runtime.spawn(async move { give_back(&credits).await });
-    }
-}
-
 /// The parts a generation needs.
 pub struct Generation {
     pub limiter: Arc<RateLimiter>,
@@ -182,14 +163,19 @@ impl Generation {
         let started = Instant::now();
         // If the visitor goes away (this future is dropped) before the image is
         // kept, the credits go back: nobody received anything for them.
-        let mut refund_if_abandoned = RefundOnDrop {
-            credits: credits.clone(),
-            armed: true,
+        let mut refund_if_abandoned = {
+            let credits = credits.clone();
+            SpawnOnDrop::new(async move {
+                if !credits.is_empty() {
+                    tracing::info!("a generation was abandoned; giving its credits back");
+                    give_back(&credits).await;
+                }
+            })
         };
         let image = match self.generator.generate(&prompt).await {
             Ok(image) => image,
             Err(source) => {
-                refund_if_abandoned.armed = false;
+                refund_if_abandoned.disarm();
                 let decision = self.refund(decision, &credits).await;
                 return Err(GenerationError::Generator { source, decision });
             }
@@ -197,12 +183,12 @@ impl Generation {
         let key = match self.images.put(&image).await {
             Ok(key) => key,
             Err(source) => {
-                refund_if_abandoned.armed = false;
+                refund_if_abandoned.disarm();
                 let decision = self.refund(decision, &credits).await;
                 return Err(GenerationError::Storage { source, decision });
             }
         };
-        refund_if_abandoned.armed = false;
+        refund_if_abandoned.disarm();
         tracing::info!(
             %visitor,
             image = %key,

@@ -6,5 +6,6 @@
 pub mod clock;
 pub mod generation;
 pub mod generator;
+pub mod on_drop;
 pub mod ratelimit;
 pub mod storage;

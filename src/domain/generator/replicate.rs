@@ -9,6 +9,7 @@
 //! never repeated. Reads and cancels are safe to repeat.
 
 use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator};
+use crate::domain::on_drop::SpawnOnDrop;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
 use base64::Engine;
@@ -159,34 +160,6 @@ fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
         Some(ImageFormat::Webp)
     } else {
         None
-    }
-}
-
-/// Sends a cancel for a prediction when dropped while armed: the visitor went
-/// away (the request future was dropped) and nobody will use the result.
-struct CancelOnDrop {
-    client: reqwest::Client,
-    url: url::Url,
-    token: SecretString,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (client, url, token) = (self.client.clone(), self.url.clone(), self.token.clone());
-        tracing::warn!(prediction = %url, "the visitor left before the prediction finished; cancelling it");
-        runtime.spawn(async move {
-            let sent = client.post(url).bearer_auth(token.expose_secret()).send().await;
-            if let Err(error) = sent {
-                tracing::error!(error = %without_url(&error), "could not cancel an abandoned prediction");
-            }
-        });
     }
 }
 
@@ -551,22 +524,36 @@ impl ImageGenerator for ReplicateGenerator {
         let created = self.create(prompt, deadline).await?;
         let id = created.id.clone();
         tracing::info!(prediction = %id, status = %created.status, "created a Replicate prediction");
-        let mut guard = CancelOnDrop {
-            client: self.client.clone(),
-            url: self.endpoint(&format!("predictions/{id}/cancel")),
-            token: self.settings.token.clone(),
-            armed: true,
+        // If the visitor goes away (this future is dropped) while the model runs,
+        // cancel the prediction: nobody will use the result.
+        let mut guard = {
+            let (client, url, token) = (
+                self.client.clone(),
+                self.endpoint(&format!("predictions/{id}/cancel")),
+                self.settings.token.clone(),
+            );
+            SpawnOnDrop::new(async move {
+                tracing::warn!(prediction = %url, "the visitor left before the prediction finished; cancelling it");
+                let sent = client
+                    .post(url)
+                    .bearer_auth(token.expose_secret())
+                    .send()
+                    .await;
+                if let Err(error) = sent {
+                    tracing::error!(error = %without_url(&error), "could not cancel an abandoned prediction");
+                }
+            })
         };
         let finished = self.wait_until_done(created, deadline).await;
         let prediction = match finished {
             Ok(prediction) => prediction,
             Err(error) => {
-                guard.armed = false;
+                guard.disarm();
                 self.cancel(&id).await;
                 return Err(error);
             }
         };
-        guard.armed = false;
+        guard.disarm();
         tracing::info!(prediction = %id, status = %prediction.status, elapsed_ms = started.elapsed().as_millis() as u64, "prediction finished");
         match prediction.status.as_str() {
             "failed" => {
