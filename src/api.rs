@@ -2,6 +2,7 @@
 //! for the browser too (as HTTP calls); their bodies run only on the server and
 //! delegate to `server::handlers`.
 
+use crate::progress::{JobId, JobProgress};
 use crate::prompt::PromptError;
 use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, JsonEncoding};
@@ -55,6 +56,8 @@ pub enum GenerateError {
     ModelTimedOut,
     #[error("The model is busy right now; try again in {retry_after_secs} s.")]
     ModelBusy { retry_after_secs: u64 },
+    #[error("Generation cancelled. It was not counted.")]
+    Canceled,
     #[error("The request could not be read: {0}")]
     MalformedRequest(String),
     #[error("Could not reach the server. Check your connection and try again.")]
@@ -70,6 +73,8 @@ impl GenerateError {
             Self::RateLimited(_) | Self::BudgetSpent(_) => 429,
             Self::LimiterUnavailable | Self::ModelBusy { .. } => 503,
             Self::Unsafe => 422,
+            // The request lost to the visitor's own cancel request.
+            Self::Canceled => 409,
             Self::ModelTimedOut => 504,
             Self::Network | Self::Internal => 500,
         }
@@ -93,12 +98,53 @@ impl FromServerFnError for GenerateError {
 /// Generates an image for `prompt` if the visitor has a generation left.
 ///
 /// Served at the stable path `POST /api/generate` with a form-encoded body
-/// (`prompt=…`), so the page's form works without JavaScript too. `prompt` is
-/// optional at the protocol level so that a missing field gets the same clear
-/// "Please enter a prompt." as an empty one.
+/// (`prompt=…&job=…`), so the page's form works without JavaScript too. `prompt`
+/// is optional at the protocol level so that a missing field gets the same clear
+/// "Please enter a prompt." as an empty one. `job` is the id the page chose for
+/// this generation (32 hex digits) so it can follow its progress and cancel it
+/// while this request runs; empty or absent without JavaScript.
 #[server(prefix = "/api", endpoint = "generate")]
-pub async fn generate(prompt: Option<String>) -> Result<CreatedImage, GenerateError> {
-    crate::server::handlers::generate(prompt.unwrap_or_default()).await
+pub async fn generate(
+    prompt: Option<String>,
+    job: Option<String>,
+) -> Result<CreatedImage, GenerateError> {
+    crate::server::handlers::generate(prompt.unwrap_or_default(), job).await
+}
+
+/// Reads a generation id sent by the page.
+pub fn parse_job(text: &str) -> Result<JobId, GenerateError> {
+    JobId::parse(text).map_err(|error| GenerateError::MalformedRequest(error.to_string()))
+}
+
+/// Where the calling visitor's generation `job` is; `None` when there is no such
+/// generation of theirs (not started yet, expired, or someone else's).
+#[server(prefix = "/api", endpoint = "progress", input = GetUrl)]
+pub async fn progress(job: String) -> Result<Option<JobProgress>, GenerateError> {
+    crate::server::handlers::progress(parse_job(&job)?).await
+}
+
+/// Asks the server to stop the calling visitor's generation `job` (whichever
+/// instance runs it): the model run is cancelled and the credit given back.
+/// True when it was running and will stop.
+#[server(prefix = "/api", endpoint = "cancel")]
+pub async fn cancel(job: String) -> Result<bool, GenerateError> {
+    crate::server::handlers::cancel(parse_job(&job)?).await
+}
+
+/// One of the visitor's recent images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentImage {
+    /// The app's own URL for the image.
+    pub url: String,
+    pub prompt: String,
+    /// When it was made, epoch milliseconds.
+    pub created_ms: u64,
+}
+
+/// The calling visitor's last generations, newest first.
+#[server(prefix = "/api", endpoint = "recent", input = GetUrl)]
+pub async fn recent_images() -> Result<Vec<RecentImage>, GenerateError> {
+    crate::server::handlers::recent_images().await
 }
 
 /// A visitor's quota as read by the server, with the server's clock at that

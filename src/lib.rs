@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod app;
+pub mod progress;
 pub mod prompt;
 
 #[cfg(feature = "ssr")]

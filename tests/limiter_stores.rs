@@ -650,32 +650,24 @@ async fn the_bridge_speaks_the_upstash_protocol() {
 #[tokio::test]
 async fn the_store_is_chosen_from_the_environment() {
     use lofianime::server::settings::{Secrets, Settings};
-    use lofianime::server::startup::limiter_store;
+    use lofianime::server::startup::{remote_store, RemoteStore};
     let stores = Stores::start().await;
     let settings = Settings::default();
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::at(0));
     let secret = |s: &str| Some(SecretString::from(s.to_owned()));
+    let describe = |store: &Arc<dyn RemoteStore>| LimiterStore::describe(store.as_ref());
 
-    let memory = limiter_store(&settings, &Secrets::default(), clock.clone())
-        .await
-        .unwrap();
-    assert!(
-        memory.describe().starts_with("in-memory"),
-        "{}",
-        memory.describe()
-    );
+    let memory = remote_store(&settings, &Secrets::default()).await.unwrap();
+    assert!(memory.is_none(), "no store configured: memory");
 
     let redis = Secrets {
         redis_url: secret(&stores.redis.url()),
         ..Default::default()
     };
-    let store = limiter_store(&settings, &redis, clock.clone())
-        .await
-        .unwrap();
+    let store = remote_store(&settings, &redis).await.unwrap().unwrap();
     assert!(
-        store.describe().starts_with("Redis at redis://127.0.0.1:"),
+        describe(&store).starts_with("Redis at redis://127.0.0.1:"),
         "{}",
-        store.describe()
+        describe(&store)
     );
 
     let upstash = Secrets {
@@ -683,18 +675,14 @@ async fn the_store_is_chosen_from_the_environment() {
         upstash_redis_rest_token: secret(TOKEN),
         ..Default::default()
     };
-    let store = limiter_store(&settings, &upstash, clock.clone())
-        .await
-        .unwrap();
+    let store = remote_store(&settings, &upstash).await.unwrap().unwrap();
     assert!(
-        store
-            .describe()
-            .starts_with("Upstash REST at http://127.0.0.1:"),
+        describe(&store).starts_with("Upstash REST at http://127.0.0.1:"),
         "{}",
-        store.describe()
+        describe(&store)
     );
     assert!(
-        !store.describe().contains("key-locking"),
+        !describe(&store).contains("key-locking"),
         "no shebang for a local bridge"
     );
 
@@ -702,7 +690,7 @@ async fn the_store_is_chosen_from_the_environment() {
         upstash_redis_rest_url: secret(&stores.bridge.url),
         ..Default::default()
     };
-    let error = limiter_store(&settings, &half, clock.clone())
+    let error = remote_store(&settings, &half)
         .await
         .err()
         .unwrap()
@@ -715,7 +703,7 @@ async fn the_store_is_chosen_from_the_environment() {
         upstash_redis_rest_token: secret(TOKEN),
         ..Default::default()
     };
-    let error = limiter_store(&settings, &both, clock.clone())
+    let error = remote_store(&settings, &both)
         .await
         .err()
         .unwrap()
@@ -727,7 +715,7 @@ async fn the_store_is_chosen_from_the_environment() {
         upstash_redis_rest_token: secret("wrong-token-value"),
         ..Default::default()
     };
-    let error = limiter_store(&settings, &wrong_token, clock)
+    let error = remote_store(&settings, &wrong_token)
         .await
         .err()
         .unwrap()
@@ -755,12 +743,12 @@ async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_
         let generator = Arc::new(CountingGenerator::default());
         let mut apps = Vec::new();
         for _ in 0..2 {
-            let components = Components {
-                limiter_store: stores.open(kind, Arc::new(SystemClock)).await,
-                generator: generator.clone(),
-                images: Arc::new(ObjectImageStore::in_memory()),
-                clock: Arc::new(SystemClock),
-            };
+            let components = Components::local(
+                stores.open(kind, Arc::new(SystemClock)).await,
+                generator.clone(),
+                ObjectImageStore::in_memory(),
+                Arc::new(SystemClock),
+            );
             apps.push(Arc::new(spawn_app_on(settings.clone(), components)));
         }
         let requests: Vec<_> = (0..500)

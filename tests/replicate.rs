@@ -602,12 +602,12 @@ mod through_the_app {
 
     fn app_with(settings: ReplicateSettings) -> TestApp {
         let clock = Arc::new(SystemClock);
-        let components = Components {
-            limiter_store: Arc::new(MemoryStore::new(clock.clone())),
-            generator: Arc::new(ReplicateGenerator::new(settings).unwrap()),
-            images: Arc::new(ObjectImageStore::in_memory()),
+        let components = Components::local(
+            Arc::new(MemoryStore::new(clock.clone())),
+            Arc::new(ReplicateGenerator::new(settings).unwrap()),
+            ObjectImageStore::in_memory(),
             clock,
-        };
+        );
         spawn_app_on(Settings::default(), components)
     }
 

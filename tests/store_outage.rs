@@ -23,12 +23,12 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 
 fn app_on(store: Arc<dyn LimiterStore>, settings: Settings) -> (TestApp, Arc<CountingGenerator>) {
     let generator = Arc::new(CountingGenerator::default());
-    let components = Components {
-        limiter_store: store,
-        generator: generator.clone(),
-        images: Arc::new(ObjectImageStore::in_memory()),
-        clock: Arc::new(SystemClock),
-    };
+    let components = Components::local(
+        store,
+        generator.clone(),
+        ObjectImageStore::in_memory(),
+        Arc::new(SystemClock),
+    );
     (spawn_app_on(settings, components), generator)
 }
 

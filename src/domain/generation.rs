@@ -3,13 +3,17 @@
 //! anything is spent, nothing is generated without a credit, and a credit spent on
 //! a failed generation is given back.
 
-use crate::domain::generator::{GeneratorError, ImageGenerator};
+use crate::domain::gallery::{Gallery, Kept};
+use crate::domain::generator::{GeneratorError, ImageGenerator, ProgressReporter};
+use crate::domain::jobs::JobBoard;
 use crate::domain::on_drop::SpawnOnDrop;
 use crate::domain::ratelimit::{Decision, RateLimiter, StoreError};
 use crate::domain::storage::{ImageKey, ImageStore, StorageError};
+use crate::progress::{JobId, JobState, Phase};
 use crate::prompt::{Prompt, PromptError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// What to do when the limiter's store cannot answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -58,6 +62,12 @@ pub enum GenerationError {
         source: StorageError,
         decision: Option<Decision>,
     },
+    /// The visitor cancelled it; the credit was given back.
+    #[error("cancelled by the visitor")]
+    Canceled { decision: Option<Decision> },
+    /// The page sent a generation id that is already in use.
+    #[error("the generation id is already in use")]
+    JobIdTaken,
 }
 
 impl GenerationError {
@@ -65,8 +75,10 @@ impl GenerationError {
     pub fn decision(&self) -> Option<Decision> {
         match self {
             Self::Denied { decision, .. } => Some(*decision),
-            Self::Generator { decision, .. } | Self::Storage { decision, .. } => *decision,
-            Self::InvalidPrompt(_) | Self::LimiterUnavailable(_) => None,
+            Self::Generator { decision, .. }
+            | Self::Storage { decision, .. }
+            | Self::Canceled { decision } => *decision,
+            Self::InvalidPrompt(_) | Self::LimiterUnavailable(_) | Self::JobIdTaken => None,
         }
     }
 }
@@ -105,12 +117,95 @@ pub struct Generation {
     pub on_store_failure: FailurePolicy,
     /// The budget shared by all visitors, if the owner set one.
     pub everyone: Option<Arc<RateLimiter>>,
+    /// Generations in flight: their phases and cancel requests.
+    pub jobs: Arc<JobBoard>,
+    /// Each visitor's recent images.
+    pub gallery: Arc<dyn Gallery>,
+    /// How often a running generation checks whether it was cancelled.
+    pub cancel_check: Duration,
+}
+
+/// One request to generate.
+#[derive(Debug, Clone, Copy)]
+pub struct Submission<'a> {
+    /// Whose quota pays: the limiter's identifier (the visitor, or one shared
+    /// identifier for everyone).
+    pub payer: &'a str,
+    /// Who asked: the visitor (their job records and recent images).
+    pub visitor: &'a str,
+    pub prompt: &'a str,
+    /// The id the page chose, so it can follow and cancel the generation.
+    pub job: Option<&'a JobId>,
 }
 
 impl Generation {
-    /// Runs one generation for `visitor` (the limiter's identifier).
-    pub async fn run(&self, visitor: &str, raw_prompt: &str) -> Result<Generated, GenerationError> {
-        let prompt = Prompt::parse(raw_prompt, self.max_prompt_chars)?;
+    /// Runs one generation for a visitor.
+    pub async fn run(&self, submission: Submission<'_>) -> Result<Generated, GenerationError> {
+        let prompt = Prompt::parse(submission.prompt, self.max_prompt_chars)?;
+        let job = match submission.job {
+            Some(id) => match self.jobs.open(id, submission.visitor).await {
+                Ok(true) => Some(id),
+                Ok(false) => return Err(GenerationError::JobIdTaken),
+                Err(error) => {
+                    tracing::warn!(%error, "could not record the generation; its progress cannot be followed");
+                    None
+                }
+            },
+            None => None,
+        };
+        let result = self.run_job(submission, prompt, job).await;
+        if let Some(id) = job {
+            let ended = match &result {
+                Ok(_) => JobState::Finished,
+                Err(GenerationError::Canceled { .. }) => JobState::Canceled,
+                Err(_) => JobState::Failed,
+            };
+            self.report(id, ended).await;
+        }
+        result
+    }
+
+    async fn report(&self, job: &JobId, state: JobState) {
+        if let Err(error) = self.jobs.report(job, state).await {
+            tracing::warn!(%error, %job, "could not record a generation's progress");
+        }
+    }
+
+    /// Reports `phases` to the job board and returns when a cancel was requested
+    /// (never, without a job).
+    async fn watch(&self, job: Option<&JobId>, mut phases: watch::Receiver<Phase>) {
+        let Some(job) = job else {
+            return std::future::pending().await;
+        };
+        let mut check = tokio::time::interval(self.cancel_check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reporting = true;
+        loop {
+            tokio::select! {
+                changed = phases.changed(), if reporting => {
+                    if changed.is_err() {
+                        reporting = false;
+                        continue;
+                    }
+                    let phase = *phases.borrow_and_update();
+                    self.report(job, JobState::Running(phase)).await;
+                }
+                _ = check.tick() => match self.jobs.cancel_requested(job).await {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, %job, "could not check for a cancel request"),
+                },
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        submission: Submission<'_>,
+        prompt: Prompt,
+        job: Option<&JobId>,
+    ) -> Result<Generated, GenerationError> {
+        let visitor = submission.payer;
         let mut credits: Credits = Vec::new();
         let decision = match self.limiter.limit(visitor, 1).await {
             Ok(decision) if decision.success => {
@@ -172,14 +267,30 @@ impl Generation {
                 }
             })
         };
-        let image = match self.generator.generate(&prompt).await {
-            Ok(image) => image,
-            Err(source) => {
+        let (progress, phases) = ProgressReporter::channel();
+        let outcome = tokio::select! {
+            generated = self.generator.generate_with_progress(&prompt, &progress) => Some(generated),
+            () = self.watch(job, phases) => None,
+        };
+        let image = match outcome {
+            Some(Ok(image)) => image,
+            Some(Err(source)) => {
                 refund_if_abandoned.disarm();
                 let decision = self.refund(decision, &credits).await;
                 return Err(GenerationError::Generator { source, decision });
             }
+            None => {
+                // Dropping the generator's future stopped it (a hosted model's
+                // prediction is cancelled on its side).
+                refund_if_abandoned.disarm();
+                tracing::info!(%visitor, elapsed_ms = started.elapsed().as_millis() as u64, "the visitor cancelled the generation");
+                let decision = self.refund(decision, &credits).await;
+                return Err(GenerationError::Canceled { decision });
+            }
         };
+        if let Some(id) = job {
+            self.report(id, JobState::Running(Phase::Saving)).await;
+        }
         let key = match self.images.put(&image).await {
             Ok(key) => key,
             Err(source) => {
@@ -189,6 +300,14 @@ impl Generation {
             }
         };
         refund_if_abandoned.disarm();
+        let kept = Kept {
+            image: key.to_string(),
+            prompt: prompt.to_string(),
+            created_ms: self.limiter.now_ms(),
+        };
+        if let Err(error) = self.gallery.add(submission.visitor, &kept).await {
+            tracing::warn!(%error, "could not add the image to the visitor's recent images");
+        }
         tracing::info!(
             %visitor,
             image = %key,
@@ -233,8 +352,10 @@ impl Generation {
 mod tests {
     use super::*;
     use crate::domain::clock::ManualClock;
+    use crate::domain::gallery::SharedGallery;
     use crate::domain::generator::{GeneratedImage, ImageFormat, OfflineGenerator};
     use crate::domain::ratelimit::{Algorithm, MemoryStore, DEFAULT_PREFIX};
+    use crate::domain::shared::MemoryState;
     use crate::domain::storage::ObjectImageStore;
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -282,8 +403,19 @@ mod tests {
         }
     }
 
+    /// A submission without a job id, paid by the visitor.
+    fn plain<'a>(visitor: &'a str, prompt: &'a str) -> Submission<'a> {
+        Submission {
+            payer: visitor,
+            visitor,
+            prompt,
+            job: None,
+        }
+    }
+
     fn generation(generator: Arc<dyn ImageGenerator>, limit: u64) -> Generation {
         let clock = Arc::new(ManualClock::at(1_000));
+        let shared = Arc::new(MemoryState::new(clock.clone()));
         let limiter = RateLimiter::new(
             Arc::new(MemoryStore::new(clock.clone())),
             Algorithm::FixedWindow {
@@ -291,7 +423,7 @@ mod tests {
                 window_ms: 60_000,
             },
             DEFAULT_PREFIX,
-            clock,
+            clock.clone(),
         );
         Generation {
             limiter: Arc::new(limiter),
@@ -300,6 +432,9 @@ mod tests {
             max_prompt_chars: 20,
             on_store_failure: FailurePolicy::Deny,
             everyone: None,
+            jobs: Arc::new(JobBoard::new(shared.clone(), clock.clone(), 600_000)),
+            gallery: Arc::new(SharedGallery::new(shared)),
+            cancel_check: Duration::from_millis(10),
         }
     }
 
@@ -309,7 +444,7 @@ mod tests {
         let generation = generation(model.clone(), 1);
         for bad in ["", "   ", "this prompt is far too long"] {
             assert!(matches!(
-                generation.run("v", bad).await,
+                generation.run(plain("v", bad)).await,
                 Err(GenerationError::InvalidPrompt(_))
             ));
         }
@@ -324,9 +459,9 @@ mod tests {
     async fn a_denied_request_calls_no_model() {
         let model = Arc::new(CountingModel::default());
         let generation = generation(model.clone(), 2);
-        generation.run("v", "one").await.unwrap();
-        generation.run("v", "two").await.unwrap();
-        let denied = generation.run("v", "three").await.unwrap_err();
+        generation.run(plain("v", "one")).await.unwrap();
+        generation.run(plain("v", "two")).await.unwrap();
+        let denied = generation.run(plain("v", "three")).await.unwrap_err();
         assert!(
             matches!(denied, GenerationError::Denied { decision: d, scope: LimitScope::Visitor } if d.remaining == 0 && !d.success)
         );
@@ -337,7 +472,7 @@ mod tests {
     async fn refunds_the_credit_when_the_model_fails() {
         let model = Arc::new(BrokenModel::default());
         let generation = generation(model.clone(), 3);
-        let failure = generation.run("v", "sunset").await.unwrap_err();
+        let failure = generation.run(plain("v", "sunset")).await.unwrap_err();
         assert!(
             matches!(failure, GenerationError::Generator { decision, .. } if decision.unwrap().remaining == 3)
         );
@@ -366,8 +501,8 @@ mod tests {
     async fn the_shared_budget_refuses_and_the_visitor_keeps_their_credit() {
         let model = Arc::new(CountingModel::default());
         let generation = with_budget(generation(model.clone(), 5), 1);
-        generation.run("a", "one").await.unwrap();
-        let refused = generation.run("b", "two").await.unwrap_err();
+        generation.run(plain("a", "one")).await.unwrap();
+        let refused = generation.run(plain("b", "two")).await.unwrap_err();
         assert!(
             matches!(refused, GenerationError::Denied { scope: LimitScope::Everyone, decision } if decision.limit == 1),
             "{refused:?}"
@@ -382,8 +517,8 @@ mod tests {
     #[tokio::test]
     async fn a_visitor_refusal_spends_nothing_of_the_shared_budget() {
         let generation = with_budget(generation(Arc::new(CountingModel::default()), 1), 10);
-        generation.run("a", "one").await.unwrap();
-        assert!(generation.run("a", "two").await.is_err());
+        generation.run(plain("a", "one")).await.unwrap();
+        assert!(generation.run(plain("a", "two")).await.is_err());
         let budget = generation.everyone.as_ref().unwrap();
         assert_eq!(budget.remaining(EVERYONE).await.unwrap().remaining, 9);
     }
@@ -394,7 +529,7 @@ mod tests {
         let generation = with_budget(generation(model.clone(), 5), 1);
         for _ in 0..3 {
             assert!(matches!(
-                generation.run("a", "sunset").await,
+                generation.run(plain("a", "sunset")).await,
                 Err(GenerationError::Generator { .. })
             ));
         }
@@ -410,7 +545,7 @@ mod tests {
     #[tokio::test]
     async fn a_success_stores_the_image_under_a_new_key() {
         let generation = generation(Arc::new(CountingModel::default()), 5);
-        let generated = generation.run("v", "  a cat  ").await.unwrap();
+        let generated = generation.run(plain("v", "  a cat  ")).await.unwrap();
         assert_eq!(generated.prompt.as_str(), "a cat");
         assert_eq!(generated.decision.unwrap().remaining, 4);
         let bytes = generation
@@ -421,5 +556,140 @@ mod tests {
             .unwrap();
         assert!(bytes.starts_with(b"\x89PNG"));
         assert_eq!(generated.image.format(), ImageFormat::Png);
+    }
+
+    /// Reports its phases, then waits far longer than any test; counts drops.
+    #[derive(Default)]
+    struct SlowModel {
+        stopped: std::sync::atomic::AtomicBool,
+    }
+
+    struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for SetOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[async_trait]
+    impl ImageGenerator for SlowModel {
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn is_offline(&self) -> bool {
+            true
+        }
+        async fn generate(&self, _: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+            unreachable!("the flow asks for progress")
+        }
+        async fn generate_with_progress(
+            &self,
+            _: &Prompt,
+            progress: &ProgressReporter,
+        ) -> Result<GeneratedImage, GeneratorError> {
+            let _stopped = SetOnDrop(&self.stopped);
+            progress.report(Phase::Starting);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            progress.report(Phase::Generating { percent: Some(40) });
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Err(GeneratorError::TimedOut)
+        }
+    }
+
+    async fn wait_for_state(generation: &Generation, job: &JobId, want: JobState) {
+        for _ in 0..500 {
+            let seen = generation
+                .jobs
+                .read(job, "v")
+                .await
+                .unwrap()
+                .map(|p| p.state);
+            if seen == Some(want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the job never reached {want:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_generation_stops_the_model_and_refunds_the_credit() {
+        let model = Arc::new(SlowModel::default());
+        let generation = Arc::new(generation(model.clone(), 2));
+        let job = JobId::from_bytes([7; 16]);
+        let running = {
+            let (generation, job) = (generation.clone(), job.clone());
+            tokio::spawn(async move {
+                generation
+                    .run(Submission {
+                        job: Some(&job),
+                        ..plain("v", "slow")
+                    })
+                    .await
+            })
+        };
+        wait_for_state(
+            &generation,
+            &job,
+            JobState::Running(Phase::Generating { percent: Some(40) }),
+        )
+        .await;
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            1,
+            "the credit is spent while it runs"
+        );
+        assert_eq!(
+            generation.jobs.request_cancel(&job, "v").await.unwrap(),
+            crate::domain::jobs::CancelOutcome::Requested
+        );
+        let outcome = running.await.unwrap();
+        assert!(
+            matches!(outcome, Err(GenerationError::Canceled { decision: Some(d) }) if d.remaining == 2),
+            "{outcome:?}"
+        );
+        assert!(
+            model.stopped.load(Ordering::SeqCst),
+            "the model run was dropped"
+        );
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            2
+        );
+        wait_for_state(&generation, &job, JobState::Canceled).await;
+    }
+
+    #[tokio::test]
+    async fn a_reused_generation_id_is_refused_before_anything_is_spent() {
+        let model = Arc::new(CountingModel::default());
+        let generation = generation(model.clone(), 5);
+        let job = JobId::from_bytes([8; 16]);
+        let with_job = Submission {
+            job: Some(&job),
+            ..plain("v", "a cat")
+        };
+        generation.run(with_job).await.unwrap();
+        wait_for_state(&generation, &job, JobState::Finished).await;
+        assert!(matches!(
+            generation.run(with_job).await,
+            Err(GenerationError::JobIdTaken)
+        ));
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn a_finished_generation_joins_the_visitors_recent_images() {
+        let generation = generation(Arc::new(CountingModel::default()), 5);
+        let first = generation.run(plain("v", "first")).await.unwrap();
+        let second = generation.run(plain("v", "second")).await.unwrap();
+        let recent = generation.gallery.list("v").await.unwrap();
+        let names: Vec<_> = recent.iter().map(|k| k.image.clone()).collect();
+        assert_eq!(names, [second.image.to_string(), first.image.to_string()]);
+        assert_eq!(recent[0].prompt, "second");
+        assert!(generation.gallery.list("w").await.unwrap().is_empty());
     }
 }

@@ -4,8 +4,11 @@
 //! any part without a browser or a server.
 
 pub mod clock;
+pub mod gallery;
 pub mod generation;
 pub mod generator;
+pub mod jobs;
 pub mod on_drop;
 pub mod ratelimit;
+pub mod shared;
 pub mod storage;

@@ -93,6 +93,14 @@ impl ObjectImageStore {
         })
     }
 
+    /// A recent-images list kept in the same place as the images.
+    pub fn gallery(&self) -> crate::domain::gallery::FileGallery {
+        crate::domain::gallery::FileGallery::new(
+            self.store.clone(),
+            format!("{} (recent/)", self.description),
+        )
+    }
+
     /// Images in this process's memory; for tests.
     pub fn in_memory() -> Self {
         Self {

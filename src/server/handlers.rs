@@ -1,11 +1,13 @@
 //! Handlers: the bodies of the server functions and the image route. Each reads
 //! the app's state from context, calls the domain, and maps the result to HTTP.
 
-use crate::api::{AppInfo, CreatedImage, GenerateError, Quota};
-use crate::domain::generation::{Generated, GenerationError, LimitScope};
+use crate::api::{AppInfo, CreatedImage, GenerateError, Quota, RecentImage};
+use crate::domain::generation::{Generated, GenerationError, LimitScope, Submission};
 use crate::domain::generator::GeneratorError;
+use crate::domain::jobs::CancelOutcome;
 use crate::domain::ratelimit::Decision;
 use crate::domain::storage::ImageKey;
+use crate::progress::{JobId, JobProgress};
 use crate::server::client_ip::ClientIp;
 use crate::server::startup::AppState;
 use axum::body::Body;
@@ -27,13 +29,19 @@ async fn run_generation(
     state: &AppState,
     visitor: ClientIp,
     raw_prompt: &str,
+    job: Option<&JobId>,
 ) -> (
     Result<CreatedImage, GenerateError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
     let result = state
         .generation
-        .run(&state.identity(visitor), raw_prompt)
+        .run(Submission {
+            payer: &state.identity(visitor),
+            visitor: &visitor.to_string(),
+            prompt: raw_prompt,
+            job,
+        })
         .await;
     let decision = match &result {
         Ok(generated) => generated.decision,
@@ -52,7 +60,10 @@ async fn run_generation(
 }
 
 /// The body of `POST /api/generate`.
-pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError> {
+pub async fn generate(
+    raw_prompt: String,
+    job: Option<String>,
+) -> Result<CreatedImage, GenerateError> {
     let (Some(state), Some(request), Some(response)) = (
         use_context::<AppState>(),
         use_context::<axum::http::request::Parts>(),
@@ -68,7 +79,15 @@ pub async fn generate(raw_prompt: String) -> Result<CreatedImage, GenerateError>
         return Err(GenerateError::Internal);
     };
 
-    let (outcome, headers) = run_generation(&state, visitor, &raw_prompt).await;
+    // An empty id is a page without JavaScript: nobody follows the progress.
+    let job = match job.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+        None => Ok(None),
+        Some(id) => crate::api::parse_job(id).map(Some),
+    };
+    let (outcome, headers) = match &job {
+        Ok(job) => run_generation(&state, visitor, &raw_prompt, job.as_ref()).await,
+        Err(error) => (Err(error.clone()), Vec::new()),
+    };
     for (name, value) in headers {
         response.insert_header(name, value);
     }
@@ -125,7 +144,7 @@ pub async fn generate_json(
             );
         }
     };
-    let (outcome, headers) = run_generation(&state, visitor, &prompt).await;
+    let (outcome, headers) = run_generation(&state, visitor, &prompt, None).await;
     match outcome {
         Ok(created) => json_answer(StatusCode::OK, headers, serde_json::json!([created.url])),
         Err(error) => json_answer(
@@ -217,7 +236,84 @@ fn visitor_error(failure: &GenerationError) -> GenerateError {
             tracing::error!(error = %source, "could not store a generated image");
             GenerateError::Internal
         }
+        GenerationError::Canceled { .. } => GenerateError::Canceled,
+        GenerationError::JobIdTaken => GenerateError::MalformedRequest(
+            "this generation id is already in use; reload the page and try again.".into(),
+        ),
     }
+}
+
+/// The app's state and the calling visitor, for the server functions.
+fn caller() -> Result<(AppState, ClientIp), GenerateError> {
+    let state = use_context::<AppState>();
+    let visitor = use_context::<axum::http::request::Parts>()
+        .and_then(|request| request.extensions.get::<ClientIp>().copied());
+    match (state, visitor) {
+        (Some(state), Some(visitor)) => Ok((state, visitor)),
+        _ => {
+            tracing::error!("a server function ran without the app state or the visitor's address");
+            Err(GenerateError::Internal)
+        }
+    }
+}
+
+/// The body of `GET /api/progress`.
+pub async fn progress(job: JobId) -> Result<Option<JobProgress>, GenerateError> {
+    let (state, visitor) = caller()?;
+    state
+        .generation
+        .jobs
+        .read(&job, &visitor.to_string())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "could not read a generation's progress");
+            GenerateError::LimiterUnavailable
+        })
+}
+
+/// The body of `POST /api/cancel`.
+pub async fn cancel(job: JobId) -> Result<bool, GenerateError> {
+    let (state, visitor) = caller()?;
+    match state
+        .generation
+        .jobs
+        .request_cancel(&job, &visitor.to_string())
+        .await
+    {
+        Ok(CancelOutcome::Requested) => {
+            tracing::info!(%job, "the visitor asked to cancel a generation");
+            Ok(true)
+        }
+        Ok(CancelOutcome::AlreadyOver | CancelOutcome::Unknown) => Ok(false),
+        Err(error) => {
+            tracing::warn!(%error, "could not record a cancel request");
+            Err(GenerateError::LimiterUnavailable)
+        }
+    }
+}
+
+/// The body of `GET /api/recent`.
+pub async fn recent_images() -> Result<Vec<RecentImage>, GenerateError> {
+    let (state, visitor) = caller()?;
+    let kept = state
+        .generation
+        .gallery
+        .list(&visitor.to_string())
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "could not read the visitor's recent images");
+            GenerateError::Internal
+        })?;
+    Ok(kept
+        .into_iter()
+        .filter_map(|kept| {
+            Some(RecentImage {
+                url: kept.key()?.url(),
+                prompt: kept.prompt,
+                created_ms: kept.created_ms,
+            })
+        })
+        .collect())
 }
 
 /// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.

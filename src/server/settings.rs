@@ -26,6 +26,7 @@ pub struct Settings {
     pub image: ImageSettings,
     pub offline: OfflineSettings,
     pub storage: StorageSettings,
+    pub progress: ProgressSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,8 +195,8 @@ impl Default for ModelSettings {
             version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
             prompt_prefix: "In the style of HISGH. ".into(),
             deadline_secs: 120,
-            wait_secs: 60,
-            poll_interval_ms: 1000,
+            wait_secs: 5,
+            poll_interval_ms: 500,
             max_image_bytes: 20_000_000,
             input,
         }
@@ -207,6 +208,23 @@ impl Default for ImageSettings {
         Self {
             width: 768,
             height: 768,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgressSettings {
+    /// How often a running generation looks for a cancel request (milliseconds):
+    /// the longest a cancel waits, and with Redis / Upstash one read per period
+    /// per running generation.
+    pub cancel_check_ms: u64,
+}
+
+impl Default for ProgressSettings {
+    fn default() -> Self {
+        Self {
+            cancel_check_ms: 500,
         }
     }
 }
@@ -305,6 +323,12 @@ impl Settings {
             return invalid(
                 "model.deadline_secs / poll_interval_ms / max_image_bytes",
                 "must be greater than 0",
+            );
+        }
+        if !(50..=10_000).contains(&self.progress.cancel_check_ms) {
+            return invalid(
+                "progress.cancel_check_ms (LOFIANIME_PROGRESS__CANCEL_CHECK_MS)",
+                "must be between 50 and 10000",
             );
         }
         let version_ok = self.model.version.len() == 64

@@ -4,14 +4,17 @@
 use crate::api::AppInfo;
 use crate::app::{shell, App};
 use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::gallery::{Gallery, SharedGallery};
 use crate::domain::generation::Generation;
 use crate::domain::generator::{
     ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
 };
+use crate::domain::jobs::JobBoard;
 use crate::domain::ratelimit::{
     parse_window, Algorithm, LimiterStore, MemoryStore, RateLimiter, RedisStore, StoreError,
     UpstashRestStore, UpstashSettings,
 };
+use crate::domain::shared::{MemoryState, SharedState};
 use crate::domain::storage::{ImageStore, ObjectImageStore, StorageError};
 use crate::server::client_ip::{identify_visitor, ClientIp, TrustedProxies};
 use crate::server::handlers::{generate_json, remaining_json, serve_image};
@@ -98,19 +101,55 @@ pub enum StartupError {
 /// The pieces the app is built from; tests substitute any of them.
 pub struct Components {
     pub limiter_store: Arc<dyn LimiterStore>,
+    /// Generations in flight, seen by every instance.
+    pub shared: Arc<dyn SharedState>,
+    /// Each visitor's recent images.
+    pub gallery: Arc<dyn Gallery>,
     pub generator: Arc<dyn ImageGenerator>,
     pub images: Arc<dyn ImageStore>,
     pub clock: Arc<dyn Clock>,
 }
 
-/// Picks the limiter's store from the environment: Upstash REST when its URL and
-/// token are set, native Redis when `REDIS_URL` is, memory otherwise. A store
-/// that is configured but unreachable, or refuses the credentials, stops start-up.
-pub async fn limiter_store(
+/// A Redis-compatible store: the limiter's counters and the shared state.
+pub trait RemoteStore: LimiterStore + SharedState {}
+impl<T: LimiterStore + SharedState> RemoteStore for T {}
+
+impl Components {
+    /// One instance's components: in-flight generations in memory, recent images
+    /// beside the images.
+    pub fn local(
+        limiter_store: Arc<dyn LimiterStore>,
+        generator: Arc<dyn ImageGenerator>,
+        images: ObjectImageStore,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            limiter_store,
+            shared: Arc::new(MemoryState::new(clock.clone())),
+            gallery: Arc::new(images.gallery()),
+            generator,
+            images: Arc::new(images),
+            clock,
+        }
+    }
+
+    /// Keeps the limiter's counters, in-flight generations and recent images in
+    /// `store`, shared with every other instance that uses it.
+    pub fn on_remote_store(mut self, store: Arc<dyn RemoteStore>) -> Self {
+        self.shared = store.clone();
+        self.gallery = Arc::new(SharedGallery::new(store.clone()));
+        self.limiter_store = store;
+        self
+    }
+}
+
+/// Picks the store from the environment: Upstash REST when its URL and token are
+/// set, native Redis when `REDIS_URL` is, `None` (memory) otherwise. A store that
+/// is configured but unreachable, or refuses the credentials, stops start-up.
+pub async fn remote_store(
     settings: &Settings,
     secrets: &Secrets,
-    clock: Arc<dyn Clock>,
-) -> Result<Arc<dyn LimiterStore>, StartupError> {
+) -> Result<Option<Arc<dyn RemoteStore>>, StartupError> {
     use secrecy::ExposeSecret;
     let timeout = Duration::from_millis(settings.ratelimit.store_timeout_ms);
     let upstash = (
@@ -139,7 +178,7 @@ pub async fn limiter_store(
                 variable: "UPSTASH_REDIS_REST_URL",
                 source,
             })?;
-            Ok(Arc::new(store))
+            Ok(Some(Arc::new(store)))
         }
         ((Some(_), None), _) => Err(StartupError::Config(
             "UPSTASH_REDIS_REST_URL is set but UPSTASH_REDIS_REST_TOKEN is not".into(),
@@ -154,9 +193,9 @@ pub async fn limiter_store(
                     variable: "REDIS_URL",
                     source,
                 })?;
-            Ok(Arc::new(store))
+            Ok(Some(Arc::new(store)))
         }
-        ((None, None), None) => Ok(Arc::new(MemoryStore::new(clock))),
+        ((None, None), None) => Ok(None),
     }
 }
 
@@ -209,11 +248,15 @@ impl Components {
         secrets: &Secrets,
     ) -> Result<Self, StartupError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        Ok(Self {
-            limiter_store: limiter_store(settings, secrets, clock.clone()).await?,
-            generator: generator(settings, secrets)?,
-            images: Arc::new(ObjectImageStore::local_dir(&settings.storage.dir)?),
+        let local = Self::local(
+            Arc::new(MemoryStore::new(clock.clone())),
+            generator(settings, secrets)?,
+            ObjectImageStore::local_dir(&settings.storage.dir)?,
             clock,
+        );
+        Ok(match remote_store(settings, secrets).await? {
+            Some(store) => local.on_remote_store(store),
+            None => local,
         })
     }
 }
@@ -244,7 +287,7 @@ impl AppState {
             components.limiter_store,
             algorithm,
             settings.ratelimit.prefix.clone(),
-            components.clock,
+            components.clock.clone(),
         );
         if !settings.ratelimit.ephemeral_cache {
             limiter = limiter.without_cache();
@@ -265,6 +308,14 @@ impl AppState {
                 max_prompt_chars: settings.prompt.max_chars,
                 on_store_failure: settings.ratelimit.on_store_failure,
                 everyone,
+                jobs: Arc::new(JobBoard::new(
+                    components.shared,
+                    components.clock,
+                    // Longer than any generation may take.
+                    (settings.model.deadline_secs + 600) * 1000,
+                )),
+                gallery: components.gallery,
+                cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
             }),
             images: components.images,
             trusted_proxies: Arc::new(TrustedProxies::new(
@@ -350,6 +401,7 @@ pub async fn run() -> Result<(), StartupError> {
     );
     tracing::info!(generator = %components.generator.describe(), "image generator");
     tracing::info!(storage = %components.images.describe(), "image storage");
+    tracing::info!(generations = %components.shared.describe(), recent_images = %components.gallery.describe(), "progress and recent images");
     if !settings.visitors.trusted_proxies.is_empty() {
         tracing::info!(proxies = ?settings.visitors.trusted_proxies, "X-Forwarded-For is believed from these proxies");
     }

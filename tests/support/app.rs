@@ -26,12 +26,12 @@ pub struct TestApp {
 /// The app on the zero-configuration components (memory store, small offline images).
 pub fn spawn_app_with(settings: Settings) -> TestApp {
     let clock = Arc::new(SystemClock);
-    let components = Components {
-        limiter_store: Arc::new(MemoryStore::new(clock.clone())),
-        generator: Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
-        images: Arc::new(ObjectImageStore::in_memory()),
+    let components = Components::local(
+        Arc::new(MemoryStore::new(clock.clone())),
+        Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
+        ObjectImageStore::in_memory(),
         clock,
-    };
+    );
     spawn_app_on(settings, components)
 }
 

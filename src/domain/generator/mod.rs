@@ -8,9 +8,11 @@ mod replicate;
 pub use offline::OfflineGenerator;
 pub use replicate::{ReplicateGenerator, ReplicateSettings};
 
+use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::watch;
 
 /// The image formats the app stores and serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +90,31 @@ pub enum GeneratorError {
     BadOutput(String),
 }
 
+/// Where a generator tells the generation flow which [`Phase`] it is in. Reports
+/// never block and never fail: the latest one is what a watcher sees.
+pub struct ProgressReporter(watch::Sender<Phase>);
+
+impl ProgressReporter {
+    /// A reporter and the receiver that watches it (starting at `Waiting`).
+    pub fn channel() -> (Self, watch::Receiver<Phase>) {
+        let (sender, receiver) = watch::channel(Phase::Waiting);
+        (Self(sender), receiver)
+    }
+
+    /// A reporter nobody watches.
+    pub fn unwatched() -> Self {
+        Self(watch::channel(Phase::Waiting).0)
+    }
+
+    pub fn report(&self, phase: Phase) {
+        self.0.send_if_modified(|current| {
+            let changed = *current != phase;
+            *current = phase;
+            changed
+        });
+    }
+}
+
 #[async_trait]
 pub trait ImageGenerator: Send + Sync + 'static {
     /// Says what the generator is, for logs and the page.
@@ -97,4 +124,15 @@ pub trait ImageGenerator: Send + Sync + 'static {
     fn is_offline(&self) -> bool;
 
     async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError>;
+
+    /// [`generate`](Self::generate), telling `progress` which phase it is in.
+    /// Generators that cannot tell just generate.
+    async fn generate_with_progress(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, GeneratorError> {
+        progress.report(Phase::Generating { percent: None });
+        self.generate(prompt).await
+    }
 }

@@ -2,7 +2,8 @@
 //! app works on a fresh machine with no account. The same prompt always gives the
 //! same picture; words in the prompt steer it ("night", "city", "sea", "rain", …).
 
-use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator};
+use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator, ProgressReporter};
+use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,8 +46,24 @@ impl ImageGenerator for OfflineGenerator {
     }
 
     async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
+            .await
+    }
+
+    /// Starting for the first quarter of the configured delay, then generating
+    /// (the rest of the delay and the painting itself).
+    async fn generate_with_progress(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, GeneratorError> {
+        progress.report(Phase::Starting);
         if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
+            tokio::time::sleep(self.delay / 4).await;
+        }
+        progress.report(Phase::Generating { percent: None });
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay - self.delay / 4).await;
         }
         let (width, height) = (self.width, self.height);
         let text = prompt.as_str().to_owned();

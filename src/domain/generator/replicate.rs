@@ -8,8 +8,9 @@
 //! whose connection broke or timed out may have started a paid prediction and is
 //! never repeated. Reads and cancels are safe to repeat.
 
-use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator};
+use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator, ProgressReporter};
 use crate::domain::on_drop::SpawnOnDrop;
+use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
 use base64::Engine;
@@ -19,6 +20,7 @@ use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// How many times one request is tried before giving up.
@@ -51,6 +53,11 @@ pub struct ReplicateSettings {
 }
 
 pub struct ReplicateGenerator {
+    api: Arc<Api>,
+}
+
+/// The HTTP side, shared with the tasks a generation spawns.
+struct Api {
     client: reqwest::Client,
     settings: ReplicateSettings,
 }
@@ -63,6 +70,8 @@ struct Prediction {
     output: Value,
     #[serde(default)]
     error: Value,
+    #[serde(default)]
+    logs: Option<String>,
 }
 
 impl Prediction {
@@ -87,6 +96,17 @@ impl Prediction {
     /// models answer like that when `Prefer: wait` runs out at the last moment).
     fn is_done(&self) -> bool {
         self.is_terminal() || (self.status == "processing" && self.first_output().is_some())
+    }
+
+    /// The phase to show: `starting`, then `processing` with the last progress
+    /// bar percentage in the logs (diffusers print `45%|████▌     | 23/50`).
+    fn phase(&self) -> Phase {
+        match self.status.as_str() {
+            "starting" => Phase::Starting,
+            _ => Phase::Generating {
+                percent: self.logs.as_deref().and_then(last_percent),
+            },
+        }
     }
 
     fn error_text(&self) -> String {
@@ -144,6 +164,21 @@ fn retry_after(headers: &HeaderMap, body: &str) -> Option<Duration> {
     })
 }
 
+/// The last `NN%|` in a model's logs.
+fn last_percent(logs: &str) -> Option<u8> {
+    logs.rmatch_indices("%|").find_map(|(at, _)| {
+        let digits: String = logs[..at]
+            .chars()
+            .rev()
+            .take_while(char::is_ascii_digit)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse::<u8>().ok().filter(|p| *p <= 100)
+    })
+}
+
 /// Exponential back-off with full jitter: a random delay up to base * 2^attempt.
 fn backoff(base: Duration, attempt: u32) -> Duration {
     let ceiling = base.saturating_mul(1 << attempt.min(6));
@@ -178,9 +213,38 @@ impl ReplicateGenerator {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| GeneratorError::Owner(format!("could not build the HTTP client: {e}")))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            api: Arc::new(Api { client, settings }),
+        })
     }
 
+    /// Sends the create request from a task of its own: if the visitor goes away
+    /// (or cancels) while it is held open, the task still learns the prediction's
+    /// id and cancels it, so nothing runs on, billed, for nobody.
+    async fn create_detached(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+    ) -> Result<Prediction, GeneratorError> {
+        let (answer, created) = tokio::sync::oneshot::channel();
+        let api = self.api.clone();
+        let prompt = prompt.clone();
+        tokio::spawn(async move {
+            let result = api.create(&prompt, deadline).await;
+            if let Err(Ok(prediction)) = answer.send(result) {
+                if !prediction.is_terminal() {
+                    tracing::warn!(prediction = %prediction.id, "the generation was abandoned while the prediction was being created; cancelling it");
+                    api.cancel(&prediction.id).await;
+                }
+            }
+        });
+        created.await.map_err(|_| {
+            GeneratorError::Unavailable("the create request's task stopped unexpectedly".into())
+        })?
+    }
+}
+
+impl Api {
     fn endpoint(&self, path: &str) -> url::Url {
         let mut url = self.settings.base_url.clone();
         let base = url.path().trim_end_matches('/').to_owned();
@@ -485,6 +549,7 @@ impl ReplicateGenerator {
         &self,
         mut prediction: Prediction,
         deadline: Instant,
+        progress: &ProgressReporter,
     ) -> Result<Prediction, GeneratorError> {
         while !prediction.is_done() {
             let left = Self::remaining(deadline);
@@ -493,6 +558,7 @@ impl ReplicateGenerator {
             }
             tokio::time::sleep(self.settings.poll_interval.min(left)).await;
             prediction = self.read(&prediction.id, deadline).await?;
+            progress.report(prediction.phase());
             if !prediction.is_done()
                 && !matches!(prediction.status.as_str(), "starting" | "processing")
             {
@@ -506,11 +572,12 @@ impl ReplicateGenerator {
 #[async_trait]
 impl ImageGenerator for ReplicateGenerator {
     fn describe(&self) -> String {
+        let settings = &self.api.settings;
         format!(
             "Replicate model {} (version {}…) at {}",
-            self.settings.model,
-            &self.settings.version[..self.settings.version.len().min(12)],
-            self.settings.base_url
+            settings.model,
+            &settings.version[..settings.version.len().min(12)],
+            settings.base_url
         )
     }
 
@@ -519,37 +586,38 @@ impl ImageGenerator for ReplicateGenerator {
     }
 
     async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
+            .await
+    }
+
+    async fn generate_with_progress(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, GeneratorError> {
+        let api = &self.api;
         let started = Instant::now();
-        let deadline = started + self.settings.deadline;
-        let created = self.create(prompt, deadline).await?;
+        let deadline = started + api.settings.deadline;
+        progress.report(Phase::Waiting);
+        let created = self.create_detached(prompt, deadline).await?;
+        progress.report(created.phase());
         let id = created.id.clone();
         tracing::info!(prediction = %id, status = %created.status, "created a Replicate prediction");
-        // If the visitor goes away (this future is dropped) while the model runs,
-        // cancel the prediction: nobody will use the result.
+        // If the visitor goes away or cancels (this future is dropped) while the
+        // model runs, cancel the prediction: nobody will use the result.
         let mut guard = {
-            let (client, url, token) = (
-                self.client.clone(),
-                self.endpoint(&format!("predictions/{id}/cancel")),
-                self.settings.token.clone(),
-            );
+            let (api, id) = (api.clone(), id.clone());
             SpawnOnDrop::new(async move {
-                tracing::warn!(prediction = %url, "the visitor left before the prediction finished; cancelling it");
-                let sent = client
-                    .post(url)
-                    .bearer_auth(token.expose_secret())
-                    .send()
-                    .await;
-                if let Err(error) = sent {
-                    tracing::error!(error = %without_url(&error), "could not cancel an abandoned prediction");
-                }
+                tracing::warn!(prediction = %id, "the generation was abandoned before the prediction finished; cancelling it");
+                api.cancel(&id).await;
             })
         };
-        let finished = self.wait_until_done(created, deadline).await;
+        let finished = api.wait_until_done(created, deadline, progress).await;
         let prediction = match finished {
             Ok(prediction) => prediction,
             Err(error) => {
                 guard.disarm();
-                self.cancel(&id).await;
+                api.cancel(&id).await;
                 return Err(error);
             }
         };
@@ -571,7 +639,8 @@ impl ImageGenerator for ReplicateGenerator {
                 let output = prediction.first_output().ok_or_else(|| {
                     GeneratorError::BadOutput("the prediction succeeded with no output".into())
                 })?;
-                self.fetch_output(output, deadline).await
+                progress.report(Phase::Saving);
+                api.fetch_output(output, deadline).await
             }
         }
     }
@@ -618,6 +687,7 @@ mod tests {
             status: status.into(),
             output,
             error: Value::Null,
+            logs: None,
         };
         assert!(!p("starting", Value::Null).is_done());
         assert!(!p("processing", json!([])).is_done());
@@ -627,6 +697,15 @@ mod tests {
             !p("queued-in-the-future", Value::Null).is_done(),
             "unknown is not terminal"
         );
+    }
+
+    #[test]
+    fn progress_is_read_from_the_last_bar_in_the_logs() {
+        let logs = "Using seed: 7\n  0%|          | 0/50 [00:00<?, ?it/s]\n 46%|████▌     | 23/50 [00:04<00:05]";
+        assert_eq!(last_percent(logs), Some(46));
+        assert_eq!(last_percent("loading weights"), None);
+        assert_eq!(last_percent("100%|██████████| 50/50"), Some(100));
+        assert_eq!(last_percent("999%|"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod algorithms;
 mod cache;
 mod memory;
 mod redis_store;
-mod scripted;
+pub(crate) mod scripted;
 pub mod scripts;
 mod upstash;
 mod window;

@@ -84,6 +84,11 @@ impl<R: ScriptRunner> ScriptedStore<R> {
         Self { runner, scripts }
     }
 
+    /// How commands reach the server.
+    pub(crate) fn runner(&self) -> &R {
+        &self.runner
+    }
+
     /// A cheap round trip that proves the server is there and accepts us.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self.runner.send(vec!["PING".into()]).await? {
@@ -92,7 +97,8 @@ impl<R: ScriptRunner> ScriptedStore<R> {
         }
     }
 
-    async fn run(
+    /// Runs `script` with `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
+    pub(crate) async fn run(
         &self,
         script: &Script,
         keys: &[&str],

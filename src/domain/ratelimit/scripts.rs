@@ -124,7 +124,7 @@ pub struct Script {
 }
 
 impl Script {
-    fn new(body: &str, key_locking: bool) -> Self {
+    pub(crate) fn new(body: &str, key_locking: bool) -> Self {
         let source = if key_locking {
             format!("{KEY_LOCKING_SHEBANG}{}", body.trim_start())
         } else {

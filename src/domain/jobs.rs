@@ -1,0 +1,229 @@
+//! Generations in flight, on the [`SharedState`]: each has a record (whose it is,
+//! its phase, when it started, whether someone asked to cancel it) that any
+//! instance can read or mark, while the instance running it reports its phases
+//! and checks for a cancel request.
+
+use crate::domain::clock::Clock;
+use crate::domain::ratelimit::StoreError;
+use crate::domain::shared::SharedState;
+use crate::progress::{JobId, JobProgress, JobState, Phase};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// Keys of job records: `lofianime:job:{id}`.
+const KEY_PREFIX: &str = "lofianime:job:";
+
+/// What a cancel request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The generation was running; the instance running it will stop it.
+    Requested,
+    /// It had already finished, failed or been cancelled.
+    AlreadyOver,
+    /// No such generation for this visitor (never started, expired, or another
+    /// visitor's).
+    Unknown,
+}
+
+/// The job records.
+pub struct JobBoard {
+    state: Arc<dyn SharedState>,
+    clock: Arc<dyn Clock>,
+    /// How long a record lives: longer than any generation may run.
+    ttl_ms: u64,
+}
+
+/// A visitor as stored in a record: a hash, so the shared store holds no addresses.
+pub fn owner_tag(visitor: &str) -> String {
+    Sha256::digest(visitor.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn key(id: &JobId) -> String {
+    format!("{KEY_PREFIX}{id}")
+}
+
+fn encode(state: JobState) -> [(&'static str, String); 2] {
+    let (name, percent) = match state {
+        JobState::Running(Phase::Waiting) => ("waiting", None),
+        JobState::Running(Phase::Starting) => ("starting", None),
+        JobState::Running(Phase::Generating { percent }) => ("generating", percent),
+        JobState::Running(Phase::Saving) => ("saving", None),
+        JobState::Finished => ("finished", None),
+        JobState::Failed => ("failed", None),
+        JobState::Canceled => ("canceled", None),
+    };
+    [
+        ("state", name.to_owned()),
+        (
+            "percent",
+            percent.map(|p| p.to_string()).unwrap_or_default(),
+        ),
+    ]
+}
+
+fn decode(name: &str, percent: &str) -> Option<JobState> {
+    Some(match name {
+        "waiting" => JobState::Running(Phase::Waiting),
+        "starting" => JobState::Running(Phase::Starting),
+        "generating" => JobState::Running(Phase::Generating {
+            percent: percent.parse().ok().filter(|p| *p <= 100),
+        }),
+        "saving" => JobState::Running(Phase::Saving),
+        "finished" => JobState::Finished,
+        "failed" => JobState::Failed,
+        "canceled" => JobState::Canceled,
+        _ => return None,
+    })
+}
+
+impl JobBoard {
+    pub fn new(state: Arc<dyn SharedState>, clock: Arc<dyn Clock>, ttl_ms: u64) -> Self {
+        Self {
+            state,
+            clock,
+            ttl_ms,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.state.describe()
+    }
+
+    /// Opens the record of a new generation for `visitor`. False when the id is
+    /// taken (ids are random: a repeat is a replayed or forged request).
+    pub async fn open(&self, id: &JobId, visitor: &str) -> Result<bool, StoreError> {
+        let mut fields = vec![
+            ("owner", owner_tag(visitor)),
+            ("started_ms", self.clock.now_ms().to_string()),
+            ("cancel", "0".to_owned()),
+        ];
+        fields.extend(encode(JobState::Running(Phase::Waiting)));
+        self.state.create_hash(&key(id), &fields, self.ttl_ms).await
+    }
+
+    /// Records where the generation is (or how it ended).
+    pub async fn report(&self, id: &JobId, state: JobState) -> Result<(), StoreError> {
+        self.state.update_hash(&key(id), &encode(state)).await?;
+        Ok(())
+    }
+
+    /// The generation's progress, if it is `visitor`'s.
+    pub async fn read(&self, id: &JobId, visitor: &str) -> Result<Option<JobProgress>, StoreError> {
+        let record = self.state.read_hash(&key(id)).await?;
+        if record.get("owner") != Some(&owner_tag(visitor)) {
+            return Ok(None);
+        }
+        let field = |name: &str| record.get(name).map(String::as_str).unwrap_or_default();
+        let Some(state) = decode(field("state"), field("percent")) else {
+            return Err(StoreError::Protocol(format!(
+                "a job record with an unknown state {:?}",
+                field("state")
+            )));
+        };
+        let started_ms: u64 = field("started_ms").parse().unwrap_or(0);
+        Ok(Some(JobProgress {
+            state,
+            elapsed_ms: self.clock.now_ms().saturating_sub(started_ms),
+            cancel_requested: field("cancel") == "1",
+        }))
+    }
+
+    /// Asks the instance running `visitor`'s generation to stop it.
+    pub async fn request_cancel(
+        &self,
+        id: &JobId,
+        visitor: &str,
+    ) -> Result<CancelOutcome, StoreError> {
+        match self.read(id, visitor).await? {
+            None => Ok(CancelOutcome::Unknown),
+            Some(progress) if !progress.state.is_running() => Ok(CancelOutcome::AlreadyOver),
+            Some(_) => {
+                self.state
+                    .update_hash(&key(id), &[("cancel", "1".to_owned())])
+                    .await?;
+                Ok(CancelOutcome::Requested)
+            }
+        }
+    }
+
+    /// True once someone asked to cancel the generation.
+    pub async fn cancel_requested(&self, id: &JobId) -> Result<bool, StoreError> {
+        Ok(self
+            .state
+            .read_hash(&key(id))
+            .await?
+            .get("cancel")
+            .is_some_and(|flag| flag == "1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::ManualClock;
+    use crate::domain::shared::MemoryState;
+
+    fn board() -> (JobBoard, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::at(10_000));
+        let state = Arc::new(MemoryState::new(clock.clone()));
+        (JobBoard::new(state, clock.clone(), 60_000), clock)
+    }
+
+    #[tokio::test]
+    async fn a_job_is_seen_only_by_its_visitor() {
+        let (board, clock) = board();
+        let id = JobId::from_bytes([1; 16]);
+        assert!(board.open(&id, "203.0.113.7").await.unwrap());
+        assert!(
+            !board.open(&id, "203.0.113.8").await.unwrap(),
+            "ids are single-use"
+        );
+        clock.advance(1_500);
+        board
+            .report(
+                &id,
+                JobState::Running(Phase::Generating { percent: Some(40) }),
+            )
+            .await
+            .unwrap();
+        let progress = board.read(&id, "203.0.113.7").await.unwrap().unwrap();
+        assert_eq!(
+            progress.state,
+            JobState::Running(Phase::Generating { percent: Some(40) })
+        );
+        assert_eq!(progress.elapsed_ms, 1_500);
+        assert!(!progress.cancel_requested);
+        assert_eq!(board.read(&id, "203.0.113.8").await.unwrap(), None);
+        assert_eq!(
+            board.request_cancel(&id, "203.0.113.8").await.unwrap(),
+            CancelOutcome::Unknown
+        );
+        assert!(!board.cancel_requested(&id).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancel_marks_a_running_job_only() {
+        let (board, _) = board();
+        let id = JobId::from_bytes([2; 16]);
+        board.open(&id, "v").await.unwrap();
+        assert_eq!(
+            board.request_cancel(&id, "v").await.unwrap(),
+            CancelOutcome::Requested
+        );
+        assert!(board.cancel_requested(&id).await.unwrap());
+        board.report(&id, JobState::Canceled).await.unwrap();
+        assert_eq!(
+            board.request_cancel(&id, "v").await.unwrap(),
+            CancelOutcome::AlreadyOver
+        );
+        let unknown = JobId::from_bytes([3; 16]);
+        assert_eq!(
+            board.request_cancel(&unknown, "v").await.unwrap(),
+            CancelOutcome::Unknown
+        );
+    }
+}
