@@ -1,12 +1,17 @@
 import { defineConfig } from "@playwright/test";
 
-// Two app processes from the release build (scripts/test builds it first):
-// - "offline": the zero-configuration app (offline generator, memory limiter);
+// App processes from the release build (scripts/test builds it first):
+// - "offline": the zero-configuration app (offline generator, memory limiter),
+//   trusting X-Forwarded-For from loopback so each test is its own visitor;
 // - "replicate": the app with REPLICATE_API_TOKEN set and REPLICATE_BASE_URL
-//   pointing at a local Replicate stand-in (replicate-stand-in.mjs).
+//   pointing at a local Replicate stand-in (replicate-stand-in.mjs);
+// - "untrusting" (3303): the built-in defaults, which trust no proxy;
+// - "budget" (3304): a shared budget of 2 generations and a 30 s visitor window.
 const offlinePort = 3300;
 const replicatePort = 3301;
 const standInPort = 3302;
+const untrustingPort = 3303;
+const budgetPort = 3304;
 const standInToken = "r8_stand_in_token";
 
 const app = (port: number, extra: Record<string, string>) => ({
@@ -22,6 +27,8 @@ const app = (port: number, extra: Record<string, string>) => ({
     LEPTOS_SITE_ROOT: "target/site",
     LEPTOS_SITE_PKG_DIR: "pkg",
     LEPTOS_OUTPUT_NAME: "lofianime",
+    // cargo-leptos builds hashed file names (hash-files in Cargo.toml).
+    LEPTOS_HASH_FILES: "true",
     RUST_LOG: "info",
     ...extra,
   },
@@ -78,6 +85,17 @@ export default defineConfig({
     app(offlinePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
       REPLICATE_API_TOKEN: "",
+    }),
+    app(untrustingPort, {
+      REPLICATE_API_TOKEN: "",
+      LOFIANIME_STORAGE__DIR: "target/e2e-images",
+    }),
+    app(budgetPort, {
+      LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
+      REPLICATE_API_TOKEN: "",
+      LOFIANIME_OFFLINE__DELAY_MS: "0",
+      LOFIANIME_RATELIMIT__WINDOW: "30 s",
+      LOFIANIME_RATELIMIT__GLOBAL_LIMIT: "2",
     }),
     app(replicatePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.replicate.toml",

@@ -4,7 +4,9 @@
 // answers with a real PNG after a short "model" delay.
 //
 // Test hooks: GET /__predictions lists every prediction with the epoch ms at
-// which it finished, so a test can measure what the app adds after that.
+// which it finished, so a test can measure what the app adds after that. A
+// prompt containing "[slow]" runs like a cold model: `starting` for 1.5 s, then
+// `processing` for 8 s with a progress bar in its logs (as diffusers print it).
 //
 //   PORT=3302 MODEL_DELAY_MS=800 TOKEN=... node replicate-stand-in.mjs
 import http from "node:http";
@@ -67,7 +69,7 @@ function view(p) {
     p.status = "succeeded";
     p.finishedAt = p.finishesAt;
     p.output = [`http://127.0.0.1:${port}/files/${p.id}.png`];
-  } else if (p.status === "starting" && now >= p.createdAt + 100) {
+  } else if (p.status === "starting" && now >= p.processingAt) {
     p.status = "processing";
   }
   if (p.status === "processing" && now >= p.finishesAt) {
@@ -75,12 +77,19 @@ function view(p) {
     p.finishedAt = p.finishesAt;
     p.output = [`http://127.0.0.1:${port}/files/${p.id}.png`];
   }
+  let logs = "";
+  if (p.status !== "starting") {
+    const done = Math.min(1, (Math.min(now, p.finishesAt) - p.processingAt) / (p.finishesAt - p.processingAt));
+    const steps = Math.floor(done * 50);
+    logs = `Using seed: 1234\n${String(Math.floor(done * 100)).padStart(3)}%|${"█".repeat(steps / 5)}| ${steps}/50`;
+  }
   return {
     id: p.id,
     version: p.version,
     input: p.input,
     status: p.status,
     output: p.output ?? null,
+    logs,
     error: null,
     urls: {
       get: `http://127.0.0.1:${port}/v1/predictions/${p.id}`,
@@ -112,7 +121,16 @@ const server = http.createServer((req, res) => {
       const body = JSON.parse(raw || "{}");
       const id = `p${++counter}`;
       const createdAt = Date.now();
-      const p = { id, version: body.version, input: body.input, status: "starting", createdAt, finishesAt: createdAt + delayMs };
+      const slow = String(body.input?.prompt ?? "").includes("[slow]");
+      const p = {
+        id,
+        version: body.version,
+        input: body.input,
+        status: "starting",
+        createdAt,
+        processingAt: createdAt + (slow ? 1500 : 100),
+        finishesAt: createdAt + (slow ? 9500 : delayMs),
+      };
       predictions.set(id, p);
       // Prefer: wait=N holds the request until the prediction is done or N s pass.
       const wait = Number((req.headers.prefer ?? "").match(/wait=(\d+)/)?.[1] ?? 0) * 1000;

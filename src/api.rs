@@ -2,7 +2,7 @@
 //! for the browser too (as HTTP calls); their bodies run only on the server and
 //! delegate to `server::handlers`.
 
-use crate::progress::{JobId, JobProgress};
+use crate::progress::JobProgress;
 use crate::prompt::PromptError;
 use leptos::prelude::*;
 use leptos::server_fn::codec::{GetUrl, JsonEncoding};
@@ -111,16 +111,11 @@ pub async fn generate(
     crate::server::handlers::generate(prompt.unwrap_or_default(), job).await
 }
 
-/// Reads a generation id sent by the page.
-pub fn parse_job(text: &str) -> Result<JobId, GenerateError> {
-    JobId::parse(text).map_err(|error| GenerateError::MalformedRequest(error.to_string()))
-}
-
 /// Where the calling visitor's generation `job` is; `None` when there is no such
 /// generation of theirs (not started yet, expired, or someone else's).
 #[server(prefix = "/api", endpoint = "progress", input = GetUrl)]
 pub async fn progress(job: String) -> Result<Option<JobProgress>, GenerateError> {
-    crate::server::handlers::progress(parse_job(&job)?).await
+    crate::server::handlers::progress(&job).await
 }
 
 /// Asks the server to stop the calling visitor's generation `job` (whichever
@@ -128,7 +123,7 @@ pub async fn progress(job: String) -> Result<Option<JobProgress>, GenerateError>
 /// True when it was running and will stop.
 #[server(prefix = "/api", endpoint = "cancel")]
 pub async fn cancel(job: String) -> Result<bool, GenerateError> {
-    crate::server::handlers::cancel(parse_job(&job)?).await
+    crate::server::handlers::cancel(&job).await
 }
 
 /// One of the visitor's recent images.

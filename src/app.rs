@@ -3,11 +3,12 @@
 //! JavaScript (the form posts to the same server function).
 
 use crate::api::{
-    current_quota, image_url_from_key, site_info, AppInfo, CreatedImage, Generate, GenerateError,
-    QuotaReading,
+    cancel, current_quota, image_url_from_key, progress, recent_images, site_info, AppInfo,
+    Generate, GenerateError, QuotaReading, RecentImage,
 };
+use crate::progress::{JobState, Phase};
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, Meta, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, Meta, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::hooks::use_query_map;
 use leptos_router::{SsrMode, StaticSegment};
@@ -43,6 +44,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark" />
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
                 <AutoReload options=options.clone() />
+                // Hashed names when built with hash-files (cached for a year).
+                <HashedStylesheet options=options.clone() id="leptos" />
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -57,7 +60,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/lofianime.css" />
         <Title text="lofianime · lofi anime images from a prompt" />
         <Meta
             name="description"
@@ -77,6 +79,7 @@ pub fn App() -> impl IntoView {
 fn HomePage() -> impl IntoView {
     let info = Resource::new_blocking(|| (), |_| site_info());
     let quota = Resource::new_blocking(|| (), |_| current_quota());
+    let recent = Resource::new_blocking(|| (), |_| recent_images());
     view! {
         <header class="masthead">
             <h1>"lofianime"</h1>
@@ -88,7 +91,11 @@ fn HomePage() -> impl IntoView {
             }>
                 {move || Suspend::new(async move {
                     match (info.await, quota.await) {
-                        (Ok(info), Ok(reading)) => view! { <Studio info reading /> }.into_any(),
+                        (Ok(info), Ok(reading)) => {
+                            // The page works without the list if it cannot be read.
+                            let recent = recent.await.unwrap_or_default();
+                            view! { <Studio info reading recent /> }.into_any()
+                        }
                         _ => {
                             view! {
                                 <p class="error">{crate::api::GENERIC_FAILURE}</p>
@@ -131,17 +138,143 @@ pub fn describe_wait(now_ms: u64, reset_ms: u64) -> String {
     }
 }
 
+/// A fresh generation id from the browser's random source; empty on the server
+/// (a page without JavaScript sends none and simply waits for its answer).
+fn new_job_id() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let mut bytes = [0u8; 16];
+        let filled = web_sys::window()
+            .and_then(|window| window.crypto().ok())
+            .is_some_and(|crypto| crypto.get_random_values_with_u8_array(&mut bytes).is_ok());
+        if filled {
+            return crate::progress::JobId::from_bytes(bytes).to_string();
+        }
+    }
+    String::new()
+}
+
+/// The browser's clock, in epoch milliseconds (0 on the server).
+fn browser_now_ms() -> u64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now() as u64
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0
+    }
+}
+
 /// The form, its progress and its result.
 #[component]
-fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
+fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> impl IntoView {
     let action = ServerAction::<Generate>::new();
     let now = ticking_clock(reading.now_ms);
     // The quota shown: the server's reading, then whatever the last answer said.
     let quota = RwSignal::new(reading.quota);
+    let recent = RwSignal::new(recent);
+    let prompt_input = NodeRef::<leptos::html::Input>::new();
+    let result_figure = NodeRef::<leptos::html::Figure>::new();
+
+    // Each submission carries a fresh id, so the page can follow it and cancel it.
+    let job_id = RwSignal::new(String::new());
+    Effect::new(move |_| job_id.set(new_job_id()));
+    let pending = action.pending();
+    // The generation in flight: its id, when it was sent, the last reading of its
+    // progress, and whether the visitor asked to cancel it.
+    let in_flight = RwSignal::new(None::<String>);
+    let sent_at = RwSignal::new(0u64);
+    let reading_now = RwSignal::new(None::<JobState>);
+    let cancelling = RwSignal::new(false);
+    let polling = StoredValue::new(None::<IntervalHandle>);
+    Effect::new(move |_| {
+        if pending.get() {
+            // The form has been read: this id is the submission's; the next
+            // submission gets another.
+            let id = job_id.get_untracked();
+            job_id.set(new_job_id());
+            sent_at.set(browser_now_ms());
+            reading_now.set(None);
+            cancelling.set(false);
+            in_flight.set((!id.is_empty()).then(|| id.clone()));
+            if !id.is_empty() {
+                let ask = move || {
+                    let id = id.clone();
+                    leptos::task::spawn_local(async move {
+                        if let Ok(Some(reading)) = progress(id).await {
+                            if pending.get_untracked() {
+                                reading_now.set(Some(reading.state));
+                            }
+                        }
+                    });
+                };
+                let handle = set_interval_with_handle(ask, std::time::Duration::from_millis(500));
+                polling.set_value(handle.ok());
+            }
+        } else {
+            if let Some(handle) = polling.get_value() {
+                handle.clear();
+            }
+            polling.set_value(None);
+            in_flight.set(None);
+        }
+    });
+    let phase_line = move || match reading_now.get() {
+        Some(JobState::Running(phase)) => phase.label(),
+        // Finished on the server; the answer is on its way.
+        Some(JobState::Finished) => Phase::Saving.label(),
+        Some(JobState::Canceled | JobState::Failed) => "Stopping…".to_owned(),
+        None => Phase::Waiting.label(),
+    };
+    let elapsed = move || {
+        let secs = now.get().saturating_sub(sent_at.get()) / 1000;
+        format!("{secs} s")
+    };
+    let cancel_generation = move |_| {
+        let Some(id) = in_flight.get_untracked() else {
+            return;
+        };
+        cancelling.set(true);
+        leptos::task::spawn_local(async move {
+            // The answer to the generation itself says how it ended.
+            if cancel(id).await.is_err() {
+                cancelling.set(false);
+            }
+        });
+    };
+
     Effect::new(move |_| match action.value().get() {
-        Some(Ok(CreatedImage { quota: Some(q), .. }))
-        | Some(Err(GenerateError::RateLimited(q))) => quota.set(Some(q)),
-        _ => {}
+        Some(Ok(created)) => {
+            if let Some(q) = created.quota {
+                quota.set(Some(q));
+            }
+            // Once drawn, the result takes the focus: a screen reader reads it and
+            // Tab reaches its Download button next.
+            request_animation_frame(move || {
+                if let Some(figure) = result_figure.get_untracked() {
+                    let _ = figure.focus();
+                }
+            });
+            leptos::task::spawn_local(async move {
+                if let Ok(list) = recent_images().await {
+                    recent.set(list);
+                }
+            });
+        }
+        Some(Err(error)) => {
+            if let GenerateError::RateLimited(q) = error {
+                quota.set(Some(q));
+            }
+            // The message is announced from the status region; the visitor can
+            // edit the prompt straight away.
+            request_animation_frame(move || {
+                if let Some(input) = prompt_input.get_untracked() {
+                    let _ = input.focus();
+                }
+            });
+        }
+        None => {}
     });
     // Past the reset the visitor has more: ask the server for the new numbers.
     Effect::new(move |_| {
@@ -159,7 +292,6 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
     });
     let used_up = move || quota.get().is_some_and(|q| q.remaining == 0);
     let query = use_query_map();
-    let pending = action.pending();
     // After a form post without JavaScript, the page URL carries the prompt (and the
     // image, on success): show them as if the action had just finished.
     let typed_prompt = query
@@ -174,7 +306,7 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
         }),
     });
     let error = move || match action.value().get() {
-        Some(Err(error)) if !pending.get() => Some(error.to_string()),
+        Some(Err(error)) if !pending.get() => Some(error),
         _ => None,
     };
     let quota_line = move || {
@@ -201,6 +333,43 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
             }
         })
     };
+
+    let status = view! {
+        <div id="status" class="status" role="status" aria-live="polite">
+            <Show when=move || pending.get()>
+                <div class="generating">
+                    <span class="spinner" aria-hidden="true"></span>
+                    <span class="phase">{phase_line}</span>
+                    <span class="elapsed" aria-hidden="true">
+                        {move || (sent_at.get() > 0).then(elapsed)}
+                    </span>
+                    <Show when=move || in_flight.get().is_some()>
+                        <button
+                            type="button"
+                            class="secondary cancel"
+                            on:click=cancel_generation
+                            disabled=move || cancelling.get()
+                        >
+                            {move || if cancelling.get() { "Cancelling…" } else { "Cancel" }}
+                        </button>
+                    </Show>
+                </div>
+            </Show>
+            {move || {
+                error()
+                    .map(|error| {
+                        let class = if error == GenerateError::Canceled {
+                            "notice-line"
+                        } else {
+                            "error"
+                        };
+                        view! { <p class=class>{error.to_string()}</p> }
+                    })
+            }}
+            {quota_line}
+        </div>
+    }
+    .into_any();
 
     view! {
         {info
@@ -229,28 +398,21 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
                     placeholder="a quiet train station at dusk, cherry blossoms"
                     value=typed_prompt
                     aria-describedby="status"
+                    node_ref=prompt_input
                 />
+                <input type="hidden" name="job" prop:value=move || job_id.get() />
                 <button type="submit" disabled=move || pending.get() || used_up()>
                     "Submit"
                 </button>
             </div>
         </ActionForm>
-        <div id="status" class="status" role="status" aria-live="polite">
-            <Show when=move || pending.get()>
-                <p class="generating">
-                    <span class="spinner" aria-hidden="true"></span>
-                    "Generating…"
-                </p>
-            </Show>
-            {move || error().map(|message| view! { <p class="error">{message}</p> })}
-            {quota_line}
-        </div>
+        {status}
         {move || {
             shown_image
                 .get()
                 .map(|(url, prompt)| {
                     view! {
-                        <figure class="result">
+                        <figure class="result" tabindex="-1" node_ref=result_figure>
                             <img src=url.clone() alt=prompt.clone() />
                             <figcaption>{prompt.clone()}</figcaption>
                             // Plain links with full page loads (rel=external), so they
@@ -274,6 +436,7 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
                     }
                 })
         }}
+        <RecentImages recent now />
         <footer>
             <p>
                 {format!(
@@ -284,6 +447,71 @@ fn Studio(info: AppInfo, reading: QuotaReading) -> impl IntoView {
                 )}
             </p>
         </footer>
+    }
+}
+
+/// The visitor's last generations, newest first; each opens as the result.
+#[component]
+fn RecentImages(recent: RwSignal<Vec<RecentImage>>, now: RwSignal<u64>) -> AnyView {
+    view! {
+        <section class="recent" aria-labelledby="recent-heading">
+            <h2 id="recent-heading">"Your recent images"</h2>
+            <Show
+                when=move || !recent.with(Vec::is_empty)
+                fallback=|| {
+                    view! {
+                        <p class="hint">
+                            "Nothing yet: your last 12 images will be kept here."
+                        </p>
+                    }
+                }
+            >
+                <ul class="recent-grid">
+                    <For
+                        each=move || recent.get()
+                        key=|image| image.url.clone()
+                        children=move |image| {
+                            let href = image
+                                .url
+                                .strip_prefix("/images/")
+                                .map(|key| format!("{}&image={key}", again_url(&image.prompt)))
+                                .unwrap_or_else(|| image.url.clone());
+                            let created = image.created_ms;
+                            view! {
+                                <li>
+                                    <a href=href rel="external">
+                                        <img
+                                            src=image.url.clone()
+                                            alt=image.prompt.clone()
+                                            loading="lazy"
+                                            width="160"
+                                            height="160"
+                                        />
+                                        <span class="recent-prompt">{image.prompt.clone()}</span>
+                                        <span class="recent-when">
+                                            {move || describe_age(now.get(), created)}
+                                        </span>
+                                    </a>
+                                </li>
+                            }
+                        }
+                    />
+                </ul>
+            </Show>
+        </section>
+    }
+    .into_any()
+}
+
+/// "just now", "5 min ago", "3 h ago", "2 days ago".
+pub fn describe_age(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..60 => "just now".to_owned(),
+        60..3_600 => format!("{} min ago", secs / 60),
+        3_600..86_400 => format!("{} h ago", secs / 3_600),
+        86_400..172_800 => "yesterday".to_owned(),
+        _ => format!("{} days ago", secs / 86_400),
     }
 }
 
@@ -392,6 +620,21 @@ mod tests {
         assert_eq!(describe_wait(0, 3_600_000), "1 h");
         assert_eq!(describe_wait(0, 3_600_000 - 1), "1 h");
         assert_eq!(describe_wait(10, 5), "0 s");
+    }
+
+    #[test]
+    fn ages_read_the_way_people_say_them() {
+        use super::describe_age;
+        assert_eq!(describe_age(59_999, 0), "just now");
+        assert_eq!(describe_age(5 * 60_000, 0), "5 min ago");
+        assert_eq!(describe_age(3 * 3_600_000 + 5, 0), "3 h ago");
+        assert_eq!(describe_age(30 * 3_600_000, 0), "yesterday");
+        assert_eq!(describe_age(3 * 86_400_000, 0), "3 days ago");
+        assert_eq!(
+            describe_age(0, 10),
+            "just now",
+            "a clock behind is not negative"
+        );
     }
 
     #[test]

@@ -203,7 +203,11 @@ async fn a_failed_form_post_without_javascript_shows_the_error_and_keeps_the_pro
         "the button is disabled at 0: {page}"
     );
     assert!(page.contains(r#"value="second try""#), "{page}");
-    assert!(!page.contains("<img"), "{page}");
+    assert!(!page.contains("<figure"), "no result shown: {page}");
+    assert!(
+        page.contains(r#"alt="first""#),
+        "the first image is in the recent list: {page}"
+    );
 }
 
 #[tokio::test]

@@ -587,6 +587,102 @@ async fn a_visitor_who_leaves_gets_the_prediction_cancelled() {
     assert_eq!(cancels(&server).await, 1);
 }
 
+#[tokio::test]
+async fn a_visitor_who_leaves_while_the_create_is_held_open_still_gets_it_cancelled() {
+    let server = MockServer::start().await;
+    // Prefer: wait holds the create for a while; the visitor is gone before it answers.
+    on_create(
+        &server,
+        ResponseTemplate::new(201)
+            .set_body_json(prediction("processing", json!([])))
+            .set_delay(Duration::from_millis(600)),
+    )
+    .await;
+    mount_cancel(&server).await;
+    let generator = Arc::new(generator(&server));
+    let running = {
+        let generator = generator.clone();
+        tokio::spawn(async move { generator.generate(&prompt()).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    running.abort();
+    let _ = running.await;
+    assert_eq!(cancels(&server).await, 0, "no id to cancel yet");
+    let started = Instant::now();
+    while cancels(&server).await == 0 && started.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        cancels(&server).await,
+        1,
+        "cancelled once the create answered"
+    );
+    assert_eq!(
+        requests_to(&server, "GET", "/v1/predictions/p1")
+            .await
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_phases_follow_the_prediction_and_its_progress_bar() {
+    use lofianime::domain::generator::ProgressReporter;
+    use lofianime::progress::Phase;
+    let server = MockServer::start().await;
+    on_create(
+        &server,
+        ResponseTemplate::new(201).set_body_json(prediction("starting", Value::Null)),
+    )
+    .await;
+    let mut drawing = prediction("processing", json!([]));
+    drawing["logs"] = json!("Using seed: 1\n  4%|▍         | 2/50\n 62%|██████▏   | 31/50");
+    on_get(
+        &server,
+        ResponseTemplate::new(200).set_body_json(prediction("starting", Value::Null)),
+        Some(1),
+    )
+    .await;
+    on_get(
+        &server,
+        ResponseTemplate::new(200).set_body_json(drawing),
+        Some(1),
+    )
+    .await;
+    on_get(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(prediction("succeeded", json!([data_uri().await]))),
+        None,
+    )
+    .await;
+    let (reporter, mut phases) = ProgressReporter::channel();
+    let seen = tokio::spawn(async move {
+        let mut seen = vec![*phases.borrow_and_update()];
+        while phases.changed().await.is_ok() {
+            seen.push(*phases.borrow_and_update());
+        }
+        seen
+    });
+    let image = generator(&server)
+        .generate_with_progress(&prompt(), &reporter)
+        .await
+        .unwrap();
+    assert_eq!(image.format, ImageFormat::Png);
+    drop(reporter);
+    let seen = seen.await.unwrap();
+    for expected in [
+        Phase::Starting,
+        Phase::Generating { percent: Some(62) },
+        Phase::Saving,
+    ] {
+        assert!(seen.contains(&expected), "{expected:?} in {seen:?}");
+    }
+    let at = |p: Phase| seen.iter().position(|s| *s == p).unwrap();
+    assert!(at(Phase::Starting) < at(Phase::Generating { percent: Some(62) }));
+    assert!(at(Phase::Generating { percent: Some(62) }) < at(Phase::Saving));
+}
+
 mod through_the_app {
     //! The same stand-in behind the whole app: what visitors see and pay.
 

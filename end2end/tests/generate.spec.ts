@@ -27,8 +27,14 @@ async function waitForHydration(page: Page) {
   await page.waitForLoadState("networkidle");
 }
 
+/// The result of the last generation (the recent-images list below it shows the
+/// same picture again).
+function result(page: Page) {
+  return page.locator("figure.result");
+}
+
 async function expectLoadedImage(page: Page, prompt: string) {
-  const image = page.getByRole("img", { name: prompt });
+  const image = result(page).getByRole("img", { name: prompt });
   await expect(image).toBeVisible();
   await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
   await expect
@@ -55,11 +61,15 @@ test("typing a prompt shows Generating… and then the image", async ({ browser 
   const submit = page.getByRole("button", { name: "Submit" });
   await submit.click();
 
-  await expect(page.getByText("Generating…")).toBeVisible();
+  // The progress line: a phase, elapsed seconds and a Cancel button.
+  const progress = page.locator(".generating");
+  await expect(progress).toBeVisible();
+  await expect(progress).toContainText(/Waiting for the model…|The model is starting…|Generating…/);
+  await expect(progress.getByRole("button", { name: "Cancel" })).toBeVisible();
   await expect(submit).toBeDisabled();
 
   await expectLoadedImage(page, prompt);
-  await expect(page.getByText("Generating…")).toBeHidden();
+  await expect(progress).toBeHidden();
   await expect(submit).toBeEnabled();
   await expect(page.getByText("2 of 3 generations left.")).toBeVisible();
   // The hydrated form called the server function; the page was not reloaded.
@@ -198,7 +208,7 @@ test("a result can be downloaded, reused and replaced", async ({ browser }) => {
 
   await page.getByRole("link", { name: "Create new image" }).click();
   await expect(page.getByLabel("Enter your prompt")).toHaveValue("");
-  await expect(page.getByRole("img")).toHaveCount(0);
+  await expect(result(page)).toHaveCount(0);
 
   await waitForHydration(page);
   await page.getByLabel("Enter your prompt").fill(prompt);
@@ -206,7 +216,7 @@ test("a result can be downloaded, reused and replaced", async ({ browser }) => {
   await expectLoadedImage(page, prompt);
   await page.getByRole("link", { name: "Use this prompt again" }).click();
   await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
-  await expect(page.getByRole("img")).toHaveCount(0);
+  await expect(result(page)).toHaveCount(0);
   await context.close();
 });
 
@@ -257,4 +267,155 @@ test("screenshots at 375 px and in dark mode are kept as artefacts", async ({ br
     }
     await context.close();
   }
+});
+
+test("recent images are listed, survive a reload and open again", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const recent = page.getByRole("region", { name: "Your recent images" });
+  await expect(recent).toContainText("Nothing yet");
+  for (const prompt of ["a first snowy bus stop", "a second neon ramen stall"]) {
+    await page.getByLabel("Enter your prompt").fill(prompt);
+    await page.getByRole("button", { name: "Submit" }).click();
+    await expectLoadedImage(page, prompt);
+  }
+  // Newest first, each with its prompt and when it was made.
+  await expect(recent.getByRole("listitem")).toHaveCount(2);
+  await expect(recent.getByRole("listitem").first()).toContainText("a second neon ramen stall");
+  await expect(recent.getByRole("listitem").first()).toContainText("just now");
+
+  await page.reload();
+  await expect(recent.getByRole("listitem")).toHaveCount(2);
+  const first = recent.getByRole("img", { name: "a first snowy bus stop" });
+  await expect(first).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  await expect.poll(() => first.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBeGreaterThan(0);
+
+  // Another visitor sees only their own.
+  const stranger = await openAsVisitor(browser);
+  await stranger.page.goto("/");
+  await expect(stranger.page.getByRole("region", { name: "Your recent images" })).toContainText("Nothing yet");
+  await stranger.context.close();
+
+  await first.click();
+  await expectLoadedImage(page, "a first snowy bus stop");
+  await expect(page.getByRole("link", { name: "Download" })).toBeVisible();
+  await context.close();
+});
+
+test("keyboard only: type, press Enter, focus moves to the result", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const input = page.getByLabel("Enter your prompt");
+  // The prompt is the first thing Tab reaches.
+  await page.keyboard.press("Tab");
+  await expect(input).toBeFocused();
+  await page.keyboard.type("a cat on a windowsill, rain outside");
+  await page.keyboard.press("Enter");
+  await expectLoadedImage(page, "a cat on a windowsill, rain outside");
+  await expect(result(page)).toBeFocused();
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Download" })).toBeFocused();
+
+  // An error sends the focus back to the prompt, whose description is the message.
+  await input.fill("   ");
+  await input.press("Enter");
+  await expect(page.getByText("Please enter a prompt.")).toBeVisible();
+  await expect(input).toBeFocused();
+  await expect(input).toHaveAttribute("aria-describedby", "status");
+  await context.close();
+});
+
+test("a spoofed X-Forwarded-For does not mint a fresh quota", async ({ browser }) => {
+  // This app runs on the built-in defaults: no proxy is trusted, so the header is
+  // ignored and every request below is the same visitor (loopback), limit 5.
+  const app = "http://127.0.0.1:3303";
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${app}/`);
+  await expect(page.getByText("5 of 5 generations left.")).toBeVisible();
+  const statuses = await page.evaluate(async () => {
+    const seen: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const response = await fetch("/api/ai", {
+        method: "POST",
+        headers: { "X-Forwarded-For": `198.51.100.${100 + i}` },
+        body: JSON.stringify({ prompt: `spoofed visitor ${i}` }),
+      });
+      seen.push(response.status);
+    }
+    return seen;
+  });
+  expect(statuses).toEqual([200, 200, 200, 200, 200, 429]);
+  await context.close();
+
+  // A new browser claiming yet another address is still the same visitor.
+  const claimed = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": "192.0.2.77" } });
+  const fresh = await claimed.newPage();
+  await fresh.goto(`${app}/`);
+  await waitForHydration(fresh);
+  await expect(fresh.getByText("0 of 5 generations left.")).toBeVisible();
+  await expect(fresh.getByRole("button", { name: "Submit" })).toBeDisabled();
+  await claimed.close();
+});
+
+test("the budget shared by all visitors refuses once spent; the refused visitor keeps their quota", async ({
+  browser,
+}) => {
+  // This app allows 2 generations for everyone together (global_limit = 2).
+  const app = "http://127.0.0.1:3304";
+  const spender = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": newVisitor() } });
+  const first = await spender.newPage();
+  await first.goto(`${app}/`);
+  const spent = await first.evaluate(async () => {
+    const statuses: number[] = [];
+    for (const prompt of ["budget one", "budget two"]) {
+      statuses.push((await fetch("/api/ai", { method: "POST", body: JSON.stringify({ prompt }) })).status);
+    }
+    return statuses;
+  });
+  expect(spent).toEqual([200, 200]);
+  await spender.close();
+
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto(`${app}/`);
+  await waitForHydration(page);
+  await expect(page.getByText("3 of 3 generations left.")).toBeVisible();
+  await page.getByLabel("Enter your prompt").fill("a late visitor's harbour");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(
+    page.getByText("No generations remaining: the budget shared by all visitors is used up for now."),
+  ).toBeVisible();
+  await page.reload();
+  await expect(page.getByText("3 of 3 generations left."), "the refusal cost this visitor nothing").toBeVisible();
+  await context.close();
+});
+
+test("the countdown ticks and the quota renews at the reset without a reload", async ({ browser }) => {
+  test.setTimeout(90_000);
+  // This app's visitor window is 30 s, aligned to the clock.
+  const app = "http://127.0.0.1:3304";
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto(`${app}/`);
+  await waitForHydration(page);
+  const renews = page.getByText(/^Renews in \d+ s\.$/);
+  const seconds = async () => Number((await renews.textContent())!.match(/\d+/)![0]);
+  // Start with some runway before the next reset.
+  if ((await seconds()) < 8) {
+    await expect.poll(seconds, { timeout: 15_000 }).toBeGreaterThan(20);
+  }
+  const before = await seconds();
+  await page.waitForTimeout(2_500);
+  const after = await seconds();
+  expect(before - after, `${before} s, then ${after} s`).toBeGreaterThanOrEqual(2);
+  expect(before - after).toBeLessThanOrEqual(4);
+
+  await page.getByLabel("Enter your prompt").fill("a countdown sky");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, "a countdown sky");
+  await expect(page.getByText("2 of 3 generations left.")).toBeVisible();
+  // At the reset the page asks the server again and shows the full quota.
+  await expect(page.getByText("3 of 3 generations left.")).toBeVisible({ timeout: 35_000 });
+  await context.close();
 });

@@ -61,8 +61,8 @@ test("an image from the model is shown from the app's own URL", async ({ browser
   const prompt = "a rooftop garden at golden hour";
   await page.getByLabel("Enter your prompt").fill(prompt);
   await page.getByRole("button", { name: "Submit" }).click();
-  await expect(page.getByText("Generating…")).toBeVisible();
-  const image = page.getByRole("img", { name: prompt });
+  await expect(page.locator(".generating")).toBeVisible();
+  const image = page.locator("figure.result").getByRole("img", { name: prompt });
   await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
   await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.naturalWidth)).toBe(512);
 
@@ -88,5 +88,48 @@ test("the latency the app adds after the model finishes (20 runs)", async ({ bro
   mkdirSync("artifacts", { recursive: true });
   writeFileSync("artifacts/replicate-latency.json", JSON.stringify(report, null, 2));
   expect(added.every((ms) => ms > 0), "the image can only appear after the prediction finished").toBe(true);
+  await context.close();
+});
+
+test("progress shows the model's phases and elapsed time; Cancel stops the model and refunds", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.33");
+  await expect(page.getByText("50 of 50 generations left.")).toBeVisible();
+  // "[slow]": the stand-in starts for 1.5 s, then draws for 8 s with a progress bar.
+  const prompt = "a slow night train [slow]";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  const progress = page.locator(".generating");
+  await expect(progress).toContainText("The model is starting…");
+  await expect(progress).toContainText(/Generating… \d+%/);
+  await expect(progress.locator(".elapsed")).toHaveText(/^[1-9]\d* s$/);
+
+  await progress.getByRole("button", { name: "Cancel" }).click();
+  await expect(page.getByText("Generation cancelled. It was not counted.")).toBeVisible();
+  await expect(progress).toBeHidden();
+  await expect(page.getByLabel("Enter your prompt")).toBeFocused();
+
+  const sent = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+  expect(sent?.canceled, "the stand-in saw the cancel").toBe(true);
+  expect(sent?.finishedAt, "the prediction never finished").toBeNull();
+  await page.reload();
+  await expect(page.getByText("50 of 50 generations left."), "the credit came back").toBeVisible();
+  await context.close();
+});
+
+test("leaving the page mid-generation cancels the prediction and refunds", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.34");
+  const prompt = "an abandoned lighthouse [slow]";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page.locator(".generating")).toContainText(/Generating…/);
+  await page.close();
+  await expect
+    .poll(async () => (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`)?.canceled, {
+      timeout: 5_000,
+    })
+    .toBe(true);
+  const again = await context.newPage();
+  await again.goto("/");
+  await expect(again.getByText("50 of 50 generations left.")).toBeVisible();
   await context.close();
 });

@@ -82,7 +82,7 @@ pub async fn generate(
     // An empty id is a page without JavaScript: nobody follows the progress.
     let job = match job.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
         None => Ok(None),
-        Some(id) => crate::api::parse_job(id).map(Some),
+        Some(id) => parse_job(id).map(Some),
     };
     let (outcome, headers) = match &job {
         Ok(job) => run_generation(&state, visitor, &raw_prompt, job.as_ref()).await,
@@ -243,6 +243,22 @@ fn visitor_error(failure: &GenerationError) -> GenerateError {
     }
 }
 
+/// Reads a generation id sent by the page.
+pub fn parse_job(text: &str) -> Result<JobId, GenerateError> {
+    JobId::parse(text).map_err(|error| GenerateError::MalformedRequest(error.to_string()))
+}
+
+/// Sets the response's status to the error's and hands the error on.
+fn failed(error: GenerateError) -> GenerateError {
+    if let (Some(response), Ok(status)) = (
+        use_context::<ResponseOptions>(),
+        StatusCode::from_u16(error.status()),
+    ) {
+        response.set_status(status);
+    }
+    error
+}
+
 /// The app's state and the calling visitor, for the server functions.
 fn caller() -> Result<(AppState, ClientIp), GenerateError> {
     let state = use_context::<AppState>();
@@ -258,8 +274,9 @@ fn caller() -> Result<(AppState, ClientIp), GenerateError> {
 }
 
 /// The body of `GET /api/progress`.
-pub async fn progress(job: JobId) -> Result<Option<JobProgress>, GenerateError> {
-    let (state, visitor) = caller()?;
+pub async fn progress(job: &str) -> Result<Option<JobProgress>, GenerateError> {
+    let job = parse_job(job).map_err(failed)?;
+    let (state, visitor) = caller().map_err(failed)?;
     state
         .generation
         .jobs
@@ -267,13 +284,14 @@ pub async fn progress(job: JobId) -> Result<Option<JobProgress>, GenerateError> 
         .await
         .map_err(|error| {
             tracing::warn!(%error, "could not read a generation's progress");
-            GenerateError::LimiterUnavailable
+            failed(GenerateError::LimiterUnavailable)
         })
 }
 
 /// The body of `POST /api/cancel`.
-pub async fn cancel(job: JobId) -> Result<bool, GenerateError> {
-    let (state, visitor) = caller()?;
+pub async fn cancel(job: &str) -> Result<bool, GenerateError> {
+    let job = parse_job(job).map_err(failed)?;
+    let (state, visitor) = caller().map_err(failed)?;
     match state
         .generation
         .jobs
@@ -287,14 +305,14 @@ pub async fn cancel(job: JobId) -> Result<bool, GenerateError> {
         Ok(CancelOutcome::AlreadyOver | CancelOutcome::Unknown) => Ok(false),
         Err(error) => {
             tracing::warn!(%error, "could not record a cancel request");
-            Err(GenerateError::LimiterUnavailable)
+            Err(failed(GenerateError::LimiterUnavailable))
         }
     }
 }
 
 /// The body of `GET /api/recent`.
 pub async fn recent_images() -> Result<Vec<RecentImage>, GenerateError> {
-    let (state, visitor) = caller()?;
+    let (state, visitor) = caller().map_err(failed)?;
     let kept = state
         .generation
         .gallery
@@ -302,7 +320,7 @@ pub async fn recent_images() -> Result<Vec<RecentImage>, GenerateError> {
         .await
         .map_err(|error| {
             tracing::warn!(%error, "could not read the visitor's recent images");
-            GenerateError::Internal
+            failed(GenerateError::Internal)
         })?;
     Ok(kept
         .into_iter()

@@ -351,6 +351,10 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn_with_state(
+            state.leptos_options.hash_files,
+            cache_static_files,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.trusted_proxies.clone(),
             identify_visitor,
         ))
@@ -373,6 +377,29 @@ pub fn router(state: AppState) -> Router {
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .with_state(state)
+}
+
+/// Cache lifetimes of the site's own files under `/pkg/`: a year when their
+/// names carry a content hash (a new build has new names), otherwise revalidate
+/// each time (the same name may hold a new build).
+async fn cache_static_files(
+    axum::extract::State(hashed): axum::extract::State<bool>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let is_pkg = request.uri().path().starts_with("/pkg/");
+    let mut response = next.run(request).await;
+    if is_pkg && response.status().is_success() {
+        let policy = if hashed {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
+    }
+    response
 }
 
 /// Reads the settings and the environment, builds the app and serves it until

@@ -1,0 +1,333 @@
+//! Generations in flight across app instances: two instances on one real
+//! `redis-server` (and on the Upstash REST bridge in front of it); a generation
+//! started through one is watched and cancelled through the other, and the
+//! visitor's recent images are the same on both, and after a restart.
+
+mod support;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use lofianime::domain::clock::SystemClock;
+use lofianime::domain::generator::{
+    GeneratedImage, GeneratorError, ImageGenerator, OfflineGenerator, ProgressReporter,
+};
+use lofianime::domain::ratelimit::{MemoryStore, RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::storage::ObjectImageStore;
+use lofianime::progress::{JobId, JobProgress, JobState, Phase};
+use lofianime::prompt::Prompt;
+use lofianime::server::settings::Settings;
+use lofianime::server::startup::{Components, RemoteStore};
+use secrecy::SecretString;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::app::{body_bytes, body_text, form_body, spawn_app_on, TestApp};
+use support::redis_server::RedisServer;
+use support::upstash_bridge::Bridge;
+
+const TOKEN: &str = "test-token-for-the-bridge";
+
+/// Starts, reports it is generating, then runs until dropped (or a minute).
+#[derive(Default)]
+struct EndlessModel {
+    calls: AtomicUsize,
+    dropped: AtomicBool,
+}
+
+struct MarkDropped<'a>(&'a AtomicBool);
+impl Drop for MarkDropped<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ImageGenerator for EndlessModel {
+    fn describe(&self) -> String {
+        "endless".into()
+    }
+    fn is_offline(&self) -> bool {
+        true
+    }
+    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
+            .await
+    }
+    async fn generate_with_progress(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, GeneratorError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if !prompt.as_str().contains("endless") {
+            return OfflineGenerator::new(16, 16, Duration::ZERO)
+                .generate(prompt)
+                .await;
+        }
+        let _running = MarkDropped(&self.dropped);
+        progress.report(Phase::Starting);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        progress.report(Phase::Generating { percent: Some(30) });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Err(GeneratorError::TimedOut)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Redis,
+    Upstash,
+}
+
+async fn open_store(kind: Kind, redis: &RedisServer, bridge: &Bridge) -> Arc<dyn RemoteStore> {
+    match kind {
+        Kind::Redis => Arc::new(
+            RedisStore::connect(&redis.url(), Duration::from_secs(2))
+                .await
+                .unwrap(),
+        ),
+        Kind::Upstash => Arc::new(
+            UpstashRestStore::connect(UpstashSettings {
+                url: bridge.url.clone(),
+                token: SecretString::from(TOKEN),
+                timeout: Duration::from_secs(2),
+                key_locking: false,
+            })
+            .await
+            .unwrap(),
+        ),
+    }
+}
+
+async fn instance(store: Arc<dyn RemoteStore>, model: Arc<EndlessModel>, prefix: &str) -> TestApp {
+    let mut settings = Settings::default();
+    settings.ratelimit.prefix = prefix.to_owned();
+    settings.progress.cancel_check_ms = 100;
+    let clock = Arc::new(SystemClock);
+    let components = Components::local(
+        Arc::new(MemoryStore::new(clock.clone())),
+        model,
+        ObjectImageStore::in_memory(),
+        clock,
+    )
+    .on_remote_store(store);
+    spawn_app_on(settings, components)
+}
+
+async fn progress_of(app: &TestApp, job: &JobId) -> Option<JobProgress> {
+    let response = app.get(&format!("/api/progress?job={job}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    serde_json::from_slice(&body_bytes(response).await).unwrap()
+}
+
+async fn post_form(app: &TestApp, path: &str, body: String) -> axum::http::Response<Body> {
+    app.send(
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn remaining(app: &TestApp) -> u64 {
+    let body: serde_json::Value =
+        serde_json::from_slice(&body_bytes(app.get("/api/remaining").await).await).unwrap();
+    body["remainingGenerations"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_another() {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), TOKEN).await;
+    for kind in [Kind::Redis, Kind::Upstash] {
+        let prefix = format!("progress-{kind:?}");
+        let model = Arc::new(EndlessModel::default());
+        let first = Arc::new(
+            instance(
+                open_store(kind, &redis, &bridge).await,
+                model.clone(),
+                &prefix,
+            )
+            .await,
+        );
+        let second = instance(
+            open_store(kind, &redis, &bridge).await,
+            model.clone(),
+            &prefix,
+        )
+        .await;
+        assert_eq!(remaining(&second).await, 5);
+
+        let job = JobId::from_bytes(uuid::Uuid::new_v4().into_bytes());
+        let running = {
+            let (first, job) = (first.clone(), job.clone());
+            tokio::spawn(async move {
+                let body = format!("{}&job={job}", form_body("an endless night train"));
+                let response = post_form(&first, "/api/generate", body).await;
+                (response.status(), body_text(response).await)
+            })
+        };
+
+        // The other instance sees the phases the first one reports.
+        let mut seen = None;
+        for _ in 0..200 {
+            seen = progress_of(&second, &job).await;
+            if seen.is_some_and(|p| {
+                p.state == JobState::Running(Phase::Generating { percent: Some(30) })
+            }) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.unwrap_or_else(|| panic!("{kind:?}: the job never showed up"));
+        assert_eq!(
+            seen.state,
+            JobState::Running(Phase::Generating { percent: Some(30) }),
+            "{kind:?}"
+        );
+        assert_eq!(
+            remaining(&second).await,
+            4,
+            "{kind:?}: the credit is spent while it runs"
+        );
+
+        // ...and cancels it.
+        let cancelled = post_form(&second, "/api/cancel", format!("job={job}")).await;
+        assert_eq!(cancelled.status(), StatusCode::OK, "{kind:?}");
+        assert_eq!(body_text(cancelled).await, "true", "{kind:?}");
+
+        let (status, body) = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap_or_else(|_| panic!("{kind:?}: the cancel did not stop the generation"))
+            .unwrap();
+        assert_eq!(status, StatusCode::CONFLICT, "{kind:?}: {body}");
+        assert!(body.contains("Canceled"), "{kind:?}: {body}");
+        assert!(
+            model.dropped.load(Ordering::SeqCst),
+            "{kind:?}: the model run was stopped"
+        );
+        assert_eq!(
+            remaining(&second).await,
+            5,
+            "{kind:?}: the credit came back"
+        );
+        assert_eq!(
+            progress_of(&first, &job).await.map(|p| p.state),
+            Some(JobState::Canceled),
+            "{kind:?}"
+        );
+        // Cancelling again finds nothing running.
+        let again = post_form(&second, "/api/cancel", format!("job={job}")).await;
+        assert_eq!(body_text(again).await, "false", "{kind:?}");
+        assert_eq!(model.calls.load(Ordering::SeqCst), 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn recent_images_are_shared_by_instances_and_survive_a_restart() {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), TOKEN).await;
+    let model = Arc::new(EndlessModel::default());
+    let prefix = "recent-shared";
+    let first = instance(
+        open_store(Kind::Redis, &redis, &bridge).await,
+        model.clone(),
+        prefix,
+    )
+    .await;
+    for n in 0..6 {
+        let response = first.generate(&format!("harbour number {n}")).await;
+        // The sixth is past the visitor's limit of 5: refused, and not listed.
+        let expected = if n < 5 {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(response.status(), expected, "{}", body_text(response).await);
+    }
+    // A new instance (a restart, or a second server behind the balancer), over REST.
+    let second = instance(
+        open_store(Kind::Upstash, &redis, &bridge).await,
+        model,
+        prefix,
+    )
+    .await;
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&body_bytes(second.get("/api/recent").await).await).unwrap();
+    let prompts: Vec<&str> = listed
+        .iter()
+        .map(|i| i["prompt"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        prompts,
+        [
+            "harbour number 4",
+            "harbour number 3",
+            "harbour number 2",
+            "harbour number 1",
+            "harbour number 0"
+        ]
+    );
+    assert!(listed[0]["url"].as_str().unwrap().starts_with("/images/"));
+}
+
+#[tokio::test]
+async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
+    let clock = Arc::new(SystemClock);
+    let model = Arc::new(EndlessModel::default());
+    let app = spawn_app_on(
+        Settings::default(),
+        Components::local(
+            Arc::new(MemoryStore::new(clock.clone())),
+            model.clone(),
+            ObjectImageStore::in_memory(),
+            clock,
+        ),
+    );
+    for bad in [
+        "123",
+        "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        "../../../etc/passwd",
+    ] {
+        let encoded: String = url::form_urlencoded::byte_serialize(bad.as_bytes()).collect();
+        let generate = post_form(
+            &app,
+            "/api/generate",
+            format!("{}&job={encoded}", form_body("a cat")),
+        )
+        .await;
+        assert_eq!(generate.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            body_text(generate)
+                .await
+                .contains("32 lowercase hexadecimal digits"),
+            "{bad}"
+        );
+        let progress = app.get(&format!("/api/progress?job={encoded}")).await;
+        assert_eq!(progress.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let cancel = post_form(&app, "/api/cancel", format!("job={encoded}")).await;
+        assert_eq!(cancel.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(model.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(remaining(&app).await, 5);
+    // An id nobody used reads as nothing, and cancels nothing.
+    let unknown = JobId::from_bytes([9; 16]);
+    assert_eq!(progress_of(&app, &unknown).await, None);
+    let cancel = post_form(&app, "/api/cancel", format!("job={unknown}")).await;
+    assert_eq!(body_text(cancel).await, "false");
+    // A reused id is refused before anything is spent.
+    let body = format!("{}&job={unknown}", form_body("a cat"));
+    assert_eq!(
+        post_form(&app, "/api/generate", body.clone())
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let reused = post_form(&app, "/api/generate", body).await;
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(reused).await.contains("already in use"));
+    assert_eq!(remaining(&app).await, 4);
+}
