@@ -65,7 +65,7 @@ export default defineConfig({
   projects: [
     {
       name: "offline",
-      testMatch: "generate.spec.ts",
+      testMatch: ["generate.spec.ts", "first-load.spec.ts"],
       use: { baseURL: `http://127.0.0.1:${offlinePort}` },
     },
     {

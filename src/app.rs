@@ -178,8 +178,14 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
     let result_figure = NodeRef::<leptos::html::Figure>::new();
 
     // Each submission carries a fresh id, so the page can follow it and cancel it.
+    // Effects run only in the browser, once the page is hydrated: the form then
+    // says it is live (tests and the first-load measurement wait for this).
     let job_id = RwSignal::new(String::new());
-    Effect::new(move |_| job_id.set(new_job_id()));
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| {
+        job_id.set(new_job_id());
+        hydrated.set(true);
+    });
     let pending = action.pending();
     // The generation in flight: its id, when it was sent, the last reading of its
     // progress, and whether the visitor asked to cancel it.
@@ -385,7 +391,11 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                     </p>
                 }
             })}
-        <ActionForm action attr:class="prompt-form">
+        <ActionForm
+            action
+            attr:class="prompt-form"
+            attr:data-hydrated=move || hydrated.get().to_string()
+        >
             <label for="prompt">"Enter your prompt"</label>
             <div class="prompt-row">
                 <input
