@@ -3,21 +3,29 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import http from "node:http";
 
 // Figures for the closing note, written to artifacts/first-load.json:
-// - what a first visit transfers (HTML + JS + WASM + CSS), as Chromium received
-//   it here (plain http on loopback, where browsers offer gzip but not brotli),
-//   and what the same responses weigh with brotli (what browsers ask for over
-//   HTTPS), fetched from the app with that Accept-Encoding;
+// - what a first visit transfers (HTML + JS + WASM + CSS, bytes on the wire
+//   with headers) as Chromium received it, and the bodies alone with brotli
+//   and uncompressed, fetched from the app with that Accept-Encoding;
 // - the time from navigation start until the form is live (hydrated), cold
 //   cache, median of 5 runs, in headless Chromium on this machine.
 
 /// The compressed size of the app's answer to `url` with `encoding` asked for.
-function compressedSize(url: string, encoding: string): Promise<{ bytes: number; encoding: string }> {
+function compressedSize(
+  url: string,
+  encoding: string,
+): Promise<{ bytes: number; encoding: string; cacheControl: string }> {
   return new Promise((resolve, reject) => {
     http
       .get(url, { headers: { "Accept-Encoding": encoding, "X-Forwarded-For": "198.51.100.250" } }, (response) => {
         let bytes = 0;
         response.on("data", (chunk: Buffer) => (bytes += chunk.length));
-        response.on("end", () => resolve({ bytes, encoding: String(response.headers["content-encoding"] ?? "identity") }));
+        response.on("end", () =>
+          resolve({
+            bytes,
+            encoding: String(response.headers["content-encoding"] ?? "identity"),
+            cacheControl: String(response.headers["cache-control"] ?? ""),
+          }),
+        );
       })
       .on("error", reject);
   });
@@ -74,6 +82,11 @@ test("first-load transfer size and time until the form is interactive", async ({
   for (const [kind, url] of Object.entries(urls)) {
     const br = await compressedSize(url, "br");
     expect(br.encoding).toBe("br");
+    if (kind !== "html") {
+      // Hashed names: cached for a year.
+      expect(url).toMatch(/\/pkg\/lofianime\.[A-Za-z0-9_-]{22}\.(js|wasm|css)$/);
+      expect(br.cacheControl).toBe("public, max-age=31536000, immutable");
+    }
     brotli[kind] = br.bytes;
     raw[kind] = (await compressedSize(url, "identity")).bytes;
   }

@@ -29,6 +29,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tower_http::compression::CompressionLayer;
+use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -345,6 +346,17 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{file}", get(serve_image))
         .route("/api/ai", axum::routing::post(generate_json))
         .route("/api/remaining", get(remaining_json))
+        // The site's JS, WASM and CSS: the brotli file written at build time
+        // (quality 11, `--precompress`) to browsers that take brotli; everyone
+        // else gets the compression layer's gzip.
+        .nest_service(
+            &format!("/{}", state.leptos_options.site_pkg_dir),
+            ServeDir::new(
+                std::path::Path::new(&*state.leptos_options.site_root)
+                    .join(&*state.leptos_options.site_pkg_dir),
+            )
+            .precompressed_br(),
+        )
         .leptos_routes_with_context(&state, routes, || {}, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
