@@ -260,10 +260,16 @@ impl Generation {
         // kept, the credits go back: nobody received anything for them.
         let mut refund_if_abandoned = {
             let credits = credits.clone();
+            let record = job.map(|id| (self.jobs.clone(), id.clone()));
             SpawnOnDrop::new(async move {
                 if !credits.is_empty() {
                     tracing::info!("a generation was abandoned; giving its credits back");
                     give_back(&credits).await;
+                }
+                if let Some((jobs, id)) = record {
+                    if let Err(error) = jobs.report(&id, JobState::Canceled).await {
+                        tracing::warn!(%error, job = %id, "could not record an abandoned generation");
+                    }
                 }
             })
         };
@@ -657,6 +663,39 @@ mod tests {
             2
         );
         wait_for_state(&generation, &job, JobState::Canceled).await;
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_generation_is_refunded_and_recorded_as_cancelled() {
+        let model = Arc::new(SlowModel::default());
+        let generation = Arc::new(generation(model.clone(), 2));
+        let job = JobId::from_bytes([6; 16]);
+        let running = {
+            let (generation, job) = (generation.clone(), job.clone());
+            tokio::spawn(async move {
+                generation
+                    .run(Submission {
+                        job: Some(&job),
+                        ..plain("v", "slow")
+                    })
+                    .await
+            })
+        };
+        wait_for_state(
+            &generation,
+            &job,
+            JobState::Running(Phase::Generating { percent: Some(40) }),
+        )
+        .await;
+        // The visitor closed the page: the request's future is dropped.
+        running.abort();
+        let _ = running.await;
+        wait_for_state(&generation, &job, JobState::Canceled).await;
+        assert!(model.stopped.load(Ordering::SeqCst));
+        assert_eq!(
+            generation.limiter.remaining("v").await.unwrap().remaining,
+            2
+        );
     }
 
     #[tokio::test]
