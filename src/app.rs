@@ -369,7 +369,18 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                         } else {
                             "error"
                         };
-                        view! { <p class=class>{error.to_string()}</p> }
+                        // The shared budget's refusal says when it reopens (the
+                        // visitor's own quota line says so for their limit).
+                        let text = match &error {
+                            GenerateError::BudgetSpent(budget) => {
+                                format!(
+                                    "{error} It reopens in {}.",
+                                    describe_wait(now.get(), budget.reset_ms),
+                                )
+                            }
+                            other => other.to_string(),
+                        };
+                        view! { <p class=class>{text}</p> }
                     })
             }}
             {quota_line}

@@ -414,7 +414,9 @@ test("the budget shared by all visitors refuses once spent; the refused visitor 
   await page.getByLabel("Enter your prompt").fill("a late visitor's harbour");
   await page.getByRole("button", { name: "Submit" }).click();
   await expect(
-    page.getByText("No generations remaining: the budget shared by all visitors is used up for now."),
+    page.getByText(
+      /^No generations remaining: the budget shared by all visitors is used up for now\. It reopens in \d+ (h|min|s)/,
+    ),
   ).toBeVisible();
   await page.reload();
   await expect(page.getByText("3 of 3 generations left."), "the refusal cost this visitor nothing").toBeVisible();
