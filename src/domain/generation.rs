@@ -618,11 +618,16 @@ mod tests {
         panic!("the job never reached {want:?}");
     }
 
-    #[tokio::test]
-    async fn a_cancelled_generation_stops_the_model_and_refunds_the_credit() {
+    type Running = tokio::task::JoinHandle<Result<Generated, GenerationError>>;
+
+    /// A generation with a job id on the slow model, started in the background
+    /// and already generating (its credit spent; limit 2).
+    async fn slow_generation_under_way(
+        id: u8,
+    ) -> (Arc<SlowModel>, Arc<Generation>, JobId, Running) {
         let model = Arc::new(SlowModel::default());
         let generation = Arc::new(generation(model.clone(), 2));
-        let job = JobId::from_bytes([7; 16]);
+        let job = JobId::from_bytes([id; 16]);
         let running = {
             let (generation, job) = (generation.clone(), job.clone());
             tokio::spawn(async move {
@@ -640,6 +645,12 @@ mod tests {
             JobState::Running(Phase::Generating { percent: Some(40) }),
         )
         .await;
+        (model, generation, job, running)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_generation_stops_the_model_and_refunds_the_credit() {
+        let (model, generation, job, running) = slow_generation_under_way(7).await;
         assert_eq!(
             generation.limiter.remaining("v").await.unwrap().remaining,
             1,
@@ -667,26 +678,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_generation_is_refunded_and_recorded_as_cancelled() {
-        let model = Arc::new(SlowModel::default());
-        let generation = Arc::new(generation(model.clone(), 2));
-        let job = JobId::from_bytes([6; 16]);
-        let running = {
-            let (generation, job) = (generation.clone(), job.clone());
-            tokio::spawn(async move {
-                generation
-                    .run(Submission {
-                        job: Some(&job),
-                        ..plain("v", "slow")
-                    })
-                    .await
-            })
-        };
-        wait_for_state(
-            &generation,
-            &job,
-            JobState::Running(Phase::Generating { percent: Some(40) }),
-        )
-        .await;
+        let (model, generation, job, running) = slow_generation_under_way(6).await;
         // The visitor closed the page: the request's future is dropped.
         running.abort();
         let _ = running.await;
