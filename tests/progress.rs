@@ -50,10 +50,6 @@ impl ImageGenerator for EndlessModel {
     fn is_offline(&self) -> bool {
         true
     }
-    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
-        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
-            .await
-    }
     async fn generate_with_progress(
         &self,
         prompt: &Prompt,

@@ -42,14 +42,19 @@ pub trait Gallery: Send + Sync + 'static {
     async fn list(&self, visitor: &str) -> Result<Vec<Kept>, StoreError>;
 }
 
-/// Parses stored entries, skipping any that are not what this app writes.
-fn parse_entries<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<Kept> {
-    texts
+/// The entries that are what this app writes (anything else is skipped).
+fn valid(entries: impl IntoIterator<Item = Option<Kept>>) -> Vec<Kept> {
+    entries
         .into_iter()
-        .filter_map(|text| serde_json::from_str::<Kept>(text).ok())
+        .flatten()
         .filter(|kept| kept.key().is_some())
         .take(KEEP)
         .collect()
+}
+
+/// `lofianime:recent:{visitor hash}`.
+fn list_key(visitor: &str) -> String {
+    format!("lofianime:recent:{}", owner_tag(visitor))
 }
 
 /// The list in the shared store: `lofianime:recent:{visitor hash}`.
@@ -72,14 +77,18 @@ impl Gallery for SharedGallery {
     async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), StoreError> {
         let entry = serde_json::to_string(kept)
             .map_err(|e| StoreError::Protocol(format!("could not encode an entry: {e}")))?;
-        let key = format!("lofianime:recent:{}", owner_tag(visitor));
-        self.state.push_capped(&key, &entry, KEEP, TTL_MS).await
+        self.state
+            .push_capped(&list_key(visitor), &entry, KEEP, TTL_MS)
+            .await
     }
 
     async fn list(&self, visitor: &str) -> Result<Vec<Kept>, StoreError> {
-        let key = format!("lofianime:recent:{}", owner_tag(visitor));
-        let entries = self.state.read_list(&key).await?;
-        Ok(parse_entries(entries.iter().map(String::as_str)))
+        let entries = self.state.read_list(&list_key(visitor)).await?;
+        Ok(valid(
+            entries
+                .iter()
+                .map(|text| serde_json::from_str::<Kept>(text).ok()),
+        ))
     }
 }
 
@@ -137,8 +146,11 @@ impl Gallery for FileGallery {
         };
         // A damaged file reads as an empty list (and is replaced by the next add).
         let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
-        let texts: Vec<String> = values.iter().map(|v| v.to_string()).collect();
-        Ok(parse_entries(texts.iter().map(String::as_str)))
+        Ok(valid(
+            values
+                .into_iter()
+                .map(|value| serde_json::from_value::<Kept>(value).ok()),
+        ))
     }
 }
 
@@ -191,7 +203,7 @@ mod tests {
     async fn entries_that_name_no_image_are_skipped() {
         let state = Arc::new(MemoryState::new(Arc::new(ManualClock::at(1))));
         let gallery = SharedGallery::new(state.clone());
-        let key = format!("lofianime:recent:{}", owner_tag("a"));
+        let key = list_key("a");
         state
             .push_capped(
                 &key,

@@ -381,7 +381,11 @@ mod tests {
         fn is_offline(&self) -> bool {
             true
         }
-        async fn generate(&self, _: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        async fn generate_with_progress(
+            &self,
+            _: &Prompt,
+            _: &ProgressReporter,
+        ) -> Result<GeneratedImage, GeneratorError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Err(GeneratorError::Render("boom".into()))
         }
@@ -401,7 +405,11 @@ mod tests {
         fn is_offline(&self) -> bool {
             true
         }
-        async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        async fn generate_with_progress(
+            &self,
+            prompt: &Prompt,
+            _: &ProgressReporter,
+        ) -> Result<GeneratedImage, GeneratorError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             OfflineGenerator::new(16, 16, Duration::ZERO)
                 .generate(prompt)
@@ -584,9 +592,6 @@ mod tests {
         }
         fn is_offline(&self) -> bool {
             true
-        }
-        async fn generate(&self, _: &Prompt) -> Result<GeneratedImage, GeneratorError> {
-            unreachable!("the flow asks for progress")
         }
         async fn generate_with_progress(
             &self,

@@ -146,9 +146,10 @@ impl lofianime::domain::generator::ImageGenerator for CountingGenerator {
     fn is_offline(&self) -> bool {
         true
     }
-    async fn generate(
+    async fn generate_with_progress(
         &self,
         prompt: &lofianime::prompt::Prompt,
+        _: &lofianime::domain::generator::ProgressReporter,
     ) -> Result<
         lofianime::domain::generator::GeneratedImage,
         lofianime::domain::generator::GeneratorError,

@@ -123,16 +123,17 @@ pub trait ImageGenerator: Send + Sync + 'static {
     /// True when no hosted model is involved (the page says so).
     fn is_offline(&self) -> bool;
 
-    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError>;
-
-    /// [`generate`](Self::generate), telling `progress` which phase it is in.
-    /// Generators that cannot tell just generate.
+    /// Makes the image, telling `progress` which phase it is in (a generator
+    /// that cannot tell may report nothing: the page then shows "Waiting…").
     async fn generate_with_progress(
         &self,
         prompt: &Prompt,
         progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, GeneratorError> {
-        progress.report(Phase::Generating { percent: None });
-        self.generate(prompt).await
+    ) -> Result<GeneratedImage, GeneratorError>;
+
+    /// Makes the image with nobody watching its progress.
+    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
+            .await
     }
 }

@@ -45,11 +45,6 @@ impl ImageGenerator for OfflineGenerator {
         true
     }
 
-    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
-        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
-            .await
-    }
-
     /// Starting for the first quarter of the configured delay, then generating
     /// (the rest of the delay and the painting itself).
     async fn generate_with_progress(

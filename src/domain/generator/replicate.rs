@@ -585,11 +585,6 @@ impl ImageGenerator for ReplicateGenerator {
         false
     }
 
-    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
-        self.generate_with_progress(prompt, &ProgressReporter::unwatched())
-            .await
-    }
-
     async fn generate_with_progress(
         &self,
         prompt: &Prompt,
