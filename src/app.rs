@@ -282,13 +282,15 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
         }
         None => {}
     });
-    // Past the reset the visitor has more: ask the server for the new numbers.
+    // Past the reset the visitor has more (and a full quota a new reset time):
+    // ask the server for the new numbers, once per reset.
+    let asked_for_reset = StoredValue::new(0u64);
     Effect::new(move |_| {
-        let renewed = quota
-            .get()
-            .is_some_and(|q| q.remaining < q.limit && now.get() > q.reset_ms);
-        if renewed {
-            quota.set(None);
+        let Some(q) = quota.get() else {
+            return;
+        };
+        if now.get() > q.reset_ms && asked_for_reset.get_value() != q.reset_ms {
+            asked_for_reset.set_value(q.reset_ms);
             leptos::task::spawn_local(async move {
                 if let Ok(fresh) = current_quota().await {
                     quota.set(fresh.quota);
