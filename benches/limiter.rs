@@ -5,14 +5,12 @@
 //!
 //!     cargo bench --features ssr --bench limiter
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use lofianime::domain::clock::SystemClock;
-use lofianime::domain::ratelimit::{
-    Algorithm, LimiterStore, MemoryStore, RateLimiter, RedisStore, UpstashRestStore,
-    UpstashSettings, DEFAULT_PREFIX,
-};
+use lofianime::domain::ratelimit::{Algorithm, LimiterStore, RateLimiter, DEFAULT_PREFIX};
+use lofianime::domain::store::{MemoryStore, RedisStore, UpstashRestStore, UpstashSettings};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,98 +1,36 @@
-//! The server functions the page calls, and the types they exchange. These compile
-//! for the browser too (as HTTP calls); their bodies run only on the server and
-//! delegate to `server::handlers`.
+//! The server functions the page calls. These compile for the browser too (as
+//! HTTP calls); on the server each body hands its arguments to the [`Backend`]
+//! the router provides, so this shared file depends on no server-only module.
 
 use crate::progress::JobProgress;
-use crate::prompt::PromptError;
+use crate::wire::{ApiError, AppInfo, CreatedImage, QuotaReading, RecentImage};
 use leptos::prelude::*;
-use leptos::server_fn::codec::{GetUrl, JsonEncoding};
-use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
-use serde::{Deserialize, Serialize};
+use leptos::server_fn::codec::GetUrl;
 
-/// The sentence a visitor sees when their generations are used up.
-pub const NO_GENERATIONS_REMAINING: &str = "No generations remaining.";
-/// The sentence for every failure whose detail belongs in the server log only.
-pub const GENERIC_FAILURE: &str = "An error occurred. Please try again later.";
-
-/// A visitor's generations: how many the policy allows, how many are left, and
-/// when more become available.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quota {
-    pub limit: u64,
-    pub remaining: u64,
-    /// When the visitor gets more (window end or next refill), epoch milliseconds.
-    pub reset_ms: u64,
+/// What the server functions do on the server, implemented by the server's app
+/// state and provided to them as context (`Arc<dyn Backend>`).
+#[cfg(feature = "ssr")]
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn generate(
+        &self,
+        prompt: Option<String>,
+        job: Option<String>,
+    ) -> Result<CreatedImage, ApiError>;
+    async fn progress(&self, job: String) -> Result<Option<JobProgress>, ApiError>;
+    async fn cancel(&self, job: String) -> Result<bool, ApiError>;
+    async fn recent_images(&self) -> Result<Vec<RecentImage>, ApiError>;
+    async fn quota(&self) -> Result<QuotaReading, ApiError>;
+    fn site_info(&self) -> AppInfo;
 }
 
-/// A finished generation as the page sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CreatedImage {
-    /// The app's own URL for the image (`/images/….png`).
-    pub url: String,
-    /// The prompt as validated (trimmed); also the image's alt text.
-    pub prompt: String,
-    /// The visitor's quota after this generation; `None` when the limiter's store
-    /// was down and the owner chose to generate uncounted.
-    pub quota: Option<Quota>,
-}
-
-/// Why a generation failed, as the visitor may know it. `Display` is the sentence
-/// shown on the page; `status` is the HTTP status the server answers with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum GenerateError {
-    #[error("{0}")]
-    InvalidPrompt(PromptError),
-    #[error("No generations remaining.")]
-    RateLimited(Quota),
-    #[error("No generations remaining: the budget shared by all visitors is used up for now.")]
-    BudgetSpent(Quota),
-    #[error("Rate limiter unavailable, please try again shortly.")]
-    LimiterUnavailable,
-    #[error("The model flagged this image as unsafe. Try a different prompt.")]
-    Unsafe,
-    #[error(
-        "The model took too long to answer. Your generation was not counted; please try again."
-    )]
-    ModelTimedOut,
-    #[error("The model is busy right now; try again in {retry_after_secs} s.")]
-    ModelBusy { retry_after_secs: u64 },
-    #[error("Generation cancelled. It was not counted.")]
-    Canceled,
-    #[error("The request could not be read: {0}")]
-    MalformedRequest(String),
-    #[error("Could not reach the server. Check your connection and try again.")]
-    Network,
-    #[error("An error occurred. Please try again later.")]
-    Internal,
-}
-
-impl GenerateError {
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::InvalidPrompt(_) | Self::MalformedRequest(_) => 400,
-            Self::RateLimited(_) | Self::BudgetSpent(_) => 429,
-            Self::LimiterUnavailable | Self::ModelBusy { .. } => 503,
-            Self::Unsafe => 422,
-            // The request lost to the visitor's own cancel request.
-            Self::Canceled => 409,
-            Self::ModelTimedOut => 504,
-            Self::Network | Self::Internal => 500,
-        }
-    }
-}
-
-impl FromServerFnError for GenerateError {
-    type Encoder = JsonEncoding;
-
-    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
-        match value {
-            ServerFnErrorErr::Args(detail) | ServerFnErrorErr::MissingArg(detail) => {
-                Self::MalformedRequest(detail)
-            }
-            ServerFnErrorErr::Request(_) => Self::Network,
-            _ => Self::Internal,
-        }
-    }
+/// The backend the router provided.
+#[cfg(feature = "ssr")]
+fn backend() -> Result<std::sync::Arc<dyn Backend>, ApiError> {
+    use_context::<std::sync::Arc<dyn Backend>>().ok_or_else(|| {
+        leptos::logging::error!("a server function ran without the backend in context");
+        ApiError::Internal
+    })
 }
 
 /// Generates an image for `prompt` if the visitor has a generation left.
@@ -107,83 +45,39 @@ impl FromServerFnError for GenerateError {
 pub async fn generate(
     prompt: Option<String>,
     job: Option<String>,
-) -> Result<CreatedImage, GenerateError> {
-    crate::server::handlers::generate(prompt.unwrap_or_default(), job).await
+) -> Result<CreatedImage, ApiError> {
+    backend()?.generate(prompt, job).await
 }
 
 /// Where the calling visitor's generation `job` is; `None` when there is no such
 /// generation of theirs (not started yet, expired, or someone else's).
 #[server(prefix = "/api", endpoint = "progress", input = GetUrl)]
-pub async fn progress(job: String) -> Result<Option<JobProgress>, GenerateError> {
-    crate::server::handlers::progress(&job).await
+pub async fn progress(job: String) -> Result<Option<JobProgress>, ApiError> {
+    backend()?.progress(job).await
 }
 
 /// Asks the server to stop the calling visitor's generation `job` (whichever
 /// instance runs it): the model run is cancelled and the credit given back.
 /// True when it was running and will stop.
 #[server(prefix = "/api", endpoint = "cancel")]
-pub async fn cancel(job: String) -> Result<bool, GenerateError> {
-    crate::server::handlers::cancel(&job).await
-}
-
-/// One of the visitor's recent images.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecentImage {
-    /// The app's own URL for the image.
-    pub url: String,
-    pub prompt: String,
-    /// When it was made, epoch milliseconds.
-    pub created_ms: u64,
+pub async fn cancel(job: String) -> Result<bool, ApiError> {
+    backend()?.cancel(job).await
 }
 
 /// The calling visitor's last generations, newest first.
 #[server(prefix = "/api", endpoint = "recent", input = GetUrl)]
-pub async fn recent_images() -> Result<Vec<RecentImage>, GenerateError> {
-    crate::server::handlers::recent_images().await
-}
-
-/// A visitor's quota as read by the server, with the server's clock at that
-/// moment (so the page's first countdown renders the same on server and client).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuotaReading {
-    /// `None` when the limiter's store could not be read.
-    pub quota: Option<Quota>,
-    pub now_ms: u64,
+pub async fn recent_images() -> Result<Vec<RecentImage>, ApiError> {
+    backend()?.recent_images().await
 }
 
 /// The calling visitor's quota, read without consuming anything.
 #[server(prefix = "/api", endpoint = "quota", input = GetUrl)]
-pub async fn current_quota() -> Result<QuotaReading, ServerFnError> {
-    crate::server::handlers::current_quota().await
-}
-
-/// What the page needs to know about the server's configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AppInfo {
-    /// True when images come from the offline generator, not a hosted model.
-    pub offline_generator: bool,
-    pub max_prompt_chars: usize,
-    pub limit: u64,
-    /// The window as written in the settings, e.g. "1440 m".
-    pub window: String,
-    /// The same window in milliseconds.
-    pub window_ms: u64,
-}
-
-/// The app's URL for a stored image named in a page URL (`?image=…`), if the name
-/// has the shape the server gives images. The server checks it again when serving.
-pub fn image_url_from_key(key: &str) -> Option<String> {
-    let (id, extension) = key.split_once('.')?;
-    let id_ok = id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    let extension_ok = matches!(extension, "png" | "jpg" | "webp");
-    (id_ok && extension_ok).then(|| format!("/images/{key}"))
+pub async fn current_quota() -> Result<QuotaReading, ApiError> {
+    backend()?.quota().await
 }
 
 /// The server's public configuration, for the page.
 #[server(prefix = "/api", endpoint = "site_info", input = GetUrl)]
-pub async fn site_info() -> Result<AppInfo, ServerFnError> {
-    crate::server::handlers::app_info()
+pub async fn site_info() -> Result<AppInfo, ApiError> {
+    Ok(backend()?.site_info())
 }

@@ -2,11 +2,11 @@
 //! error. Rendered on the server, hydrated in the browser, and usable without
 //! JavaScript (the form posts to the same server function).
 
-use crate::api::{
-    cancel, current_quota, image_url_from_key, progress, recent_images, site_info, AppInfo,
-    Generate, GenerateError, QuotaReading, RecentImage,
-};
+use crate::api::{cancel, current_quota, progress, recent_images, site_info, Generate};
 use crate::progress::{JobState, Phase};
+use crate::wire::{
+    image_url_from_key, ApiError, AppInfo, QuotaReading, RecentImage, GENERIC_FAILURE, IMAGES_PATH,
+};
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, Meta, MetaTags, Title};
 use leptos_router::components::{Route, Router, Routes};
@@ -98,7 +98,7 @@ fn HomePage() -> impl IntoView {
                         }
                         _ => {
                             view! {
-                                <p class="error">{crate::api::GENERIC_FAILURE}</p>
+                                <p class="error">{GENERIC_FAILURE}</p>
                             }
                                 .into_any()
                         }
@@ -269,7 +269,7 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
             });
         }
         Some(Err(error)) => {
-            if let GenerateError::RateLimited(q) = error {
+            if let ApiError::RateLimited(q) = error {
                 quota.set(Some(q));
             }
             // The message is announced from the status region; the visitor can
@@ -366,7 +366,7 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
             {move || {
                 error()
                     .map(|error| {
-                        let class = if error == GenerateError::Canceled {
+                        let class = if error == ApiError::Canceled {
                             "notice-line"
                         } else {
                             "error"
@@ -374,7 +374,7 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                         // The shared budget's refusal says when it reopens (the
                         // visitor's own quota line says so for their limit).
                         let text = match &error {
-                            GenerateError::BudgetSpent(budget) => {
+                            ApiError::BudgetSpent(budget) => {
                                 format!(
                                     "{error} It reopens in {}.",
                                     describe_wait(now.get(), budget.reset_ms),
@@ -459,7 +459,7 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                     }
                 })
         }}
-        <RecentImages recent now />
+        <RecentImages recent now keep=info.recent_images />
         <footer>
             <p>
                 {format!(
@@ -475,16 +475,16 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
 
 /// The visitor's last generations, newest first; each opens as the result.
 #[component]
-fn RecentImages(recent: RwSignal<Vec<RecentImage>>, now: RwSignal<u64>) -> AnyView {
+fn RecentImages(recent: RwSignal<Vec<RecentImage>>, now: RwSignal<u64>, keep: usize) -> AnyView {
     view! {
         <section class="recent" aria-labelledby="recent-heading">
             <h2 id="recent-heading">"Your recent images"</h2>
             <Show
                 when=move || !recent.with(Vec::is_empty)
-                fallback=|| {
+                fallback=move || {
                     view! {
                         <p class="hint">
-                            "Nothing yet: your last 12 images will be kept here."
+                            {format!("Nothing yet: your last {keep} images will be kept here.")}
                         </p>
                     }
                 }
@@ -496,7 +496,7 @@ fn RecentImages(recent: RwSignal<Vec<RecentImage>>, now: RwSignal<u64>) -> AnyVi
                         children=move |image| {
                             let href = image
                                 .url
-                                .strip_prefix("/images/")
+                                .strip_prefix(IMAGES_PATH)
                                 .map(|key| format!("{}&image={key}", again_url(&image.prompt)))
                                 .unwrap_or_else(|| image.url.clone());
                             let created = image.created_ms;

@@ -1,9 +1,9 @@
 //! lofianime: a prompt goes in, a lofi-anime image comes out, and every visitor is
 //! rate-limited so the owner's model bill stays bounded.
 //!
-//! Layout: `app` (UI components) and `api` (server-function signatures and the
-//! types they exchange) compile for both the server and the browser. `prompt` is
-//! plain validation shared by both. Everything that only runs on the server is
+//! Layout: `app` (UI components), `api` (server-function signatures), `wire` (the
+//! types and id/URL shapes both sides exchange), `progress` and `prompt` compile
+//! for both the server and the browser and import no server-only module. Everything that only runs on the server is
 //! gated once, here: `domain` (limiter, generator, storage; no Leptos inside) and
 //! `server` (settings, router, the glue between Axum, Leptos and the domain).
 
@@ -11,6 +11,7 @@ pub mod api;
 pub mod app;
 pub mod progress;
 pub mod prompt;
+pub mod wire;
 
 #[cfg(feature = "ssr")]
 pub mod domain;

@@ -19,11 +19,9 @@ pub struct BadJobId;
 
 impl JobId {
     pub fn parse(text: &str) -> Result<Self, BadJobId> {
-        let ok = text.len() == 32
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        ok.then(|| Self(text.to_owned())).ok_or(BadJobId)
+        crate::wire::is_hex_id(text)
+            .then(|| Self(text.to_owned()))
+            .ok_or(BadJobId)
     }
 
     /// A fresh id from 16 random bytes.

@@ -1,19 +1,19 @@
-//! "Your recent images": each visitor's last [`KEEP`] generations (image, prompt,
-//! time). Kept in Redis / Upstash when the app uses one (shared by every instance),
+//! "Your recent images": each visitor's last few generations (image, prompt,
+//! time; how many is the `recent.keep` setting). Kept in Redis / Upstash when the app uses one (shared by every instance),
 //! otherwise as one small JSON file per visitor next to the images, so the list
 //! survives reloads and restarts either way.
 
-use crate::domain::jobs::owner_tag;
-use crate::domain::ratelimit::StoreError;
 use crate::domain::shared::SharedState;
-use crate::domain::storage::ImageKey;
+use crate::domain::storage::{ImageKey, ObjectImageStore};
+use crate::domain::store::StoreError;
+use crate::domain::visitor::tag as owner_tag;
 use async_trait::async_trait;
 use object_store::{path::Path, ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-/// How many images the list keeps per visitor.
-pub const KEEP: usize = 12;
+/// How many images a list keeps per visitor unless the settings say otherwise.
+pub const DEFAULT_KEEP: usize = 12;
 /// How long a visitor's list lives after their last generation.
 const TTL_MS: u64 = 30 * 24 * 3_600_000;
 
@@ -33,22 +33,32 @@ impl Kept {
     }
 }
 
+/// Why a visitor's list could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    #[error("the recent-images list in the shared store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the recent-images file: {0}")]
+    File(String),
+}
+
 #[async_trait]
 pub trait Gallery: Send + Sync + 'static {
     fn describe(&self) -> String;
-    /// Adds `kept` at the head of `visitor`'s list (dropping the oldest past [`KEEP`]).
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), StoreError>;
+    /// Adds `kept` at the head of `visitor`'s list (dropping the oldest past the
+    /// list's length).
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError>;
     /// `visitor`'s list, newest first.
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, StoreError>;
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError>;
 }
 
 /// The entries that are what this app writes (anything else is skipped).
-fn valid(entries: impl IntoIterator<Item = Option<Kept>>) -> Vec<Kept> {
+fn valid(entries: impl IntoIterator<Item = Option<Kept>>, keep: usize) -> Vec<Kept> {
     entries
         .into_iter()
         .flatten()
         .filter(|kept| kept.key().is_some())
-        .take(KEEP)
+        .take(keep)
         .collect()
 }
 
@@ -60,11 +70,15 @@ fn list_key(visitor: &str) -> String {
 /// The list in the shared store: `lofianime:recent:{visitor hash}`.
 pub struct SharedGallery {
     state: Arc<dyn SharedState>,
+    keep: usize,
 }
 
 impl SharedGallery {
-    pub fn new(state: Arc<dyn SharedState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<dyn SharedState>, keep: usize) -> Self {
+        Self {
+            state,
+            keep: keep.max(1),
+        }
     }
 }
 
@@ -74,20 +88,22 @@ impl Gallery for SharedGallery {
         self.state.describe()
     }
 
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), StoreError> {
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
         let entry = serde_json::to_string(kept)
             .map_err(|e| StoreError::Protocol(format!("could not encode an entry: {e}")))?;
-        self.state
-            .push_capped(&list_key(visitor), &entry, KEEP, TTL_MS)
-            .await
+        Ok(self
+            .state
+            .push_capped(&list_key(visitor), &entry, self.keep, TTL_MS)
+            .await?)
     }
 
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, StoreError> {
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
         let entries = self.state.read_list(&list_key(visitor)).await?;
         Ok(valid(
             entries
                 .iter()
                 .map(|text| serde_json::from_str::<Kept>(text).ok()),
+            self.keep,
         ))
     }
 }
@@ -98,24 +114,35 @@ impl Gallery for SharedGallery {
 pub struct FileGallery {
     store: Arc<dyn ObjectStore>,
     description: String,
+    keep: usize,
     writing: tokio::sync::Mutex<()>,
 }
 
 impl FileGallery {
-    pub fn new(store: Arc<dyn ObjectStore>, description: String) -> Self {
+    pub fn new(store: Arc<dyn ObjectStore>, description: String, keep: usize) -> Self {
         Self {
             store,
             description,
+            keep: keep.max(1),
             writing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The lists kept in the same place as `images`, under `recent/`.
+    pub fn beside(images: &ObjectImageStore, keep: usize) -> Self {
+        Self::new(
+            images.object_store(),
+            format!("{} (recent/)", images.description()),
+            keep,
+        )
     }
 
     fn path(visitor: &str) -> Path {
         Path::from(format!("recent/{}.json", owner_tag(visitor)))
     }
 
-    fn error(error: impl std::fmt::Display) -> StoreError {
-        StoreError::Unavailable(format!("the recent-images file: {error}"))
+    fn error(error: impl std::fmt::Display) -> GalleryError {
+        GalleryError::File(error.to_string())
     }
 }
 
@@ -125,11 +152,11 @@ impl Gallery for FileGallery {
         self.description.clone()
     }
 
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), StoreError> {
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
         let _writing = self.writing.lock().await;
         let mut list = self.list(visitor).await?;
         list.insert(0, kept.clone());
-        list.truncate(KEEP);
+        list.truncate(self.keep);
         let json = serde_json::to_vec(&list).map_err(Self::error)?;
         self.store
             .put(&Self::path(visitor), PutPayload::from(json))
@@ -138,7 +165,7 @@ impl Gallery for FileGallery {
         Ok(())
     }
 
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, StoreError> {
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
         let bytes = match self.store.get(&Self::path(visitor)).await {
             Ok(found) => found.bytes().await.map_err(Self::error)?,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
@@ -150,6 +177,7 @@ impl Gallery for FileGallery {
             values
                 .into_iter()
                 .map(|value| serde_json::from_value::<Kept>(value).ok()),
+            self.keep,
         ))
     }
 }
@@ -158,7 +186,7 @@ impl Gallery for FileGallery {
 mod tests {
     use super::*;
     use crate::domain::clock::ManualClock;
-    use crate::domain::shared::MemoryState;
+    use crate::domain::store::MemoryStore;
 
     fn kept(n: u64) -> Kept {
         Kept {
@@ -175,16 +203,16 @@ mod tests {
         }
         gallery.add("b", &kept(99)).await.unwrap();
         let list = gallery.list("a").await.unwrap();
-        assert_eq!(list.len(), KEEP);
+        assert_eq!(list.len(), DEFAULT_KEEP);
         assert_eq!(list[0], kept(15));
-        assert_eq!(list[KEEP - 1], kept(4));
+        assert_eq!(list[DEFAULT_KEEP - 1], kept(4));
         assert_eq!(gallery.list("b").await.unwrap(), [kept(99)]);
     }
 
     #[tokio::test]
     async fn the_shared_gallery_keeps_the_last_twelve() {
-        let state = Arc::new(MemoryState::new(Arc::new(ManualClock::at(1))));
-        keeps_the_last_twelve_per_visitor(&SharedGallery::new(state)).await;
+        let state = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))));
+        keeps_the_last_twelve_per_visitor(&SharedGallery::new(state, DEFAULT_KEEP)).await;
     }
 
     #[tokio::test]
@@ -192,7 +220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = || {
             let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
-            FileGallery::new(Arc::new(store), "test".into())
+            FileGallery::new(Arc::new(store), "test".into(), DEFAULT_KEEP)
         };
         keeps_the_last_twelve_per_visitor(&open()).await;
         // A new process reads what the last one wrote.
@@ -201,8 +229,8 @@ mod tests {
 
     #[tokio::test]
     async fn entries_that_name_no_image_are_skipped() {
-        let state = Arc::new(MemoryState::new(Arc::new(ManualClock::at(1))));
-        let gallery = SharedGallery::new(state.clone());
+        let state = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))));
+        let gallery = SharedGallery::new(state.clone(), DEFAULT_KEEP);
         let key = list_key("a");
         state
             .push_capped(

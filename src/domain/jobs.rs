@@ -4,10 +4,10 @@
 //! and checks for a cancel request.
 
 use crate::domain::clock::Clock;
-use crate::domain::ratelimit::StoreError;
 use crate::domain::shared::SharedState;
+use crate::domain::store::StoreError;
+use crate::domain::visitor::tag as owner_tag;
 use crate::progress::{JobId, JobProgress, JobState, Phase};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// Keys of job records: `lofianime:job:{id}`.
@@ -31,15 +31,6 @@ pub struct JobBoard {
     clock: Arc<dyn Clock>,
     /// How long a record lives: longer than any generation may run.
     ttl_ms: u64,
-}
-
-/// A visitor as stored in a record: a hash, so the shared store holds no addresses.
-pub fn owner_tag(visitor: &str) -> String {
-    Sha256::digest(visitor.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn key(id: &JobId) -> String {
@@ -93,9 +84,21 @@ impl JobBoard {
         self.state.describe()
     }
 
-    /// Opens the record of a new generation for `visitor`. False when the id is
+    /// Opens the record of a new generation for `visitor`. `None` when the id is
     /// taken (ids are random: a repeat is a replayed or forged request).
-    pub async fn open(&self, id: &JobId, visitor: &str) -> Result<bool, StoreError> {
+    pub async fn open(
+        self: &Arc<Self>,
+        id: &JobId,
+        visitor: &str,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        Ok(self.create(id, visitor).await?.then(|| JobRecord {
+            board: self.clone(),
+            id: id.clone(),
+            ended: false,
+        }))
+    }
+
+    async fn create(&self, id: &JobId, visitor: &str) -> Result<bool, StoreError> {
         let mut fields = vec![
             ("owner", owner_tag(visitor)),
             ("started_ms", self.clock.now_ms().to_string()),
@@ -161,25 +164,82 @@ impl JobBoard {
     }
 }
 
+/// The record of one running generation, held by the flow that runs it. Ended
+/// with [`JobRecord::end`]; dropped without that (the visitor left, a panic), it
+/// marks the generation cancelled.
+pub struct JobRecord {
+    board: Arc<JobBoard>,
+    id: JobId,
+    ended: bool,
+}
+
+impl JobRecord {
+    pub fn id(&self) -> &JobId {
+        &self.id
+    }
+
+    /// Records where the generation is; a store failure is logged, not fatal
+    /// (the generation goes on, only its progress is not seen).
+    pub async fn report(&self, state: JobState) {
+        if let Err(error) = self.board.report(&self.id, state).await {
+            tracing::warn!(%error, job = %self.id, "could not record a generation's progress");
+        }
+    }
+
+    /// True once someone asked to cancel the generation.
+    pub async fn cancel_requested(&self) -> bool {
+        match self.board.cancel_requested(&self.id).await {
+            Ok(requested) => requested,
+            Err(error) => {
+                tracing::warn!(%error, job = %self.id, "could not check for a cancel request");
+                false
+            }
+        }
+    }
+
+    /// Records how the generation ended.
+    pub async fn end(mut self, state: JobState) {
+        self.ended = true;
+        self.report(state).await;
+    }
+}
+
+impl Drop for JobRecord {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (board, id) = (self.board.clone(), self.id.clone());
+            runtime.spawn(async move {
+                if let Err(error) = board.report(&id, JobState::Canceled).await {
+                    tracing::warn!(%error, job = %id, "could not record an abandoned generation");
+                }
+            });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::clock::ManualClock;
-    use crate::domain::shared::MemoryState;
+    use crate::domain::store::MemoryStore;
 
-    fn board() -> (JobBoard, Arc<ManualClock>) {
+    fn board() -> (Arc<JobBoard>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::at(10_000));
-        let state = Arc::new(MemoryState::new(clock.clone()));
-        (JobBoard::new(state, clock.clone(), 60_000), clock)
+        let state = Arc::new(MemoryStore::new(clock.clone()));
+        (Arc::new(JobBoard::new(state, clock.clone(), 60_000)), clock)
     }
 
     #[tokio::test]
     async fn a_job_is_seen_only_by_its_visitor() {
         let (board, clock) = board();
         let id = JobId::from_bytes([1; 16]);
-        assert!(board.open(&id, "203.0.113.7").await.unwrap());
+        let record = board.open(&id, "203.0.113.7").await.unwrap();
+        assert!(record.is_some());
         assert!(
-            !board.open(&id, "203.0.113.8").await.unwrap(),
+            board.open(&id, "203.0.113.8").await.unwrap().is_none(),
             "ids are single-use"
         );
         clock.advance(1_500);
@@ -209,7 +269,7 @@ mod tests {
     async fn cancel_marks_a_running_job_only() {
         let (board, _) = board();
         let id = JobId::from_bytes([2; 16]);
-        board.open(&id, "v").await.unwrap();
+        let _record = board.open(&id, "v").await.unwrap();
         assert_eq!(
             board.request_cancel(&id, "v").await.unwrap(),
             CancelOutcome::Requested
@@ -224,6 +284,35 @@ mod tests {
         assert_eq!(
             board.request_cancel(&unknown, "v").await.unwrap(),
             CancelOutcome::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_dropped_before_it_ended_says_cancelled() {
+        let (board, _) = board();
+        let id = JobId::from_bytes([4; 16]);
+        let record = board.open(&id, "v").await.unwrap().unwrap();
+        drop(record);
+        for _ in 0..100 {
+            let state = board.read(&id, "v").await.unwrap().unwrap().state;
+            if state == JobState::Canceled {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the dropped record never said cancelled");
+    }
+
+    #[tokio::test]
+    async fn an_ended_record_keeps_its_ending() {
+        let (board, _) = board();
+        let id = JobId::from_bytes([5; 16]);
+        let record = board.open(&id, "v").await.unwrap().unwrap();
+        record.end(JobState::Finished).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            board.read(&id, "v").await.unwrap().unwrap().state,
+            JobState::Finished
         );
     }
 }

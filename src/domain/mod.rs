@@ -1,8 +1,10 @@
-//! The product's core, free of any web framework: the rate limiter that guards the
-//! owner's bill, the image generators, image storage, and the flow that ties them
-//! together. Everything here is plain async Rust behind small traits, so tests swap
-//! any part without a browser or a server.
+//! The product's core, free of any web framework. The web side talks to one
+//! front door, [`studio::Studio`], whose use cases (generate, quota, progress,
+//! cancel, recent images, image) run on the parts below: the rate limiter that
+//! guards the owner's bill, the image generators, image storage, generations in
+//! flight and recent images, over a neutral store layer (memory, Redis, Upstash).
 
+pub mod charge;
 pub mod clock;
 pub mod gallery;
 pub mod generation;
@@ -12,3 +14,6 @@ pub mod on_drop;
 pub mod ratelimit;
 pub mod shared;
 pub mod storage;
+pub mod store;
+pub mod studio;
+pub mod visitor;

@@ -26,17 +26,12 @@ impl ImageKey {
         }
     }
 
-    /// Parses a file name such as `3f0c…9a.png`.
+    /// Parses a file name such as `3f0c…9a.png` (the shape [`crate::wire`] defines).
     pub fn parse(file_name: &str) -> Option<Self> {
-        let (id, extension) = file_name.split_once('.')?;
-        let hex = id.len() == 32
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        let format = ImageFormat::from_extension(extension)?;
-        hex.then(|| Self {
+        let (id, extension) = crate::wire::split_image_name(file_name)?;
+        Some(Self {
             id: id.to_owned(),
-            format,
+            format: ImageFormat::from_extension(extension)?,
         })
     }
 
@@ -46,7 +41,7 @@ impl ImageKey {
 
     /// The app's own URL for this image.
     pub fn url(&self) -> String {
-        format!("/images/{self}")
+        format!("{}{self}", crate::wire::IMAGES_PATH)
     }
 }
 
@@ -93,12 +88,13 @@ impl ObjectImageStore {
         })
     }
 
-    /// A recent-images list kept in the same place as the images.
-    pub fn gallery(&self) -> crate::domain::gallery::FileGallery {
-        crate::domain::gallery::FileGallery::new(
-            self.store.clone(),
-            format!("{} (recent/)", self.description),
-        )
+    /// The object store underneath (other files may live beside the images).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// Images in this process's memory; for tests.

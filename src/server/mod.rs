@@ -1,8 +1,14 @@
-//! Server-only glue: settings, start-up, the Axum router and the handlers that
-//! connect HTTP and Leptos to the domain.
+//! Server-only glue between HTTP, Leptos and the domain: settings, composition
+//! (which parts the settings choose), the shared state, the router and its
+//! handlers (server-function bodies, the JSON API), error mapping, start-up.
 
 pub mod client_ip;
-pub mod handlers;
+pub mod compose;
+pub mod errors;
+pub mod functions;
+pub mod json_api;
+pub mod router;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

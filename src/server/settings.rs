@@ -27,6 +27,7 @@ pub struct Settings {
     pub offline: OfflineSettings,
     pub storage: StorageSettings,
     pub progress: ProgressSettings,
+    pub recent: RecentSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +230,21 @@ impl Default for ProgressSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecentSettings {
+    /// How many recent images are kept per visitor (and shown on the page).
+    pub keep: usize,
+}
+
+impl Default for RecentSettings {
+    fn default() -> Self {
+        Self {
+            keep: crate::domain::gallery::DEFAULT_KEEP,
+        }
+    }
+}
+
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
@@ -343,6 +359,12 @@ impl Settings {
             return invalid(
                 "prompt.max_chars (LOFIANIME_PROMPT__MAX_CHARS)",
                 "must be between 1 and 10000",
+            );
+        }
+        if !(1..=100).contains(&self.recent.keep) {
+            return invalid(
+                "recent.keep (LOFIANIME_RECENT__KEEP)",
+                "must be between 1 and 100",
             );
         }
         for (name, value) in [

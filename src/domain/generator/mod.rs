@@ -2,9 +2,11 @@
 //! The offline generator is the zero-configuration default; a hosted model
 //! (Replicate) plugs in behind the same trait.
 
+pub mod fake;
 mod offline;
 mod replicate;
 
+pub use fake::FakeModel;
 pub use offline::OfflineGenerator;
 pub use replicate::{ReplicateGenerator, ReplicateSettings};
 
@@ -56,10 +58,11 @@ pub struct GeneratedImage {
     pub format: ImageFormat,
 }
 
-/// Why a generation failed. Details are for the log, never for the visitor; the
-/// handlers choose what the visitor is told from the variant.
+/// Why the model (or the offline painter) could not make the image. Details are
+/// for the log, never for the visitor; the server chooses what the visitor is
+/// told from the variant.
 #[derive(Debug, thiserror::Error)]
-pub enum GeneratorError {
+pub enum ModelError {
     #[error("the offline renderer failed: {0}")]
     Render(String),
     /// The model's safety filter refused the picture.
@@ -129,10 +132,10 @@ pub trait ImageGenerator: Send + Sync + 'static {
         &self,
         prompt: &Prompt,
         progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, GeneratorError>;
+    ) -> Result<GeneratedImage, ModelError>;
 
     /// Makes the image with nobody watching its progress.
-    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, GeneratorError> {
+    async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, ModelError> {
         self.generate_with_progress(prompt, &ProgressReporter::unwatched())
             .await
     }

@@ -2,7 +2,7 @@
 //! app works on a fresh machine with no account. The same prompt always gives the
 //! same picture; words in the prompt steer it ("night", "city", "sea", "rain", …).
 
-use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator, ProgressReporter};
+use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
 use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
@@ -51,7 +51,7 @@ impl ImageGenerator for OfflineGenerator {
         &self,
         prompt: &Prompt,
         progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, GeneratorError> {
+    ) -> Result<GeneratedImage, ModelError> {
         progress.report(Phase::Starting);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay / 4).await;
@@ -65,7 +65,7 @@ impl ImageGenerator for OfflineGenerator {
         // Painting and PNG encoding are CPU work: keep them off the async workers.
         let bytes = tokio::task::spawn_blocking(move || render_png(&text, width, height))
             .await
-            .map_err(|e| GeneratorError::Render(format!("render task failed: {e}")))??;
+            .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
         Ok(GeneratedImage {
             bytes: Bytes::from(bytes),
             format: ImageFormat::Png,
@@ -74,12 +74,12 @@ impl ImageGenerator for OfflineGenerator {
 }
 
 /// Paints the scene for `prompt` and encodes it as PNG.
-pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, GeneratorError> {
+pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, ModelError> {
     let pixels = Scene::from_prompt(prompt).paint(width, height);
     let mut png = Vec::new();
     PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
         .write_image(&pixels, width, height, ExtendedColorType::Rgb8)
-        .map_err(|e| GeneratorError::Render(format!("PNG encoding failed: {e}")))?;
+        .map_err(|e| ModelError::Render(format!("PNG encoding failed: {e}")))?;
     Ok(png)
 }
 

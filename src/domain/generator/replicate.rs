@@ -8,7 +8,7 @@
 //! whose connection broke or timed out may have started a paid prediction and is
 //! never repeated. Reads and cancels are safe to repeat.
 
-use super::{GeneratedImage, GeneratorError, ImageFormat, ImageGenerator, ProgressReporter};
+use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
 use crate::domain::on_drop::SpawnOnDrop;
 use crate::progress::Phase;
 use crate::prompt::Prompt;
@@ -206,13 +206,22 @@ fn without_url(error: &reqwest::Error) -> String {
     text
 }
 
+/// Whom a read request goes to: its 4xx answers mean different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Replicate's API (predictions, cancels): a 4xx is the owner's to fix.
+    Api,
+    /// A prediction's output file: a 4xx means it expired or is missing.
+    OutputFile,
+}
+
 impl ReplicateGenerator {
-    pub fn new(settings: ReplicateSettings) -> Result<Self, GeneratorError> {
+    pub fn new(settings: ReplicateSettings) -> Result<Self, ModelError> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("lofianime/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| GeneratorError::Owner(format!("could not build the HTTP client: {e}")))?;
+            .map_err(|e| ModelError::Owner(format!("could not build the HTTP client: {e}")))?;
         Ok(Self {
             api: Arc::new(Api { client, settings }),
         })
@@ -225,7 +234,7 @@ impl ReplicateGenerator {
         &self,
         prompt: &Prompt,
         deadline: Instant,
-    ) -> Result<Prediction, GeneratorError> {
+    ) -> Result<Prediction, ModelError> {
         let (answer, created) = tokio::sync::oneshot::channel();
         let api = self.api.clone();
         let prompt = prompt.clone();
@@ -239,7 +248,7 @@ impl ReplicateGenerator {
             }
         });
         created.await.map_err(|_| {
-            GeneratorError::Unavailable("the create request's task stopped unexpectedly".into())
+            ModelError::Unavailable("the create request's task stopped unexpectedly".into())
         })?
     }
 }
@@ -257,11 +266,7 @@ impl Api {
     }
 
     /// `POST /v1/predictions`, retried only when the API says it did not accept it.
-    async fn create(
-        &self,
-        prompt: &Prompt,
-        deadline: Instant,
-    ) -> Result<Prediction, GeneratorError> {
+    async fn create(&self, prompt: &Prompt, deadline: Instant) -> Result<Prediction, ModelError> {
         let mut input = self.settings.input.clone();
         input.insert(
             "prompt".into(),
@@ -303,7 +308,7 @@ impl Api {
                     continue;
                 }
                 Err(error) => {
-                    return Err(GeneratorError::Unavailable(format!(
+                    return Err(ModelError::Unavailable(format!(
                         "create request failed and was not retried (it may have started a prediction): {}",
                         without_url(&error)
                     )))
@@ -311,9 +316,10 @@ impl Api {
             };
             let status = response.status();
             if status.is_success() {
-                return response.json::<Prediction>().await.map_err(|e| {
-                    GeneratorError::Unavailable(format!("unreadable prediction: {e}"))
-                });
+                return response
+                    .json::<Prediction>()
+                    .await
+                    .map_err(|e| ModelError::Unavailable(format!("unreadable prediction: {e}")));
             }
             let headers = response.headers().clone();
             let text = response.text().await.unwrap_or_default();
@@ -326,7 +332,7 @@ impl Api {
                     let wait_for = retry_after(&headers, &text);
                     let delay = wait_for.unwrap_or_else(|| backoff(self.settings.backoff, attempt));
                     if attempt + 1 == ATTEMPTS || delay >= Self::remaining(deadline) {
-                        return Err(GeneratorError::Busy {
+                        return Err(ModelError::Busy {
                             retry_after: wait_for,
                         });
                     }
@@ -340,7 +346,7 @@ impl Api {
                     tokio::time::sleep(backoff(self.settings.backoff, attempt)).await;
                 }
                 s if s.is_server_error() => {
-                    return Err(GeneratorError::Unavailable(format!(
+                    return Err(ModelError::Unavailable(format!(
                         "HTTP {s}: {}",
                         problem(&text)
                     )))
@@ -348,13 +354,13 @@ impl Api {
                 other => return Err(self.owner_problem(other, &text)),
             }
         }
-        Err(GeneratorError::Unavailable(
+        Err(ModelError::Unavailable(
             "create failed after retries".into(),
         ))
     }
 
-    /// A 4xx that the owner must fix, logged with what to do.
-    fn owner_problem(&self, status: StatusCode, body: &str) -> GeneratorError {
+    /// A 4xx from Replicate's API, which the owner must fix, with what to do.
+    fn owner_problem(&self, status: StatusCode, body: &str) -> ModelError {
         let detail = problem(body);
         let advice = match status {
             StatusCode::UNAUTHORIZED => "Replicate rejected REPLICATE_API_TOKEN: set a valid API token".to_owned(),
@@ -371,22 +377,24 @@ impl Api {
             ),
             other => format!("Replicate refused the request with HTTP {other}"),
         };
-        tracing::error!(status = status.as_u16(), %detail, "{advice}");
-        GeneratorError::Owner(format!("{advice} ({detail})"))
+        // The flow's caller logs it, advice first.
+        ModelError::Owner(format!("{advice} (HTTP {}: {detail})", status.as_u16()))
     }
 
     /// A `GET` or cancel `POST`, retried on throttling, server errors and transport
-    /// failures with back-off, within the deadline.
+    /// failures with back-off, within the deadline. A 4xx from Replicate's API is
+    /// an owner problem; from an output file's host it is an expired or missing file.
     async fn request_safely(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
         deadline: Instant,
-    ) -> Result<Response, GeneratorError> {
+        target: Target,
+    ) -> Result<Response, ModelError> {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             let left = Self::remaining(deadline);
             if left.is_zero() {
-                return Err(GeneratorError::TimedOut);
+                return Err(ModelError::TimedOut);
             }
             match build()
                 .timeout(left.min(Duration::from_secs(30)))
@@ -412,7 +420,12 @@ impl Api {
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
-                    return Err(self.owner_problem(status, &text));
+                    return Err(match target {
+                        Target::Api => self.owner_problem(status, &text),
+                        Target::OutputFile => ModelError::BadOutput(format!(
+                            "the output file answered HTTP {status}: it expired or was never there"
+                        )),
+                    });
                 }
                 Err(error) => {
                     last = without_url(&error);
@@ -423,12 +436,12 @@ impl Api {
                 }
             }
         }
-        Err(GeneratorError::Unavailable(format!(
+        Err(ModelError::Unavailable(format!(
             "gave up after {ATTEMPTS} attempts: {last}"
         )))
     }
 
-    async fn read(&self, id: &str, deadline: Instant) -> Result<Prediction, GeneratorError> {
+    async fn read(&self, id: &str, deadline: Instant) -> Result<Prediction, ModelError> {
         let url = self.endpoint(&format!("predictions/{id}"));
         let response = self
             .request_safely(
@@ -438,12 +451,13 @@ impl Api {
                         .bearer_auth(self.settings.token.expose_secret())
                 },
                 deadline,
+                Target::Api,
             )
             .await?;
         response
             .json::<Prediction>()
             .await
-            .map_err(|e| GeneratorError::Unavailable(format!("unreadable prediction: {e}")))
+            .map_err(|e| ModelError::Unavailable(format!("unreadable prediction: {e}")))
     }
 
     /// Cancels a prediction; bounded by a few seconds of its own.
@@ -458,6 +472,7 @@ impl Api {
                         .bearer_auth(self.settings.token.expose_secret())
                 },
                 deadline,
+                Target::Api,
             )
             .await;
         match result {
@@ -474,14 +489,14 @@ impl Api {
         &self,
         output: &str,
         deadline: Instant,
-    ) -> Result<GeneratedImage, GeneratorError> {
+    ) -> Result<GeneratedImage, ModelError> {
         let max = self.settings.max_image_bytes;
         let bytes = if let Some(rest) = output.strip_prefix("data:") {
             let (_, encoded) = rest
                 .split_once(";base64,")
-                .ok_or_else(|| GeneratorError::BadOutput("a data URI that is not base64".into()))?;
+                .ok_or_else(|| ModelError::BadOutput("a data URI that is not base64".into()))?;
             if encoded.len() / 4 * 3 > max + 3 {
-                return Err(GeneratorError::BadOutput(format!(
+                return Err(ModelError::BadOutput(format!(
                     "output larger than {max} bytes"
                 )));
             }
@@ -489,7 +504,7 @@ impl Api {
                 base64::engine::general_purpose::STANDARD
                     .decode(encoded.trim())
                     .map_err(|e| {
-                        GeneratorError::BadOutput(format!("bad base64 in the data URI: {e}"))
+                        ModelError::BadOutput(format!("bad base64 in the data URI: {e}"))
                     })?,
             )
         } else {
@@ -497,35 +512,27 @@ impl Api {
                 .ok()
                 .filter(|u| matches!(u.scheme(), "https" | "http"))
                 .ok_or_else(|| {
-                    GeneratorError::BadOutput("output is neither a data URI nor a URL".into())
+                    ModelError::BadOutput("output is neither a data URI nor a URL".into())
                 })?;
-            let response = match self
-                .request_safely(|| self.client.get(url.clone()), deadline)
-                .await
-            {
-                Ok(response) => response,
-                Err(GeneratorError::Owner(detail)) => {
-                    return Err(GeneratorError::BadOutput(format!(
-                        "the output URL could not be fetched (expired?): {detail}"
-                    )))
-                }
-                Err(other) => return Err(other),
-            };
+            let response = self
+                .request_safely(
+                    || self.client.get(url.clone()),
+                    deadline,
+                    Target::OutputFile,
+                )
+                .await?;
             if response.content_length().is_some_and(|n| n as usize > max) {
-                return Err(GeneratorError::BadOutput(format!(
+                return Err(ModelError::BadOutput(format!(
                     "output larger than {max} bytes"
                 )));
             }
             let mut body = BytesMut::new();
             let mut response = response;
             while let Some(chunk) = response.chunk().await.map_err(|e| {
-                GeneratorError::Unavailable(format!(
-                    "reading the output failed: {}",
-                    without_url(&e)
-                ))
+                ModelError::Unavailable(format!("reading the output failed: {}", without_url(&e)))
             })? {
                 if body.len() + chunk.len() > max {
-                    return Err(GeneratorError::BadOutput(format!(
+                    return Err(ModelError::BadOutput(format!(
                         "output larger than {max} bytes"
                     )));
                 }
@@ -534,12 +541,12 @@ impl Api {
             body.freeze()
         };
         if bytes.len() > max {
-            return Err(GeneratorError::BadOutput(format!(
+            return Err(ModelError::BadOutput(format!(
                 "output larger than {max} bytes"
             )));
         }
         let format = sniff(&bytes).ok_or_else(|| {
-            GeneratorError::BadOutput("output is not a PNG, JPEG or WebP image".into())
+            ModelError::BadOutput("output is not a PNG, JPEG or WebP image".into())
         })?;
         Ok(GeneratedImage { bytes, format })
     }
@@ -550,11 +557,11 @@ impl Api {
         mut prediction: Prediction,
         deadline: Instant,
         progress: &ProgressReporter,
-    ) -> Result<Prediction, GeneratorError> {
+    ) -> Result<Prediction, ModelError> {
         while !prediction.is_done() {
             let left = Self::remaining(deadline);
             if left.is_zero() {
-                return Err(GeneratorError::TimedOut);
+                return Err(ModelError::TimedOut);
             }
             tokio::time::sleep(self.settings.poll_interval.min(left)).await;
             prediction = self.read(&prediction.id, deadline).await?;
@@ -589,7 +596,7 @@ impl ImageGenerator for ReplicateGenerator {
         &self,
         prompt: &Prompt,
         progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, GeneratorError> {
+    ) -> Result<GeneratedImage, ModelError> {
         let api = &self.api;
         let started = Instant::now();
         let deadline = started + api.settings.deadline;
@@ -622,17 +629,17 @@ impl ImageGenerator for ReplicateGenerator {
             "failed" => {
                 let error = prediction.error_text();
                 if error.to_ascii_lowercase().contains("nsfw") {
-                    Err(GeneratorError::Unsafe(error))
+                    Err(ModelError::Unsafe(error))
                 } else {
-                    Err(GeneratorError::Failed(error))
+                    Err(ModelError::Failed(error))
                 }
             }
-            "canceled" => Err(GeneratorError::Canceled),
+            "canceled" => Err(ModelError::Canceled),
             // Cancel-After ran out before the prediction started.
-            "aborted" => Err(GeneratorError::TimedOut),
+            "aborted" => Err(ModelError::TimedOut),
             _ => {
                 let output = prediction.first_output().ok_or_else(|| {
-                    GeneratorError::BadOutput("the prediction succeeded with no output".into())
+                    ModelError::BadOutput("the prediction succeeded with no output".into())
                 })?;
                 progress.report(Phase::Saving);
                 api.fetch_output(output, deadline).await

@@ -7,21 +7,17 @@
 
 pub mod algorithms;
 mod cache;
-mod memory;
-mod redis_store;
-pub(crate) mod scripted;
+mod memory_store;
+mod scripted_store;
 pub mod scripts;
-mod upstash;
 mod window;
 
 pub use algorithms::Bucket;
 pub use cache::BlockCache;
-pub use memory::MemoryStore;
-pub use redis_store::RedisStore;
-pub use upstash::{UpstashRestStore, UpstashSettings};
 pub use window::{parse_window, WindowError};
 
 use crate::domain::clock::Clock;
+use crate::domain::store::StoreError;
 use async_trait::async_trait;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -116,20 +112,6 @@ impl Decision {
     pub fn retry_after_secs(&self, now_ms: u64) -> u64 {
         self.reset_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
     }
-}
-
-/// Why a store could not answer. The limiter guards a paid API, so callers treat
-/// this as "do not spend" unless the owner chose otherwise.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("the rate-limit store is unreachable: {0}")]
-    Unavailable(String),
-    #[error("the rate-limit store refused the credentials: {0}")]
-    Unauthorized(String),
-    #[error("the rate-limit store answered with an error: {0}")]
-    Command(String),
-    #[error("the rate-limit store answered something unexpected: {0}")]
-    Protocol(String),
 }
 
 /// Storage for the limiter's state. Each method is one atomic step that matches
@@ -252,6 +234,12 @@ impl RateLimiter {
     /// `{prefix}:{identifier}`: the cache key, and the base of every store key.
     fn base_key(&self, identifier: &str) -> String {
         format!("{}:{identifier}", self.prefix)
+    }
+
+    /// Gives back one unit `identifier` spent (a generation that failed or was
+    /// refused further on), and says where the identifier stands after it.
+    pub async fn refund(&self, identifier: &str) -> Result<Decision, StoreError> {
+        self.limit(identifier, -1).await
     }
 
     /// Spends `rate` units for `identifier` (1 per generation; a negative rate is a

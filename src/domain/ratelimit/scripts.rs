@@ -3,8 +3,8 @@
 //! of `@upstash/ratelimit` v2.0.8 (see `algorithms.rs` for the same in Rust) on
 //! the same keys, so both libraries can share counters.
 
-/// The shebang that lets Upstash lock only the script's keys. Plain Redis refuses it.
-const KEY_LOCKING_SHEBANG: &str = "#!lua flags=allow-key-locking\n";
+use crate::domain::store::Script;
+use std::sync::LazyLock;
 
 /// KEYS[1] counter; ARGV window_ms, rate. Returns the count after the increment.
 const FIXED_WINDOW_LIMIT: &str = r#"
@@ -116,25 +116,6 @@ until cursor == "0"
 return deleted
 "#;
 
-/// A script and the SHA-1 of its exact text, for `EVALSHA`.
-#[derive(Debug, Clone)]
-pub struct Script {
-    pub source: String,
-    pub sha1: String,
-}
-
-impl Script {
-    pub(crate) fn new(body: &str, key_locking: bool) -> Self {
-        let source = if key_locking {
-            format!("{KEY_LOCKING_SHEBANG}{}", body.trim_start())
-        } else {
-            body.trim_start().to_owned()
-        };
-        let sha1 = redis::Script::new(&source).get_hash().to_owned();
-        Self { source, sha1 }
-    }
-}
-
 /// Every script a store needs, with or without the Upstash key-locking shebang.
 #[derive(Debug, Clone)]
 pub struct Scripts {
@@ -157,6 +138,17 @@ impl Scripts {
             token_bucket_limit: Script::new(TOKEN_BUCKET_LIMIT, key_locking),
             token_bucket_remaining: Script::new(TOKEN_BUCKET_REMAINING, key_locking),
             delete_matching: Script::new(DELETE_MATCHING, key_locking),
+        }
+    }
+
+    /// The scripts for a store that wants the key-locking shebang or not, built once.
+    pub fn for_store(key_locking: bool) -> &'static Scripts {
+        static PLAIN: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(false));
+        static LOCKING: LazyLock<Scripts> = LazyLock::new(|| Scripts::new(true));
+        if key_locking {
+            &LOCKING
+        } else {
+            &PLAIN
         }
     }
 
@@ -190,12 +182,5 @@ mod tests {
             upstash.fixed_window_limit.sha1,
             plain.fixed_window_limit.sha1
         );
-    }
-
-    #[test]
-    fn hashes_are_sha1_of_the_exact_text() {
-        let script = Script::new("return 1", false);
-        // sha1("return 1"), as `SCRIPT LOAD "return 1"` answers.
-        assert_eq!(script.sha1, "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
     }
 }

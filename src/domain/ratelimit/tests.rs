@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::domain::clock::ManualClock;
+use crate::domain::store::MemoryStore;
 use std::sync::atomic::AtomicUsize;
 
 const DAY_MS: u64 = 86_400_000;
@@ -198,8 +199,8 @@ async fn a_refund_clears_the_block() {
     s.limiter.limit("v", 1).await.unwrap();
     assert!(!s.limiter.limit("v", 1).await.unwrap().success);
     // The rejected call counted too (2); two refunds bring it back to 0.
-    s.limiter.limit("v", -1).await.unwrap();
-    let refunded = s.limiter.limit("v", -1).await.unwrap();
+    s.limiter.refund("v").await.unwrap();
+    let refunded = s.limiter.refund("v").await.unwrap();
     assert_eq!(refunded.remaining, 1);
     let d = s.limiter.limit("v", 1).await.unwrap();
     assert!(d.success && d.reason == Reason::Store);

@@ -8,11 +8,9 @@
 //! where two commands must happen together).
 
 mod memory;
-mod redis;
+mod scripted;
 
-pub use memory::MemoryState;
-
-use crate::domain::ratelimit::StoreError;
+use crate::domain::store::StoreError;
 use async_trait::async_trait;
 use std::collections::HashMap;
 

@@ -2,12 +2,10 @@
 //! (wiremock): every status a prediction can reach, every error the API sends,
 //! the retry rules, cancellation and output handling.
 
-mod support;
-
 use base64::Engine;
 use lofianime::domain::generator::{
-    GeneratedImage, GeneratorError, ImageFormat, ImageGenerator, OfflineGenerator,
-    ReplicateGenerator, ReplicateSettings,
+    GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ReplicateGenerator,
+    ReplicateSettings,
 };
 use lofianime::prompt::Prompt;
 use secrecy::SecretString;
@@ -253,21 +251,21 @@ async fn terminal_failures_are_told_apart() {
     for (answer, check) in [
         (
             failed("CUDA out of memory. Tried to allocate 2.00 GiB"),
-            (|e: &GeneratorError| matches!(e, GeneratorError::Failed(m) if m.contains("out of memory")))
-                as fn(&GeneratorError) -> bool,
+            (|e: &ModelError| matches!(e, ModelError::Failed(m) if m.contains("out of memory")))
+                as fn(&ModelError) -> bool,
         ),
         (
             failed("NSFW content detected. Try running it again, or try a different prompt."),
-            |e| matches!(e, GeneratorError::Unsafe(_)),
+            |e| matches!(e, ModelError::Unsafe(_)),
         ),
         (prediction("canceled", Value::Null), |e| {
-            matches!(e, GeneratorError::Canceled)
+            matches!(e, ModelError::Canceled)
         }),
         (prediction("aborted", Value::Null), |e| {
-            matches!(e, GeneratorError::TimedOut)
+            matches!(e, ModelError::TimedOut)
         }),
         (prediction("succeeded", Value::Null), |e| {
-            matches!(e, GeneratorError::BadOutput(_))
+            matches!(e, ModelError::BadOutput(_))
         }),
     ] {
         let server = MockServer::start().await;
@@ -339,7 +337,7 @@ async fn past_the_deadline_the_prediction_is_cancelled() {
         .generate(&prompt())
         .await
         .unwrap_err();
-    assert!(matches!(error, GeneratorError::TimedOut), "{error:?}");
+    assert!(matches!(error, ModelError::TimedOut), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(cancels(&server).await, 1);
 }
@@ -354,7 +352,7 @@ async fn owner_problems_name_what_to_fix_and_never_the_token() {
         let server = MockServer::start().await;
         on_create(&server, problem(status, title, "detail from Replicate")).await;
         let error = generator(&server).generate(&prompt()).await.unwrap_err();
-        let GeneratorError::Owner(message) = &error else {
+        let ModelError::Owner(message) = &error else {
             panic!("{status}: {error:?}")
         };
         assert!(message.contains(expected), "{status}: {message}");
@@ -416,7 +414,7 @@ async fn persistent_throttling_says_when_to_come_back() {
     .await;
     let error = generator(&server).generate(&prompt()).await.unwrap_err();
     match error {
-        GeneratorError::Busy { retry_after } => {
+        ModelError::Busy { retry_after } => {
             assert_eq!(retry_after, Some(Duration::from_secs(30)))
         }
         other => panic!("{other:?}"),
@@ -475,7 +473,7 @@ async fn a_create_whose_connection_breaks_is_never_sent_twice() {
     let generator = ReplicateGenerator::new(settings(&format!("http://{address}"))).unwrap();
     let error = generator.generate(&prompt()).await.unwrap_err();
     assert!(
-        matches!(error, GeneratorError::Unavailable(ref m) if m.contains("not retried")),
+        matches!(error, ModelError::Unavailable(ref m) if m.contains("not retried")),
         "{error:?}"
     );
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -543,7 +541,7 @@ async fn bad_outputs_are_rejected() {
         .await;
         let error = generator(&stand_in).generate(&prompt()).await.unwrap_err();
         assert!(
-            matches!(error, GeneratorError::BadOutput(_)),
+            matches!(error, ModelError::BadOutput(_)),
             "{}: {error:?}",
             &output[..output.len().min(60)]
         );
@@ -686,28 +684,26 @@ async fn the_phases_follow_the_prediction_and_its_progress_bar() {
 mod through_the_app {
     //! The same stand-in behind the whole app: what visitors see and pay.
 
-    use super::support::app::*;
     use super::*;
+    use crate::support::app::*;
     use axum::http::StatusCode;
-    use lofianime::api::{CreatedImage, GenerateError};
     use lofianime::domain::clock::SystemClock;
-    use lofianime::domain::ratelimit::MemoryStore;
     use lofianime::domain::storage::ObjectImageStore;
+    use lofianime::domain::studio::Components;
     use lofianime::server::settings::Settings;
-    use lofianime::server::startup::Components;
+    use lofianime::wire::{ApiError, CreatedImage};
 
     fn app_with(settings: ReplicateSettings) -> TestApp {
-        let clock = Arc::new(SystemClock);
         let components = Components::local(
-            Arc::new(MemoryStore::new(clock.clone())),
             Arc::new(ReplicateGenerator::new(settings).unwrap()),
             ObjectImageStore::in_memory(),
-            clock,
+            Arc::new(SystemClock),
+            Settings::default().recent.keep,
         );
         spawn_app_on(Settings::default(), components)
     }
 
-    async fn error_of(response: axum::http::Response<axum::body::Body>) -> GenerateError {
+    async fn error_of(response: axum::http::Response<axum::body::Body>) -> ApiError {
         serde_json::from_slice(&body_bytes(response).await).unwrap()
     }
 
@@ -774,7 +770,7 @@ mod through_the_app {
         let response = app.generate("a very slow picture").await;
         assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 5);
-        assert_eq!(error_of(response).await, GenerateError::ModelTimedOut);
+        assert_eq!(error_of(response).await, ApiError::ModelTimedOut);
         assert_eq!(cancels(&server).await, 1);
     }
 

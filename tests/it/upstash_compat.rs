@@ -2,20 +2,17 @@
 //! and the Rust limiter take turns on the same Redis (through the Upstash REST
 //! bridge) and must agree on every count, remaining and reset.
 
-mod support;
-
+use crate::support::redis_server::RedisServer;
+use crate::support::upstash_bridge::Bridge;
 use lofianime::domain::clock::SystemClock;
-use lofianime::domain::ratelimit::{
-    Algorithm, RateLimiter, UpstashRestStore, UpstashSettings, DEFAULT_PREFIX,
-};
+use lofianime::domain::ratelimit::{Algorithm, RateLimiter, DEFAULT_PREFIX};
+use lofianime::domain::store::{UpstashRestStore, UpstashSettings};
 use secrecy::SecretString;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use support::redis_server::RedisServer;
-use support::upstash_bridge::Bridge;
 
 const TOKEN: &str = "compat-token";
 const DAY_MS: u64 = 86_400_000;

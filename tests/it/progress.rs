@@ -3,71 +3,27 @@
 //! started through one is watched and cancelled through the other, and the
 //! visitor's recent images are the same on both, and after a restart.
 
-mod support;
-
-use async_trait::async_trait;
+use crate::support::app::{body_bytes, body_text, form_body, spawn_app_on, TestApp};
+use crate::support::redis_server::RedisServer;
+use crate::support::upstash_bridge::Bridge;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use lofianime::domain::clock::SystemClock;
-use lofianime::domain::generator::{
-    GeneratedImage, GeneratorError, ImageGenerator, OfflineGenerator, ProgressReporter,
-};
-use lofianime::domain::ratelimit::{MemoryStore, RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::generator::fake::{FakeModel, FAKE_PERCENT};
 use lofianime::domain::storage::ObjectImageStore;
+use lofianime::domain::store::{RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::studio::{Components, RemoteStore};
 use lofianime::progress::{JobId, JobProgress, JobState, Phase};
-use lofianime::prompt::Prompt;
 use lofianime::server::settings::Settings;
-use lofianime::server::startup::{Components, RemoteStore};
 use secrecy::SecretString;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::app::{body_bytes, body_text, form_body, spawn_app_on, TestApp};
-use support::redis_server::RedisServer;
-use support::upstash_bridge::Bridge;
 
 const TOKEN: &str = "test-token-for-the-bridge";
 
-/// Starts, reports it is generating, then runs until dropped (or a minute).
-#[derive(Default)]
-struct EndlessModel {
-    calls: AtomicUsize,
-    dropped: AtomicBool,
-}
-
-struct MarkDropped<'a>(&'a AtomicBool);
-impl Drop for MarkDropped<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-#[async_trait]
-impl ImageGenerator for EndlessModel {
-    fn describe(&self) -> String {
-        "endless".into()
-    }
-    fn is_offline(&self) -> bool {
-        true
-    }
-    async fn generate_with_progress(
-        &self,
-        prompt: &Prompt,
-        progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, GeneratorError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if !prompt.as_str().contains("endless") {
-            return OfflineGenerator::new(16, 16, Duration::ZERO)
-                .generate(prompt)
-                .await;
-        }
-        let _running = MarkDropped(&self.dropped);
-        progress.report(Phase::Starting);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        progress.report(Phase::Generating { percent: Some(30) });
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        Err(GeneratorError::TimedOut)
-    }
+/// Succeeds, except for prompts containing "endless", which run until dropped.
+fn endless_model() -> Arc<FakeModel> {
+    Arc::new(FakeModel::slow_when_prompt_contains("endless"))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -96,18 +52,17 @@ async fn open_store(kind: Kind, redis: &RedisServer, bridge: &Bridge) -> Arc<dyn
     }
 }
 
-async fn instance(store: Arc<dyn RemoteStore>, model: Arc<EndlessModel>, prefix: &str) -> TestApp {
+async fn instance(store: Arc<dyn RemoteStore>, model: Arc<FakeModel>, prefix: &str) -> TestApp {
     let mut settings = Settings::default();
     settings.ratelimit.prefix = prefix.to_owned();
     settings.progress.cancel_check_ms = 100;
-    let clock = Arc::new(SystemClock);
     let components = Components::local(
-        Arc::new(MemoryStore::new(clock.clone())),
         model,
         ObjectImageStore::in_memory(),
-        clock,
+        Arc::new(SystemClock),
+        settings.recent.keep,
     )
-    .on_remote_store(store);
+    .on_remote_store(store, settings.recent.keep);
     spawn_app_on(settings, components)
 }
 
@@ -140,7 +95,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
     let bridge = Bridge::start(&redis.url(), TOKEN).await;
     for kind in [Kind::Redis, Kind::Upstash] {
         let prefix = format!("progress-{kind:?}");
-        let model = Arc::new(EndlessModel::default());
+        let model = endless_model();
         let first = Arc::new(
             instance(
                 open_store(kind, &redis, &bridge).await,
@@ -172,7 +127,10 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
         for _ in 0..200 {
             seen = progress_of(&second, &job).await;
             if seen.is_some_and(|p| {
-                p.state == JobState::Running(Phase::Generating { percent: Some(30) })
+                p.state
+                    == JobState::Running(Phase::Generating {
+                        percent: Some(FAKE_PERCENT),
+                    })
             }) {
                 break;
             }
@@ -181,7 +139,9 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
         let seen = seen.unwrap_or_else(|| panic!("{kind:?}: the job never showed up"));
         assert_eq!(
             seen.state,
-            JobState::Running(Phase::Generating { percent: Some(30) }),
+            JobState::Running(Phase::Generating {
+                percent: Some(FAKE_PERCENT)
+            }),
             "{kind:?}"
         );
         assert_eq!(
@@ -201,10 +161,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
             .unwrap();
         assert_eq!(status, StatusCode::CONFLICT, "{kind:?}: {body}");
         assert!(body.contains("Canceled"), "{kind:?}: {body}");
-        assert!(
-            model.dropped.load(Ordering::SeqCst),
-            "{kind:?}: the model run was stopped"
-        );
+        assert!(model.stopped(), "{kind:?}: the model run was stopped");
         assert_eq!(
             remaining(&second).await,
             5,
@@ -218,7 +175,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
         // Cancelling again finds nothing running.
         let again = post_form(&second, "/api/cancel", format!("job={job}")).await;
         assert_eq!(body_text(again).await, "false", "{kind:?}");
-        assert_eq!(model.calls.load(Ordering::SeqCst), 1, "{kind:?}");
+        assert_eq!(model.calls(), 1, "{kind:?}");
     }
 }
 
@@ -226,7 +183,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
 async fn recent_images_are_shared_by_instances_and_survive_a_restart() {
     let redis = RedisServer::start();
     let bridge = Bridge::start(&redis.url(), TOKEN).await;
-    let model = Arc::new(EndlessModel::default());
+    let model = endless_model();
     let prefix = "recent-shared";
     let first = instance(
         open_store(Kind::Redis, &redis, &bridge).await,
@@ -272,15 +229,14 @@ async fn recent_images_are_shared_by_instances_and_survive_a_restart() {
 
 #[tokio::test]
 async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
-    let clock = Arc::new(SystemClock);
-    let model = Arc::new(EndlessModel::default());
+    let model = endless_model();
     let app = spawn_app_on(
         Settings::default(),
         Components::local(
-            Arc::new(MemoryStore::new(clock.clone())),
             model.clone(),
             ObjectImageStore::in_memory(),
-            clock,
+            Arc::new(SystemClock),
+            Settings::default().recent.keep,
         ),
     );
     for bad in [
@@ -307,7 +263,7 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
         let cancel = post_form(&app, "/api/cancel", format!("job={encoded}")).await;
         assert_eq!(cancel.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
-    assert_eq!(model.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(model.calls(), 0);
     assert_eq!(remaining(&app).await, 5);
     // An id nobody used reads as nothing, and cancels nothing.
     let unknown = JobId::from_bytes([9; 16]);

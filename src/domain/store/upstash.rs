@@ -2,9 +2,7 @@
 //! command is an HTTPS `POST` of a JSON array with a Bearer token, over one
 //! pooled reqwest client.
 
-use super::scripted::{Reply, ScriptError, ScriptRunner, ScriptedStore};
-use super::scripts::Scripts;
-use super::StoreError;
+use super::{Reply, ScriptError, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,7 +14,7 @@ use std::time::Duration;
 /// timeout after sending, an HTTP error) is not retried.
 const CONNECT_ATTEMPTS: u32 = 3;
 
-/// A limiter store on an Upstash-compatible REST endpoint.
+/// An Upstash-compatible REST endpoint, for the limiter and the shared state.
 pub type UpstashRestStore = ScriptedStore<UpstashRest>;
 
 pub struct UpstashSettings {
@@ -77,7 +75,7 @@ impl UpstashRestStore {
             token: settings.token,
             description,
         };
-        let store = ScriptedStore::new(runner, Scripts::new(settings.key_locking));
+        let store = ScriptedStore::new(runner, settings.key_locking);
         store.ping().await?;
         Ok(store)
     }

@@ -8,10 +8,11 @@ use http_body_util::BodyExt;
 use leptos::config::LeptosOptions;
 use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generator::OfflineGenerator;
-use lofianime::domain::ratelimit::MemoryStore;
 use lofianime::domain::storage::ObjectImageStore;
+use lofianime::domain::studio::Components;
+use lofianime::server::router::router;
 use lofianime::server::settings::Settings;
-use lofianime::server::startup::{router, AppState, Components};
+use lofianime::server::state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +26,11 @@ pub struct TestApp {
 
 /// The app on the zero-configuration components (memory store, small offline images).
 pub fn spawn_app_with(settings: Settings) -> TestApp {
-    let clock = Arc::new(SystemClock);
     let components = Components::local(
-        Arc::new(MemoryStore::new(clock.clone())),
         Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
         ObjectImageStore::in_memory(),
-        clock,
+        Arc::new(SystemClock),
+        settings.recent.keep,
     );
     spawn_app_on(settings, components)
 }
@@ -124,39 +124,4 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// An offline generator that counts its calls, to prove when none were made.
-#[derive(Default)]
-pub struct CountingGenerator {
-    calls: std::sync::atomic::AtomicUsize,
-}
-
-impl CountingGenerator {
-    pub fn calls(&self) -> usize {
-        self.calls.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-#[async_trait::async_trait]
-impl lofianime::domain::generator::ImageGenerator for CountingGenerator {
-    fn describe(&self) -> String {
-        "counting offline generator".into()
-    }
-    fn is_offline(&self) -> bool {
-        true
-    }
-    async fn generate_with_progress(
-        &self,
-        prompt: &lofianime::prompt::Prompt,
-        _: &lofianime::domain::generator::ProgressReporter,
-    ) -> Result<
-        lofianime::domain::generator::GeneratedImage,
-        lofianime::domain::generator::GeneratorError,
-    > {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        OfflineGenerator::new(16, 16, Duration::ZERO)
-            .generate(prompt)
-            .await
-    }
 }

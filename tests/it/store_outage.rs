@@ -2,33 +2,34 @@
 //! visitors get 503 and no model call is made; when Redis returns, the app
 //! recovers by itself. The owner can choose fail-open instead.
 
-mod support;
-
+use crate::support::app::*;
+use crate::support::redis_server::RedisServer;
+use crate::support::upstash_bridge::Bridge;
 use axum::http::StatusCode;
-use lofianime::api::GenerateError;
 use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generation::FailurePolicy;
-use lofianime::domain::ratelimit::{LimiterStore, RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::generator::FakeModel;
+use lofianime::domain::ratelimit::LimiterStore;
 use lofianime::domain::storage::ObjectImageStore;
+use lofianime::domain::store::{RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime::domain::studio::Components;
 use lofianime::server::settings::Settings;
-use lofianime::server::startup::Components;
+use lofianime::wire::ApiError;
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::app::*;
-use support::redis_server::RedisServer;
-use support::upstash_bridge::Bridge;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-fn app_on(store: Arc<dyn LimiterStore>, settings: Settings) -> (TestApp, Arc<CountingGenerator>) {
-    let generator = Arc::new(CountingGenerator::default());
+fn app_on(store: Arc<dyn LimiterStore>, settings: Settings) -> (TestApp, Arc<FakeModel>) {
+    let generator = Arc::new(FakeModel::default());
     let components = Components::local(
-        store,
         generator.clone(),
         ObjectImageStore::in_memory(),
         Arc::new(SystemClock),
-    );
+        settings.recent.keep,
+    )
+    .with_limiter_store(store);
     (spawn_app_on(settings, components), generator)
 }
 
@@ -49,11 +50,7 @@ async fn until_ok(app: &TestApp) -> Duration {
     }
 }
 
-async fn fails_closed_and_recovers(
-    redis: &mut RedisServer,
-    app: &TestApp,
-    generator: &CountingGenerator,
-) {
+async fn fails_closed_and_recovers(redis: &mut RedisServer, app: &TestApp, generator: &FakeModel) {
     assert_eq!(app.generate("before").await.status(), StatusCode::OK);
     assert_eq!(generator.calls(), 1);
 
@@ -61,8 +58,8 @@ async fn fails_closed_and_recovers(
     for _ in 0..3 {
         let response = app.generate("during").await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let error: GenerateError = serde_json::from_slice(&body_bytes(response).await).unwrap();
-        assert_eq!(error, GenerateError::LimiterUnavailable);
+        let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(error, ApiError::LimiterUnavailable);
         assert_eq!(
             error.to_string(),
             "Rate limiter unavailable, please try again shortly."

@@ -2,15 +2,13 @@
 //! one multiplexed connection shared by every request and re-established on its
 //! own after an outage.
 
-use super::scripted::{Reply, ScriptError, ScriptRunner, ScriptedStore};
-use super::scripts::Scripts;
-use super::StoreError;
+use super::{Reply, ScriptError, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 use std::time::Duration;
 
-/// A limiter store on a Redis server.
+/// A Redis server, for the limiter and the shared state.
 pub type RedisStore = ScriptedStore<RedisConnection>;
 
 impl RedisStore {
@@ -18,7 +16,7 @@ impl RedisStore {
     /// server answers. `timeout` bounds each connection attempt and each command.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
         let connection = RedisConnection::connect(url, timeout).await?;
-        let store = ScriptedStore::new(connection, Scripts::new(false));
+        let store = ScriptedStore::new(connection, false);
         store.ping().await?;
         Ok(store)
     }

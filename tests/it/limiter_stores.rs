@@ -3,18 +3,16 @@
 //! The Redis-backed runs also check what lands in Redis (keys, values, expiries)
 //! and how many commands a decision costs.
 
-mod support;
-
+use crate::support::redis_server::RedisServer;
+use crate::support::upstash_bridge::Bridge;
 use lofianime::domain::clock::{Clock, ManualClock};
-use lofianime::domain::ratelimit::{
-    Algorithm, LimiterStore, MemoryStore, RateLimiter, Reason, RedisStore, StoreError,
-    UpstashRestStore, UpstashSettings, DEFAULT_PREFIX,
+use lofianime::domain::ratelimit::{Algorithm, LimiterStore, RateLimiter, Reason, DEFAULT_PREFIX};
+use lofianime::domain::store::{
+    MemoryStore, RedisStore, StoreError, UpstashRestStore, UpstashSettings,
 };
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
-use support::redis_server::RedisServer;
-use support::upstash_bridge::Bridge;
 
 const DAY_MS: u64 = 86_400_000;
 /// 2025-11-27T13:00:00Z: inside day 20 419 since the epoch.
@@ -278,7 +276,7 @@ async fn a_negative_rate_refunds_on_every_algorithm() {
             let visitor = format!("refund-{kind:?}-{algorithm}");
             limiter.limit(&visitor, 1).await.unwrap();
             limiter.limit(&visitor, 1).await.unwrap();
-            let refunded = limiter.limit(&visitor, -1).await.unwrap();
+            let refunded = limiter.refund(&visitor).await.unwrap();
             assert!(refunded.success, "{kind:?} {algorithm}");
             assert_eq!(refunded.remaining, 2, "{kind:?} {algorithm}");
             assert_eq!(
@@ -649,8 +647,9 @@ async fn the_bridge_speaks_the_upstash_protocol() {
 
 #[tokio::test]
 async fn the_store_is_chosen_from_the_environment() {
+    use lofianime::domain::studio::RemoteStore;
+    use lofianime::server::compose::remote_store;
     use lofianime::server::settings::{Secrets, Settings};
-    use lofianime::server::startup::{remote_store, RemoteStore};
     let stores = Stores::start().await;
     let settings = Settings::default();
     let secret = |s: &str| Some(SecretString::from(s.to_owned()));
@@ -729,26 +728,28 @@ async fn the_store_is_chosen_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_five() {
+    use crate::support::app::spawn_app_on;
     use axum::http::StatusCode;
     use lofianime::domain::clock::SystemClock;
+    use lofianime::domain::generator::FakeModel;
     use lofianime::domain::storage::ObjectImageStore;
+    use lofianime::domain::studio::Components;
     use lofianime::server::settings::Settings;
-    use lofianime::server::startup::Components;
-    use support::app::{spawn_app_on, CountingGenerator};
 
     let stores = Stores::start().await;
     for kind in [Kind::Redis, Kind::Upstash] {
         let mut settings = Settings::default();
         settings.ratelimit.prefix = format!("apps-{kind:?}");
-        let generator = Arc::new(CountingGenerator::default());
+        let generator = Arc::new(FakeModel::default());
         let mut apps = Vec::new();
         for _ in 0..2 {
             let components = Components::local(
-                stores.open(kind, Arc::new(SystemClock)).await,
                 generator.clone(),
                 ObjectImageStore::in_memory(),
                 Arc::new(SystemClock),
-            );
+                settings.recent.keep,
+            )
+            .with_limiter_store(stores.open(kind, Arc::new(SystemClock)).await);
             apps.push(Arc::new(spawn_app_on(settings.clone(), components)));
         }
         let requests: Vec<_> = (0..500)

@@ -1,13 +1,11 @@
 //! Drives the whole router (server functions, pages, images) without a socket.
 
-mod support;
-
+use crate::support::app::*;
 use axum::http::{header, StatusCode};
-use lofianime::api::{CreatedImage, GenerateError, Quota};
 use lofianime::prompt::PromptError;
 use lofianime::server::settings::Settings;
+use lofianime::wire::{ApiError, CreatedImage, Quota};
 use std::sync::Arc;
-use support::app::*;
 
 #[tokio::test]
 async fn the_home_page_renders_the_prompt_form() {
@@ -87,10 +85,10 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
         retry_after.abs_diff(seconds_to_reset) <= 1,
         "Retry-After {retry_after} vs {seconds_to_reset}"
     );
-    let error: GenerateError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
+    let error: ApiError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
     assert_eq!(
         error,
-        GenerateError::RateLimited(Quota {
+        ApiError::RateLimited(Quota {
             limit: 5,
             remaining: 0,
             reset_ms: reset
@@ -104,40 +102,34 @@ async fn bad_prompts_are_refused_with_400_and_spend_nothing() {
     let app = spawn_app();
     let too_long = "x".repeat(501);
     let cases = [
-        (
-            form_body(""),
-            GenerateError::InvalidPrompt(PromptError::Empty),
-        ),
+        (form_body(""), ApiError::InvalidPrompt(PromptError::Empty)),
         (
             form_body(" \n\t "),
-            GenerateError::InvalidPrompt(PromptError::Empty),
+            ApiError::InvalidPrompt(PromptError::Empty),
         ),
         (
             form_body(&too_long),
-            GenerateError::InvalidPrompt(PromptError::TooLong {
+            ApiError::InvalidPrompt(PromptError::TooLong {
                 chars: 501,
                 max: 500,
             }),
         ),
         (
             form_body("bell\u{7}"),
-            GenerateError::InvalidPrompt(PromptError::ControlCharacters),
+            ApiError::InvalidPrompt(PromptError::ControlCharacters),
         ),
         // No prompt field at all, or a body that is not a form.
-        (
-            String::new(),
-            GenerateError::InvalidPrompt(PromptError::Empty),
-        ),
+        (String::new(), ApiError::InvalidPrompt(PromptError::Empty)),
         (
             r#"{"prompt": 5}"#.into(),
-            GenerateError::InvalidPrompt(PromptError::Empty),
+            ApiError::InvalidPrompt(PromptError::Empty),
         ),
     ];
     for (body, expected) in cases {
         let response = app.generate_body(body.clone(), &[]).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "body {body:?}");
         assert!(response.headers().get("x-ratelimit-remaining").is_none());
-        let error: GenerateError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
         assert_eq!(error, expected, "body {body:?}");
     }
     // All five generations are still there.
@@ -451,8 +443,8 @@ async fn the_shared_budget_refuses_every_visitor_once_spent() {
         2,
         "the headers describe the budget that refused"
     );
-    let error: GenerateError = serde_json::from_slice(&body_bytes(third).await).unwrap();
-    assert!(matches!(error, GenerateError::BudgetSpent(_)), "{error:?}");
+    let error: ApiError = serde_json::from_slice(&body_bytes(third).await).unwrap();
+    assert!(matches!(error, ApiError::BudgetSpent(_)), "{error:?}");
     assert!(error.to_string().contains("all visitors"), "{error}");
     // The refused visitor's own quota is untouched.
     let request = axum::http::Request::get("/api/remaining")

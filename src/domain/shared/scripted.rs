@@ -4,9 +4,7 @@
 //! `HGETALL` / `LRANGE`.
 
 use super::SharedState;
-use crate::domain::ratelimit::scripted::{Reply, ScriptRunner, ScriptedStore};
-use crate::domain::ratelimit::scripts::Script;
-use crate::domain::ratelimit::StoreError;
+use crate::domain::store::{Reply, Script, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -81,7 +79,7 @@ fn texts(reply: Reply) -> Result<Vec<String>, StoreError> {
 #[async_trait]
 impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
     fn describe(&self) -> String {
-        self.runner().describe()
+        ScriptedStore::describe(self)
     }
 
     async fn create_hash(
@@ -102,11 +100,7 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
     }
 
     async fn read_hash(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
-        let flat = texts(
-            self.runner()
-                .send(vec!["HGETALL".into(), key.to_owned()])
-                .await?,
-        )?;
+        let flat = texts(self.send(vec!["HGETALL".into(), key.to_owned()]).await?)?;
         Ok(flat
             .chunks_exact(2)
             .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -131,14 +125,13 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
 
     async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {
         texts(
-            self.runner()
-                .send(vec![
-                    "LRANGE".into(),
-                    key.to_owned(),
-                    "0".into(),
-                    "-1".into(),
-                ])
-                .await?,
+            self.send(vec![
+                "LRANGE".into(),
+                key.to_owned(),
+                "0".into(),
+                "-1".into(),
+            ])
+            .await?,
         )
     }
 }

@@ -1,0 +1,84 @@
+//! Who asks, and who pays. A visitor is known by an identifier the server works
+//! out (their address, IPv6 per /64); the shared store keeps only a hash of it.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// The visitor behind a request, as the domain knows them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Visitor(String);
+
+impl Visitor {
+    pub fn new(identifier: impl Into<String>) -> Self {
+        Self(identifier.into())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+
+    /// The visitor as stored in job records and recent-image keys: a hash, so the
+    /// shared store holds no addresses.
+    pub fn tag(&self) -> String {
+        tag(&self.0)
+    }
+}
+
+impl fmt::Display for Visitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The first 16 bytes of the SHA-256 of `identifier`, in hex.
+pub fn tag(identifier: &str) -> String {
+    Sha256::digest(identifier.as_bytes())
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whose quota a generation spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhoPays {
+    /// Each visitor their own quota (the default).
+    #[default]
+    EachVisitor,
+    /// One quota for everyone, as the seed article's API route had it.
+    Everyone,
+}
+
+/// The limiter identifier of the one quota everyone shares under [`WhoPays::Everyone`].
+pub const SHARED_QUOTA: &str = "api-route";
+
+impl WhoPays {
+    /// The limiter identifier that pays for `visitor`'s generations.
+    pub fn payer(self, visitor: &Visitor) -> &str {
+        match self {
+            Self::EachVisitor => visitor.id(),
+            Self::Everyone => SHARED_QUOTA,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_hide_the_address_and_stay_stable() {
+        let visitor = Visitor::new("203.0.113.7");
+        assert_eq!(visitor.tag().len(), 32);
+        assert!(!visitor.tag().contains("203"));
+        assert_eq!(visitor.tag(), Visitor::new("203.0.113.7").tag());
+        assert_ne!(visitor.tag(), Visitor::new("203.0.113.8").tag());
+    }
+
+    #[test]
+    fn the_policy_names_the_payer() {
+        let visitor = Visitor::new("203.0.113.7");
+        assert_eq!(WhoPays::EachVisitor.payer(&visitor), "203.0.113.7");
+        assert_eq!(WhoPays::Everyone.payer(&visitor), "api-route");
+    }
+}

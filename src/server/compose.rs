@@ -1,0 +1,209 @@
+//! Composition: the settings and secrets decide which store, generator and image
+//! storage the studio runs on, and with which policy. Nothing here serves HTTP.
+
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::generator::{
+    ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
+};
+use crate::domain::ratelimit::{parse_window, Algorithm};
+use crate::domain::storage::{ObjectImageStore, StorageError};
+use crate::domain::store::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
+use crate::domain::studio::{Components, Policy, RemoteStore, Studio};
+use crate::domain::visitor::WhoPays;
+use crate::server::client_ip::TrustedProxies;
+use crate::server::settings::{IdentifyBy, KeyLocking, Secrets, Settings, SettingsError};
+use crate::server::state::AppState;
+use crate::wire::AppInfo;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the app could not be put together; each message names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{0}")]
+    Config(String),
+    #[error("rate-limit store ({variable}): {source}")]
+    LimiterStore {
+        variable: &'static str,
+        source: StoreError,
+    },
+    #[error("image storage (storage.dir / LOFIANIME_STORAGE__DIR): {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Picks the store from the environment: Upstash REST when its URL and token are
+/// set, native Redis when `REDIS_URL` is, `None` (memory) otherwise. A store that
+/// is configured but unreachable, or refuses the credentials, stops start-up.
+pub async fn remote_store(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<Option<Arc<dyn RemoteStore>>, ComposeError> {
+    use secrecy::ExposeSecret;
+    let timeout = Duration::from_millis(settings.ratelimit.store_timeout_ms);
+    let upstash = (
+        &secrets.upstash_redis_rest_url,
+        &secrets.upstash_redis_rest_token,
+    );
+    match (upstash, &secrets.redis_url) {
+        ((Some(_), Some(_)), Some(_)) => Err(ComposeError::Config(
+            "both REDIS_URL and UPSTASH_REDIS_REST_URL are set: set one of them".into(),
+        )),
+        ((Some(url), Some(token)), None) => {
+            let url = url.expose_secret().to_owned();
+            let key_locking = match settings.ratelimit.upstash_key_locking {
+                KeyLocking::On => true,
+                KeyLocking::Off => false,
+                KeyLocking::Auto => UpstashSettings::key_locking_by_host(&url),
+            };
+            let store = UpstashRestStore::connect(UpstashSettings {
+                url,
+                token: token.clone(),
+                timeout,
+                key_locking,
+            })
+            .await
+            .map_err(|source| ComposeError::LimiterStore {
+                variable: "UPSTASH_REDIS_REST_URL",
+                source,
+            })?;
+            Ok(Some(Arc::new(store)))
+        }
+        ((Some(_), None), _) => Err(ComposeError::Config(
+            "UPSTASH_REDIS_REST_URL is set but UPSTASH_REDIS_REST_TOKEN is not".into(),
+        )),
+        ((None, Some(_)), _) => Err(ComposeError::Config(
+            "UPSTASH_REDIS_REST_TOKEN is set but UPSTASH_REDIS_REST_URL is not".into(),
+        )),
+        ((None, None), Some(url)) => {
+            let store = RedisStore::connect(url.expose_secret(), timeout)
+                .await
+                .map_err(|source| ComposeError::LimiterStore {
+                    variable: "REDIS_URL",
+                    source,
+                })?;
+            Ok(Some(Arc::new(store)))
+        }
+        ((None, None), None) => Ok(None),
+    }
+}
+
+/// The Replicate model when `REPLICATE_API_TOKEN` is set, the offline painter otherwise.
+pub fn generator(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<Arc<dyn ImageGenerator>, ComposeError> {
+    let Some(token) = &secrets.replicate_api_token else {
+        return Ok(Arc::new(OfflineGenerator::new(
+            settings.image.width,
+            settings.image.height,
+            Duration::from_millis(settings.offline.delay_ms),
+        )));
+    };
+    let base = secrets
+        .replicate_base_url
+        .as_deref()
+        .unwrap_or("https://api.replicate.com");
+    let base_url = url::Url::parse(base)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http"))
+        .ok_or_else(|| {
+            ComposeError::Config(format!(
+                "REPLICATE_BASE_URL is not an http(s) URL: {base:?}"
+            ))
+        })?;
+    let model = &settings.model;
+    let generator = ReplicateGenerator::new(ReplicateSettings {
+        base_url,
+        token: token.clone(),
+        model: model.id.clone(),
+        version: model.version.clone(),
+        prompt_prefix: model.prompt_prefix.clone(),
+        input: model.input.clone(),
+        deadline: Duration::from_secs(model.deadline_secs),
+        wait: Duration::from_secs(model.wait_secs),
+        poll_interval: Duration::from_millis(model.poll_interval_ms),
+        max_image_bytes: model.max_image_bytes,
+        backoff: Duration::from_millis(250),
+    })
+    .map_err(|e| ComposeError::Config(e.to_string()))?;
+    Ok(Arc::new(generator))
+}
+
+/// The components the settings and secrets ask for.
+pub async fn components(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<Components, ComposeError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let keep = settings.recent.keep;
+    let local = Components::local(
+        generator(settings, secrets)?,
+        ObjectImageStore::local_dir(&settings.storage.dir)?,
+        clock,
+        keep,
+    );
+    Ok(match remote_store(settings, secrets).await? {
+        Some(store) => local.on_remote_store(store, keep),
+        None => local,
+    })
+}
+
+/// The studio's policy, from the settings.
+pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
+    let limits = &settings.ratelimit;
+    let budget = if limits.global_limit > 0 {
+        Some(Algorithm::FixedWindow {
+            limit: limits.global_limit,
+            window_ms: parse_window(&limits.global_window)?,
+        })
+    } else {
+        None
+    };
+    Ok(Policy {
+        algorithm: settings.algorithm()?,
+        prefix: limits.prefix.clone(),
+        ephemeral_cache: limits.ephemeral_cache,
+        budget,
+        who_pays: match limits.identify_by {
+            IdentifyBy::Visitor => WhoPays::EachVisitor,
+            IdentifyBy::Shared => WhoPays::Everyone,
+        },
+        on_store_failure: limits.on_store_failure,
+        max_prompt_chars: settings.prompt.max_chars,
+        // Longer than any generation may take.
+        job_ttl_ms: (settings.model.deadline_secs + 600) * 1000,
+        cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
+    })
+}
+
+impl AppState {
+    /// The app on `components`, with the settings' policies.
+    pub fn new(
+        settings: &Settings,
+        components: Components,
+        leptos_options: LeptosOptions,
+    ) -> Result<Self, SettingsError> {
+        let policy = policy(settings)?;
+        let studio = Studio::new(policy.clone(), components);
+        let info = AppInfo {
+            offline_generator: studio.is_offline(),
+            max_prompt_chars: settings.prompt.max_chars,
+            limit: settings.ratelimit.limit,
+            window: settings.ratelimit.window.clone(),
+            window_ms: policy.algorithm.window_ms(),
+            recent_images: settings.recent.keep,
+        };
+        Ok(Self {
+            leptos_options,
+            studio: Arc::new(studio),
+            trusted_proxies: Arc::new(TrustedProxies::new(
+                settings.visitors.trusted_proxies.clone(),
+                settings.visitors.client_ip_header,
+            )),
+            info,
+        })
+    }
+}

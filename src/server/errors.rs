@@ -1,0 +1,77 @@
+//! The one place where a domain failure becomes what a visitor is told: the
+//! mapping to [`ApiError`] (pure), and the log line with the detail that the
+//! visitor never sees (one per failure, at a level that says who must act).
+
+use crate::domain::generation::{LimitScope, StudioError};
+use crate::domain::generator::ModelError;
+use crate::domain::ratelimit::Decision;
+use crate::wire::{ApiError, Quota};
+
+pub fn quota(decision: &Decision) -> Quota {
+    Quota {
+        limit: decision.limit,
+        remaining: decision.remaining,
+        reset_ms: decision.reset_ms,
+    }
+}
+
+impl From<&StudioError> for ApiError {
+    fn from(failure: &StudioError) -> Self {
+        match failure {
+            StudioError::InvalidPrompt(reason) => Self::InvalidPrompt(reason.clone()),
+            StudioError::Denied {
+                decision,
+                scope: LimitScope::Visitor,
+            } => Self::RateLimited(quota(decision)),
+            StudioError::Denied {
+                decision,
+                scope: LimitScope::Everyone,
+            } => Self::BudgetSpent(quota(decision)),
+            StudioError::LimiterUnavailable(_) => Self::LimiterUnavailable,
+            StudioError::Model { source, .. } => match source {
+                ModelError::Unsafe(_) => Self::Unsafe,
+                ModelError::TimedOut => Self::ModelTimedOut,
+                ModelError::Busy { retry_after } => Self::ModelBusy {
+                    retry_after_secs: retry_after.map_or(30, |d| d.as_secs().max(1)),
+                },
+                _ => Self::Internal,
+            },
+            StudioError::Storage { .. } | StudioError::ImageStore(_) => Self::Internal,
+            StudioError::Canceled { .. } => Self::Canceled,
+            StudioError::JobIdTaken => Self::MalformedRequest(
+                "this generation id is already in use; reload the page and try again.".into(),
+            ),
+            StudioError::JobBoard(_) => Self::JobBoardUnavailable,
+            StudioError::Gallery(_) => Self::RecentImagesUnavailable,
+        }
+    }
+}
+
+/// Logs what went wrong, with the detail: errors the owner must look at, warnings
+/// for outages of a dependency, nothing for the visitor's own doing (a refusal, a
+/// bad prompt, a cancel: those are counted, not logged one by one).
+pub fn log(failure: &StudioError) {
+    match failure {
+        StudioError::InvalidPrompt(_)
+        | StudioError::Denied { .. }
+        | StudioError::Canceled { .. }
+        | StudioError::JobIdTaken => tracing::debug!(%failure, "request refused"),
+        StudioError::Model {
+            source: ModelError::Unsafe(_) | ModelError::Busy { .. },
+            ..
+        } => tracing::info!(%failure, "generation refused by the model service"),
+        StudioError::LimiterUnavailable(_) => {
+            tracing::warn!(%failure, "refusing to generate: the rate limiter is unavailable")
+        }
+        StudioError::JobBoard(_) | StudioError::Gallery(_) => tracing::warn!(%failure),
+        StudioError::Model { .. } | StudioError::Storage { .. } | StudioError::ImageStore(_) => {
+            tracing::error!(%failure, "generation failed")
+        }
+    }
+}
+
+/// Logs a failure and says what the visitor is told.
+pub fn answer(failure: &StudioError) -> ApiError {
+    log(failure);
+    ApiError::from(failure)
+}

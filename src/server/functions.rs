@@ -1,0 +1,226 @@
+//! The server functions' bodies: [`Backend`] for the app state. Each one gets the
+//! caller, calls one use case of the studio, and maps a failure in one place
+//! ([`errors::answer`]). Statuses come from the error itself (the router's
+//! `server_fn_status` layer), not from each body.
+
+use crate::api::Backend;
+use crate::domain::generation::Generated;
+use crate::domain::jobs::CancelOutcome;
+use crate::domain::ratelimit::Decision;
+use crate::domain::visitor::Visitor;
+use crate::progress::{JobId, JobProgress};
+use crate::server::client_ip::ClientIp;
+use crate::server::errors::{self, quota};
+use crate::server::state::AppState;
+use crate::wire::{ApiError, AppInfo, CreatedImage, QuotaReading, RecentImage, IMAGES_PATH};
+use axum::http::{header, HeaderName, HeaderValue};
+use leptos::prelude::*;
+use leptos::server_fn::error::ServerFnUrlError;
+use leptos::server_fn::ServerFn;
+use leptos_axum::ResponseOptions;
+
+/// The visitor calling the current server function.
+async fn caller() -> Result<Visitor, ApiError> {
+    match leptos_axum::extract::<ClientIp>().await {
+        Ok(client) => Ok(Visitor::new(client.to_string())),
+        Err(error) => {
+            tracing::error!(%error, "a server function ran without the visitor's address");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
+/// Reads a generation id sent by the page.
+fn parse_job(text: &str) -> Result<JobId, ApiError> {
+    JobId::parse(text.trim()).map_err(|error| ApiError::MalformedRequest(error.to_string()))
+}
+
+/// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.
+pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(decision.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(decision.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(decision.reset_ms),
+        ),
+    ];
+    if !decision.success {
+        headers.push((
+            header::RETRY_AFTER,
+            HeaderValue::from(decision.retry_after_secs(now_ms)),
+        ));
+    }
+    headers
+}
+
+fn created_image(generated: Generated) -> CreatedImage {
+    CreatedImage {
+        url: generated.image.url(),
+        prompt: generated.prompt.to_string(),
+        quota: generated.decision.as_ref().map(quota),
+    }
+}
+
+/// One generation for `visitor`, as HTTP sees it: the outcome, and the headers
+/// to send with it (`X-RateLimit-*` whenever the limiter answered, `Retry-After`
+/// on a denial or when the model is busy). Shared by the page's server function
+/// and the JSON API.
+pub async fn run_generation(
+    state: &AppState,
+    visitor: &Visitor,
+    raw_prompt: &str,
+    job: Option<&JobId>,
+) -> (
+    Result<CreatedImage, ApiError>,
+    Vec<(HeaderName, HeaderValue)>,
+) {
+    let result = state.studio.generate(visitor, raw_prompt, job).await;
+    let decision = match &result {
+        Ok(generated) => generated.decision,
+        Err(failure) => failure.decision(),
+    };
+    let mut headers = decision
+        .map(|d| rate_limit_headers(&d, state.studio.now_ms()))
+        .unwrap_or_default();
+    let outcome = result.map(created_image).map_err(|f| errors::answer(&f));
+    if let Err(ApiError::ModelBusy { retry_after_secs }) = &outcome {
+        headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+    }
+    (outcome, headers)
+}
+
+#[async_trait::async_trait]
+impl Backend for AppState {
+    async fn generate(
+        &self,
+        prompt: Option<String>,
+        job: Option<String>,
+    ) -> Result<CreatedImage, ApiError> {
+        let raw_prompt = prompt.unwrap_or_default();
+        // An empty id is a page without JavaScript: nobody follows the progress.
+        let job = match job.as_deref().map(str::trim).filter(|id| !id.is_empty()) {
+            None => Ok(None),
+            Some(id) => parse_job(id).map(Some),
+        };
+        let (outcome, headers) = match (job, caller().await) {
+            (Ok(job), Ok(visitor)) => {
+                run_generation(self, &visitor, &raw_prompt, job.as_ref()).await
+            }
+            (Err(error), _) | (_, Err(error)) => (Err(error), Vec::new()),
+        };
+        let response = use_context::<ResponseOptions>();
+        for (name, value) in headers {
+            if let Some(response) = &response {
+                response.insert_header(name, value);
+            }
+        }
+        if plain_form_post() {
+            // Without JavaScript the browser follows a redirect back to the page;
+            // the query carries the result (or the error and the typed prompt) so
+            // the page can show it.
+            if let Some(response) = &response {
+                response.insert_header(header::LOCATION, no_script_location(&outcome, &raw_prompt));
+            }
+        }
+        outcome
+    }
+
+    async fn progress(&self, job: String) -> Result<Option<JobProgress>, ApiError> {
+        let job = parse_job(&job)?;
+        let visitor = caller().await?;
+        self.studio
+            .progress(&visitor, &job)
+            .await
+            .map_err(|f| errors::answer(&f))
+    }
+
+    async fn cancel(&self, job: String) -> Result<bool, ApiError> {
+        let job = parse_job(&job)?;
+        let visitor = caller().await?;
+        match self.studio.cancel(&visitor, &job).await {
+            Ok(outcome) => Ok(outcome == CancelOutcome::Requested),
+            Err(failure) => Err(errors::answer(&failure)),
+        }
+    }
+
+    async fn recent_images(&self) -> Result<Vec<RecentImage>, ApiError> {
+        let visitor = caller().await?;
+        let recent = self
+            .studio
+            .recent(&visitor)
+            .await
+            .map_err(|f| errors::answer(&f))?;
+        Ok(recent
+            .into_iter()
+            .map(|entry| RecentImage {
+                url: entry.image.url(),
+                prompt: entry.prompt,
+                created_ms: entry.created_ms,
+            })
+            .collect())
+    }
+
+    async fn quota(&self) -> Result<QuotaReading, ApiError> {
+        let visitor = caller().await?;
+        // The page shows no quota (and still works) while the store is down.
+        let quota = match self.studio.quota(&visitor).await {
+            Ok(decision) => Some(quota(&decision)),
+            Err(failure) => {
+                errors::log(&failure);
+                None
+            }
+        };
+        Ok(QuotaReading {
+            quota,
+            now_ms: self.studio.now_ms(),
+        })
+    }
+
+    fn site_info(&self) -> AppInfo {
+        self.info.clone()
+    }
+}
+
+/// A browser submitting the form without JavaScript asks for HTML; the page's own
+/// calls ask for JSON.
+fn plain_form_post() -> bool {
+    use_context::<axum::http::request::Parts>().is_some_and(|request| {
+        request
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"))
+    })
+}
+
+/// Where a form post without JavaScript lands: `/?image=…&prompt=…` on success,
+/// `/?prompt=…&__path=…&__err=…` on failure (the error in the encoding Leptos'
+/// `ServerAction` reads back).
+fn no_script_location(outcome: &Result<CreatedImage, ApiError>, raw_prompt: &str) -> HeaderValue {
+    let mut url = url::Url::parse("http://app.invalid/").expect("a valid constant URL");
+    match outcome {
+        Ok(image) => {
+            let key = image.url.trim_start_matches(IMAGES_PATH);
+            url.query_pairs_mut()
+                .append_pair("image", key)
+                .append_pair("prompt", &image.prompt);
+        }
+        Err(error) => {
+            url.query_pairs_mut().append_pair("prompt", raw_prompt);
+            if let Ok(with_error) = ServerFnUrlError::new(crate::api::Generate::PATH, error.clone())
+                .to_url(url.as_str())
+            {
+                url = with_error;
+            }
+        }
+    }
+    let location = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
+}

@@ -1,0 +1,119 @@
+//! The plain Axum routes: the original app's JSON API (`POST /api/ai`, `GET
+//! /api/remaining`) and the stored images (`GET /images/{file}`). Each gets the
+//! caller from the [`ClientIp`] extractor, calls one use case of the studio, and
+//! maps a failure in one place.
+
+use crate::domain::storage::ImageKey;
+use crate::domain::visitor::Visitor;
+use crate::server::client_ip::ClientIp;
+use crate::server::errors;
+use crate::server::functions::{rate_limit_headers, run_generation};
+use crate::server::state::AppState;
+use crate::wire::{ApiError, GENERIC_FAILURE};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+/// What the original front end posts to `/api/ai`.
+#[derive(serde::Deserialize)]
+struct AiRequest {
+    prompt: String,
+}
+
+/// A JSON answer with a status and headers; errors are a JSON string, as the
+/// original API answered them.
+fn json_answer(
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: serde_json::Value,
+) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().extend(headers);
+    response
+}
+
+fn json_error(error: &ApiError, headers: Vec<(HeaderName, HeaderValue)>) -> Response {
+    json_answer(
+        error.status(),
+        headers,
+        serde_json::Value::String(error.to_string()),
+    )
+}
+
+/// `POST /api/ai`: the original app's API, so its front end works unchanged.
+/// The body is JSON whatever the `Content-Type` says (the original page sent it
+/// with `fetch` and no content type, which browsers label `text/plain`).
+/// 200 answers a JSON array of the app's image URLs.
+pub async fn generate_json(
+    State(state): State<AppState>,
+    client: ClientIp,
+    body: Bytes,
+) -> Response {
+    let prompt = match serde_json::from_slice::<AiRequest>(&body) {
+        Ok(request) => request.prompt,
+        Err(error) => {
+            let message = format!(
+                "The request body must be JSON like {{\"prompt\": \"a quiet street at dusk\"}} ({error})."
+            );
+            return json_answer(
+                StatusCode::BAD_REQUEST,
+                Vec::new(),
+                serde_json::Value::String(message),
+            );
+        }
+    };
+    let visitor = Visitor::new(client.to_string());
+    match run_generation(&state, &visitor, &prompt, None).await {
+        (Ok(created), headers) => {
+            json_answer(StatusCode::OK, headers, serde_json::json!([created.url]))
+        }
+        (Err(error), headers) => json_error(&error, headers),
+    }
+}
+
+/// `GET /api/remaining`: the calling visitor's quota, read without consuming.
+pub async fn remaining_json(State(state): State<AppState>, client: ClientIp) -> Response {
+    let visitor = Visitor::new(client.to_string());
+    match state.studio.quota(&visitor).await {
+        Ok(decision) => {
+            // A reading, not a refusal: no Retry-After.
+            let mut reading = decision;
+            reading.success = true;
+            let headers = rate_limit_headers(&reading, state.studio.now_ms());
+            json_answer(
+                StatusCode::OK,
+                headers,
+                serde_json::json!({
+                    "remainingGenerations": decision.remaining,
+                    "limit": decision.limit,
+                    "reset": decision.reset_ms,
+                }),
+            )
+        }
+        Err(failure) => json_error(&errors::answer(&failure), Vec::new()),
+    }
+}
+
+/// `GET /images/{file}`: a stored image, cacheable for a year (keys are never reused).
+pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let Some(key) = ImageKey::parse(&file) else {
+        return (StatusCode::NOT_FOUND, "No such image.").into_response();
+    };
+    match state.studio.image(&key).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, key.format().content_type()),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            Body::from(bytes),
+        )
+            .into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
+        Err(failure) => {
+            errors::log(&failure);
+            (StatusCode::INTERNAL_SERVER_ERROR, GENERIC_FAILURE).into_response()
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! What every handler and server function shares: the domain's front door, the
+//! proxies whose forwarding header is believed, and what the page may know.
+
+use crate::domain::studio::Studio;
+use crate::server::client_ip::TrustedProxies;
+use crate::wire::AppInfo;
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Leptos' own options (site root, output name), for rendering and static files.
+    pub leptos_options: LeptosOptions,
+    /// The domain's use cases.
+    pub studio: Arc<Studio>,
+    /// Proxies whose forwarding header is believed.
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// The configuration the page may know about.
+    pub info: AppInfo,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<TrustedProxies> {
+    fn from_ref(state: &AppState) -> Self {
+        state.trusted_proxies.clone()
+    }
+}

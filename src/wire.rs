@@ -1,0 +1,248 @@
+//! What the server and the page exchange: the values the server functions return,
+//! the one error type they all fail with, and the shapes of the ids and URLs both
+//! sides read. Compiled for both targets; nothing here runs server code.
+
+use crate::prompt::PromptError;
+use http::StatusCode;
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// The sentence a visitor sees when their generations are used up.
+pub const NO_GENERATIONS_REMAINING: &str = "No generations remaining.";
+/// The sentence for every failure whose detail belongs in the server log only.
+pub const GENERIC_FAILURE: &str = "An error occurred. Please try again later.";
+
+/// Where the app serves stored images: `/images/{file name}`.
+pub const IMAGES_PATH: &str = "/images/";
+
+/// True for the ids the app makes: 32 lowercase hexadecimal digits (128 random
+/// bits). Generation ids and image names share the rule.
+pub fn is_hex_id(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The image file extensions the app stores and serves.
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
+
+/// Splits an image file name (`{32 hex}.{png|jpg|webp}`) into its id and
+/// extension, if it has the shape the server gives images.
+pub fn split_image_name(file_name: &str) -> Option<(&str, &str)> {
+    let (id, extension) = file_name.split_once('.')?;
+    (is_hex_id(id) && IMAGE_EXTENSIONS.contains(&extension)).then_some((id, extension))
+}
+
+/// The app's URL for a stored image named in a page URL (`?image=…`), if the name
+/// has the shape the server gives images. The server checks it again when serving.
+pub fn image_url_from_key(file_name: &str) -> Option<String> {
+    split_image_name(file_name).map(|_| format!("{IMAGES_PATH}{file_name}"))
+}
+
+/// A visitor's generations: how many the policy allows, how many are left, and
+/// when more become available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the visitor gets more (window end or next refill), epoch milliseconds.
+    pub reset_ms: u64,
+}
+
+/// A finished generation as the page sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedImage {
+    /// The app's own URL for the image (`/images/….png`).
+    pub url: String,
+    /// The prompt as validated (trimmed); also the image's alt text.
+    pub prompt: String,
+    /// The visitor's quota after this generation; `None` when the limiter's store
+    /// was down and the owner chose to generate uncounted.
+    pub quota: Option<Quota>,
+}
+
+/// One of the visitor's recent images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentImage {
+    /// The app's own URL for the image.
+    pub url: String,
+    pub prompt: String,
+    /// When it was made, epoch milliseconds.
+    pub created_ms: u64,
+}
+
+/// A visitor's quota as read by the server, with the server's clock at that
+/// moment (so the page's first countdown renders the same on server and client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaReading {
+    /// `None` when the limiter's store could not be read.
+    pub quota: Option<Quota>,
+    pub now_ms: u64,
+}
+
+/// What the page needs to know about the server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// True when images come from the offline generator, not a hosted model.
+    pub offline_generator: bool,
+    pub max_prompt_chars: usize,
+    pub limit: u64,
+    /// The window as written in the settings, e.g. "1440 m".
+    pub window: String,
+    /// The same window in milliseconds.
+    pub window_ms: u64,
+    /// How many recent images the server keeps per visitor.
+    pub recent_images: usize,
+}
+
+/// Why a server function failed, as the visitor may know it. `Display` is the
+/// sentence shown on the page; [`ApiError::status`] the HTTP status. On the wire
+/// it is `{"kind": "RateLimited", "data": {…}, "message": "No generations
+/// remaining."}`: a caller that is not the page still reads the sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(remote = "Self", tag = "kind", content = "data")]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidPrompt(PromptError),
+    #[error("No generations remaining.")]
+    RateLimited(Quota),
+    #[error("No generations remaining: the budget shared by all visitors is used up for now.")]
+    BudgetSpent(Quota),
+    #[error("Rate limiter unavailable, please try again shortly.")]
+    LimiterUnavailable,
+    #[error("The model flagged this image as unsafe. Try a different prompt.")]
+    Unsafe,
+    #[error(
+        "The model took too long to answer. Your generation was not counted; please try again."
+    )]
+    ModelTimedOut,
+    #[error("The model is busy right now; try again in {retry_after_secs} s.")]
+    ModelBusy { retry_after_secs: u64 },
+    #[error("Generation cancelled. It was not counted.")]
+    Canceled,
+    #[error("The generation's progress cannot be reached right now; please try again shortly.")]
+    JobBoardUnavailable,
+    #[error("Your recent images cannot be loaded right now; please try again shortly.")]
+    RecentImagesUnavailable,
+    #[error("The request could not be read: {0}")]
+    MalformedRequest(String),
+    #[error("Could not reach the server. Check your connection and try again.")]
+    Network,
+    #[error("An error occurred. Please try again later.")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status the server answers this error with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidPrompt(_) | Self::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited(_) | Self::BudgetSpent(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::LimiterUnavailable
+            | Self::ModelBusy { .. }
+            | Self::JobBoardUnavailable
+            | Self::RecentImagesUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
+            // The request lost to the visitor's own cancel request.
+            Self::Canceled => StatusCode::CONFLICT,
+            Self::ModelTimedOut => StatusCode::GATEWAY_TIMEOUT,
+            Self::Network | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl Serialize for ApiError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut body =
+            ApiError::serialize(self, serde_json::value::Serializer).map_err(S::Error::custom)?;
+        if let serde_json::Value::Object(fields) = &mut body {
+            fields.insert("message".into(), self.to_string().into());
+        }
+        body.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiError {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut body = serde_json::Value::deserialize(deserializer)?;
+        if let serde_json::Value::Object(fields) = &mut body {
+            fields.remove("message");
+        }
+        ApiError::deserialize(body).map_err(D::Error::custom)
+    }
+}
+
+impl FromServerFnError for ApiError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        match value {
+            // The request's body or query could not be decoded into the arguments.
+            ServerFnErrorErr::Args(detail)
+            | ServerFnErrorErr::MissingArg(detail)
+            | ServerFnErrorErr::Deserialization(detail) => Self::MalformedRequest(detail),
+            ServerFnErrorErr::Request(_) => Self::Network,
+            _ => Self::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_carry_their_kind_data_and_sentence() {
+        let error = ApiError::RateLimited(Quota {
+            limit: 5,
+            remaining: 0,
+            reset_ms: 42,
+        });
+        let json = serde_json::to_value(&error).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "kind": "RateLimited",
+                "data": {"limit": 5, "remaining": 0, "reset_ms": 42},
+                "message": "No generations remaining."
+            })
+        );
+        assert_eq!(serde_json::from_value::<ApiError>(json).unwrap(), error);
+        let unit = serde_json::to_string(&ApiError::Canceled).unwrap();
+        assert_eq!(
+            unit,
+            r#"{"kind":"Canceled","message":"Generation cancelled. It was not counted."}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ApiError>(&unit).unwrap(),
+            ApiError::Canceled
+        );
+    }
+
+    #[test]
+    fn ids_and_image_names_have_one_shape() {
+        assert!(is_hex_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdefa",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!is_hex_id(bad), "{bad:?}");
+        }
+        assert_eq!(
+            image_url_from_key("0123456789abcdef0123456789abcdef.webp").as_deref(),
+            Some("/images/0123456789abcdef0123456789abcdef.webp")
+        );
+        assert_eq!(
+            image_url_from_key("0123456789abcdef0123456789abcdef.gif"),
+            None
+        );
+        assert_eq!(image_url_from_key("../x.png"), None);
+    }
+}

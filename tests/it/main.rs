@@ -1,0 +1,13 @@
+//! Every integration test in one binary (one link step instead of one per file):
+//! the router, the limiter on each store, the shared state across instances, the
+//! Replicate client, compatibility with `@upstash/ratelimit`, store outages, and
+//! the source tree's layering.
+
+mod api;
+mod layering;
+mod limiter_stores;
+mod progress;
+mod replicate;
+mod store_outage;
+mod support;
+mod upstash_compat;
