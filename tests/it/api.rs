@@ -85,7 +85,8 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
         retry_after.abs_diff(seconds_to_reset) <= 1,
         "Retry-After {retry_after} vs {seconds_to_reset}"
     );
-    let error: ApiError = serde_json::from_slice(&body_bytes(denied).await).unwrap();
+    let body = body_bytes(denied).await;
+    let error: ApiError = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         error,
         ApiError::RateLimited(Quota {
@@ -95,6 +96,45 @@ async fn the_sixth_generation_is_denied_with_429_and_rate_limit_headers() {
         })
     );
     assert_eq!(error.to_string(), "No generations remaining.");
+    // A caller that is not the page reads the sentence beside the kind and data.
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["kind"], "RateLimited");
+    assert_eq!(json["message"], "No generations remaining.");
+    assert_eq!(json["data"]["remaining"], 0);
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_form_data_is_a_400_with_a_message_and_spends_nothing() {
+    let app = spawn_app();
+    let garbage: &[u8] = b"\x00\xff\xfe garbage";
+    for content_type in [Some("application/x-www-form-urlencoded"), None] {
+        let mut request =
+            axum::http::Request::post("/api/generate").header(header::ACCEPT, "application/json");
+        if let Some(content_type) = content_type {
+            request = request.header(header::CONTENT_TYPE, content_type);
+        }
+        let response = app
+            .send(request.body(axum::body::Body::from(garbage)).unwrap())
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::BAD_REQUEST,
+            "{content_type:?}"
+        );
+        assert!(response.headers().get("x-ratelimit-remaining").is_none());
+        let json: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(json["kind"], "MalformedRequest", "{json}");
+        assert!(
+            json["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("The request could not be read"),
+            "{json}"
+        );
+    }
+    let quota = app.get("/api/remaining").await;
+    let json: serde_json::Value = serde_json::from_slice(&body_bytes(quota).await).unwrap();
+    assert_eq!(json["remainingGenerations"], 5, "nothing was spent");
 }
 
 #[tokio::test]

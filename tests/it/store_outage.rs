@@ -137,3 +137,49 @@ async fn counts_survive_an_app_restart_when_redis_keeps_them() {
     );
     assert_eq!(generator.calls(), 0);
 }
+
+#[tokio::test]
+async fn progress_cancel_and_recent_images_say_what_failed_when_the_store_is_down() {
+    let mut redis = RedisServer::start();
+    let store = Arc::new(RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap());
+    let settings = Settings::default();
+    let components = Components::local(
+        Arc::new(FakeModel::default()),
+        ObjectImageStore::in_memory(),
+        Arc::new(SystemClock),
+        settings.recent.keep,
+    )
+    .on_remote_store(store, settings.recent.keep);
+    let app = spawn_app_on(settings, components);
+    redis.stop();
+    let job = "0123456789abcdef0123456789abcdef";
+    let cancel = axum::http::Request::post("/api/cancel")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .body(axum::body::Body::from(format!("job={job}")))
+        .unwrap();
+    for (response, kind, sentence) in [
+        (
+            app.get(&format!("/api/progress?job={job}")).await,
+            "JobBoardUnavailable",
+            "The generation's progress cannot be reached right now",
+        ),
+        (
+            app.send(cancel).await,
+            "JobBoardUnavailable",
+            "The generation's progress cannot be reached right now",
+        ),
+        (
+            app.get("/api/recent").await,
+            "RecentImagesUnavailable",
+            "Your recent images cannot be loaded right now",
+        ),
+    ] {
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{kind}");
+        let json: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(json["kind"], kind, "{json}");
+        let message = json["message"].as_str().unwrap();
+        assert!(message.starts_with(sentence), "{message}");
+        assert!(!message.contains("Rate limiter"), "{message}");
+    }
+}
