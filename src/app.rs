@@ -5,7 +5,8 @@
 use crate::api::{cancel, current_quota, progress, recent_images, site_info, Generate};
 use crate::progress::{JobState, Phase};
 use crate::wire::{
-    image_url_from_key, ApiError, AppInfo, QuotaReading, RecentImage, GENERIC_FAILURE, IMAGES_PATH,
+    image_url_from_key, ApiError, AppInfo, Quota, QuotaReading, RecentImage, GENERIC_FAILURE,
+    IMAGES_PATH,
 };
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, Meta, MetaTags, Title};
@@ -166,33 +167,25 @@ fn browser_now_ms() -> u64 {
     }
 }
 
-/// The form, its progress and its result.
-#[component]
-fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> impl IntoView {
-    let action = ServerAction::<Generate>::new();
-    let now = ticking_clock(reading.now_ms);
-    // The quota shown: the server's reading, then whatever the last answer said.
-    let quota = RwSignal::new(reading.quota);
-    let recent = RwSignal::new(recent);
-    let prompt_input = NodeRef::<leptos::html::Input>::new();
-    let result_figure = NodeRef::<leptos::html::Figure>::new();
+/// A generation in flight as the page follows it: its id, when it was sent, the
+/// last reading of its progress, and whether the visitor asked to cancel it.
+#[derive(Clone, Copy)]
+struct Tracking {
+    in_flight: RwSignal<Option<String>>,
+    sent_at: RwSignal<u64>,
+    reading: RwSignal<Option<JobState>>,
+    cancelling: RwSignal<bool>,
+}
 
-    // Each submission carries a fresh id, so the page can follow it and cancel it.
-    // Effects run only in the browser, once the page is hydrated: the form then
-    // says it is live (tests and the first-load measurement wait for this).
-    let job_id = RwSignal::new(String::new());
-    let hydrated = RwSignal::new(false);
-    Effect::new(move |_| {
-        job_id.set(new_job_id());
-        hydrated.set(true);
-    });
-    let pending = action.pending();
-    // The generation in flight: its id, when it was sent, the last reading of its
-    // progress, and whether the visitor asked to cancel it.
-    let in_flight = RwSignal::new(None::<String>);
-    let sent_at = RwSignal::new(0u64);
-    let reading_now = RwSignal::new(None::<JobState>);
-    let cancelling = RwSignal::new(false);
+/// While a submission is pending, polls its progress twice a second; the next
+/// submission gets a fresh id in `job_id`.
+fn follow_generations(pending: Memo<bool>, job_id: RwSignal<String>) -> Tracking {
+    let tracking = Tracking {
+        in_flight: RwSignal::new(None),
+        sent_at: RwSignal::new(0),
+        reading: RwSignal::new(None),
+        cancelling: RwSignal::new(false),
+    };
     let polling = StoredValue::new(None::<IntervalHandle>);
     Effect::new(move |_| {
         if pending.get() {
@@ -200,17 +193,17 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
             // submission gets another.
             let id = job_id.get_untracked();
             job_id.set(new_job_id());
-            sent_at.set(browser_now_ms());
-            reading_now.set(None);
-            cancelling.set(false);
-            in_flight.set((!id.is_empty()).then(|| id.clone()));
+            tracking.sent_at.set(browser_now_ms());
+            tracking.reading.set(None);
+            tracking.cancelling.set(false);
+            tracking.in_flight.set((!id.is_empty()).then(|| id.clone()));
             if !id.is_empty() {
                 let ask = move || {
                     let id = id.clone();
                     leptos::task::spawn_local(async move {
                         if let Ok(Some(reading)) = progress(id).await {
                             if pending.get_untracked() {
-                                reading_now.set(Some(reading.state));
+                                tracking.reading.set(Some(reading.state));
                             }
                         }
                     });
@@ -223,33 +216,21 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                 handle.clear();
             }
             polling.set_value(None);
-            in_flight.set(None);
+            tracking.in_flight.set(None);
         }
     });
-    let phase_line = move || match reading_now.get() {
-        Some(JobState::Running(phase)) => phase.label(),
-        // Finished on the server; the answer is on its way.
-        Some(JobState::Finished) => Phase::Saving.label(),
-        Some(JobState::Canceled | JobState::Failed) => "Stopping…".to_owned(),
-        None => Phase::Waiting.label(),
-    };
-    let elapsed = move || {
-        let secs = now.get().saturating_sub(sent_at.get()) / 1000;
-        format!("{secs} s")
-    };
-    let cancel_generation = move |_| {
-        let Some(id) = in_flight.get_untracked() else {
-            return;
-        };
-        cancelling.set(true);
-        leptos::task::spawn_local(async move {
-            // The answer to the generation itself says how it ended.
-            if cancel(id).await.is_err() {
-                cancelling.set(false);
-            }
-        });
-    };
+    tracking
+}
 
+/// After each answer: the new quota, the focus on the result (or back on the
+/// prompt after an error), and a fresh recent-images list.
+fn after_each_answer(
+    action: ServerAction<Generate>,
+    quota: RwSignal<Option<Quota>>,
+    recent: RwSignal<Vec<RecentImage>>,
+    prompt_input: NodeRef<leptos::html::Input>,
+    result_figure: NodeRef<leptos::html::Figure>,
+) {
     Effect::new(move |_| match action.value().get() {
         Some(Ok(created)) => {
             if let Some(q) = created.quota {
@@ -282,8 +263,11 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
         }
         None => {}
     });
-    // Past the reset the visitor has more (and a full quota a new reset time):
-    // ask the server for the new numbers, once per reset.
+}
+
+/// Past the reset the visitor has more (and a full quota a new reset time): asks
+/// the server for the new numbers, once per reset.
+fn renew_at_reset(quota: RwSignal<Option<Quota>>, now: RwSignal<u64>) {
     let asked_for_reset = StoredValue::new(0u64);
     Effect::new(move |_| {
         let Some(q) = quota.get() else {
@@ -298,6 +282,32 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
             });
         }
     });
+}
+
+/// The form, its progress and its result.
+#[component]
+fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> impl IntoView {
+    let action = ServerAction::<Generate>::new();
+    let now = ticking_clock(reading.now_ms);
+    // The quota shown: the server's reading, then whatever the last answer said.
+    let quota = RwSignal::new(reading.quota);
+    let recent = RwSignal::new(recent);
+    let prompt_input = NodeRef::<leptos::html::Input>::new();
+    let result_figure = NodeRef::<leptos::html::Figure>::new();
+
+    // Each submission carries a fresh id, so the page can follow it and cancel it.
+    // Effects run only in the browser, once the page is hydrated: the form then
+    // says it is live (tests and the first-load measurement wait for this).
+    let job_id = RwSignal::new(String::new());
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| {
+        job_id.set(new_job_id());
+        hydrated.set(true);
+    });
+    let pending = action.pending();
+    let tracking = follow_generations(pending, job_id);
+    after_each_answer(action, quota, recent, prompt_input, result_figure);
+    renew_at_reset(quota, now);
     let used_up = move || quota.get().is_some_and(|q| q.remaining == 0);
     let query = use_query_map();
     // After a form post without JavaScript, the page URL carries the prompt (and the
@@ -313,97 +323,13 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
             Some((url, q.get("prompt").unwrap_or_default()))
         }),
     });
-    let error = move || match action.value().get() {
+    let error = Signal::derive(move || match action.value().get() {
         Some(Err(error)) if !pending.get() => Some(error),
         _ => None,
-    };
-    let quota_line = move || {
-        quota.get().map(|q| {
-            let wait = describe_wait(now.get(), q.reset_ms);
-            if q.remaining == 0 {
-                view! {
-                    <p class="quota quota-empty">
-                        <span>{format!("0 of {} generations left.", q.limit)}</span>
-                        " "
-                        <span>{format!("The form reopens in {wait}.")}</span>
-                    </p>
-                }
-                .into_any()
-            } else {
-                view! {
-                    <p class="quota">
-                        <span>{format!("{} of {} generations left.", q.remaining, q.limit)}</span>
-                        " "
-                        <span>{format!("Renews in {wait}.")}</span>
-                    </p>
-                }
-                .into_any()
-            }
-        })
-    };
-
-    let status = view! {
-        <div id="status" class="status" role="status" aria-live="polite">
-            <Show when=move || pending.get()>
-                <div class="generating">
-                    <span class="spinner" aria-hidden="true"></span>
-                    <span class="phase">{phase_line}</span>
-                    <span class="elapsed" aria-hidden="true">
-                        {move || (sent_at.get() > 0).then(elapsed)}
-                    </span>
-                    <Show when=move || in_flight.get().is_some()>
-                        <button
-                            type="button"
-                            class="secondary cancel"
-                            on:click=cancel_generation
-                            disabled=move || cancelling.get()
-                        >
-                            {move || if cancelling.get() { "Cancelling…" } else { "Cancel" }}
-                        </button>
-                    </Show>
-                </div>
-            </Show>
-            {move || {
-                error()
-                    .map(|error| {
-                        let class = if error == ApiError::Canceled {
-                            "notice-line"
-                        } else {
-                            "error"
-                        };
-                        // The shared budget's refusal says when it reopens (the
-                        // visitor's own quota line says so for their limit).
-                        let text = match &error {
-                            ApiError::BudgetSpent(budget) => {
-                                format!(
-                                    "{error} It reopens in {}.",
-                                    describe_wait(now.get(), budget.reset_ms),
-                                )
-                            }
-                            other => other.to_string(),
-                        };
-                        view! { <p class=class>{text}</p> }
-                    })
-            }}
-            {quota_line}
-        </div>
-    }
-    .into_any();
+    });
 
     view! {
-        {info
-            .offline_generator
-            .then(|| {
-                view! {
-                    <p class="notice">
-                        <strong>"Offline generator. "</strong>
-                        "Pictures are painted on this server and no AI model is called. "
-                        "The owner switches to the real model by setting "
-                        <code>"REPLICATE_API_TOKEN"</code>
-                        "."
-                    </p>
-                }
-            })}
+        {info.offline_generator.then(|| view! { <OfflineNotice /> })}
         <ActionForm
             action
             attr:class="prompt-form"
@@ -429,35 +355,11 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                 </button>
             </div>
         </ActionForm>
-        {status}
+        <StatusRegion pending tracking error quota now />
         {move || {
             shown_image
                 .get()
-                .map(|(url, prompt)| {
-                    view! {
-                        <figure class="result" tabindex="-1" node_ref=result_figure>
-                            <img src=url.clone() alt=prompt.clone() />
-                            <figcaption>{prompt.clone()}</figcaption>
-                            // Plain links with full page loads (rel=external), so they
-                            // work the same with and without JavaScript.
-                            <div class="result-actions">
-                                <a class="button" href=url.clone() download=download_name(&prompt, &url)>
-                                    "Download"
-                                </a>
-                                <a class="button secondary" href="/" rel="external">
-                                    "Create new image"
-                                </a>
-                                <a
-                                    class="button secondary"
-                                    href=again_url(&prompt)
-                                    rel="external"
-                                >
-                                    "Use this prompt again"
-                                </a>
-                            </div>
-                        </figure>
-                    }
-                })
+                .map(|(url, prompt)| view! { <ResultFigure url prompt node_ref=result_figure /> })
         }}
         <RecentImages recent now keep=info.recent_images />
         <footer>
@@ -470,6 +372,162 @@ fn Studio(info: AppInfo, reading: QuotaReading, recent: Vec<RecentImage>) -> imp
                 )}
             </p>
         </footer>
+    }
+}
+
+/// Says that no AI model is called.
+#[component]
+fn OfflineNotice() -> impl IntoView {
+    view! {
+        <p class="notice">
+            <strong>"Offline generator. "</strong>
+            "Pictures are painted on this server and no AI model is called. "
+            "The owner switches to the real model by setting "
+            <code>"REPLICATE_API_TOKEN"</code>
+            "."
+        </p>
+    }
+}
+
+/// The live region: the phase, elapsed time and Cancel while a generation runs,
+/// then the error if there is one, and the quota line.
+#[component]
+fn StatusRegion(
+    pending: Memo<bool>,
+    tracking: Tracking,
+    error: Signal<Option<ApiError>>,
+    quota: RwSignal<Option<Quota>>,
+    now: RwSignal<u64>,
+) -> impl IntoView {
+    let Tracking {
+        in_flight,
+        sent_at,
+        reading,
+        cancelling,
+    } = tracking;
+    let phase_line = move || match reading.get() {
+        Some(JobState::Running(phase)) => phase.label(),
+        // Finished on the server; the answer is on its way.
+        Some(JobState::Finished) => Phase::Saving.label(),
+        Some(JobState::Canceled | JobState::Failed) => "Stopping…".to_owned(),
+        None => Phase::Waiting.label(),
+    };
+    let elapsed = move || {
+        let secs = now.get().saturating_sub(sent_at.get()) / 1000;
+        format!("{secs} s")
+    };
+    let cancel_generation = move |_| {
+        let Some(id) = in_flight.get_untracked() else {
+            return;
+        };
+        cancelling.set(true);
+        leptos::task::spawn_local(async move {
+            // The answer to the generation itself says how it ended.
+            if cancel(id).await.is_err() {
+                cancelling.set(false);
+            }
+        });
+    };
+    let error_line = move || {
+        error.get().map(|error| {
+            let class = if error == ApiError::Canceled {
+                "notice-line"
+            } else {
+                "error"
+            };
+            // The shared budget's refusal says when it reopens (the visitor's own
+            // quota line says so for their limit).
+            let text = match &error {
+                ApiError::BudgetSpent(budget) => format!(
+                    "{error} It reopens in {}.",
+                    describe_wait(now.get(), budget.reset_ms),
+                ),
+                other => other.to_string(),
+            };
+            view! { <p class=class>{text}</p> }
+        })
+    };
+    view! {
+        <div id="status" class="status" role="status" aria-live="polite">
+            <Show when=move || pending.get()>
+                <div class="generating">
+                    <span class="spinner" aria-hidden="true"></span>
+                    <span class="phase">{phase_line}</span>
+                    <span class="elapsed" aria-hidden="true">
+                        {move || (sent_at.get() > 0).then(elapsed)}
+                    </span>
+                    <Show when=move || in_flight.get().is_some()>
+                        <button
+                            type="button"
+                            class="secondary cancel"
+                            on:click=cancel_generation
+                            disabled=move || cancelling.get()
+                        >
+                            {move || if cancelling.get() { "Cancelling…" } else { "Cancel" }}
+                        </button>
+                    </Show>
+                </div>
+            </Show>
+            {error_line}
+            <QuotaLine quota now />
+        </div>
+    }
+}
+
+/// "3 of 5 generations left. Renews in 20 h 57 min.", or the closed form's line.
+#[component]
+fn QuotaLine(quota: RwSignal<Option<Quota>>, now: RwSignal<u64>) -> impl IntoView {
+    move || {
+        quota.get().map(|q| {
+            let wait = describe_wait(now.get(), q.reset_ms);
+            if q.remaining == 0 {
+                view! {
+                    <p class="quota quota-empty">
+                        <span>{format!("0 of {} generations left.", q.limit)}</span>
+                        " "
+                        <span>{format!("The form reopens in {wait}.")}</span>
+                    </p>
+                }
+                .into_any()
+            } else {
+                view! {
+                    <p class="quota">
+                        <span>{format!("{} of {} generations left.", q.remaining, q.limit)}</span>
+                        " "
+                        <span>{format!("Renews in {wait}.")}</span>
+                    </p>
+                }
+                .into_any()
+            }
+        })
+    }
+}
+
+/// The finished image with Download, "Create new image" and "Use this prompt
+/// again": plain links with full page loads (rel=external), so they work the same
+/// with and without JavaScript.
+#[component]
+fn ResultFigure(
+    url: String,
+    prompt: String,
+    node_ref: NodeRef<leptos::html::Figure>,
+) -> impl IntoView {
+    view! {
+        <figure class="result" tabindex="-1" node_ref=node_ref>
+            <img src=url.clone() alt=prompt.clone() />
+            <figcaption>{prompt.clone()}</figcaption>
+            <div class="result-actions">
+                <a class="button" href=url.clone() download=download_name(&prompt, &url)>
+                    "Download"
+                </a>
+                <a class="button secondary" href="/" rel="external">
+                    "Create new image"
+                </a>
+                <a class="button secondary" href=again_url(&prompt) rel="external">
+                    "Use this prompt again"
+                </a>
+            </div>
+        </figure>
     }
 }
 

@@ -7,7 +7,7 @@ use crate::app::{shell, App};
 use crate::server::client_ip::identify_visitor;
 use crate::server::json_api::{generate_json, remaining_json, serve_image};
 use crate::server::state::AppState;
-use crate::wire::ApiError;
+use crate::wire::{ApiError, IMAGES_PATH};
 use axum::body::Body;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
     let routes = route_list();
     let backend: Arc<dyn Backend> = Arc::new(state.clone());
     Router::new()
-        .route("/images/{file}", get(serve_image))
+        .route(&format!("{IMAGES_PATH}{{file}}"), get(serve_image))
         .route("/api/ai", post(generate_json))
         .route("/api/remaining", get(remaining_json))
         // The site's JS, WASM and CSS: the brotli file written at build time

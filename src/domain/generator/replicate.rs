@@ -265,8 +265,9 @@ impl Api {
         deadline.saturating_duration_since(Instant::now())
     }
 
-    /// `POST /v1/predictions`, retried only when the API says it did not accept it.
-    async fn create(&self, prompt: &Prompt, deadline: Instant) -> Result<Prediction, ModelError> {
+    /// The create request: the model version, its inputs with the prefixed
+    /// prompt, `Prefer: wait` and `Cancel-After`.
+    fn create_request(&self, prompt: &Prompt, deadline: Instant) -> reqwest::RequestBuilder {
         let mut input = self.settings.input.clone();
         input.insert(
             "prompt".into(),
@@ -286,20 +287,22 @@ impl Api {
         // The server cancels the prediction on its own past our deadline, even if
         // this process is gone by then.
         let cancel_after = self.settings.deadline.as_secs().max(1);
+        self.client
+            .post(self.endpoint("predictions"))
+            .bearer_auth(self.settings.token.expose_secret())
+            .header("Prefer", format!("wait={wait}"))
+            .header("Cancel-After", format!("{cancel_after}s"))
+            .timeout(
+                Duration::from_secs(wait + 15)
+                    .min(Self::remaining(deadline).max(Duration::from_secs(1))),
+            )
+            .json(&body)
+    }
+
+    /// `POST /v1/predictions`, retried only when the API says it did not accept it.
+    async fn create(&self, prompt: &Prompt, deadline: Instant) -> Result<Prediction, ModelError> {
         for attempt in 0..ATTEMPTS {
-            let sent = self
-                .client
-                .post(self.endpoint("predictions"))
-                .bearer_auth(self.settings.token.expose_secret())
-                .header("Prefer", format!("wait={wait}"))
-                .header("Cancel-After", format!("{cancel_after}s"))
-                .timeout(
-                    Duration::from_secs(wait + 15)
-                        .min(Self::remaining(deadline).max(Duration::from_secs(1))),
-                )
-                .json(&body)
-                .send()
-                .await;
+            let sent = self.create_request(prompt, deadline).send().await;
             let response = match sent {
                 Ok(response) => response,
                 // Nothing reached Replicate: trying again cannot start a second prediction.
