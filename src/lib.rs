@@ -3,9 +3,12 @@
 //!
 //! Layout: `app` (UI components), `api` (server-function signatures), `wire` (the
 //! types and id/URL shapes both sides exchange), `progress` and `prompt` compile
-//! for both the server and the browser and import no server-only module. Everything that only runs on the server is
-//! gated once, here: `domain` (limiter, generator, storage; no Leptos inside) and
+//! for both the server and the browser and import no server-only module.
+//! Everything that only runs on the server is gated once, here: `domain` (limiter, generator, storage; no Leptos inside) and
 //! `server` (settings, router, the glue between Axum, Leptos and the domain).
+
+// Leptos' typed views nest deeply; the WASM build lays them out past the default.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;

@@ -166,13 +166,11 @@ impl Serialize for ApiError {
 }
 
 impl<'de> Deserialize<'de> for ApiError {
+    /// The kind and data decide; the sentence is rebuilt from them (an adjacently
+    /// tagged enum skips the extra `message` field), which keeps `serde_json`'s
+    /// `Value` out of the browser bundle.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut body = serde_json::Value::deserialize(deserializer)?;
-        if let serde_json::Value::Object(fields) = &mut body {
-            fields.remove("message");
-        }
-        ApiError::deserialize(body).map_err(D::Error::custom)
+        ApiError::deserialize(deserializer)
     }
 }
 
