@@ -430,7 +430,7 @@ fn StatusRegion(
     };
     let error_line = move || {
         error.get().map(|error| {
-            let class = if error == ApiError::Canceled {
+            let class = if matches!(error, ApiError::Canceled { .. }) {
                 "notice-line"
             } else {
                 "error"

@@ -120,8 +120,12 @@ pub enum ApiError {
     ModelTimedOut,
     #[error("The model is busy right now; try again in {retry_after_secs} s.")]
     ModelBusy { retry_after_secs: u64 },
-    #[error("Generation cancelled. It was not counted.")]
-    Canceled,
+    #[error("{}", if *counted {
+        "Cancelled: the model had already started, so this one counted."
+    } else {
+        "Cancelled before the model started: not counted."
+    })]
+    Canceled { counted: bool },
     #[error("The generation's progress cannot be reached right now; please try again shortly.")]
     JobBoardUnavailable,
     #[error("Your recent images cannot be loaded right now; please try again shortly.")]
@@ -146,7 +150,7 @@ impl ApiError {
             | Self::RecentImagesUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
             // The request lost to the visitor's own cancel request.
-            Self::Canceled => StatusCode::CONFLICT,
+            Self::Canceled { .. } => StatusCode::CONFLICT,
             Self::ModelTimedOut => StatusCode::GATEWAY_TIMEOUT,
             Self::Network | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -210,14 +214,23 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<ApiError>(json).unwrap(), error);
-        let unit = serde_json::to_string(&ApiError::Canceled).unwrap();
+        let unit = serde_json::to_string(&ApiError::LimiterUnavailable).unwrap();
         assert_eq!(
             unit,
-            r#"{"kind":"Canceled","message":"Generation cancelled. It was not counted."}"#
+            r#"{"kind":"LimiterUnavailable","message":"Rate limiter unavailable, please try again shortly."}"#
         );
         assert_eq!(
             serde_json::from_str::<ApiError>(&unit).unwrap(),
-            ApiError::Canceled
+            ApiError::LimiterUnavailable
+        );
+        let counted = ApiError::Canceled { counted: true };
+        assert_eq!(
+            counted.to_string(),
+            "Cancelled: the model had already started, so this one counted."
+        );
+        assert_eq!(
+            ApiError::Canceled { counted: false }.to_string(),
+            "Cancelled before the model started: not counted."
         );
     }
 

@@ -1,25 +1,56 @@
-//! What one generation cost: the credits taken from the payer's quota and from
-//! the budget shared by all visitors. A [`Charge`] is a value that gives its
-//! credits back when it is dropped, unless the generation delivered and
-//! [`Charge::keep`] said so. Every way a generation can end without an image (an
-//! error, a cancel, the visitor leaving, a panic in a generator) therefore
-//! refunds, without each exit path having to remember it.
+//! What one generation cost: the credit taken from the payer's quota and the one
+//! taken from the budget shared by all visitors. A [`Charge`] is a value that is
+//! settled once, by how the generation ended, and that settles itself when it is
+//! dropped (the visitor left, a panic), so no exit path can forget it.
+//!
+//! The rules follow the owner's bill, not the images delivered:
+//! - the shared budget counts every model run that may have been billed: it is
+//!   given back only when no billable work happened (the model never reached
+//!   `processing`);
+//! - the payer's credit comes back for failures that are not the visitor's doing
+//!   (the model failing, timeouts, provider errors, our own outages), at most
+//!   `max_refunds_per_window` times per window;
+//! - a visitor who cancels or leaves gets the credit back only if the model had
+//!   not started processing; a prompt the model flags unsafe always counts;
+//! - a request refused before anything ran (a reused generation id) gives both
+//!   back.
+//!
+//! Every refund goes back to the window or bucket it was taken from
+//! ([`RateLimiter::refund`]).
 
 use crate::domain::ratelimit::{Decision, RateLimiter};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// One credit taken from one limiter for one identifier.
+/// How a charged generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The image was delivered: everything stays spent.
+    Delivered,
+    /// The model, its provider or the app failed: not the visitor's doing.
+    OurFailure,
+    /// The visitor cancelled, or left.
+    VisitorStopped,
+    /// The model flagged the prompt as unsafe.
+    Unsafe,
+    /// Refused before anything ran.
+    NothingRan,
+}
+
+/// One credit taken from one limiter for one identifier, and the limiter's answer
+/// then (which window or bucket it came from).
 struct Credit {
     limiter: Arc<RateLimiter>,
     identifier: String,
+    taken: Decision,
 }
 
 impl Credit {
     /// Gives the credit back; the identifier's standing after it, when the store answered.
     async fn give_back(self) -> Option<Decision> {
-        match self.limiter.refund(&self.identifier).await {
+        match self.limiter.refund(&self.identifier, &self.taken).await {
             Ok(decision) => {
-                tracing::info!(identifier = %self.identifier, remaining = decision.remaining, "refunded a credit");
+                tracing::debug!(identifier = %self.identifier, remaining = decision.remaining, "refunded a credit");
                 Some(decision)
             }
             Err(error) => {
@@ -30,62 +61,132 @@ impl Credit {
     }
 }
 
-/// Credits taken for one generation, the payer's first.
+/// What settling a charge did for the payer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The payer's quota afterwards, when the limiter answered.
+    pub payer_after: Option<Decision>,
+    /// False when the payer's credit stayed spent (the generation counted).
+    pub payer_refunded: bool,
+}
+
+/// Credits taken for one generation.
 #[derive(Default)]
 pub struct Charge {
-    credits: Vec<Credit>,
+    payer: Option<Credit>,
+    budget: Option<Credit>,
+    /// Bounds how many failures per window give the payer's credit back.
+    allowance: Option<Arc<RateLimiter>>,
+    /// Set once the model started work the owner is billed for.
+    billed: Arc<AtomicBool>,
 }
 
 impl Charge {
-    /// Records a credit just taken from `limiter` for `identifier`.
-    pub fn add(&mut self, limiter: Arc<RateLimiter>, identifier: impl Into<String>) {
-        self.credits.push(Credit {
+    /// Records the credit just taken from the payer's quota.
+    pub fn payer(&mut self, limiter: Arc<RateLimiter>, identifier: &str, taken: Decision) {
+        self.payer = Some(Credit {
             limiter,
-            identifier: identifier.into(),
+            identifier: identifier.to_owned(),
+            taken,
         });
     }
 
-    /// How many credits this charge holds.
-    pub fn len(&self) -> usize {
-        self.credits.len()
+    /// Records the credit just taken from the shared budget.
+    pub fn budget(&mut self, limiter: Arc<RateLimiter>, identifier: &str, taken: Decision) {
+        self.budget = Some(Credit {
+            limiter,
+            identifier: identifier.to_owned(),
+            taken,
+        });
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.credits.is_empty()
+    /// Failures give the payer's credit back only while this allows.
+    pub fn with_allowance(mut self, allowance: Option<Arc<RateLimiter>>) -> Self {
+        self.allowance = allowance;
+        self
     }
 
-    /// The generation delivered: the credits stay spent.
-    pub fn keep(mut self) {
-        self.credits.clear();
+    /// The flag the model's progress sets once billable work started.
+    pub fn metered_by(mut self, billed: Arc<AtomicBool>) -> Self {
+        self.billed = billed;
+        self
     }
 
-    /// Gives every credit back now and returns the first one's (the payer's)
-    /// standing after it. Credits not yet given back when this future is dropped
-    /// are given back by the drop.
-    pub async fn refund(mut self) -> Option<Decision> {
-        let mut payer = None;
-        let mut first = true;
-        while !self.credits.is_empty() {
-            let after = self.credits.remove(0).give_back().await;
-            if std::mem::take(&mut first) {
-                payer = after;
+    fn billed(&self) -> bool {
+        self.billed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a failure may still give the payer's credit back this window.
+    async fn refund_allowed(&self, identifier: &str) -> bool {
+        let Some(allowance) = &self.allowance else {
+            return true;
+        };
+        match allowance.limit(identifier, 1).await {
+            Ok(decision) if decision.success => true,
+            Ok(_) => {
+                tracing::info!(%identifier, "refund allowance used up for this window: the failure counts");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(%identifier, %error, "could not read the refund allowance: the failure counts");
+                false
             }
         }
-        payer
+    }
+
+    /// Settles the charge by how the generation ended (see the module's rules).
+    pub async fn settle(mut self, ending: Ending) -> Settled {
+        let billed = self.billed();
+        let refund_budget = match ending {
+            Ending::Delivered => false,
+            Ending::NothingRan => true,
+            _ => !billed,
+        };
+        let refund_payer = match (ending, &self.payer) {
+            (_, None) | (Ending::Delivered | Ending::Unsafe, _) => false,
+            (Ending::NothingRan, _) => true,
+            (Ending::VisitorStopped, _) => !billed,
+            (Ending::OurFailure, Some(payer)) => self.refund_allowed(&payer.identifier).await,
+        };
+        let budget = self.budget.take();
+        let payer = self.payer.take();
+        if let (true, Some(budget)) = (refund_budget, budget) {
+            budget.give_back().await;
+        }
+        let taken = payer.as_ref().map(|credit| credit.taken);
+        let payer_after = match (refund_payer, payer) {
+            (true, Some(payer)) => payer.give_back().await.or(taken),
+            _ => taken,
+        };
+        Settled {
+            payer_after,
+            payer_refunded: refund_payer,
+        }
     }
 }
 
 impl Drop for Charge {
+    /// Dropped unsettled: the visitor left (or a panic ended the generation).
+    /// Nothing comes back once the model started billable work.
     fn drop(&mut self) {
-        if self.credits.is_empty() {
+        let credits: Vec<Credit> = [self.payer.take(), self.budget.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if credits.is_empty() {
             return;
         }
-        let credits = std::mem::take(&mut self.credits);
+        if self.billed() {
+            tracing::info!(
+                "a generation ended without an image after the model started: it counts"
+            );
+            return;
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 tracing::info!(
                     credits = credits.len(),
-                    "a generation ended without an image; giving its credits back"
+                    "a generation ended before the model started; giving its credits back"
                 );
                 runtime.spawn(async move {
                     for credit in credits {
@@ -109,56 +210,112 @@ mod tests {
     use crate::domain::store::MemoryStore;
     use std::time::Duration;
 
-    fn limiter() -> Arc<RateLimiter> {
-        let clock = Arc::new(ManualClock::at(1_000));
+    fn limiter(limit: u64, prefix: &str, store: &Arc<MemoryStore>) -> Arc<RateLimiter> {
         Arc::new(RateLimiter::new(
-            Arc::new(MemoryStore::new(clock.clone())),
+            store.clone(),
             Algorithm::FixedWindow {
-                limit: 3,
+                limit,
                 window_ms: 60_000,
             },
-            "test",
-            clock,
+            prefix,
+            store.clock().clone(),
         ))
     }
 
-    async fn charged(limiter: &Arc<RateLimiter>) -> Charge {
-        assert!(limiter.limit("v", 1).await.unwrap().success);
-        let mut charge = Charge::default();
-        charge.add(limiter.clone(), "v");
-        charge
+    struct Setup {
+        payer: Arc<RateLimiter>,
+        budget: Arc<RateLimiter>,
+        allowance: Arc<RateLimiter>,
     }
 
-    async fn remaining(limiter: &RateLimiter) -> u64 {
-        limiter.remaining("v").await.unwrap().remaining
+    fn setup(allowance: u64) -> Setup {
+        let store = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1_000))));
+        Setup {
+            payer: limiter(3, "payer", &store),
+            budget: limiter(10, "budget", &store),
+            allowance: limiter(allowance, "allowance", &store),
+        }
+    }
+
+    impl Setup {
+        async fn charge(&self, billed: bool) -> Charge {
+            let mut charge = Charge::default().with_allowance(Some(self.allowance.clone()));
+            let taken = self.payer.limit("v", 1).await.unwrap();
+            charge.payer(self.payer.clone(), "v", taken);
+            let taken = self.budget.limit("all", 1).await.unwrap();
+            charge.budget(self.budget.clone(), "all", taken);
+            let flag = Arc::new(AtomicBool::new(billed));
+            charge.metered_by(flag)
+        }
+
+        async fn left(&self) -> (u64, u64) {
+            (
+                self.payer.remaining("v").await.unwrap().remaining,
+                self.budget.remaining("all").await.unwrap().remaining,
+            )
+        }
     }
 
     #[tokio::test]
-    async fn a_kept_charge_stays_spent() {
-        let limiter = limiter();
-        charged(&limiter).await.keep();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(remaining(&limiter).await, 2);
+    async fn each_ending_settles_by_the_bill() {
+        // (ending, model billed?, payer left after, budget left after, refunded?)
+        let cases = [
+            (Ending::Delivered, true, 2, 9, false),
+            (Ending::OurFailure, true, 3, 9, true),
+            (Ending::OurFailure, false, 3, 10, true),
+            (Ending::VisitorStopped, true, 2, 9, false),
+            (Ending::VisitorStopped, false, 3, 10, true),
+            (Ending::Unsafe, true, 2, 9, false),
+            (Ending::NothingRan, false, 3, 10, true),
+        ];
+        for (ending, billed, payer, budget, refunded) in cases {
+            let s = setup(5);
+            let settled = s.charge(billed).await.settle(ending).await;
+            assert_eq!(
+                settled.payer_refunded, refunded,
+                "{ending:?} billed={billed}"
+            );
+            assert_eq!(settled.payer_after.unwrap().remaining, payer, "{ending:?}");
+            assert_eq!(
+                s.left().await,
+                (payer, budget),
+                "{ending:?} billed={billed}"
+            );
+        }
     }
 
     #[tokio::test]
-    async fn a_refund_gives_back_and_reports_the_payer() {
-        let limiter = limiter();
-        let after = charged(&limiter).await.refund().await.unwrap();
-        assert_eq!(after.remaining, 3);
-        assert_eq!(remaining(&limiter).await, 3);
+    async fn failures_are_refunded_only_within_the_allowance() {
+        let s = setup(1);
+        let first = s.charge(true).await.settle(Ending::OurFailure).await;
+        assert!(first.payer_refunded);
+        let second = s.charge(true).await.settle(Ending::OurFailure).await;
+        assert!(!second.payer_refunded, "the allowance is used up");
+        assert_eq!(s.left().await, (2, 8));
     }
 
-    #[tokio::test]
-    async fn a_dropped_charge_gives_its_credits_back() {
-        let limiter = limiter();
-        drop(charged(&limiter).await);
+    async fn wait_for(s: &Setup, want: (u64, u64)) {
         for _ in 0..100 {
-            if remaining(&limiter).await == 3 {
+            if s.left().await == want {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        panic!("the dropped charge was not refunded");
+        assert_eq!(s.left().await, want);
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_before_the_model_started_gives_everything_back() {
+        let s = setup(5);
+        drop(s.charge(false).await);
+        wait_for(&s, (3, 10)).await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_after_the_model_started_counts() {
+        let s = setup(5);
+        drop(s.charge(true).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.left().await, (2, 9));
     }
 }

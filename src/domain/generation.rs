@@ -6,7 +6,7 @@
 //! themselves when dropped, so no exit path (an error, a cancel, the visitor
 //! leaving, a panic) can forget a refund.
 
-use crate::domain::charge::Charge;
+use crate::domain::charge::{Charge, Ending};
 use crate::domain::gallery::{Gallery, Kept};
 use crate::domain::generator::{ImageGenerator, ModelError, ProgressReporter};
 use crate::domain::jobs::{JobBoard, JobRecord};
@@ -76,9 +76,13 @@ pub enum StudioError {
         source: StorageError,
         decision: Option<Decision>,
     },
-    /// The visitor cancelled it; the credit was given back.
+    /// The visitor cancelled it; `counted` when the model had already started
+    /// (its credit stayed spent).
     #[error("cancelled by the visitor")]
-    Canceled { decision: Option<Decision> },
+    Canceled {
+        decision: Option<Decision>,
+        counted: bool,
+    },
     /// The page sent a generation id that is already in use.
     #[error("the generation id is already in use")]
     JobIdTaken,
@@ -100,7 +104,7 @@ impl StudioError {
             Self::Denied { decision, .. } => Some(*decision),
             Self::Model { decision, .. }
             | Self::Storage { decision, .. }
-            | Self::Canceled { decision } => *decision,
+            | Self::Canceled { decision, .. } => *decision,
             _ => None,
         }
     }
@@ -117,11 +121,20 @@ enum Spoiled {
 }
 
 impl Spoiled {
-    fn into_error(self, decision: Option<Decision>) -> StudioError {
+    /// Whose doing the ending was, for the charge.
+    fn ending(&self) -> Ending {
+        match self {
+            Self::Model(ModelError::Unsafe(_)) => Ending::Unsafe,
+            Self::Model(_) | Self::Storage(_) => Ending::OurFailure,
+            Self::Canceled => Ending::VisitorStopped,
+        }
+    }
+
+    fn into_error(self, decision: Option<Decision>, counted: bool) -> StudioError {
         match self {
             Self::Model(source) => StudioError::Model { source, decision },
             Self::Storage(source) => StudioError::Storage { source, decision },
-            Self::Canceled => StudioError::Canceled { decision },
+            Self::Canceled => StudioError::Canceled { decision, counted },
         }
     }
 }
@@ -154,17 +167,29 @@ pub struct Generation {
     pub gallery: Arc<dyn Gallery>,
     /// How often a running generation checks whether it was cancelled.
     pub cancel_check: Duration,
+    /// How many failures per window give the payer's credit back (`None`: all).
+    pub refund_allowance: Option<Arc<RateLimiter>>,
 }
 
 impl Generation {
-    /// Runs one generation.
+    /// Runs one generation. Nothing is written for a request the limits refuse:
+    /// the record the page follows is opened only after admission.
     pub async fn run(&self, order: Order<'_>) -> Result<Generated, StudioError> {
         let prompt = Prompt::parse(order.prompt, self.max_prompt_chars)?;
+        let (charge, decision) = self.take_credits(order.payer).await?;
         let record = match order.job {
-            Some(id) => self.open_record(id, order.visitor).await?,
+            Some(id) => match self.open_record(id, order.visitor).await {
+                Ok(record) => record,
+                Err(taken) => {
+                    charge.settle(Ending::NothingRan).await;
+                    return Err(taken);
+                }
+            },
             None => None,
         };
-        let result = self.charged(order, prompt, record.as_ref()).await;
+        let result = self
+            .deliver(order.visitor, prompt, charge, decision, record.as_ref())
+            .await;
         if let Some(record) = record {
             record
                 .end(match &result {
@@ -194,35 +219,40 @@ impl Generation {
         }
     }
 
-    /// Takes the credits, makes and keeps the image, and settles the charge.
-    async fn charged(
+    /// Makes and keeps the image, and settles the charge by how that ended.
+    async fn deliver(
         &self,
-        order: Order<'_>,
+        visitor: &str,
         prompt: Prompt,
+        charge: Charge,
+        decision: Option<Decision>,
         record: Option<&JobRecord>,
     ) -> Result<Generated, StudioError> {
-        let (charge, decision) = self.take_credits(order.payer).await?;
         let started = Instant::now();
-        let key = match self.produce(&prompt, record).await {
+        let (progress, phases) = ProgressReporter::channel();
+        let charge = charge.metered_by(progress.processing_flag());
+        let key = match self.produce(&prompt, &progress, phases, record).await {
             Ok(key) => key,
             Err(spoiled) => {
+                let settled = charge.settle(spoiled.ending()).await;
                 if matches!(spoiled, Spoiled::Canceled) {
                     tracing::info!(
                         elapsed_ms = started.elapsed().as_millis() as u64,
+                        counted = !settled.payer_refunded,
                         "the visitor cancelled the generation"
                     );
                 }
-                let after = charge.refund().await.or(decision);
-                return Err(spoiled.into_error(after));
+                let after = settled.payer_after.or(decision);
+                return Err(spoiled.into_error(after, !settled.payer_refunded));
             }
         };
-        charge.keep();
+        charge.settle(Ending::Delivered).await;
         let kept = Kept {
             image: key.to_string(),
             prompt: prompt.to_string(),
             created_ms: self.limiter.now_ms(),
         };
-        if let Err(error) = self.gallery.add(order.visitor, &kept).await {
+        if let Err(error) = self.gallery.add(visitor, &kept).await {
             tracing::warn!(%error, "could not add the image to the visitor's recent images");
         }
         tracing::info!(
@@ -241,10 +271,10 @@ impl Generation {
     /// One credit from the payer, then one from the shared budget. A refusal or
     /// an outage of the second gives the first back before answering.
     async fn take_credits(&self, payer: &str) -> Result<(Charge, Option<Decision>), StudioError> {
-        let mut charge = Charge::default();
+        let mut charge = Charge::default().with_allowance(self.refund_allowance.clone());
         let decision = match self.limiter.limit(payer, 1).await {
             Ok(decision) if decision.success => {
-                charge.add(self.limiter.clone(), payer);
+                charge.payer(self.limiter.clone(), payer, decision);
                 Some(decision)
             }
             Ok(decision) => {
@@ -261,7 +291,7 @@ impl Generation {
         };
         let refused = match budget.limit(EVERYONE, 1).await {
             Ok(spent) if spent.success => {
-                charge.add(budget.clone(), EVERYONE);
+                charge.budget(budget.clone(), EVERYONE, spent);
                 return Ok((charge, decision));
             }
             Ok(spent) => {
@@ -280,7 +310,7 @@ impl Generation {
             },
         };
         // The payer's credit was not used: it goes back before the answer.
-        charge.refund().await;
+        charge.settle(Ending::NothingRan).await;
         Err(refused)
     }
 
@@ -299,11 +329,12 @@ impl Generation {
     async fn produce(
         &self,
         prompt: &Prompt,
+        progress: &ProgressReporter,
+        phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
     ) -> Result<ImageKey, Spoiled> {
-        let (progress, phases) = ProgressReporter::channel();
         let image = tokio::select! {
-            made = self.generator.generate_with_progress(prompt, &progress) => made.map_err(Spoiled::Model)?,
+            made = self.generator.generate_with_progress(prompt, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
             () = self.watch(record, phases) => return Err(Spoiled::Canceled),

@@ -89,7 +89,12 @@ pub struct Policy {
     pub job_ttl_ms: u64,
     /// How often a running generation looks for a cancel request.
     pub cancel_check: Duration,
+    /// How many failures per window give the payer's credit back (`None`: every one).
+    pub max_refunds_per_window: Option<u64>,
 }
+
+/// Key prefix of the refund allowance's counters.
+pub const REFUNDS_PREFIX: &str = "lofianime:refunds";
 
 /// One of a visitor's recent images.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,11 +111,11 @@ pub struct Studio {
 
 impl Studio {
     pub fn new(policy: Policy, components: Components) -> Self {
-        let limiter = |algorithm| {
+        let limiter_with = |algorithm, prefix: &str| {
             let limiter = RateLimiter::new(
                 components.limiter_store.clone(),
                 algorithm,
-                policy.prefix.clone(),
+                prefix,
                 components.clock.clone(),
             );
             Arc::new(if policy.ephemeral_cache {
@@ -119,6 +124,23 @@ impl Studio {
                 limiter.without_cache()
             })
         };
+        let limiter = |algorithm| limiter_with(algorithm, &policy.prefix);
+        let refund_allowance = policy.max_refunds_per_window.map(|limit| {
+            let window = Algorithm::FixedWindow {
+                limit,
+                window_ms: policy.algorithm.window_ms(),
+            };
+            // Without the cache: a used-up allowance must not hide a reset.
+            Arc::new(
+                RateLimiter::new(
+                    components.limiter_store.clone(),
+                    window,
+                    REFUNDS_PREFIX,
+                    components.clock.clone(),
+                )
+                .without_cache(),
+            )
+        });
         Self {
             generation: Generation {
                 limiter: limiter(policy.algorithm),
@@ -134,6 +156,7 @@ impl Studio {
                 )),
                 gallery: components.gallery,
                 cancel_check: policy.cancel_check,
+                refund_allowance,
             },
             who_pays: policy.who_pays,
         }
@@ -272,6 +295,7 @@ mod tests {
             max_prompt_chars: 20,
             job_ttl_ms: 600_000,
             cancel_check: Duration::from_millis(10),
+            max_refunds_per_window: Some(limit),
         }
     }
 
@@ -437,21 +461,32 @@ mod tests {
         tokio::spawn(async move { studio.generate(&v(), "slow", Some(&job)).await })
     }
 
-    /// A generation already generating on a model that runs until dropped.
-    async fn slow_generation_under_way(id: u8) -> (Arc<FakeModel>, Arc<Studio>, JobId, Running) {
-        let model = Arc::new(FakeModel::new(Behaviour::RunUntilDropped));
-        let studio = studio(model.clone(), 2);
+    /// A generation under way on a model of `behaviour` (limit 2), once it
+    /// reached `phase`.
+    async fn under_way(
+        id: u8,
+        behaviour: Behaviour,
+        phase: Phase,
+    ) -> (Arc<FakeModel>, Arc<Studio>, JobId, Running) {
+        let model = Arc::new(FakeModel::new(behaviour));
+        let studio = studio_with(model.clone(), policy(2, Some(10)));
         let job = JobId::from_bytes([id; 16]);
         let running = start(&studio, &job);
-        let generating = JobState::Running(Phase::Generating {
-            percent: Some(FAKE_PERCENT),
-        });
-        wait_for_state(&studio, &job, generating).await;
+        wait_for_state(&studio, &job, JobState::Running(phase)).await;
         (model, studio, job, running)
     }
 
+    const PROCESSING: Phase = Phase::Generating {
+        percent: Some(FAKE_PERCENT),
+    };
+
+    /// A generation already generating on a model that runs until dropped.
+    async fn slow_generation_under_way(id: u8) -> (Arc<FakeModel>, Arc<Studio>, JobId, Running) {
+        under_way(id, Behaviour::RunUntilDropped, PROCESSING).await
+    }
+
     #[tokio::test]
-    async fn a_cancelled_generation_stops_the_model_and_refunds_the_credit() {
+    async fn a_cancel_after_the_model_started_stops_it_and_counts() {
         let (model, studio, job, running) = slow_generation_under_way(7).await;
         assert_eq!(
             left(&studio, "v").await,
@@ -464,12 +499,32 @@ mod tests {
         );
         let outcome = running.await.unwrap();
         assert!(
-            matches!(outcome, Err(StudioError::Canceled { decision: Some(d) }) if d.remaining == 2),
+            matches!(outcome, Err(StudioError::Canceled { decision: Some(d), counted: true }) if d.remaining == 1),
             "{outcome:?}"
         );
         assert!(model.stopped(), "the model run was dropped");
-        assert_eq!(left(&studio, "v").await, 2);
+        assert_eq!(
+            left(&studio, "v").await,
+            1,
+            "the owner was billed: it counts"
+        );
+        assert_eq!(budget_left(&studio).await, 9, "and the budget keeps it");
         wait_for_state(&studio, &job, JobState::Canceled).await;
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_the_model_started_is_not_counted() {
+        let (model, studio, job, running) =
+            under_way(17, Behaviour::StartUntilDropped, Phase::Starting).await;
+        studio.cancel(&v(), &job).await.unwrap();
+        let outcome = running.await.unwrap();
+        assert!(
+            matches!(outcome, Err(StudioError::Canceled { decision: Some(d), counted: false }) if d.remaining == 2),
+            "{outcome:?}"
+        );
+        assert!(model.stopped());
+        assert_eq!(left(&studio, "v").await, 2);
+        assert_eq!(budget_left(&studio).await, 10);
     }
 
     /// Waits until `visitor` has `want` left (refunds from a drop are spawned).
@@ -484,14 +539,96 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_abandoned_generation_is_refunded_and_recorded_as_cancelled() {
+    async fn leaving_after_the_model_started_counts_and_is_recorded_as_cancelled() {
         let (model, studio, job, running) = slow_generation_under_way(6).await;
         // The visitor closed the page: the request's future is dropped.
         running.abort();
         let _ = running.await;
         wait_for_state(&studio, &job, JobState::Canceled).await;
         assert!(model.stopped());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(left(&studio, "v").await, 1);
+        assert_eq!(budget_left(&studio).await, 9);
+    }
+
+    #[tokio::test]
+    async fn leaving_before_the_model_started_gives_everything_back() {
+        let (_, studio, job, running) =
+            under_way(16, Behaviour::StartUntilDropped, Phase::Starting).await;
+        running.abort();
+        let _ = running.await;
+        wait_for_state(&studio, &job, JobState::Canceled).await;
         wait_for_quota(&studio, 2).await;
+        assert_eq!(budget_left(&studio).await, 10);
+    }
+
+    /// Repeats an attack and returns how many model runs reached processing.
+    async fn billed_runs_under(behaviour: Behaviour, attack: &str) -> usize {
+        let model = Arc::new(FakeModel::new(behaviour));
+        let studio = studio_with(model.clone(), policy(3, Some(100)));
+        for round in 0..10u8 {
+            let job = JobId::from_bytes([100 + round; 16]);
+            let running = start(&studio, &job);
+            if behaviour == Behaviour::RunUntilDropped {
+                for _ in 0..200 {
+                    let state = studio.progress(&v(), &job).await.unwrap().map(|p| p.state);
+                    if state == Some(JobState::Running(PROCESSING)) || running.is_finished() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                match attack {
+                    "cancel" => {
+                        studio.cancel(&v(), &job).await.unwrap();
+                    }
+                    _ => running.abort(),
+                }
+            }
+            let _ = running.await;
+        }
+        model.calls()
+    }
+
+    #[tokio::test]
+    async fn cancel_leave_and_unsafe_loops_bill_no_more_than_the_limit() {
+        for (behaviour, attack) in [
+            (Behaviour::RunUntilDropped, "cancel"),
+            (Behaviour::RunUntilDropped, "leave"),
+            (Behaviour::Unsafe, "unsafe prompts"),
+        ] {
+            let billed = billed_runs_under(behaviour, attack).await;
+            assert_eq!(billed, 3, "{attack}: billed runs = the visitor's limit");
+        }
+    }
+
+    #[tokio::test]
+    async fn billed_failures_are_refunded_to_the_visitor_within_the_allowance_only() {
+        let model = Arc::new(FakeModel::new(Behaviour::FailWhileProcessing));
+        let mut limits = policy(2, Some(100));
+        limits.max_refunds_per_window = Some(1);
+        let studio = studio_with(model.clone(), limits);
+        for _ in 0..10 {
+            let _ = studio.generate(&v(), "sunset", None).await;
+        }
+        // Two credits, plus one failure given back.
+        assert_eq!(model.calls(), 3);
+        assert_eq!(
+            budget_left(&studio).await,
+            97,
+            "every billed run stays in the budget"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_budget_is_never_exceeded_by_billed_failures() {
+        let model = Arc::new(FakeModel::new(Behaviour::FailWhileProcessing));
+        let studio = studio_with(model.clone(), policy(100, Some(4)));
+        for n in 0..10 {
+            let _ = studio
+                .generate(&Visitor::new(format!("v{n}")), "sunset", None)
+                .await;
+        }
+        assert_eq!(model.calls(), 4);
     }
 
     #[tokio::test]
@@ -558,6 +695,35 @@ mod tests {
         assert_eq!(names, [second.image, first.image]);
         assert_eq!(recent[0].prompt, "second");
         assert!(studio.recent(&Visitor::new("w")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refused_requests_write_nothing_and_keep_memory_flat() {
+        let clock = Arc::new(ManualClock::at(1_000));
+        let memory = Arc::new(MemoryStore::new(clock.clone()));
+        let model = Arc::new(FakeModel::default());
+        let components = Components {
+            limiter_store: memory.clone(),
+            shared: memory.clone(),
+            gallery: Arc::new(SharedGallery::new(memory.clone(), DEFAULT_KEEP)),
+            generator: model.clone(),
+            images: Arc::new(ObjectImageStore::in_memory()),
+            clock,
+        };
+        let studio = Studio::new(policy(1, Some(10)), components);
+        studio.generate(&v(), "one", None).await.unwrap();
+        let keys = memory.len();
+        for n in 0..10_000u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            let job = JobId::from_bytes(id);
+            assert!(matches!(
+                studio.generate(&v(), "again", Some(&job)).await,
+                Err(StudioError::Denied { .. })
+            ));
+        }
+        assert_eq!(memory.len(), keys, "no record was written for a refusal");
+        assert_eq!(model.calls(), 1);
     }
 
     #[tokio::test]

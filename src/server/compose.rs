@@ -176,6 +176,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
         // Longer than any generation may take.
         job_ttl_ms: (settings.model.deadline_secs + 600) * 1000,
         cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
+        max_refunds_per_window: Some(limits.max_refunds_per_window.unwrap_or(limits.limit)),
     })
 }
 

@@ -37,7 +37,7 @@ impl From<&StudioError> for ApiError {
                 _ => Self::Internal,
             },
             StudioError::Storage { .. } | StudioError::ImageStore(_) => Self::Internal,
-            StudioError::Canceled { .. } => Self::Canceled,
+            StudioError::Canceled { counted, .. } => Self::Canceled { counted: *counted },
             StudioError::JobIdTaken => Self::MalformedRequest(
                 "this generation id is already in use; reload the page and try again.".into(),
             ),

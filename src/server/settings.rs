@@ -61,6 +61,8 @@ pub struct RateLimitSettings {
     /// `visitor`: each visitor has their own quota (by address); `shared`: one
     /// quota for everyone, as in the seed article (identifier "api-route").
     pub identify_by: IdentifyBy,
+    /// How many failures per window give the visitor's credit back (default: `limit`).
+    pub max_refunds_per_window: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,6 +163,7 @@ impl Default for RateLimitSettings {
             global_limit: 500,
             global_window: "1440 m".into(),
             identify_by: IdentifyBy::Visitor,
+            max_refunds_per_window: None,
         }
     }
 }

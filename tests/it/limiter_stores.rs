@@ -252,7 +252,7 @@ async fn token_bucket_spends_refills_and_stores_the_upstash_hash() {
 }
 
 #[tokio::test]
-async fn a_negative_rate_refunds_on_every_algorithm() {
+async fn refunds_go_back_where_they_were_taken_on_every_store_and_algorithm() {
     let stores = Stores::start().await;
     let algorithms = [
         Algorithm::FixedWindow {
@@ -274,14 +274,24 @@ async fn a_negative_rate_refunds_on_every_algorithm() {
             let clock = Arc::new(ManualClock::at(NOON_ISH));
             let limiter = stores.limiter(kind, algorithm, &clock).await;
             let visitor = format!("refund-{kind:?}-{algorithm}");
-            limiter.limit(&visitor, 1).await.unwrap();
-            limiter.limit(&visitor, 1).await.unwrap();
-            let refunded = limiter.refund(&visitor).await.unwrap();
-            assert!(refunded.success, "{kind:?} {algorithm}");
-            assert_eq!(refunded.remaining, 2, "{kind:?} {algorithm}");
+            let mut taken = Vec::new();
+            for _ in 0..3 {
+                taken.push(limiter.limit(&visitor, 1).await.unwrap());
+            }
+            // Refused calls (the first reaches the store) do not eat refunds.
+            for _ in 0..2 {
+                assert!(!limiter.limit(&visitor, 1).await.unwrap().success);
+            }
+            for (ticket, expected) in taken.iter().rev().zip([1, 2, 3]) {
+                let refunded = limiter.refund(&visitor, ticket).await.unwrap();
+                assert_eq!(refunded.remaining, expected, "{kind:?} {algorithm}");
+            }
+            // Never above the limit or the bucket's size.
+            let again = limiter.refund(&visitor, &taken[0]).await.unwrap();
+            assert_eq!(again.remaining, 3, "{kind:?} {algorithm}");
             assert_eq!(
                 limiter.remaining(&visitor).await.unwrap().remaining,
-                2,
+                3,
                 "{kind:?} {algorithm}"
             );
         }

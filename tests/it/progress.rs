@@ -161,11 +161,15 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
             .unwrap();
         assert_eq!(status, StatusCode::CONFLICT, "{kind:?}: {body}");
         assert!(body.contains("Canceled"), "{kind:?}: {body}");
+        assert!(
+            body.contains("the model had already started, so this one counted"),
+            "{kind:?}: {body}"
+        );
         assert!(model.stopped(), "{kind:?}: the model run was stopped");
         assert_eq!(
             remaining(&second).await,
-            5,
-            "{kind:?}: the credit came back"
+            4,
+            "{kind:?}: the model was processing (billed), so the credit stays spent"
         );
         assert_eq!(
             progress_of(&first, &job).await.map(|p| p.state),

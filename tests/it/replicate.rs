@@ -736,7 +736,7 @@ mod through_the_app {
     }
 
     #[tokio::test]
-    async fn an_unsafe_image_is_explained_and_costs_nothing() {
+    async fn an_unsafe_image_is_explained_and_counts() {
         let server = MockServer::start().await;
         on_create(
             &server,
@@ -748,7 +748,8 @@ mod through_the_app {
         let app = app_with(settings(&server.uri()));
         let response = app.generate("something").await;
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 5);
+        // The model ran (and was billed) to find it unsafe: the generation counts.
+        assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 4);
         assert_eq!(
             error_of(response).await.to_string(),
             "The model flagged this image as unsafe. Try a different prompt."

@@ -15,11 +15,17 @@ use std::time::Duration;
 pub enum Behaviour {
     /// A 16×16 offline picture.
     Succeed,
-    /// `ModelError::Failed`, as a model that crashed.
+    /// `ModelError::Failed` before any work, as a create request that failed.
     Fail,
+    /// Reports `Generating`, then fails: the owner was billed for the run.
+    FailWhileProcessing,
+    /// Reports `Generating`, then flags the prompt as unsafe (billed too).
+    Unsafe,
     /// Reports `Starting`, then `Generating 40%`, then runs until dropped (a minute
     /// at most, then times out).
     RunUntilDropped,
+    /// Reports `Starting` (a cold model booting) and never reaches processing.
+    StartUntilDropped,
     /// Panics inside the generation.
     Panic,
 }
@@ -110,6 +116,26 @@ impl ImageGenerator for FakeModel {
                     .await
             }
             Behaviour::Fail => Err(ModelError::Failed("the fake model failed".into())),
+            Behaviour::FailWhileProcessing => {
+                progress.report(Phase::Generating {
+                    percent: Some(FAKE_PERCENT),
+                });
+                Err(ModelError::Failed(
+                    "the fake model failed while drawing".into(),
+                ))
+            }
+            Behaviour::Unsafe => {
+                progress.report(Phase::Generating {
+                    percent: Some(FAKE_PERCENT),
+                });
+                Err(ModelError::Unsafe("the fake model flags everything".into()))
+            }
+            Behaviour::StartUntilDropped => {
+                let _running = SetOnDrop(&self.stopped);
+                progress.report(Phase::Starting);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Err(ModelError::TimedOut)
+            }
             Behaviour::RunUntilDropped => {
                 let _running = SetOnDrop(&self.stopped);
                 progress.report(Phase::Starting);

@@ -14,6 +14,8 @@ use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// The image formats the app stores and serves.
@@ -94,27 +96,47 @@ pub enum ModelError {
 }
 
 /// Where a generator tells the generation flow which [`Phase`] it is in. Reports
-/// never block and never fail: the latest one is what a watcher sees.
-pub struct ProgressReporter(watch::Sender<Phase>);
+/// never block and never fail: the latest one is what a watcher sees. Whether the
+/// model ever reached `Generating` (a hosted model's `processing`, when billing
+/// runs) is remembered apart, for the refund rules.
+pub struct ProgressReporter {
+    phases: watch::Sender<Phase>,
+    processing: Arc<AtomicBool>,
+}
 
 impl ProgressReporter {
+    fn new(phases: watch::Sender<Phase>) -> Self {
+        Self {
+            phases,
+            processing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     /// A reporter and the receiver that watches it (starting at `Waiting`).
     pub fn channel() -> (Self, watch::Receiver<Phase>) {
         let (sender, receiver) = watch::channel(Phase::Waiting);
-        (Self(sender), receiver)
+        (Self::new(sender), receiver)
     }
 
     /// A reporter nobody watches.
     pub fn unwatched() -> Self {
-        Self(watch::channel(Phase::Waiting).0)
+        Self::new(watch::channel(Phase::Waiting).0)
     }
 
     pub fn report(&self, phase: Phase) {
-        self.0.send_if_modified(|current| {
+        if matches!(phase, Phase::Generating { .. }) {
+            self.processing.store(true, Ordering::SeqCst);
+        }
+        self.phases.send_if_modified(|current| {
             let changed = *current != phase;
             *current = phase;
             changed
         });
+    }
+
+    /// Set once the model reported `Generating`: work the owner is billed for.
+    pub fn processing_flag(&self) -> Arc<AtomicBool> {
+        self.processing.clone()
     }
 }
 

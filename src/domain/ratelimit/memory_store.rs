@@ -125,6 +125,32 @@ impl LimiterStore for MemoryStore {
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         Ok(self.with(|entries| entries.delete_matching(pattern)))
     }
+
+    async fn counter_refund(&self, key: &str, limit: u64) -> Result<i64, StoreError> {
+        Ok(self.with(|entries| {
+            let count = entries.counter(key);
+            if count <= 0 {
+                return 0;
+            }
+            let target = count.min(limit as i64) - 1;
+            entries.increment(key, target - count);
+            target
+        }))
+    }
+
+    async fn token_bucket_refund(&self, key: &str, max_tokens: u64) -> Result<i64, StoreError> {
+        Ok(self.with(|entries| {
+            let Some(mut stored) = bucket(entries, key) else {
+                return -1;
+            };
+            if stored.tokens < max_tokens as i64 {
+                stored.tokens += 1;
+                let expires_at = entries.expires_at(key);
+                entries.set(key, bucket_value(stored), expires_at);
+            }
+            stored.tokens
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -168,6 +168,15 @@ pub trait LimiterStore: Send + Sync + 'static {
 
     /// Deletes every key matching a Redis glob pattern; returns how many.
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError>;
+
+    /// Gives one unit back to a window's counter: to at most `limit - 1` (so
+    /// refused requests counted past the limit do not eat it), never under 0,
+    /// nothing when the counter is gone. Returns the count after.
+    async fn counter_refund(&self, key: &str, limit: u64) -> Result<i64, StoreError>;
+
+    /// Puts one token back in a bucket, never above `max_tokens`; nothing when the
+    /// bucket is absent (it is full). Returns the tokens after (-1: absent).
+    async fn token_bucket_refund(&self, key: &str, max_tokens: u64) -> Result<i64, StoreError>;
 }
 
 /// Tracks whether the store is failing, so an outage is logged once when it
@@ -236,10 +245,36 @@ impl RateLimiter {
         format!("{}:{identifier}", self.prefix)
     }
 
-    /// Gives back one unit `identifier` spent (a generation that failed or was
-    /// refused further on), and says where the identifier stands after it.
-    pub async fn refund(&self, identifier: &str) -> Result<Decision, StoreError> {
-        self.limit(identifier, -1).await
+    /// Gives back the unit `identifier` spent when the limiter answered `taken`
+    /// (a generation that delivered nothing), into the window or bucket it was
+    /// taken from: a refund for a window that has ended is dropped, and none goes
+    /// above the limit or the bucket's size. Says where the identifier stands after.
+    pub async fn refund(&self, identifier: &str, taken: &Decision) -> Result<Decision, StoreError> {
+        let base = self.base_key(identifier);
+        let now = self.clock.now_ms();
+        let result = match self.algorithm {
+            Algorithm::FixedWindow { limit, window_ms }
+            | Algorithm::SlidingWindow { limit, window_ms } => {
+                let bucket = now / window_ms;
+                if taken.reset_ms != (bucket + 1) * window_ms {
+                    tracing::debug!(%identifier, "the window the credit was taken in has ended; nothing to refund");
+                    Ok(0)
+                } else {
+                    self.store
+                        .counter_refund(&format!("{base}:{bucket}"), limit)
+                        .await
+                }
+            }
+            Algorithm::TokenBucket { max_tokens, .. } => {
+                self.store.token_bucket_refund(&base, max_tokens).await
+            }
+        };
+        self.health.observe(&*self.store, &result);
+        result?;
+        if let Some(cache) = &self.cache {
+            cache.unblock(&base);
+        }
+        self.remaining(identifier).await
     }
 
     /// Spends `rate` units for `identifier` (1 per generation; a negative rate is a

@@ -115,4 +115,24 @@ impl<R: ScriptRunner> LimiterStore for ScriptedStore<R> {
             .int()?;
         Ok(deleted.max(0) as u64)
     }
+
+    async fn counter_refund(&self, key: &str, limit: u64) -> Result<i64, StoreError> {
+        self.run(
+            &scripts(self).counter_refund,
+            &[key],
+            &args(&[limit as i64]),
+        )
+        .await?
+        .int()
+    }
+
+    async fn token_bucket_refund(&self, key: &str, max_tokens: u64) -> Result<i64, StoreError> {
+        self.run(
+            &scripts(self).token_bucket_refund,
+            &[key],
+            &args(&[max_tokens as i64]),
+        )
+        .await?
+        .int()
+    }
 }

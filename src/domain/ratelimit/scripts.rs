@@ -102,6 +102,34 @@ end
 return {tonumber(stored[2]), tonumber(stored[1])}
 "#;
 
+/// KEYS[1] counter; ARGV limit. Gives one unit back to a window's counter: never
+/// below what the limit allows (refused requests counted past the limit do not
+/// eat the refund), never under 0, and nothing at all when the counter is gone
+/// (its window ended). Returns the count after.
+const COUNTER_REFUND: &str = r#"
+local count = tonumber(redis.call("GET", KEYS[1]) or "0")
+if count <= 0 then
+  return 0
+end
+local target = math.min(count, tonumber(ARGV[1])) - 1
+redis.call("DECRBY", KEYS[1], count - target)
+return target
+"#;
+
+/// KEYS[1] bucket; ARGV max_tokens. Puts one token back, never above the bucket's
+/// size; an absent bucket is full already. Returns the tokens after (-1: absent).
+const TOKEN_BUCKET_REFUND: &str = r#"
+local tokens = redis.call("HGET", KEYS[1], "tokens")
+if not tokens then
+  return -1
+end
+tokens = tonumber(tokens)
+if tokens < tonumber(ARGV[1]) then
+  tokens = redis.call("HINCRBY", KEYS[1], "tokens", 1)
+end
+return tokens
+"#;
+
 /// KEYS pattern. Deletes every key matching it; returns how many.
 const DELETE_MATCHING: &str = r#"
 local cursor = "0"
@@ -126,6 +154,8 @@ pub struct Scripts {
     pub token_bucket_limit: Script,
     pub token_bucket_remaining: Script,
     pub delete_matching: Script,
+    pub counter_refund: Script,
+    pub token_bucket_refund: Script,
 }
 
 impl Scripts {
@@ -138,6 +168,8 @@ impl Scripts {
             token_bucket_limit: Script::new(TOKEN_BUCKET_LIMIT, key_locking),
             token_bucket_remaining: Script::new(TOKEN_BUCKET_REMAINING, key_locking),
             delete_matching: Script::new(DELETE_MATCHING, key_locking),
+            counter_refund: Script::new(COUNTER_REFUND, key_locking),
+            token_bucket_refund: Script::new(TOKEN_BUCKET_REFUND, key_locking),
         }
     }
 
@@ -152,7 +184,7 @@ impl Scripts {
         }
     }
 
-    pub fn all(&self) -> [&Script; 7] {
+    pub fn all(&self) -> [&Script; 9] {
         [
             &self.fixed_window_limit,
             &self.fixed_window_used,
@@ -161,6 +193,8 @@ impl Scripts {
             &self.token_bucket_limit,
             &self.token_bucket_remaining,
             &self.delete_matching,
+            &self.counter_refund,
+            &self.token_bucket_refund,
         ]
     }
 }

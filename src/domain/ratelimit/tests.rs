@@ -93,6 +93,16 @@ impl LimiterStore for Observed {
         self.enter()?;
         self.inner.token_bucket_remaining(key).await
     }
+    async fn counter_refund(&self, key: &str, limit: u64) -> Result<i64, StoreError> {
+        self.enter()?;
+        self.inner.counter_refund(key, limit).await
+    }
+
+    async fn token_bucket_refund(&self, key: &str, max_tokens: u64) -> Result<i64, StoreError> {
+        self.enter()?;
+        self.inner.token_bucket_refund(key, max_tokens).await
+    }
+
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
         self.enter()?;
         self.inner.delete_matching(pattern).await
@@ -194,16 +204,90 @@ async fn a_denied_identifier_is_answered_from_the_cache_until_its_reset() {
 }
 
 #[tokio::test]
-async fn a_refund_clears_the_block() {
+async fn a_refund_clears_the_block_and_is_not_eaten_by_refused_calls() {
     let s = setup(fixed(1, 10_000), 5_000);
-    s.limiter.limit("v", 1).await.unwrap();
-    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
-    // The rejected call counted too (2); two refunds bring it back to 0.
-    s.limiter.refund("v").await.unwrap();
-    let refunded = s.limiter.refund("v").await.unwrap();
+    let taken = s.limiter.limit("v", 1).await.unwrap();
+    for _ in 0..3 {
+        assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    }
+    // Without the cache the refused calls would have counted past the limit;
+    // either way one refund gives the one credit back.
+    let refunded = s.limiter.refund("v", &taken).await.unwrap();
     assert_eq!(refunded.remaining, 1);
     let d = s.limiter.limit("v", 1).await.unwrap();
     assert!(d.success && d.reason == Reason::Store);
+}
+
+#[tokio::test]
+async fn refused_calls_counted_past_the_limit_do_not_eat_a_refund() {
+    let mut s = setup(fixed(5, 10_000), 1_000);
+    s.limiter = s.limiter.without_cache();
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        taken.push(s.limiter.limit("v", 1).await.unwrap());
+    }
+    for _ in 0..4 {
+        assert!(!s.limiter.limit("v", 1).await.unwrap().success);
+    }
+    let after = s.limiter.refund("v", &taken[4]).await.unwrap();
+    assert_eq!(after.remaining, 1, "one refund is one generation back");
+}
+
+#[tokio::test]
+async fn refunds_never_go_above_the_limit() {
+    let s = setup(fixed(2, 10_000), 1_000);
+    let taken = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!(s.limiter.refund("v", &taken).await.unwrap().remaining, 2);
+    // A second refund of the same credit gives nothing more.
+    assert_eq!(s.limiter.refund("v", &taken).await.unwrap().remaining, 2);
+    assert_eq!(s.limiter.remaining("v").await.unwrap().remaining, 2);
+}
+
+#[tokio::test]
+async fn a_refund_for_a_window_that_has_ended_is_dropped() {
+    for algorithm in [
+        fixed(5, 10_000),
+        Algorithm::SlidingWindow {
+            limit: 5,
+            window_ms: 10_000,
+        },
+    ] {
+        let s = setup(algorithm, 9_000);
+        let mut taken = Vec::new();
+        for _ in 0..5 {
+            taken.push(s.limiter.limit("v", 1).await.unwrap());
+        }
+        s.clock.set(10_500);
+        let before = s.limiter.remaining("v").await.unwrap().remaining;
+        for ticket in &taken {
+            s.limiter.refund("v", ticket).await.unwrap();
+        }
+        assert_eq!(
+            s.limiter.remaining("v").await.unwrap().remaining,
+            before,
+            "{algorithm}: refunds of the last window do not feed the new one"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_bucket_refund_never_overflows_the_bucket() {
+    let s = setup(
+        Algorithm::TokenBucket {
+            refill_rate: 2,
+            interval_ms: 10_000,
+            max_tokens: 2,
+        },
+        1_000,
+    );
+    let taken = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!(taken.remaining, 1);
+    // The same credit refunded twice: the bucket is full after the first.
+    s.limiter.refund("v", &taken).await.unwrap();
+    s.limiter.refund("v", &taken).await.unwrap();
+    assert_eq!(s.limiter.limit("v", 1).await.unwrap().remaining, 1);
+    assert_eq!(s.limiter.limit("v", 1).await.unwrap().remaining, 0);
+    assert!(!s.limiter.limit("v", 1).await.unwrap().success);
 }
 
 #[tokio::test]
