@@ -6,7 +6,8 @@
 // Test hooks: GET /__predictions lists every prediction with the epoch ms at
 // which it finished, so a test can measure what the app adds after that. A
 // prompt containing "[slow]" runs like a cold model: `starting` for 1.5 s, then
-// `processing` for 8 s with a progress bar in its logs (as diffusers print it).
+// `processing` for 8 s with a progress bar in its logs (as diffusers print it);
+// "[cold]" boots for 6 s before that (time to cancel before any billed work).
 //
 //   PORT=3302 MODEL_DELAY_MS=800 TOKEN=... node replicate-stand-in.mjs
 import http from "node:http";
@@ -121,15 +122,16 @@ const server = http.createServer((req, res) => {
       const body = JSON.parse(raw || "{}");
       const id = `p${++counter}`;
       const createdAt = Date.now();
-      const slow = String(body.input?.prompt ?? "").includes("[slow]");
+      const promptText = String(body.input?.prompt ?? "");
+      const boot = promptText.includes("[cold]") ? 6000 : promptText.includes("[slow]") ? 1500 : 0;
       const p = {
         id,
         version: body.version,
         input: body.input,
         status: "starting",
         createdAt,
-        processingAt: createdAt + (slow ? 1500 : 100),
-        finishesAt: createdAt + (slow ? 9500 : delayMs),
+        processingAt: createdAt + (boot || 100),
+        finishesAt: createdAt + (boot ? boot + 8000 : delayMs),
       };
       predictions.set(id, p);
       // Prefer: wait=N holds the request until the prediction is done or N s pass.

@@ -91,7 +91,7 @@ test("the latency the app adds after the model finishes (20 runs)", async ({ bro
   await context.close();
 });
 
-test("progress shows the model's phases and elapsed time; Cancel stops the model and refunds", async ({ browser }) => {
+test("progress shows the model's phases and elapsed time; Cancel stops the model, which counts once it was drawing", async ({ browser }) => {
   const { context, page } = await openAsVisitor(browser, "198.51.100.33");
   await expect(page.getByText("50 of 50 generations left.")).toBeVisible();
   // "[slow]": the stand-in starts for 1.5 s, then draws for 8 s with a progress bar.
@@ -104,7 +104,7 @@ test("progress shows the model's phases and elapsed time; Cancel stops the model
   await expect(progress.locator(".elapsed")).toHaveText(/^[1-9]\d* s$/);
 
   await progress.getByRole("button", { name: "Cancel" }).click();
-  await expect(page.getByText("Generation cancelled. It was not counted.")).toBeVisible();
+  await expect(page.getByText("Cancelled: the model had already started, so this one counted.")).toBeVisible();
   await expect(progress).toBeHidden();
   await expect(page.getByLabel("Enter your prompt")).toBeFocused();
 
@@ -112,11 +112,28 @@ test("progress shows the model's phases and elapsed time; Cancel stops the model
   expect(sent?.canceled, "the stand-in saw the cancel").toBe(true);
   expect(sent?.finishedAt, "the prediction never finished").toBeNull();
   await page.reload();
+  await expect(page.getByText("49 of 50 generations left."), "the owner was billed: it counted").toBeVisible();
+  await context.close();
+});
+
+test("Cancel while the model is still starting stops it and is not counted", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.35");
+  await expect(page.getByText("50 of 50 generations left.")).toBeVisible();
+  const prompt = "a sleepy harbour [cold]";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  const progress = page.locator(".generating");
+  await expect(progress).toContainText("The model is starting…");
+  await progress.getByRole("button", { name: "Cancel" }).click();
+  await expect(page.getByText("Cancelled before the model started: not counted.")).toBeVisible();
+  const sent = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+  expect(sent?.canceled, "the stand-in saw the cancel").toBe(true);
+  await page.reload();
   await expect(page.getByText("50 of 50 generations left."), "the credit came back").toBeVisible();
   await context.close();
 });
 
-test("leaving the page mid-generation cancels the prediction and refunds", async ({ browser }) => {
+test("leaving the page mid-generation cancels the prediction; once drawing, it counted", async ({ browser }) => {
   const { context, page } = await openAsVisitor(browser, "198.51.100.34");
   const prompt = "an abandoned lighthouse [slow]";
   await page.getByLabel("Enter your prompt").fill(prompt);
@@ -130,6 +147,6 @@ test("leaving the page mid-generation cancels the prediction and refunds", async
     .toBe(true);
   const again = await context.newPage();
   await again.goto("/");
-  await expect(again.getByText("50 of 50 generations left.")).toBeVisible();
+  await expect(again.getByText("49 of 50 generations left.")).toBeVisible();
   await context.close();
 });

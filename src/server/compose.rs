@@ -84,9 +84,28 @@ pub async fn remote_store(
                     variable: "REDIS_URL",
                     source,
                 })?;
+            warn_if_evicting(&store).await;
             Ok(Some(Arc::new(store)))
         }
         ((None, None), None) => Ok(None),
+    }
+}
+
+/// The limiter's counters must never be evicted: an evicted counter is a fresh
+/// quota. Warns when Redis says it may evict keys (managed services that refuse
+/// `CONFIG` are left alone).
+async fn warn_if_evicting(store: &RedisStore) {
+    let command = ["CONFIG", "GET", "maxmemory-policy"].map(String::from).to_vec();
+    let Ok(crate::domain::store::Reply::List(items)) = store.send(command).await else {
+        return;
+    };
+    if let Some(crate::domain::store::Reply::Text(policy)) = items.get(1) {
+        if policy != "noeviction" {
+            tracing::warn!(
+                %policy,
+                "Redis may evict keys (maxmemory-policy): an evicted rate-limit counter is a fresh quota; set maxmemory-policy noeviction or give the app a Redis of its own"
+            );
+        }
     }
 }
 
