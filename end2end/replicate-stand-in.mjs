@@ -79,8 +79,8 @@ function view(p) {
     p.output = [`http://127.0.0.1:${port}/files/${p.id}.png`];
   }
   let logs = "";
-  if (p.status !== "starting") {
-    const done = Math.min(1, (Math.min(now, p.finishesAt) - p.processingAt) / (p.finishesAt - p.processingAt));
+  if (p.status !== "starting" && now >= p.processingAt) {
+    const done = Math.max(0, Math.min(1, (Math.min(now, p.finishesAt) - p.processingAt) / (p.finishesAt - p.processingAt)));
     const steps = Math.floor(done * 50);
     logs = `Using seed: 1234\n${String(Math.floor(done * 100)).padStart(3)}%|${"█".repeat(steps / 5)}| ${steps}/50`;
   }

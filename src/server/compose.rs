@@ -95,7 +95,9 @@ pub async fn remote_store(
 /// quota. Warns when Redis says it may evict keys (managed services that refuse
 /// `CONFIG` are left alone).
 async fn warn_if_evicting(store: &RedisStore) {
-    let command = ["CONFIG", "GET", "maxmemory-policy"].map(String::from).to_vec();
+    let command = ["CONFIG", "GET", "maxmemory-policy"]
+        .map(String::from)
+        .to_vec();
     let Ok(crate::domain::store::Reply::List(items)) = store.send(command).await else {
         return;
     };

@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod compose;
 pub mod errors;
 pub mod functions;
+pub mod guard;
 pub mod json_api;
 pub mod router;
 pub mod settings;

@@ -5,6 +5,7 @@
 use crate::api::Backend;
 use crate::app::{shell, App};
 use crate::server::client_ip::identify_visitor;
+use crate::server::guard;
 use crate::server::json_api::{generate_json, remaining_json, serve_image};
 use crate::server::state::AppState;
 use crate::wire::{ApiError, IMAGES_PATH};
@@ -19,6 +20,7 @@ use leptos::server_fn::error::{FromServerFnError, SERVER_FN_ERROR_HEADER};
 use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use std::sync::{Arc, OnceLock};
 use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
@@ -59,6 +61,8 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn(server_fn_status))
+        .layer(axum::middleware::from_fn(guard::redirects_stay_on_site))
+        .layer(axum::middleware::from_fn(guard::no_store_for_visitor_data))
         .layer(axum::middleware::from_fn_with_state(
             state.leptos_options.hash_files,
             cache_static_files,
@@ -67,6 +71,10 @@ pub fn router(state: AppState) -> Router {
             state.trusted_proxies.clone(),
             identify_visitor,
         ))
+        // Oversized bodies get 413 before any handler reads them; requests
+        // from other sites get 403 before anything is spent.
+        .layer(RequestBodyLimitLayer::new(guard::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(guard::same_site_only))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

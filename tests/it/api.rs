@@ -523,3 +523,105 @@ async fn the_seed_articles_single_shared_limit_is_a_setting() {
         ]
     );
 }
+
+async fn remaining_generations(app: &TestApp) -> u64 {
+    let response = app.get("/api/remaining").await;
+    let json: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    json["remainingGenerations"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn cross_site_posts_are_refused_with_403_and_spend_nothing() {
+    let app = spawn_app();
+    let forged = [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://attacker.example"),
+    ];
+    for (name, value) in forged {
+        let response = app
+            .generate_body(form_body("the attacker's prompt"), &[(name, value)])
+            .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{name}");
+        assert!(body_text(response).await.contains("other sites"));
+        let ai = axum::http::Request::post("/api/ai")
+            .header(name, value)
+            .body(axum::body::Body::from(r#"{"prompt":"x"}"#))
+            .unwrap();
+        assert_eq!(app.send(ai).await.status(), StatusCode::FORBIDDEN, "{name}");
+    }
+    assert_eq!(remaining_generations(&app).await, 5, "nothing was spent");
+    assert!(
+        body_text(app.get("/api/recent").await).await == "[]",
+        "nothing reached the visitor's recent images"
+    );
+    // The app's own page (same origin) and API clients (no browser headers) work.
+    let own = app
+        .generate_body(
+            form_body("from the page"),
+            &[
+                ("host", "lofi.example"),
+                ("origin", "https://lofi.example"),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(own.status(), StatusCode::OK);
+    assert_eq!(app.generate("from a script").await.status(), StatusCode::OK);
+    assert_eq!(remaining_generations(&app).await, 3);
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_and_spend_nothing() {
+    let app = spawn_app();
+    let big = format!("prompt={}", "x".repeat(3 * 1024 * 1024));
+    // As any HTTP client sends it, with its length.
+    let length = big.len().to_string();
+    let response = app
+        .generate_body(big.clone(), &[("content-length", &length)])
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let ai = axum::http::Request::post("/api/ai")
+        .header("content-length", &length)
+        .body(axum::body::Body::from(big))
+        .unwrap();
+    assert_eq!(app.send(ai).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(remaining_generations(&app).await, 5);
+}
+
+#[tokio::test]
+async fn answers_with_visitor_data_are_never_cached() {
+    let app = spawn_app();
+    let created = app.generate("a lantern").await;
+    let created: CreatedImage = serde_json::from_slice(&body_bytes(created).await).unwrap();
+    for path in ["/", "/api/remaining", "/api/recent", "/api/quota"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            header_str(&response, "cache-control"),
+            "private, no-store",
+            "{path}"
+        );
+    }
+    let image = app.get(&created.url).await;
+    assert!(header_str(&image, "cache-control").contains("immutable"));
+}
+
+#[tokio::test]
+async fn form_posts_are_never_redirected_off_site() {
+    let app = spawn_app();
+    let request = axum::http::Request::post("/api/cancel")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ACCEPT, "text/html")
+        .header(header::REFERER, "https://attacker.example/phish?x=1")
+        .body(axum::body::Body::from(
+            "job=0123456789abcdef0123456789abcdef",
+        ))
+        .unwrap();
+    let response = app.send(request).await;
+    let location = header_str(&response, "location");
+    assert!(
+        location.starts_with('/') && !location.starts_with("//"),
+        "{location}"
+    );
+    assert!(!location.contains("attacker"), "{location}");
+}
