@@ -120,12 +120,12 @@ pub enum ApiError {
     ModelTimedOut,
     #[error("The model is busy right now; try again in {retry_after_secs} s.")]
     ModelBusy { retry_after_secs: u64 },
-    #[error("{}", if *counted {
-        "Cancelled: the model had already started, so this one counted."
-    } else {
-        "Cancelled before the model started: not counted."
+    #[error("{}", match (counted, model_started) {
+        (false, _) => "Cancelled before the model started: not counted.",
+        (true, true) => "Cancelled: the model had already started, so this one counted.",
+        (true, false) => "Cancelled: this one counted, as too many generations were stopped or failed in this window.",
     })]
-    Canceled { counted: bool },
+    Canceled { counted: bool, model_started: bool },
     #[error("The generation's progress cannot be reached right now; please try again shortly.")]
     JobBoardUnavailable,
     #[error("Your recent images cannot be loaded right now; please try again shortly.")]
@@ -223,13 +223,20 @@ mod tests {
             serde_json::from_str::<ApiError>(&unit).unwrap(),
             ApiError::LimiterUnavailable
         );
-        let counted = ApiError::Canceled { counted: true };
+        let counted = ApiError::Canceled {
+            counted: true,
+            model_started: true,
+        };
         assert_eq!(
             counted.to_string(),
             "Cancelled: the model had already started, so this one counted."
         );
+        let refunded = ApiError::Canceled {
+            counted: false,
+            model_started: false,
+        };
         assert_eq!(
-            ApiError::Canceled { counted: false }.to_string(),
+            refunded.to_string(),
             "Cancelled before the model started: not counted."
         );
     }

@@ -3,23 +3,25 @@
 //! settled once, by how the generation ended, and that settles itself when it is
 //! dropped (the visitor left, a panic), so no exit path can forget it.
 //!
-//! The rules follow the owner's bill, not the images delivered:
+//! The rules follow the owner's bill, not the images delivered (the generator's
+//! [`Meter`] says what may have been billed):
 //! - the shared budget counts every model run that may have been billed: it is
-//!   given back only when no billable work happened (the model never reached
-//!   `processing`);
+//!   given back only when no request that can start paid work was sent (a
+//!   create that could not be sent, a refusal before the model);
 //! - the payer's credit comes back for failures that are not the visitor's doing
 //!   (the model failing, timeouts, provider errors, our own outages), at most
 //!   `max_refunds_per_window` times per window;
 //! - a visitor who cancels or leaves gets the credit back only if the model had
-//!   not started processing; a prompt the model flags unsafe always counts;
+//!   not started processing, within the same allowance; a prompt the model flags
+//!   unsafe always counts;
 //! - a request refused before anything ran (a reused generation id) gives both
 //!   back.
 //!
 //! Every refund goes back to the window or bucket it was taken from
 //! ([`RateLimiter::refund`]).
 
+use crate::domain::generator::Meter;
 use crate::domain::ratelimit::{Decision, RateLimiter};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// How a charged generation ended.
@@ -68,6 +70,8 @@ pub struct Settled {
     pub payer_after: Option<Decision>,
     /// False when the payer's credit stayed spent (the generation counted).
     pub payer_refunded: bool,
+    /// The model had started processing (billing) when it ended.
+    pub model_started: bool,
 }
 
 /// Credits taken for one generation.
@@ -77,8 +81,8 @@ pub struct Charge {
     budget: Option<Credit>,
     /// Bounds how many failures per window give the payer's credit back.
     allowance: Option<Arc<RateLimiter>>,
-    /// Set once the model started work the owner is billed for.
-    billed: Arc<AtomicBool>,
+    /// What the model may have cost so far.
+    meter: Arc<Meter>,
 }
 
 impl Charge {
@@ -106,47 +110,32 @@ impl Charge {
         self
     }
 
-    /// The flag the model's progress sets once billable work started.
-    pub fn metered_by(mut self, billed: Arc<AtomicBool>) -> Self {
-        self.billed = billed;
+    /// The meter the generator reports what it may have cost on.
+    pub fn metered_by(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = meter;
         self
-    }
-
-    fn billed(&self) -> bool {
-        self.billed.load(Ordering::SeqCst)
     }
 
     /// Whether a failure may still give the payer's credit back this window.
     async fn refund_allowed(&self, identifier: &str) -> bool {
-        let Some(allowance) = &self.allowance else {
-            return true;
-        };
-        match allowance.limit(identifier, 1).await {
-            Ok(decision) if decision.success => true,
-            Ok(_) => {
-                tracing::info!(%identifier, "refund allowance used up for this window: the failure counts");
-                false
-            }
-            Err(error) => {
-                tracing::warn!(%identifier, %error, "could not read the refund allowance: the failure counts");
-                false
-            }
-        }
+        allowance_permits(self.allowance.as_ref(), identifier).await
     }
 
     /// Settles the charge by how the generation ended (see the module's rules).
     pub async fn settle(mut self, ending: Ending) -> Settled {
-        let billed = self.billed();
+        let model_started = self.meter.processing();
         let refund_budget = match ending {
             Ending::Delivered => false,
             Ending::NothingRan => true,
-            _ => !billed,
+            _ => !self.meter.may_bill(),
         };
         let refund_payer = match (ending, &self.payer) {
             (_, None) | (Ending::Delivered | Ending::Unsafe, _) => false,
             (Ending::NothingRan, _) => true,
-            (Ending::VisitorStopped, _) => !billed,
-            (Ending::OurFailure, Some(payer)) => self.refund_allowed(&payer.identifier).await,
+            (Ending::VisitorStopped, _) if model_started => false,
+            (Ending::VisitorStopped | Ending::OurFailure, Some(payer)) => {
+                self.refund_allowed(&payer.identifier).await
+            }
         };
         let budget = self.budget.take();
         let payer = self.payer.take();
@@ -161,41 +150,55 @@ impl Charge {
         Settled {
             payer_after,
             payer_refunded: refund_payer,
+            model_started,
+        }
+    }
+}
+
+/// True while the allowance lets one more failure or stop be refunded.
+async fn allowance_permits(allowance: Option<&Arc<RateLimiter>>, identifier: &str) -> bool {
+    let Some(allowance) = allowance else {
+        return true;
+    };
+    match allowance.limit(identifier, 1).await {
+        Ok(decision) if decision.success => true,
+        Ok(_) => {
+            tracing::info!(%identifier, "refund allowance used up for this window: this one counts");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%identifier, %error, "could not read the refund allowance: this one counts");
+            false
         }
     }
 }
 
 impl Drop for Charge {
     /// Dropped unsettled: the visitor left (or a panic ended the generation).
-    /// Nothing comes back once the model started billable work.
+    /// Settled as a stop, in the background.
     fn drop(&mut self) {
-        let credits: Vec<Credit> = [self.payer.take(), self.budget.take()]
-            .into_iter()
-            .flatten()
-            .collect();
-        if credits.is_empty() {
+        let refund_budget = !self.meter.may_bill();
+        let payer = self.payer.take().filter(|_| !self.meter.processing());
+        let budget = self.budget.take().filter(|_| refund_budget);
+        if payer.is_none() && budget.is_none() {
             return;
         }
-        if self.billed() {
-            tracing::info!(
-                "a generation ended without an image after the model started: it counts"
-            );
-            return;
-        }
+        let allowance = self.allowance.take();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                tracing::info!(
-                    credits = credits.len(),
-                    "a generation ended before the model started; giving its credits back"
-                );
+                tracing::info!("a generation ended without an image before the model started; settling its credits");
                 runtime.spawn(async move {
-                    for credit in credits {
-                        credit.give_back().await;
+                    if let Some(budget) = budget {
+                        budget.give_back().await;
+                    }
+                    if let Some(payer) = payer {
+                        if allowance_permits(allowance.as_ref(), &payer.identifier).await {
+                            payer.give_back().await;
+                        }
                     }
                 });
             }
             Err(_) => tracing::error!(
-                credits = credits.len(),
                 "a generation ended outside the runtime; its credits could not be given back"
             ),
         }
@@ -238,14 +241,13 @@ mod tests {
     }
 
     impl Setup {
-        async fn charge(&self, billed: bool) -> Charge {
+        async fn charge(&self, meter: Arc<Meter>) -> Charge {
             let mut charge = Charge::default().with_allowance(Some(self.allowance.clone()));
             let taken = self.payer.limit("v", 1).await.unwrap();
             charge.payer(self.payer.clone(), "v", taken);
             let taken = self.budget.limit("all", 1).await.unwrap();
             charge.budget(self.budget.clone(), "all", taken);
-            let flag = Arc::new(AtomicBool::new(billed));
-            charge.metered_by(flag)
+            charge.metered_by(meter)
         }
 
         async fn left(&self) -> (u64, u64) {
@@ -256,42 +258,60 @@ mod tests {
         }
     }
 
+    const NOTHING_SENT: (bool, bool) = (false, false);
+    const BOOTING: (bool, bool) = (true, false);
+    const PROCESSING: (bool, bool) = (true, true);
+
+    fn meter((may_bill, processing): (bool, bool)) -> Arc<Meter> {
+        Meter::reading(may_bill, processing)
+    }
+
     #[tokio::test]
     async fn each_ending_settles_by_the_bill() {
-        // (ending, model billed?, payer left after, budget left after, refunded?)
+        // (ending, meter, payer left after, budget left after, refunded?)
         let cases = [
-            (Ending::Delivered, true, 2, 9, false),
-            (Ending::OurFailure, true, 3, 9, true),
-            (Ending::OurFailure, false, 3, 10, true),
-            (Ending::VisitorStopped, true, 2, 9, false),
-            (Ending::VisitorStopped, false, 3, 10, true),
-            (Ending::Unsafe, true, 2, 9, false),
-            (Ending::NothingRan, false, 3, 10, true),
+            (Ending::Delivered, PROCESSING, 2, 9, false),
+            (Ending::OurFailure, PROCESSING, 3, 9, true),
+            (Ending::OurFailure, BOOTING, 3, 9, true),
+            (Ending::OurFailure, NOTHING_SENT, 3, 10, true),
+            (Ending::VisitorStopped, PROCESSING, 2, 9, false),
+            (Ending::VisitorStopped, BOOTING, 3, 9, true),
+            (Ending::VisitorStopped, NOTHING_SENT, 3, 10, true),
+            (Ending::Unsafe, PROCESSING, 2, 9, false),
+            (Ending::NothingRan, NOTHING_SENT, 3, 10, true),
         ];
-        for (ending, billed, payer, budget, refunded) in cases {
+        for (ending, reading, payer, budget, refunded) in cases {
             let s = setup(5);
-            let settled = s.charge(billed).await.settle(ending).await;
-            assert_eq!(
-                settled.payer_refunded, refunded,
-                "{ending:?} billed={billed}"
-            );
+            let settled = s.charge(meter(reading)).await.settle(ending).await;
+            assert_eq!(settled.payer_refunded, refunded, "{ending:?} {reading:?}");
+            assert_eq!(settled.model_started, reading.1);
             assert_eq!(settled.payer_after.unwrap().remaining, payer, "{ending:?}");
-            assert_eq!(
-                s.left().await,
-                (payer, budget),
-                "{ending:?} billed={billed}"
-            );
+            assert_eq!(s.left().await, (payer, budget), "{ending:?} {reading:?}");
         }
     }
 
     #[tokio::test]
-    async fn failures_are_refunded_only_within_the_allowance() {
-        let s = setup(1);
-        let first = s.charge(true).await.settle(Ending::OurFailure).await;
-        assert!(first.payer_refunded);
-        let second = s.charge(true).await.settle(Ending::OurFailure).await;
-        assert!(!second.payer_refunded, "the allowance is used up");
-        assert_eq!(s.left().await, (2, 8));
+    async fn failures_and_stops_are_refunded_only_within_the_allowance() {
+        let s = setup(2);
+        let failed = s
+            .charge(meter(PROCESSING))
+            .await
+            .settle(Ending::OurFailure)
+            .await;
+        assert!(failed.payer_refunded);
+        let stopped = s
+            .charge(meter(BOOTING))
+            .await
+            .settle(Ending::VisitorStopped)
+            .await;
+        assert!(stopped.payer_refunded);
+        let again = s
+            .charge(meter(BOOTING))
+            .await
+            .settle(Ending::VisitorStopped)
+            .await;
+        assert!(!again.payer_refunded, "the allowance is used up");
+        assert_eq!(s.left().await, (2, 7));
     }
 
     async fn wait_for(s: &Setup, want: (u64, u64)) {
@@ -305,16 +325,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_charge_dropped_before_the_model_started_gives_everything_back() {
+    async fn a_charge_dropped_before_anything_was_sent_gives_everything_back() {
         let s = setup(5);
-        drop(s.charge(false).await);
+        drop(s.charge(meter(NOTHING_SENT)).await);
         wait_for(&s, (3, 10)).await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_while_the_model_booted_keeps_the_budget() {
+        let s = setup(5);
+        drop(s.charge(meter(BOOTING)).await);
+        wait_for(&s, (3, 9)).await;
     }
 
     #[tokio::test]
     async fn a_charge_dropped_after_the_model_started_counts() {
         let s = setup(5);
-        drop(s.charge(true).await);
+        drop(s.charge(meter(PROCESSING)).await);
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(s.left().await, (2, 9));
     }

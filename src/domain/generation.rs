@@ -6,7 +6,7 @@
 //! themselves when dropped, so no exit path (an error, a cancel, the visitor
 //! leaving, a panic) can forget a refund.
 
-use crate::domain::charge::{Charge, Ending};
+use crate::domain::charge::{Charge, Ending, Settled};
 use crate::domain::gallery::{Gallery, Kept};
 use crate::domain::generator::{ImageGenerator, ModelError, ProgressReporter};
 use crate::domain::jobs::{JobBoard, JobRecord};
@@ -76,12 +76,13 @@ pub enum StudioError {
         source: StorageError,
         decision: Option<Decision>,
     },
-    /// The visitor cancelled it; `counted` when the model had already started
-    /// (its credit stayed spent).
+    /// The visitor cancelled it; `counted` when its credit stayed spent (the
+    /// model had started processing, or the refund allowance was used up).
     #[error("cancelled by the visitor")]
     Canceled {
         decision: Option<Decision>,
         counted: bool,
+        model_started: bool,
     },
     /// The page sent a generation id that is already in use.
     #[error("the generation id is already in use")]
@@ -130,11 +131,15 @@ impl Spoiled {
         }
     }
 
-    fn into_error(self, decision: Option<Decision>, counted: bool) -> StudioError {
+    fn into_error(self, decision: Option<Decision>, settled: Settled) -> StudioError {
         match self {
             Self::Model(source) => StudioError::Model { source, decision },
             Self::Storage(source) => StudioError::Storage { source, decision },
-            Self::Canceled => StudioError::Canceled { decision, counted },
+            Self::Canceled => StudioError::Canceled {
+                decision,
+                counted: !settled.payer_refunded,
+                model_started: settled.model_started,
+            },
         }
     }
 }
@@ -230,7 +235,7 @@ impl Generation {
     ) -> Result<Generated, StudioError> {
         let started = Instant::now();
         let (progress, phases) = ProgressReporter::channel();
-        let charge = charge.metered_by(progress.processing_flag());
+        let charge = charge.metered_by(progress.meter());
         let key = match self.produce(&prompt, &progress, phases, record).await {
             Ok(key) => key,
             Err(spoiled) => {
@@ -243,7 +248,7 @@ impl Generation {
                     );
                 }
                 let after = settled.payer_after.or(decision);
-                return Err(spoiled.into_error(after, !settled.payer_refunded));
+                return Err(spoiled.into_error(after, settled));
             }
         };
         charge.settle(Ending::Delivered).await;

@@ -37,7 +37,14 @@ impl From<&StudioError> for ApiError {
                 _ => Self::Internal,
             },
             StudioError::Storage { .. } | StudioError::ImageStore(_) => Self::Internal,
-            StudioError::Canceled { counted, .. } => Self::Canceled { counted: *counted },
+            StudioError::Canceled {
+                counted,
+                model_started,
+                ..
+            } => Self::Canceled {
+                counted: *counted,
+                model_started: *model_started,
+            },
             StudioError::JobIdTaken => Self::MalformedRequest(
                 "this generation id is already in use; reload the page and try again.".into(),
             ),

@@ -15,7 +15,7 @@ use std::time::Duration;
 pub enum Behaviour {
     /// A 16×16 offline picture.
     Succeed,
-    /// `ModelError::Failed` before any work, as a create request that failed.
+    /// `ModelError::Failed` before any paid work, as a create the API refused.
     Fail,
     /// Reports `Generating`, then fails: the owner was billed for the run.
     FailWhileProcessing,
@@ -24,7 +24,8 @@ pub enum Behaviour {
     /// Reports `Starting`, then `Generating 40%`, then runs until dropped (a minute
     /// at most, then times out).
     RunUntilDropped,
-    /// Reports `Starting` (a cold model booting) and never reaches processing.
+    /// Reports `Starting` (a cold model booting: may bill) and never reaches
+    /// processing.
     StartUntilDropped,
     /// Panics inside the generation.
     Panic,
@@ -117,6 +118,7 @@ impl ImageGenerator for FakeModel {
             }
             Behaviour::Fail => Err(ModelError::Failed("the fake model failed".into())),
             Behaviour::FailWhileProcessing => {
+                progress.may_bill();
                 progress.report(Phase::Generating {
                     percent: Some(FAKE_PERCENT),
                 });
@@ -125,6 +127,7 @@ impl ImageGenerator for FakeModel {
                 ))
             }
             Behaviour::Unsafe => {
+                progress.may_bill();
                 progress.report(Phase::Generating {
                     percent: Some(FAKE_PERCENT),
                 });
@@ -132,12 +135,14 @@ impl ImageGenerator for FakeModel {
             }
             Behaviour::StartUntilDropped => {
                 let _running = SetOnDrop(&self.stopped);
+                progress.may_bill();
                 progress.report(Phase::Starting);
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Err(ModelError::TimedOut)
             }
             Behaviour::RunUntilDropped => {
                 let _running = SetOnDrop(&self.stopped);
+                progress.may_bill();
                 progress.report(Phase::Starting);
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 progress.report(Phase::Generating {

@@ -95,20 +95,47 @@ pub enum ModelError {
     BadOutput(String),
 }
 
-/// Where a generator tells the generation flow which [`Phase`] it is in. Reports
-/// never block and never fail: the latest one is what a watcher sees. Whether the
-/// model ever reached `Generating` (a hosted model's `processing`, when billing
-/// runs) is remembered apart, for the refund rules.
+/// What a generation may have cost the owner, as its generator tells it:
+/// `may_bill` once a request that can start paid work was sent (a Replicate
+/// create), `processing` once the model reported drawing (when Replicate bills).
+/// The flow's refund rules read it.
+#[derive(Debug, Default)]
+pub struct Meter {
+    may_bill: AtomicBool,
+    processing: AtomicBool,
+}
+
+impl Meter {
+    pub fn may_bill(&self) -> bool {
+        self.may_bill.load(Ordering::SeqCst)
+    }
+
+    pub fn processing(&self) -> bool {
+        self.processing.load(Ordering::SeqCst)
+    }
+
+    /// A meter with both readings set as given (tests).
+    pub fn reading(may_bill: bool, processing: bool) -> Arc<Self> {
+        Arc::new(Self {
+            may_bill: AtomicBool::new(may_bill || processing),
+            processing: AtomicBool::new(processing),
+        })
+    }
+}
+
+/// Where a generator tells the generation flow which [`Phase`] it is in, and
+/// what it may have cost ([`Meter`]). Reports never block and never fail: the
+/// latest phase is what a watcher sees.
 pub struct ProgressReporter {
     phases: watch::Sender<Phase>,
-    processing: Arc<AtomicBool>,
+    meter: Arc<Meter>,
 }
 
 impl ProgressReporter {
     fn new(phases: watch::Sender<Phase>) -> Self {
         Self {
             phases,
-            processing: Arc::new(AtomicBool::new(false)),
+            meter: Arc::default(),
         }
     }
 
@@ -125,7 +152,8 @@ impl ProgressReporter {
 
     pub fn report(&self, phase: Phase) {
         if matches!(phase, Phase::Generating { .. }) {
-            self.processing.store(true, Ordering::SeqCst);
+            self.meter.may_bill.store(true, Ordering::SeqCst);
+            self.meter.processing.store(true, Ordering::SeqCst);
         }
         self.phases.send_if_modified(|current| {
             let changed = *current != phase;
@@ -134,9 +162,14 @@ impl ProgressReporter {
         });
     }
 
-    /// Set once the model reported `Generating`: work the owner is billed for.
-    pub fn processing_flag(&self) -> Arc<AtomicBool> {
-        self.processing.clone()
+    /// Said just before sending a request that can start paid work: from here
+    /// on the owner may be billed, even if the answer never arrives.
+    pub fn may_bill(&self) {
+        self.meter.may_bill.store(true, Ordering::SeqCst);
+    }
+
+    pub fn meter(&self) -> Arc<Meter> {
+        self.meter.clone()
     }
 }
 

@@ -604,6 +604,9 @@ impl ImageGenerator for ReplicateGenerator {
         let started = Instant::now();
         let deadline = started + api.settings.deadline;
         progress.report(Phase::Waiting);
+        // From the create on, a prediction may run (and bill) even if its answer
+        // never reaches us.
+        progress.may_bill();
         let created = self.create_detached(prompt, deadline).await?;
         progress.report(created.phase());
         let id = created.id.clone();
