@@ -287,3 +287,31 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
     assert!(body_text(reused).await.contains("already in use"));
     assert_eq!(remaining(&app).await, 4);
 }
+
+#[tokio::test]
+async fn refused_requests_with_fresh_generation_ids_write_nothing_to_redis() {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), TOKEN).await;
+    let store = open_store(Kind::Redis, &redis, &bridge).await;
+    let app = instance(store, endless_model(), "refused").await;
+    for n in 0..5 {
+        let body = format!("{}&job={:032x}", form_body("a cat"), n);
+        assert_eq!(
+            post_form(&app, "/api/generate", body).await.status(),
+            StatusCode::OK
+        );
+    }
+    let keys = redis.dbsize();
+    let commands = redis.total_calls();
+    for n in 0..10_000u64 {
+        let body = format!("{}&job={:032x}", form_body("a cat"), 1_000_000 + n);
+        let response = post_form(&app, "/api/generate", body).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    // The first refusal reaches Redis (one EVALSHA, and the INCRBY inside it,
+    // which INFO counts too) and fills the block cache; every later one is
+    // answered from memory.
+    let spent = redis.total_calls() - commands;
+    assert!(spent <= 2, "{spent} Redis commands for 10,000 refusals");
+    assert_eq!(redis.dbsize(), keys, "no job record for a refused request");
+}

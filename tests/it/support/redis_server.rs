@@ -121,6 +121,13 @@ impl RedisServer {
             .sum()
     }
 
+    /// How many keys the database holds.
+    pub fn dbsize(&self) -> u64 {
+        redis::cmd("DBSIZE")
+            .query(&mut self.connection())
+            .expect("DBSIZE")
+    }
+
     pub fn get(&self, key: &str) -> Option<String> {
         redis::cmd("GET")
             .arg(key)
