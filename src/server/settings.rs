@@ -92,8 +92,10 @@ pub enum KeyLocking {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VisitorSettings {
-    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
-    /// Empty: the socket address identifies the visitor and the header is ignored.
+    /// Proxies whose forwarding header is believed: addresses (`127.0.0.1`) or
+    /// CIDR ranges (`10.0.0.0/8`). Empty: the socket address identifies the
+    /// visitor and the header is ignored.
+    #[serde(deserialize_with = "addresses_or_networks")]
     pub trusted_proxies: Vec<IpNet>,
     /// Which header those proxies put the visitor's address in:
     /// `x-forwarded-for` (default), `x-real-ip` or `cf-connecting-ip`.
@@ -254,6 +256,27 @@ impl Default for StorageSettings {
             dir: PathBuf::from("data/images"),
         }
     }
+}
+
+/// `trusted_proxies`: each entry an address (one host) or a CIDR range.
+fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<IpNet>, D::Error> {
+    let entries = Vec::<String>::deserialize(deserializer)?;
+    entries
+        .iter()
+        .map(|entry| {
+            let entry = entry.trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{entry:?} is neither an address (127.0.0.1, ::1) nor a CIDR range (10.0.0.0/8)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// A setting that stops start-up; the message names the setting and what is wrong.
@@ -459,6 +482,34 @@ mod tests {
             assert!(settings.ratelimit.ephemeral_cache);
             assert_eq!(settings.prompt.max_chars, 500);
             assert!(settings.visitors.trusted_proxies.is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges_and_name_a_bad_entry() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "Leptos.toml",
+                "[visitors]\ntrusted_proxies = [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\"]\n",
+            )?;
+            let settings = load_in(jail).expect("addresses are fine");
+            let proxies: Vec<String> = settings
+                .visitors
+                .trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(proxies, ["127.0.0.1/32", "::1/128", "10.0.0.0/8"]);
+            jail.create_file(
+                "Leptos.toml",
+                "[visitors]\ntrusted_proxies = [\"proxy.local\"]\n",
+            )?;
+            let error = load_in(jail).unwrap_err().to_string();
+            assert!(
+                error.contains("proxy.local") && error.contains("CIDR"),
+                "{error}"
+            );
             Ok(())
         });
     }
