@@ -52,11 +52,11 @@ impl Credit {
     async fn give_back(self) -> Option<Decision> {
         match self.limiter.refund(&self.identifier, &self.taken).await {
             Ok(decision) => {
-                tracing::debug!(identifier = %self.identifier, remaining = decision.remaining, "refunded a credit");
+                tracing::debug!(identifier = %crate::domain::visitor::tag(&self.identifier), remaining = decision.remaining, "refunded a credit");
                 Some(decision)
             }
             Err(error) => {
-                tracing::error!(identifier = %self.identifier, %error, "could not refund a credit");
+                tracing::error!(identifier = %crate::domain::visitor::tag(&self.identifier), %error, "could not refund a credit");
                 None
             }
         }
@@ -163,11 +163,11 @@ async fn allowance_permits(allowance: Option<&Arc<RateLimiter>>, identifier: &st
     match allowance.limit(identifier, 1).await {
         Ok(decision) if decision.success => true,
         Ok(_) => {
-            tracing::info!(%identifier, "refund allowance used up for this window: this one counts");
+            tracing::info!(identifier = %crate::domain::visitor::tag(identifier), "refund allowance used up for this window: this one counts");
             false
         }
         Err(error) => {
-            tracing::warn!(%identifier, %error, "could not read the refund allowance: this one counts");
+            tracing::warn!(identifier = %crate::domain::visitor::tag(identifier), %error, "could not read the refund allowance: this one counts");
             false
         }
     }

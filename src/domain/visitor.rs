@@ -30,7 +30,8 @@ impl fmt::Display for Visitor {
     }
 }
 
-/// The first 16 bytes of the SHA-256 of `identifier`, in hex.
+/// The first 16 bytes of the SHA-256 of `identifier`, in hex: how a visitor
+/// appears in the shared store and in logs (never their address).
 pub fn tag(identifier: &str) -> String {
     Sha256::digest(identifier.as_bytes())
         .iter()

@@ -131,9 +131,8 @@ pub fn generator(
         .ok()
         .filter(|u| matches!(u.scheme(), "https" | "http"))
         .ok_or_else(|| {
-            ComposeError::Config(format!(
-                "REPLICATE_BASE_URL is not an http(s) URL: {base:?}"
-            ))
+            // The value is not repeated: it may carry credentials.
+            ComposeError::Config("REPLICATE_BASE_URL is not an http(s) URL".into())
         })?;
     let model = &settings.model;
     let generator = ReplicateGenerator::new(ReplicateSettings {

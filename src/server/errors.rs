@@ -6,6 +6,33 @@ use crate::domain::generation::{LimitScope, StudioError};
 use crate::domain::generator::ModelError;
 use crate::domain::ratelimit::Decision;
 use crate::wire::{ApiError, Quota};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Requests refused since the last summary: by the visitor's own limit, and by
+/// the budget shared by all visitors. Counted, not logged one by one.
+static REFUSED_BY_LIMIT: AtomicU64 = AtomicU64::new(0);
+static REFUSED_BY_BUDGET: AtomicU64 = AtomicU64::new(0);
+
+/// The refusals counted since the last call (limit, budget), and a fresh count.
+pub fn take_refusals() -> (u64, u64) {
+    (
+        REFUSED_BY_LIMIT.swap(0, Ordering::Relaxed),
+        REFUSED_BY_BUDGET.swap(0, Ordering::Relaxed),
+    )
+}
+
+/// Logs one summary line of the refusals counted since the last one, if any.
+pub fn log_refusal_summary(period_secs: u64) {
+    let (limit, budget) = take_refusals();
+    if limit + budget > 0 {
+        tracing::info!(
+            by_visitor_limit = limit,
+            by_shared_budget = budget,
+            "refused {} generation requests in the last {period_secs} s",
+            limit + budget
+        );
+    }
+}
 
 pub fn quota(decision: &Decision) -> Quota {
     Quota {
@@ -59,10 +86,16 @@ impl From<&StudioError> for ApiError {
 /// bad prompt, a cancel: those are counted, not logged one by one).
 pub fn log(failure: &StudioError) {
     match failure {
-        StudioError::InvalidPrompt(_)
-        | StudioError::Denied { .. }
-        | StudioError::Canceled { .. }
-        | StudioError::JobIdTaken => tracing::debug!(%failure, "request refused"),
+        StudioError::Denied { scope, .. } => {
+            let counter = match scope {
+                LimitScope::Visitor => &REFUSED_BY_LIMIT,
+                LimitScope::Everyone => &REFUSED_BY_BUDGET,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        StudioError::InvalidPrompt(_) | StudioError::Canceled { .. } | StudioError::JobIdTaken => {
+            tracing::debug!(%failure, "request refused")
+        }
         StudioError::Model {
             source: ModelError::Unsafe(_) | ModelError::Busy { .. },
             ..
@@ -81,4 +114,38 @@ pub fn log(failure: &StudioError) {
 pub fn answer(failure: &StudioError) -> ApiError {
     log(failure);
     ApiError::from(failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ratelimit::{Decision, Reason};
+
+    #[test]
+    fn refusals_are_counted_not_logged_one_by_one() {
+        let denied = |scope| StudioError::Denied {
+            decision: Decision {
+                success: false,
+                limit: 5,
+                remaining: 0,
+                reset_ms: 1,
+                reason: Reason::CacheBlock,
+            },
+            scope,
+        };
+        take_refusals();
+        for _ in 0..3 {
+            assert_eq!(
+                answer(&denied(LimitScope::Visitor)),
+                ApiError::RateLimited(Quota {
+                    limit: 5,
+                    remaining: 0,
+                    reset_ms: 1
+                })
+            );
+        }
+        answer(&denied(LimitScope::Everyone));
+        assert_eq!(take_refusals(), (3, 1));
+        assert_eq!(take_refusals(), (0, 0), "each summary starts afresh");
+    }
 }

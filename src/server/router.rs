@@ -23,8 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 /// The app's routes, worked out once per process. Leptos renders the whole app to
 /// find them, with a process-wide flag set that freezes any resource first polled
@@ -90,8 +89,30 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                // The path only: query strings may carry prompts and ids.
+                .make_span_with(|request: &axum::http::Request<Body>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path()
+                    )
+                })
+                .on_request(())
+                // One line per answer, except refusals (429), which are counted
+                // and summed up once a minute.
+                .on_response(
+                    |response: &axum::response::Response,
+                     latency: std::time::Duration,
+                     _: &tracing::Span| {
+                        let status = response.status().as_u16();
+                        let latency_ms = latency.as_millis() as u64;
+                        if status == 429 {
+                            tracing::debug!(status, latency_ms, "answered");
+                        } else {
+                            tracing::info!(status, latency_ms, "answered");
+                        }
+                    },
+                ),
         )
         .with_state(state)
 }

@@ -50,6 +50,16 @@ pub async fn run() -> Result<(), StartupError> {
         "rate limiter"
     );
     let state = AppState::new(&settings, components, leptos_options)?;
+    // Refusals are counted, and summed up once a minute instead of one line each.
+    tokio::spawn(async {
+        const PERIOD_SECS: u64 = 60;
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(PERIOD_SECS));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            crate::server::errors::log_refusal_summary(PERIOD_SECS);
+        }
+    });
     for (part, description) in state.studio.describe() {
         tracing::info!(%description, "{part}");
     }

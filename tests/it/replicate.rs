@@ -833,3 +833,17 @@ mod through_the_app {
         assert_eq!(body_bytes(image).await, png().await);
     }
 }
+
+#[test]
+fn a_base_url_with_credentials_is_never_described_in_clear() {
+    let generator =
+        ReplicateGenerator::new(settings("https://owner:hunter2@replicate.internal:8443/"))
+            .unwrap();
+    let described = generator.describe();
+    assert!(!described.contains("hunter2"), "{described}");
+    assert!(!described.contains("owner"), "{described}");
+    assert!(
+        described.contains("https://replicate.internal:8443"),
+        "{described}"
+    );
+}

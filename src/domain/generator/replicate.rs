@@ -583,11 +583,12 @@ impl Api {
 impl ImageGenerator for ReplicateGenerator {
     fn describe(&self) -> String {
         let settings = &self.api.settings;
+        // Only the origin: a base URL may carry credentials (user:password@).
         format!(
             "Replicate model {} (version {}…) at {}",
             settings.model,
             &settings.version[..settings.version.len().min(12)],
-            settings.base_url
+            settings.base_url.origin().ascii_serialization()
         )
     }
 

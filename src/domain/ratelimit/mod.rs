@@ -257,7 +257,7 @@ impl RateLimiter {
             | Algorithm::SlidingWindow { limit, window_ms } => {
                 let bucket = now / window_ms;
                 if taken.reset_ms != (bucket + 1) * window_ms {
-                    tracing::debug!(%identifier, "the window the credit was taken in has ended; nothing to refund");
+                    tracing::debug!(identifier = %crate::domain::visitor::tag(identifier), "the window the credit was taken in has ended; nothing to refund");
                     Ok(0)
                 } else {
                     self.store
