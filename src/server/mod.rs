@@ -9,6 +9,7 @@ pub mod functions;
 pub mod guard;
 pub mod json_api;
 pub mod router;
+pub mod serve;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -28,6 +28,26 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub progress: ProgressSettings,
     pub recent: RecentSettings,
+    pub server: ServerSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Longest a client may take to send a request's headers, in seconds (also
+    /// how long an idle keep-alive connection stays open).
+    pub header_read_timeout_secs: u64,
+    /// Most connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: 10,
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -385,6 +405,18 @@ impl Settings {
             return invalid(
                 "prompt.max_chars (LOFIANIME_PROMPT__MAX_CHARS)",
                 "must be between 1 and 10000",
+            );
+        }
+        if !(1..=300).contains(&self.server.header_read_timeout_secs) {
+            return invalid(
+                "server.header_read_timeout_secs (LOFIANIME_SERVER__HEADER_READ_TIMEOUT_SECS)",
+                "must be between 1 and 300",
+            );
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return invalid(
+                "server.max_connections (LOFIANIME_SERVER__MAX_CONNECTIONS)",
+                "must be between 1 and 1000000",
             );
         }
         if !(1..=100).contains(&self.recent.keep) {

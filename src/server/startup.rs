@@ -4,9 +4,11 @@
 
 use crate::server::compose::{self, ComposeError};
 use crate::server::router::router;
+use crate::server::serve::{serve, Limits};
 use crate::server::settings::{Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Why the app could not start; each message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +24,6 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the server stopped: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Reads the settings and the environment, builds the app and serves it until
@@ -71,13 +71,12 @@ pub async fn run() -> Result<(), StartupError> {
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;
     tracing::info!("lofianime is listening on http://{addr}");
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(StartupError::Serve)
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+        max_connections: settings.server.max_connections,
+    };
+    serve(listener, router(state), limits, shutdown_signal()).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@ mod layering;
 mod limiter_stores;
 mod progress;
 mod replicate;
+mod serve;
 mod store_outage;
 mod support;
 mod upstash_compat;

@@ -1,0 +1,92 @@
+//! The HTTP server around the router, with the limits a public endpoint needs:
+//! a cap on open connections (more wait in the listen queue), a bound on how
+//! long a client may take to send a request's headers (which also closes
+//! keep-alive connections left idle that long), and a graceful shutdown that
+//! lets requests in flight finish. Written on hyper-util's connection builder
+//! because `axum::serve` exposes neither limit.
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+/// The connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest a client may take to send a request's headers (and longest an
+    /// idle keep-alive connection stays open).
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further ones wait to be accepted.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then waits for the
+/// connections in flight to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            // A client that sends nothing at all is closed too (hyper's timer
+            // starts only with the first byte of a request).
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return drop(slot),
+            }
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%error, "a connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
