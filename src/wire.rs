@@ -130,8 +130,15 @@ pub enum ApiError {
     JobBoardUnavailable,
     #[error("Your recent images cannot be loaded right now; please try again shortly.")]
     RecentImagesUnavailable,
-    #[error("The request could not be read: {0}")]
+    /// The body or query could not be decoded; the detail is data for API
+    /// clients, never part of the sentence (a page shows the sentence of an error
+    /// named in its URL, so no sentence carries free text).
+    #[error("The request could not be read: it is not what this page sends.")]
     MalformedRequest(String),
+    #[error("The generation id must be 32 lowercase hexadecimal digits.")]
+    BadJobId,
+    #[error("This generation id is already in use; reload the page and try again.")]
+    JobIdTaken,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -142,7 +149,10 @@ impl ApiError {
     /// The HTTP status the server answers this error with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidPrompt(_) | Self::MalformedRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidPrompt(_)
+            | Self::MalformedRequest(_)
+            | Self::BadJobId
+            | Self::JobIdTaken => StatusCode::BAD_REQUEST,
             Self::RateLimited(_) | Self::BudgetSpent(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::LimiterUnavailable
             | Self::ModelBusy { .. }
@@ -238,6 +248,19 @@ mod tests {
         assert_eq!(
             refunded.to_string(),
             "Cancelled before the model started: not counted."
+        );
+    }
+
+    #[test]
+    fn no_sentence_carries_text_from_the_request() {
+        // An error named in a page's URL (`?__err=…`) is shown by its sentence:
+        // a forged detail must not reach the page.
+        let forged = ApiError::MalformedRequest("Call 555-0100 to claim your prize".into());
+        assert!(!forged.to_string().contains("555"));
+        let json = serde_json::to_value(&forged).unwrap();
+        assert_eq!(
+            json["data"], "Call 555-0100 to claim your prize",
+            "API clients keep it"
         );
     }
 

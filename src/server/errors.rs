@@ -72,9 +72,7 @@ impl From<&StudioError> for ApiError {
                 counted: *counted,
                 model_started: *model_started,
             },
-            StudioError::JobIdTaken => Self::MalformedRequest(
-                "this generation id is already in use; reload the page and try again.".into(),
-            ),
+            StudioError::JobIdTaken => Self::JobIdTaken,
             StudioError::JobBoard(_) => Self::JobBoardUnavailable,
             StudioError::Gallery(_) => Self::RecentImagesUnavailable,
         }

@@ -32,7 +32,7 @@ async fn caller() -> Result<Visitor, ApiError> {
 
 /// Reads a generation id sent by the page.
 fn parse_job(text: &str) -> Result<JobId, ApiError> {
-    JobId::parse(text.trim()).map_err(|error| ApiError::MalformedRequest(error.to_string()))
+    JobId::parse(text.trim()).map_err(|_| ApiError::BadJobId)
 }
 
 /// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.
