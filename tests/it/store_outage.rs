@@ -183,3 +183,32 @@ async fn progress_cancel_and_recent_images_say_what_failed_when_the_store_is_dow
         assert!(!message.contains("Rate limiter"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn requests_that_timed_out_on_a_frozen_redis_are_not_counted_when_it_resumes() {
+    let redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+    let (app, generator) = app_on(Arc::new(store), Settings::default());
+    assert_eq!(app.generate("before").await.status(), StatusCode::OK);
+
+    redis.freeze();
+    for _ in 0..4 {
+        assert_eq!(
+            app.generate("while frozen").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    redis.thaw();
+    // Redis now runs the spends it had queued; the app gives them back as soon
+    // as it sees the store answer again.
+    let recovered = until_ok(&app).await;
+    assert!(recovered < Duration::from_secs(15));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = app.get("/api/remaining").await;
+    let json: serde_json::Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(
+        json["remainingGenerations"], 3,
+        "two generations made; the four refused during the freeze cost nothing"
+    );
+    assert_eq!(generator.calls(), 2);
+}

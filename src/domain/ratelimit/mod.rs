@@ -186,14 +186,28 @@ struct StoreHealth {
     failing: AtomicBool,
 }
 
+/// Most decisions kept for compensation while the store does not answer.
+const MAX_PENDING: usize = 10_000;
+
+/// A spend whose request timed out: the store may have counted it after all.
+#[derive(Debug, Clone)]
+struct Pending {
+    identifier: String,
+    /// Where the spend would have landed (its window's reset).
+    taken: Decision,
+}
+
 impl StoreHealth {
     /// Notes the outcome of one store call; logs only when the state changes.
-    fn observe<T>(&self, store: &dyn LimiterStore, result: &Result<T, StoreError>) {
+    /// True when this call found the store answering again after an outage.
+    fn observe<T>(&self, store: &dyn LimiterStore, result: &Result<T, StoreError>) -> bool {
         match result {
             Ok(_) => {
-                if self.failing.swap(false, Ordering::SeqCst) {
+                let recovered = self.failing.swap(false, Ordering::SeqCst);
+                if recovered {
                     tracing::info!(store = %store.describe(), "the rate-limit store answers again");
                 }
+                recovered
             }
             Err(error) => {
                 if !self.failing.swap(true, Ordering::SeqCst) {
@@ -201,6 +215,7 @@ impl StoreHealth {
                 } else {
                     tracing::debug!(%error, "the rate-limit store is still failing");
                 }
+                false
             }
         }
     }
@@ -215,6 +230,8 @@ pub struct RateLimiter {
     /// `None` when the ephemeral cache is turned off.
     cache: Option<BlockCache>,
     health: StoreHealth,
+    /// Spends that timed out, given back once the store answers again.
+    pending: std::sync::Mutex<Vec<Pending>>,
 }
 
 impl RateLimiter {
@@ -231,6 +248,7 @@ impl RateLimiter {
             clock,
             cache: Some(BlockCache::default()),
             health: StoreHealth::default(),
+            pending: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -243,6 +261,46 @@ impl RateLimiter {
     /// `{prefix}:{identifier}`: the cache key, and the base of every store key.
     fn base_key(&self, identifier: &str) -> String {
         format!("{}:{identifier}", self.prefix)
+    }
+
+    /// A spend that timed out may still be counted when the store resumes (a
+    /// frozen Redis runs what was queued): it is given back then, so an outage
+    /// costs visitors nothing. At most one credit per timed-out request.
+    fn remember_timed_out(&self, identifier: &str, now: u64) {
+        let window_ms = self.algorithm.window_ms();
+        let taken = Decision {
+            success: true,
+            limit: self.algorithm.limit(),
+            remaining: 0,
+            reset_ms: (now / window_ms + 1) * window_ms,
+            reason: Reason::Store,
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() < MAX_PENDING {
+            pending.push(Pending {
+                identifier: identifier.to_owned(),
+                taken,
+            });
+        }
+    }
+
+    /// Gives back the spends that timed out during the outage that just ended;
+    /// true when there were any.
+    async fn compensate(&self) -> bool {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return false;
+        }
+        tracing::info!(
+            count = pending.len(),
+            "giving back spends that timed out during the store outage"
+        );
+        for spend in pending {
+            if let Err(error) = self.refund(&spend.identifier, &spend.taken).await {
+                tracing::warn!(%error, "could not give back a spend that timed out");
+            }
+        }
+        true
     }
 
     /// Gives back the unit `identifier` spent when the limiter answered `taken`
@@ -294,7 +352,16 @@ impl RateLimiter {
             }
         }
         let result = self.limit_in_store(&base, now, rate).await;
-        self.health.observe(&*self.store, &result);
+        if let (Err(StoreError::TimedOut(_)), true) = (&result, rate > 0) {
+            self.remember_timed_out(identifier, now);
+        }
+        let recovered = self.health.observe(&*self.store, &result);
+        if recovered && self.compensate().await && rate > 0 {
+            if let Ok(Decision { success: false, .. }) = result {
+                // The outage's spends are back: decide again on the counts now.
+                return Box::pin(self.limit(identifier, rate)).await;
+            }
+        }
         let decision = result?;
         if let Some(cache) = &self.cache {
             if !decision.success {
@@ -355,7 +422,9 @@ impl RateLimiter {
         let base = self.base_key(identifier);
         let now = self.clock.now_ms();
         let result = self.remaining_in_store(&base, now).await;
-        self.health.observe(&*self.store, &result);
+        if self.health.observe(&*self.store, &result) {
+            Box::pin(self.compensate()).await;
+        }
         let (remaining, reset_ms) = result?;
         Ok(Decision {
             success: remaining > 0,

@@ -20,6 +20,10 @@ pub use upstash::{UpstashRest, UpstashRestStore, UpstashSettings};
 pub enum StoreError {
     #[error("the store is unreachable: {0}")]
     Unavailable(String),
+    /// The request was sent but no answer came in time: the store may still
+    /// run it (a frozen Redis runs what was queued once it resumes).
+    #[error("the store did not answer in time: {0}")]
+    TimedOut(String),
     #[error("the store refused the credentials: {0}")]
     Unauthorized(String),
     #[error("the store answered with an error: {0}")]

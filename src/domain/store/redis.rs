@@ -77,7 +77,7 @@ fn store_error(error: &RedisError) -> StoreError {
             StoreError::Unauthorized("Redis refused the credentials in REDIS_URL".into())
         }
         ErrorKind::Server(_) => StoreError::Command(error.to_string()),
-        _ if error.is_timeout() => StoreError::Unavailable("Redis did not answer in time".into()),
+        _ if error.is_timeout() => StoreError::TimedOut("Redis did not answer in time".into()),
         _ if error.is_io_error()
             || error.is_connection_refusal()
             || error.is_connection_dropped() =>

@@ -146,7 +146,7 @@ impl UpstashRest {
 /// in some set-ups).
 fn transport_error(error: &reqwest::Error) -> StoreError {
     if error.is_timeout() {
-        StoreError::Unavailable("Upstash did not answer in time".into())
+        StoreError::TimedOut("Upstash did not answer in time".into())
     } else if error.is_connect() {
         StoreError::Unavailable(format!(
             "cannot connect to UPSTASH_REDIS_REST_URL: {}",

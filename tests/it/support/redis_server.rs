@@ -81,6 +81,26 @@ impl RedisServer {
     }
 
     /// Starts it again on the same port, empty.
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is answered,
+    /// and what clients send meanwhile is run when it resumes.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running redis-server").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
