@@ -132,6 +132,9 @@ async fn a_body_that_is_not_form_data_is_a_400_with_a_message_and_spends_nothing
             "{json}"
         );
     }
+    // The same field twice is not what the page sends either.
+    let twice = app.generate_body("prompt=a&prompt=b".into(), &[]).await;
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
     let quota = app.get("/api/remaining").await;
     let json: serde_json::Value = serde_json::from_slice(&body_bytes(quota).await).unwrap();
     assert_eq!(json["remainingGenerations"], 5, "nothing was spent");
