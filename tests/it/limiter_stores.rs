@@ -742,8 +742,7 @@ async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_
     use axum::http::StatusCode;
     use lofianime::domain::clock::SystemClock;
     use lofianime::domain::generator::FakeModel;
-    use lofianime::domain::storage::ObjectImageStore;
-    use lofianime::domain::studio::Components;
+
     use lofianime::server::settings::Settings;
 
     let stores = Stores::start().await;
@@ -753,13 +752,8 @@ async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_
         let generator = Arc::new(FakeModel::default());
         let mut apps = Vec::new();
         for _ in 0..2 {
-            let components = Components::local(
-                generator.clone(),
-                ObjectImageStore::in_memory(),
-                Arc::new(SystemClock),
-                settings.recent.keep,
-            )
-            .with_limiter_store(stores.open(kind, Arc::new(SystemClock)).await);
+            let components = crate::support::app::local_components(generator.clone())
+                .with_limiter_store(stores.open(kind, Arc::new(SystemClock)).await);
             apps.push(Arc::new(spawn_app_on(settings.clone(), components)));
         }
         let requests: Vec<_> = (0..500)

@@ -8,11 +8,9 @@ use crate::support::redis_server::RedisServer;
 use crate::support::upstash_bridge::Bridge;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generator::fake::{FakeModel, FAKE_PERCENT};
-use lofianime::domain::storage::ObjectImageStore;
 use lofianime::domain::store::{RedisStore, UpstashRestStore, UpstashSettings};
-use lofianime::domain::studio::{Components, RemoteStore};
+use lofianime::domain::studio::RemoteStore;
 use lofianime::progress::{JobId, JobProgress, JobState, Phase};
 use lofianime::server::settings::Settings;
 use secrecy::SecretString;
@@ -56,13 +54,8 @@ async fn instance(store: Arc<dyn RemoteStore>, model: Arc<FakeModel>, prefix: &s
     let mut settings = Settings::default();
     settings.ratelimit.prefix = prefix.to_owned();
     settings.progress.cancel_check_ms = 100;
-    let components = Components::local(
-        model,
-        ObjectImageStore::in_memory(),
-        Arc::new(SystemClock),
-        settings.recent.keep,
-    )
-    .on_remote_store(store, settings.recent.keep);
+    let components =
+        crate::support::app::local_components(model).on_remote_store(store, settings.recent.keep);
     spawn_app_on(settings, components)
 }
 
@@ -236,12 +229,7 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
     let model = endless_model();
     let app = spawn_app_on(
         Settings::default(),
-        Components::local(
-            model.clone(),
-            ObjectImageStore::in_memory(),
-            Arc::new(SystemClock),
-            Settings::default().recent.keep,
-        ),
+        crate::support::app::local_components(model.clone()),
     );
     for bad in [
         "123",

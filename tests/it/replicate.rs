@@ -693,19 +693,12 @@ mod through_the_app {
     use super::*;
     use crate::support::app::*;
     use axum::http::StatusCode;
-    use lofianime::domain::clock::SystemClock;
-    use lofianime::domain::storage::ObjectImageStore;
-    use lofianime::domain::studio::Components;
+
     use lofianime::server::settings::Settings;
     use lofianime::wire::{ApiError, CreatedImage};
 
     fn app_with(settings: ReplicateSettings) -> TestApp {
-        let components = Components::local(
-            Arc::new(ReplicateGenerator::new(settings).unwrap()),
-            ObjectImageStore::in_memory(),
-            Arc::new(SystemClock),
-            Settings::default().recent.keep,
-        );
+        let components = local_components(Arc::new(ReplicateGenerator::new(settings).unwrap()));
         spawn_app_on(Settings::default(), components)
     }
 

@@ -3,10 +3,7 @@
 //! connection cap makes extra clients wait rather than exhaust the process.
 
 use leptos::config::LeptosOptions;
-use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generator::FakeModel;
-use lofianime::domain::storage::ObjectImageStore;
-use lofianime::domain::studio::Components;
 use lofianime::server::router::router;
 use lofianime::server::serve::{serve, Limits};
 use lofianime::server::settings::Settings;
@@ -18,12 +15,7 @@ use tokio::net::TcpStream;
 
 async fn start(limits: Limits) -> (String, tokio::sync::oneshot::Sender<()>) {
     let settings = Settings::default();
-    let components = Components::local(
-        Arc::new(FakeModel::default()),
-        ObjectImageStore::in_memory(),
-        Arc::new(SystemClock),
-        settings.recent.keep,
-    );
+    let components = crate::support::app::local_components(Arc::new(FakeModel::default()));
     let options = LeptosOptions::builder().output_name("lofianime").build();
     let state = AppState::new(&settings, components, options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,13 +6,10 @@ use crate::support::app::*;
 use crate::support::redis_server::RedisServer;
 use crate::support::upstash_bridge::Bridge;
 use axum::http::StatusCode;
-use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generation::FailurePolicy;
 use lofianime::domain::generator::FakeModel;
 use lofianime::domain::ratelimit::LimiterStore;
-use lofianime::domain::storage::ObjectImageStore;
 use lofianime::domain::store::{RedisStore, UpstashRestStore, UpstashSettings};
-use lofianime::domain::studio::Components;
 use lofianime::server::settings::Settings;
 use lofianime::wire::ApiError;
 use secrecy::SecretString;
@@ -23,13 +20,8 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 
 fn app_on(store: Arc<dyn LimiterStore>, settings: Settings) -> (TestApp, Arc<FakeModel>) {
     let generator = Arc::new(FakeModel::default());
-    let components = Components::local(
-        generator.clone(),
-        ObjectImageStore::in_memory(),
-        Arc::new(SystemClock),
-        settings.recent.keep,
-    )
-    .with_limiter_store(store);
+    let components =
+        crate::support::app::local_components(generator.clone()).with_limiter_store(store);
     (spawn_app_on(settings, components), generator)
 }
 
@@ -143,13 +135,8 @@ async fn progress_cancel_and_recent_images_say_what_failed_when_the_store_is_dow
     let mut redis = RedisServer::start();
     let store = Arc::new(RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap());
     let settings = Settings::default();
-    let components = Components::local(
-        Arc::new(FakeModel::default()),
-        ObjectImageStore::in_memory(),
-        Arc::new(SystemClock),
-        settings.recent.keep,
-    )
-    .on_remote_store(store, settings.recent.keep);
+    let components = crate::support::app::local_components(Arc::new(FakeModel::default()))
+        .on_remote_store(store, settings.recent.keep);
     let app = spawn_app_on(settings, components);
     redis.stop();
     let job = "0123456789abcdef0123456789abcdef";

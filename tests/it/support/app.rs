@@ -7,7 +7,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use leptos::config::LeptosOptions;
 use lofianime::domain::clock::SystemClock;
-use lofianime::domain::generator::OfflineGenerator;
+use lofianime::domain::generator::{ImageGenerator, OfflineGenerator};
 use lofianime::domain::storage::ObjectImageStore;
 use lofianime::domain::studio::Components;
 use lofianime::server::router::router;
@@ -24,14 +24,19 @@ pub struct TestApp {
     router: Router,
 }
 
-/// The app on the zero-configuration components (memory store, small offline images).
-pub fn spawn_app_with(settings: Settings) -> TestApp {
-    let components = Components::local(
-        Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)),
+/// One instance's components on `generator`: counts in memory, images in memory.
+pub fn local_components(generator: Arc<dyn ImageGenerator>) -> Components {
+    Components::local(
+        generator,
         ObjectImageStore::in_memory(),
         Arc::new(SystemClock),
-        settings.recent.keep,
-    );
+        lofianime::domain::gallery::DEFAULT_KEEP,
+    )
+}
+
+/// The app on the zero-configuration components (memory store, small offline images).
+pub fn spawn_app_with(settings: Settings) -> TestApp {
+    let components = local_components(Arc::new(OfflineGenerator::new(32, 32, Duration::ZERO)));
     spawn_app_on(settings, components)
 }
 
