@@ -168,14 +168,25 @@ impl ApiError {
 }
 
 impl Serialize for ApiError {
+    /// The adjacently tagged kind and data, flattened beside the sentence.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
-        let mut body =
-            ApiError::serialize(self, serde_json::value::Serializer).map_err(S::Error::custom)?;
-        if let serde_json::Value::Object(fields) = &mut body {
-            fields.insert("message".into(), self.to_string().into());
+        struct Tagged<'a>(&'a ApiError);
+        impl Serialize for Tagged<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                ApiError::serialize(self.0, serializer)
+            }
         }
-        body.serialize(serializer)
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(flatten)]
+            error: Tagged<'a>,
+            message: String,
+        }
+        Body {
+            error: Tagged(self),
+            message: self.to_string(),
+        }
+        .serialize(serializer)
     }
 }
 
