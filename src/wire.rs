@@ -101,7 +101,7 @@ pub struct AppInfo {
 /// sentence shown on the page; [`ApiError::status`] the HTTP status. On the wire
 /// it is `{"kind": "RateLimited", "data": {…}, "message": "No generations
 /// remaining."}`: a caller that is not the page still reads the sentence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(remote = "Self", tag = "kind", content = "data")]
 pub enum ApiError {
     #[error("{0}")]
@@ -191,11 +191,84 @@ impl Serialize for ApiError {
 }
 
 impl<'de> Deserialize<'de> for ApiError {
-    /// The kind and data decide; the sentence is rebuilt from them (an adjacently
-    /// tagged enum skips the extra `message` field), which keeps `serde_json`'s
-    /// `Value` out of the browser bundle.
+    /// Reads `kind`, then its `data`; the sentence is rebuilt from them. Written
+    /// by hand: serde's derive for a tagged enum buffers fields of any order,
+    /// which costs the browser bundle about 30 KB; the server always writes
+    /// `kind` first.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        ApiError::deserialize(deserializer)
+        deserializer.deserialize_map(ErrorVisitor)
+    }
+}
+
+struct ErrorVisitor;
+
+/// The `data` field of the error being read (other fields are skipped).
+fn data<'de, A: serde::de::MapAccess<'de>, T: Deserialize<'de>>(
+    map: &mut A,
+) -> Result<T, A::Error> {
+    while let Some(key) = map.next_key::<String>()? {
+        if key == "data" {
+            return map.next_value();
+        }
+        map.next_value::<serde::de::IgnoredAny>()?;
+    }
+    Err(serde::de::Error::missing_field("data"))
+}
+
+impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
+    type Value = ApiError;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an error object whose first field is its kind")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ApiError, A::Error> {
+        use serde::de::Error;
+        if map.next_key::<String>()?.as_deref() != Some("kind") {
+            return Err(A::Error::custom("an error's first field must be its kind"));
+        }
+        #[derive(Deserialize)]
+        struct Busy {
+            retry_after_secs: u64,
+        }
+        #[derive(Deserialize)]
+        struct Stopped {
+            counted: bool,
+            model_started: bool,
+        }
+        let kind: String = map.next_value()?;
+        let error = match kind.as_str() {
+            "InvalidPrompt" => ApiError::InvalidPrompt(data(&mut map)?),
+            "RateLimited" => ApiError::RateLimited(data(&mut map)?),
+            "BudgetSpent" => ApiError::BudgetSpent(data(&mut map)?),
+            "LimiterUnavailable" => ApiError::LimiterUnavailable,
+            "Unsafe" => ApiError::Unsafe,
+            "ModelTimedOut" => ApiError::ModelTimedOut,
+            "ModelBusy" => {
+                let busy: Busy = data(&mut map)?;
+                ApiError::ModelBusy {
+                    retry_after_secs: busy.retry_after_secs,
+                }
+            }
+            "Canceled" => {
+                let stopped: Stopped = data(&mut map)?;
+                ApiError::Canceled {
+                    counted: stopped.counted,
+                    model_started: stopped.model_started,
+                }
+            }
+            "JobBoardUnavailable" => ApiError::JobBoardUnavailable,
+            "RecentImagesUnavailable" => ApiError::RecentImagesUnavailable,
+            "MalformedRequest" => ApiError::MalformedRequest(data(&mut map)?),
+            "BadJobId" => ApiError::BadJobId,
+            "JobIdTaken" => ApiError::JobIdTaken,
+            "Network" => ApiError::Network,
+            _ => ApiError::Internal,
+        };
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(error)
     }
 }
 
@@ -234,7 +307,8 @@ mod tests {
                 "message": "No generations remaining."
             })
         );
-        assert_eq!(serde_json::from_value::<ApiError>(json).unwrap(), error);
+        let text = serde_json::to_string(&error).unwrap();
+        assert_eq!(serde_json::from_str::<ApiError>(&text).unwrap(), error);
         let unit = serde_json::to_string(&ApiError::LimiterUnavailable).unwrap();
         assert_eq!(
             unit,
@@ -260,6 +334,47 @@ mod tests {
             refunded.to_string(),
             "Cancelled before the model started: not counted."
         );
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let quota = Quota {
+            limit: 5,
+            remaining: 1,
+            reset_ms: 9,
+        };
+        for error in [
+            ApiError::InvalidPrompt(PromptError::TooLong { chars: 9, max: 5 }),
+            ApiError::InvalidPrompt(PromptError::Empty),
+            ApiError::RateLimited(quota),
+            ApiError::BudgetSpent(quota),
+            ApiError::LimiterUnavailable,
+            ApiError::Unsafe,
+            ApiError::ModelTimedOut,
+            ApiError::ModelBusy {
+                retry_after_secs: 7,
+            },
+            ApiError::Canceled {
+                counted: true,
+                model_started: false,
+            },
+            ApiError::JobBoardUnavailable,
+            ApiError::RecentImagesUnavailable,
+            ApiError::MalformedRequest("x".into()),
+            ApiError::BadJobId,
+            ApiError::JobIdTaken,
+            ApiError::Network,
+            ApiError::Internal,
+        ] {
+            let json = serde_json::to_string(&error).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ApiError>(&json).unwrap(),
+                error,
+                "{json}"
+            );
+        }
+        // Data before kind is refused rather than buffered.
+        assert!(serde_json::from_str::<ApiError>(r#"{"data":1,"kind":"RateLimited"}"#).is_err());
     }
 
     #[test]
