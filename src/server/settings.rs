@@ -278,6 +278,14 @@ impl Default for StorageSettings {
     }
 }
 
+/// A setting with a bad value.
+fn invalid(name: &'static str, problem: &str) -> Result<(), SettingsError> {
+    Err(SettingsError::Invalid {
+        name,
+        problem: problem.to_owned(),
+    })
+}
+
 /// `trusted_proxies`: each entry an address (one host) or a CIDR range.
 fn addresses_or_networks<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -340,12 +348,12 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        let invalid = |name, problem: &str| {
-            Err(SettingsError::Invalid {
-                name,
-                problem: problem.to_owned(),
-            })
-        };
+        self.validate_limits()?;
+        self.validate_model()?;
+        self.validate_page_and_server()
+    }
+
+    fn validate_limits(&self) -> Result<(), SettingsError> {
         if self.ratelimit.limit == 0 {
             return invalid(
                 "ratelimit.limit (LOFIANIME_RATELIMIT__LIMIT)",
@@ -372,6 +380,10 @@ impl Settings {
                 "must not be empty",
             );
         }
+        Ok(())
+    }
+
+    fn validate_model(&self) -> Result<(), SettingsError> {
         if !(1..=60).contains(&self.model.wait_secs) {
             return invalid(
                 "model.wait_secs (LOFIANIME_MODEL__WAIT_SECS)",
@@ -407,6 +419,10 @@ impl Settings {
                 "must be between 1 and 10000",
             );
         }
+        Ok(())
+    }
+
+    fn validate_page_and_server(&self) -> Result<(), SettingsError> {
         if !(1..=300).contains(&self.server.header_read_timeout_secs) {
             return invalid(
                 "server.header_read_timeout_secs (LOFIANIME_SERVER__HEADER_READ_TIMEOUT_SECS)",
