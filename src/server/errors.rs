@@ -85,11 +85,13 @@ impl From<&StudioError> for ApiError {
 pub fn log(failure: &StudioError) {
     match failure {
         StudioError::Denied { scope, .. } => {
-            let counter = match scope {
-                LimitScope::Visitor => &REFUSED_BY_LIMIT,
-                LimitScope::Everyone => &REFUSED_BY_BUDGET,
+            let (counter, label) = match scope {
+                LimitScope::Visitor => (&REFUSED_BY_LIMIT, "visitor_limit"),
+                LimitScope::Everyone => (&REFUSED_BY_BUDGET, "shared_budget"),
             };
             counter.fetch_add(1, Ordering::Relaxed);
+            // A metric for whichever recorder the process installs.
+            metrics::counter!("lofianime_refusals_total", "scope" => label).increment(1);
         }
         StudioError::InvalidPrompt(_) | StudioError::Canceled { .. } | StudioError::JobIdTaken => {
             tracing::debug!(%failure, "request refused")
@@ -145,5 +147,38 @@ mod tests {
         answer(&denied(LimitScope::Everyone));
         assert_eq!(take_refusals(), (3, 1));
         assert_eq!(take_refusals(), (0, 0), "each summary starts afresh");
+        // (In the same test: the counters are process-wide.)
+        refusals_are_a_metric();
+        take_refusals();
+    }
+
+    fn refusals_are_a_metric() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            log(&StudioError::Denied {
+                decision: Decision {
+                    success: false,
+                    limit: 5,
+                    remaining: 0,
+                    reset_ms: 1,
+                    reason: Reason::Store,
+                },
+                scope: LimitScope::Everyone,
+            });
+        });
+        let counted: Vec<_> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| (key.key().name().to_owned(), format!("{value:?}")))
+            .collect();
+        assert_eq!(
+            counted,
+            [(
+                "lofianime_refusals_total".to_owned(),
+                "Counter(1)".to_owned()
+            )]
+        );
     }
 }
