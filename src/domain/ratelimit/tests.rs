@@ -1,6 +1,6 @@
 //! The limiter's own behaviour (keys, cache, decisions) over the memory store and
 //! a ManualClock. The same behaviours are checked against Redis and Upstash REST
-//! in `tests/limiter_stores.rs`.
+//! in `tests/it/limiter_stores.rs`.
 
 use super::*;
 use crate::domain::clock::ManualClock;
