@@ -9,6 +9,9 @@
 //!
 //!     cargo bench --features ssr --bench spend
 
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{Path, State};
@@ -16,23 +19,18 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use leptos::config::LeptosOptions;
-use lofianime::domain::clock::SystemClock;
 use lofianime::domain::generator::{
     ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
 };
-use lofianime::domain::storage::ObjectImageStore;
-use lofianime::domain::studio::Components;
 use lofianime::prompt::Prompt;
-use lofianime::server::router::router;
 use lofianime::server::settings::Settings;
-use lofianime::server::state::AppState;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::app::{app_router, local_components};
 use tower::ServiceExt;
 
 const VISITORS: usize = 100;
@@ -169,16 +167,8 @@ fn app(replicate_url: &str, budget: u64) -> Router {
         backoff: Duration::from_millis(20),
     })
     .unwrap();
-    let components = Components::local(
-        Arc::new(generator),
-        ObjectImageStore::in_memory(),
-        Arc::new(SystemClock),
-        settings.recent.keep,
-    );
-    let options = LeptosOptions::builder().output_name("lofianime").build();
-    let state = AppState::new(&settings, components, options).unwrap();
     let proxy: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    router(state).layer(MockConnectInfo(proxy))
+    app_router(&settings, local_components(Arc::new(generator))).layer(MockConnectInfo(proxy))
 }
 
 #[derive(Clone, Copy, Debug)]

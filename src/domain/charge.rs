@@ -116,11 +116,6 @@ impl Charge {
         self
     }
 
-    /// Whether a failure may still give the payer's credit back this window.
-    async fn refund_allowed(&self, identifier: &str) -> bool {
-        allowance_permits(self.allowance.as_ref(), identifier).await
-    }
-
     /// Settles the charge by how the generation ended (see the module's rules).
     pub async fn settle(mut self, ending: Ending) -> Settled {
         let model_started = self.meter.processing();
@@ -134,7 +129,7 @@ impl Charge {
             (Ending::NothingRan, _) => true,
             (Ending::VisitorStopped, _) if model_started => false,
             (Ending::VisitorStopped | Ending::OurFailure, Some(payer)) => {
-                self.refund_allowed(&payer.identifier).await
+                allowance_permits(self.allowance.as_ref(), &payer.identifier).await
             }
         };
         let budget = self.budget.take();

@@ -174,10 +174,6 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
-    pub fn id(&self) -> &JobId {
-        &self.id
-    }
-
     /// Records where the generation is; a store failure is logged, not fatal
     /// (the generation goes on, only its progress is not seen).
     pub async fn report(&self, state: JobState) {

@@ -111,40 +111,32 @@ pub struct Studio {
 
 impl Studio {
     pub fn new(policy: Policy, components: Components) -> Self {
-        let limiter_with = |algorithm, prefix: &str| {
+        let limiter = |algorithm, prefix: &str, cache: bool| {
             let limiter = RateLimiter::new(
                 components.limiter_store.clone(),
                 algorithm,
                 prefix,
                 components.clock.clone(),
             );
-            Arc::new(if policy.ephemeral_cache {
+            Arc::new(if cache {
                 limiter
             } else {
                 limiter.without_cache()
             })
         };
-        let limiter = |algorithm| limiter_with(algorithm, &policy.prefix);
+        let quota = |algorithm| limiter(algorithm, &policy.prefix, policy.ephemeral_cache);
+        // Without the cache: a used-up allowance must not hide a reset.
         let refund_allowance = policy.max_refunds_per_window.map(|limit| {
             let window = Algorithm::FixedWindow {
                 limit,
                 window_ms: policy.algorithm.window_ms(),
             };
-            // Without the cache: a used-up allowance must not hide a reset.
-            Arc::new(
-                RateLimiter::new(
-                    components.limiter_store.clone(),
-                    window,
-                    REFUNDS_PREFIX,
-                    components.clock.clone(),
-                )
-                .without_cache(),
-            )
+            limiter(window, REFUNDS_PREFIX, false)
         });
         Self {
             generation: Generation {
-                limiter: limiter(policy.algorithm),
-                budget: policy.budget.map(limiter),
+                limiter: quota(policy.algorithm),
+                budget: policy.budget.map(quota),
                 generator: components.generator,
                 images: components.images,
                 max_prompt_chars: policy.max_prompt_chars,

@@ -115,17 +115,14 @@ impl Backend for AppState {
             }
             (Err(error), _) | (_, Err(error)) => (Err(error), Vec::new()),
         };
-        let response = use_context::<ResponseOptions>();
-        for (name, value) in headers {
-            if let Some(response) = &response {
+        if let Some(response) = use_context::<ResponseOptions>() {
+            for (name, value) in headers {
                 response.insert_header(name, value);
             }
-        }
-        if plain_form_post() {
-            // Without JavaScript the browser follows a redirect back to the page;
-            // the query carries the result (or the error and the typed prompt) so
-            // the page can show it.
-            if let Some(response) = &response {
+            if plain_form_post() {
+                // Without JavaScript the browser follows a redirect back to the
+                // page; the query carries the result (or the error and the typed
+                // prompt) so the page can show it.
                 response.insert_header(header::LOCATION, no_script_location(&outcome, &raw_prompt));
             }
         }

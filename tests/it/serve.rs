@@ -2,26 +2,24 @@
 //! are dropped after the header timeout while others are served, and the
 //! connection cap makes extra clients wait rather than exhaust the process.
 
-use leptos::config::LeptosOptions;
+use crate::support::app::{app_router, local_components};
 use lofianime::domain::generator::FakeModel;
-use lofianime::server::router::router;
 use lofianime::server::serve::{serve, Limits};
 use lofianime::server::settings::Settings;
-use lofianime::server::state::AppState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start(limits: Limits) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let settings = Settings::default();
-    let components = crate::support::app::local_components(Arc::new(FakeModel::default()));
-    let options = LeptosOptions::builder().output_name("lofianime").build();
-    let state = AppState::new(&settings, components, options).unwrap();
+    let app = app_router(
+        &Settings::default(),
+        local_components(Arc::new(FakeModel::default())),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(serve(listener, router(state), limits, async {
+    tokio::spawn(serve(listener, app, limits, async {
         let _ = stopped.await;
     }));
     (addr, stop)

@@ -316,23 +316,36 @@ impl RateLimiter {
                 let bucket = now / window_ms;
                 if taken.reset_ms != (bucket + 1) * window_ms {
                     tracing::debug!(identifier = %crate::domain::visitor::tag(identifier), "the window the credit was taken in has ended; nothing to refund");
-                    Ok(0)
-                } else {
-                    self.store
-                        .counter_refund(&format!("{base}:{bucket}"), limit)
-                        .await
+                    return self.remaining(identifier).await;
                 }
+                self.store
+                    .counter_refund(&format!("{base}:{bucket}"), limit)
+                    .await
             }
             Algorithm::TokenBucket { max_tokens, .. } => {
                 self.store.token_bucket_refund(&base, max_tokens).await
             }
         };
         self.health.observe(&*self.store, &result);
-        result?;
+        let after = result?;
         if let Some(cache) = &self.cache {
             cache.unblock(&base);
         }
-        self.remaining(identifier).await
+        match self.algorithm {
+            // The count after the refund is the whole answer.
+            Algorithm::FixedWindow { limit, .. } => {
+                let remaining = (limit as i64 - after).max(0) as u64;
+                Ok(Decision {
+                    success: remaining > 0,
+                    limit,
+                    remaining,
+                    reset_ms: taken.reset_ms,
+                    reason: Reason::Store,
+                })
+            }
+            // The previous window's weight, or the bucket's refill time, need a read.
+            _ => self.remaining(identifier).await,
+        }
     }
 
     /// Spends `rate` units for `identifier` (1 per generation; a negative rate is a

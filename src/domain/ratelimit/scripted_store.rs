@@ -4,12 +4,22 @@
 
 use super::scripts::Scripts;
 use super::{Bucket, LimiterStore};
-use crate::domain::store::{ScriptRunner, ScriptedStore, StoreError};
+use crate::domain::store::{Script, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
 
 /// The limiter's scripts, with the key-locking shebang when the store wants it.
 fn scripts<R: ScriptRunner>(store: &ScriptedStore<R>) -> &'static Scripts {
     Scripts::for_store(store.key_locking())
+}
+
+/// Runs a limiter script that answers one integer.
+async fn int<R: ScriptRunner>(
+    store: &ScriptedStore<R>,
+    script: &Script,
+    keys: &[&str],
+    values: &[i64],
+) -> Result<i64, StoreError> {
+    store.run(script, keys, &args(values)).await?.int()
 }
 
 fn args(values: &[i64]) -> Vec<String> {
@@ -23,19 +33,12 @@ impl<R: ScriptRunner> LimiterStore for ScriptedStore<R> {
     }
 
     async fn fixed_window(&self, key: &str, window_ms: u64, rate: i64) -> Result<i64, StoreError> {
-        self.run(
-            &scripts(self).fixed_window_limit,
-            &[key],
-            &args(&[window_ms as i64, rate]),
-        )
-        .await?
-        .int()
+        let script = &scripts(self).fixed_window_limit;
+        int(self, script, &[key], &[window_ms as i64, rate]).await
     }
 
     async fn fixed_window_used(&self, key: &str) -> Result<i64, StoreError> {
-        self.run(&scripts(self).fixed_window_used, &[key], &[])
-            .await?
-            .int()
+        int(self, &scripts(self).fixed_window_used, &[key], &[]).await
     }
 
     async fn sliding_window(
@@ -47,13 +50,9 @@ impl<R: ScriptRunner> LimiterStore for ScriptedStore<R> {
         window_ms: u64,
         rate: i64,
     ) -> Result<i64, StoreError> {
-        self.run(
-            &scripts(self).sliding_window_limit,
-            &[current_key, previous_key],
-            &args(&[limit as i64, now_ms as i64, window_ms as i64, rate]),
-        )
-        .await?
-        .int()
+        let script = &scripts(self).sliding_window_limit;
+        let values = [limit as i64, now_ms as i64, window_ms as i64, rate];
+        int(self, script, &[current_key, previous_key], &values).await
     }
 
     async fn sliding_window_remaining(
@@ -64,13 +63,9 @@ impl<R: ScriptRunner> LimiterStore for ScriptedStore<R> {
         now_ms: u64,
         window_ms: u64,
     ) -> Result<i64, StoreError> {
-        self.run(
-            &scripts(self).sliding_window_remaining,
-            &[current_key, previous_key],
-            &args(&[limit as i64, now_ms as i64, window_ms as i64]),
-        )
-        .await?
-        .int()
+        let script = &scripts(self).sliding_window_remaining;
+        let values = [limit as i64, now_ms as i64, window_ms as i64];
+        int(self, script, &[current_key, previous_key], &values).await
     }
 
     async fn token_bucket(
@@ -109,30 +104,16 @@ impl<R: ScriptRunner> LimiterStore for ScriptedStore<R> {
     }
 
     async fn delete_matching(&self, pattern: &str) -> Result<u64, StoreError> {
-        let deleted = self
-            .run(&scripts(self).delete_matching, &[pattern], &[])
-            .await?
-            .int()?;
+        let deleted = int(self, &scripts(self).delete_matching, &[pattern], &[]).await?;
         Ok(deleted.max(0) as u64)
     }
 
     async fn counter_refund(&self, key: &str, limit: u64) -> Result<i64, StoreError> {
-        self.run(
-            &scripts(self).counter_refund,
-            &[key],
-            &args(&[limit as i64]),
-        )
-        .await?
-        .int()
+        int(self, &scripts(self).counter_refund, &[key], &[limit as i64]).await
     }
 
     async fn token_bucket_refund(&self, key: &str, max_tokens: u64) -> Result<i64, StoreError> {
-        self.run(
-            &scripts(self).token_bucket_refund,
-            &[key],
-            &args(&[max_tokens as i64]),
-        )
-        .await?
-        .int()
+        let script = &scripts(self).token_bucket_refund;
+        int(self, script, &[key], &[max_tokens as i64]).await
     }
 }

@@ -59,14 +59,15 @@ impl SharedState for MemoryStore {
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
         self.with(|entries| {
-            let mut list = match entries.get(key) {
-                Some(Value::List(list)) => list.clone(),
-                _ => VecDeque::new(),
-            };
-            list.push_front(value.to_owned());
-            list.truncate(keep.max(1));
             let expires_at = entries.now_ms() + ttl_ms;
-            entries.set(key, Value::List(list), Some(expires_at));
+            if let Some(Value::List(list)) = entries.get_mut(key) {
+                list.push_front(value.to_owned());
+                list.truncate(keep.max(1));
+                entries.expire_at(key, expires_at);
+            } else {
+                let list = VecDeque::from([value.to_owned()]);
+                entries.set(key, Value::List(list), Some(expires_at));
+            }
         });
         Ok(())
     }

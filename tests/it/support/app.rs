@@ -42,12 +42,17 @@ pub fn spawn_app_with(settings: Settings) -> TestApp {
 
 /// The app on the given components, reached from [`VISITOR`].
 pub fn spawn_app_on(settings: Settings, components: Components) -> TestApp {
-    let options = LeptosOptions::builder().output_name("lofianime").build();
-    let state = AppState::new(&settings, components, options).expect("valid test settings");
     let peer: SocketAddr = VISITOR.parse().unwrap();
     TestApp {
-        router: router(state).layer(MockConnectInfo(peer)),
+        router: app_router(&settings, components).layer(MockConnectInfo(peer)),
     }
+}
+
+/// The app's router on `components` (connections bring their own address).
+pub fn app_router(settings: &Settings, components: Components) -> Router {
+    let options = LeptosOptions::builder().output_name("lofianime").build();
+    let state = AppState::new(settings, components, options).expect("valid test settings");
+    router(state)
 }
 
 pub fn spawn_app() -> TestApp {
