@@ -3,7 +3,7 @@
 //! the router provides, so this shared file depends on no server-only module.
 
 use crate::progress::JobProgress;
-use crate::wire::{ApiError, AppInfo, CreatedImage, QuotaReading, RecentImage};
+use crate::wire::{ApiError, AppInfo, CreatedImage, ImagePage, QuotaReading, RecentImage};
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 
@@ -21,6 +21,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn cancel(&self, job: String) -> Result<bool, ApiError>;
     async fn recent_images(&self) -> Result<Vec<RecentImage>, ApiError>;
     async fn quota(&self) -> Result<QuotaReading, ApiError>;
+    async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError>;
     fn site_info(&self) -> AppInfo;
 }
 
@@ -80,4 +81,12 @@ pub async fn current_quota() -> Result<QuotaReading, ApiError> {
 #[server(prefix = "/api", endpoint = "site_info", input = GetUrl)]
 pub async fn site_info() -> Result<AppInfo, ApiError> {
     Ok(backend()?.site_info())
+}
+
+/// What the page of image `id` shows (its prompt, size and absolute links);
+/// `None` when there is no such image. Public: nothing in it is about whoever
+/// made the image.
+#[server(prefix = "/api", endpoint = "image", input = GetUrl)]
+pub async fn image_details(id: String) -> Result<Option<ImagePage>, ApiError> {
+    backend()?.image_page(id).await
 }

@@ -25,20 +25,99 @@ pub fn is_hex_id(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// The image file extensions the app stores and serves.
+/// The image file extensions the app stores and serves as originals.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
 
-/// Splits an image file name (`{32 hex}.{png|jpg|webp}`) into its id and
-/// extension, if it has the shape the server gives images.
-pub fn split_image_name(file_name: &str) -> Option<(&str, &str)> {
-    let (id, extension) = file_name.split_once('.')?;
-    (is_hex_id(id) && IMAGE_EXTENSIONS.contains(&extension)).then_some((id, extension))
+/// The sizes an image is served in: the original as the model made it (Download,
+/// link previews), a lossy WebP to show on a page, and a small WebP for lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Original,
+    /// At most 1024 px wide: the result on a page, sharp on 2x screens.
+    Display,
+    /// 320 px wide: a 160 px tile on a 2x screen.
+    Thumb,
 }
 
-/// The app's URL for a stored image named in a page URL (`?image=…`), if the name
-/// has the shape the server gives images. The server checks it again when serving.
-pub fn image_url_from_key(file_name: &str) -> Option<String> {
-    split_image_name(file_name).map(|_| format!("{IMAGES_PATH}{file_name}"))
+impl Variant {
+    /// The widest this variant gets (originals keep their size).
+    pub const fn max_width(self) -> Option<u32> {
+        match self {
+            Self::Original => None,
+            Self::Display => Some(1024),
+            Self::Thumb => Some(320),
+        }
+    }
+
+    /// What follows the id in a variant's file name.
+    const fn suffix(self) -> &'static str {
+        match self {
+            Self::Original => "",
+            Self::Display => "-display.webp",
+            Self::Thumb => "-thumb.webp",
+        }
+    }
+
+    /// This variant's size for an original of `width` x `height` (never enlarged).
+    pub fn size_of(self, width: u32, height: u32) -> (u32, u32) {
+        match self.max_width() {
+            Some(max) if width > max => {
+                let scaled = (u64::from(height) * u64::from(max) + u64::from(width) / 2)
+                    / u64::from(width.max(1));
+                (max, (scaled as u32).max(1))
+            }
+            _ => (width, height),
+        }
+    }
+}
+
+/// Splits an image file name into its id, variant and extension, if it has a
+/// shape the server gives images: `{32 hex}.{png|jpg|webp}` (an original),
+/// `{32 hex}-display.webp` or `{32 hex}-thumb.webp`.
+pub fn split_image_name(file_name: &str) -> Option<(&str, Variant, &str)> {
+    let (stem, extension) = file_name.split_once('.')?;
+    let (id, variant) = match stem.split_once('-') {
+        None if IMAGE_EXTENSIONS.contains(&extension) => (stem, Variant::Original),
+        Some((id, "display")) if extension == "webp" => (id, Variant::Display),
+        Some((id, "thumb")) if extension == "webp" => (id, Variant::Thumb),
+        _ => return None,
+    };
+    is_hex_id(id).then_some((id, variant, extension))
+}
+
+/// The app's URL for the display or thumbnail variant of image `id`.
+pub fn variant_url(id: &str, variant: Variant) -> String {
+    format!("{IMAGES_PATH}{id}{}", variant.suffix())
+}
+
+/// The page of image `id`: `/i/{id}`, the link a visitor shares.
+pub fn image_page_path(id: &str) -> String {
+    format!("/i/{id}")
+}
+
+/// A stored image as a page shows it: its original's URL (Download), its prompt
+/// (title and alt text) and the original's size (the variants' sizes follow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownImage {
+    /// 32 hex digits; the variants' and the image page's URLs are built from it.
+    pub id: String,
+    /// The app's own URL for the original (`/images/{id}.png`).
+    pub url: String,
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// An image's own page (`/i/{id}`): the image, and the absolute addresses a
+/// link preview needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePage {
+    pub image: ShownImage,
+    /// This page's absolute URL (`og:url`).
+    pub page_url: String,
+    /// The picture's absolute URL for previews (`og:image`): the original, or
+    /// the display variant when the original is larger than chat apps take.
+    pub preview_url: String,
 }
 
 /// A visitor's generations: how many the policy allows, how many are left, and
@@ -54,10 +133,8 @@ pub struct Quota {
 /// A finished generation as the page sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedImage {
-    /// The app's own URL for the image (`/images/….png`).
-    pub url: String,
-    /// The prompt as validated (trimmed); also the image's alt text.
-    pub prompt: String,
+    /// The image; its prompt is the one validated (trimmed).
+    pub image: ShownImage,
     /// The visitor's quota after this generation; `None` when the limiter's store
     /// was down and the owner chose to generate uncounted.
     pub quota: Option<Quota>,
@@ -66,8 +143,8 @@ pub struct CreatedImage {
 /// One of the visitor's recent images.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentImage {
-    /// The app's own URL for the image.
-    pub url: String,
+    /// The image's id (its page is `/i/{id}`, its thumbnail `/images/{id}-thumb.webp`).
+    pub id: String,
     pub prompt: String,
     /// When it was made, epoch milliseconds.
     pub created_ms: u64,
@@ -402,14 +479,40 @@ mod tests {
         ] {
             assert!(!is_hex_id(bad), "{bad:?}");
         }
+        let id = "0123456789abcdef0123456789abcdef";
         assert_eq!(
-            image_url_from_key("0123456789abcdef0123456789abcdef.webp").as_deref(),
-            Some("/images/0123456789abcdef0123456789abcdef.webp")
+            split_image_name(&format!("{id}.png")),
+            Some((id, Variant::Original, "png"))
         );
+        for variant in [Variant::Display, Variant::Thumb] {
+            let url = variant_url(id, variant);
+            let name = url.strip_prefix(IMAGES_PATH).unwrap();
+            assert_eq!(split_image_name(name), Some((id, variant, "webp")));
+        }
+        for bad in [
+            "0123456789abcdef0123456789abcdef.gif",
+            "0123456789abcdef0123456789abcdef-display.png",
+            "0123456789abcdef0123456789abcdef-large.webp",
+            "0123456789abcdef0123456789abcdef",
+            "../x.png",
+            "x-thumb.webp",
+        ] {
+            assert_eq!(split_image_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn variants_shrink_to_their_width_and_keep_the_shape() {
+        assert_eq!(Variant::Display.size_of(1024, 1024), (1024, 1024));
         assert_eq!(
-            image_url_from_key("0123456789abcdef0123456789abcdef.gif"),
-            None
+            Variant::Display.size_of(768, 768),
+            (768, 768),
+            "never enlarged"
         );
-        assert_eq!(image_url_from_key("../x.png"), None);
+        assert_eq!(Variant::Display.size_of(2048, 1536), (1024, 768));
+        assert_eq!(Variant::Thumb.size_of(768, 768), (320, 320));
+        assert_eq!(Variant::Thumb.size_of(1024, 576), (320, 180));
+        assert_eq!(Variant::Original.size_of(4000, 3000), (4000, 3000));
+        assert_eq!(Variant::Thumb.size_of(100_000, 1), (320, 1), "never zero");
     }
 }

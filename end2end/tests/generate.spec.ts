@@ -19,12 +19,10 @@ async function openAsVisitor(browser: Browser, options: { javaScriptEnabled?: bo
   return { context, page };
 }
 
-/// Waits until the WASM bundle has hydrated the page, so clicks are handled by it.
+/// Waits until the WASM bundle has hydrated the studio island, so clicks are
+/// handled by it (the form says so once its island is live).
 async function waitForHydration(page: Page) {
-  await page.waitForFunction(() =>
-    performance.getEntriesByType("resource").some((entry) => entry.name.endsWith(".wasm")),
-  );
-  await page.waitForLoadState("networkidle");
+  await page.locator('form[data-hydrated="true"]').waitFor();
 }
 
 /// The result of the last generation (the recent-images list below it shows the
@@ -36,10 +34,16 @@ function result(page: Page) {
 async function expectLoadedImage(page: Page, prompt: string) {
   const image = result(page).getByRole("img", { name: prompt });
   await expect(image).toBeVisible();
-  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  // The WebP variants, sized for the screen; never the PNG original.
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-display\.webp$/);
+  await expect(image).toHaveAttribute("srcset", /-thumb\.webp 320w, .*-display\.webp \d+w$/);
   await expect
     .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth))
     .toBeGreaterThan(0);
+  expect(await image.evaluate((img: HTMLImageElement) => img.currentSrc)).toMatch(/-(display|thumb)\.webp$/);
+  // Its size is reserved before it loads: nothing below it jumps.
+  expect(Number(await image.getAttribute("width"))).toBeGreaterThan(0);
+  expect(Number(await image.getAttribute("height"))).toBeGreaterThan(0);
 }
 
 test("the page offers a labelled prompt form", async ({ browser }) => {
@@ -144,8 +148,12 @@ test("the form works with JavaScript disabled", async ({ browser }) => {
   const prompt = "a lighthouse by the sea at night";
   await page.getByLabel("Enter your prompt").fill(prompt);
   await page.getByRole("button", { name: "Submit" }).click();
-  await page.waitForURL(/\/\?image=/);
+  // Success lands on the image's own page.
+  await page.waitForURL(/\/i\/[0-9a-f]{32}$/);
   await expectLoadedImage(page, prompt);
+  // Nothing to copy without JavaScript: the button stays hidden.
+  await expect(page.getByRole("button", { name: "Copy link" })).toBeHidden();
+  await page.getByRole("link", { name: "Use this prompt again" }).click();
   await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
   await context.close();
 });
@@ -157,7 +165,8 @@ test("without JavaScript the quota shows and the form closes at 0", async ({ bro
   for (let i = 1; i <= 3; i++) {
     await page.getByLabel("Enter your prompt").fill(`harbour at sunset ${i}`);
     await page.getByRole("button", { name: "Submit" }).click();
-    await page.waitForURL(/\/\?image=/);
+    await page.waitForURL(/\/i\/[0-9a-f]{32}$/);
+    await page.getByRole("link", { name: "Create new image" }).click();
   }
   await expect(page.getByText("0 of 3 generations left.")).toBeVisible();
   await expect(page.getByText(/^The form reopens in/)).toBeVisible();
@@ -288,7 +297,7 @@ test("recent images are listed, survive a reload and open again", async ({ brows
   await page.reload();
   await expect(recent.getByRole("listitem")).toHaveCount(2);
   const first = recent.getByRole("img", { name: "a first snowy bus stop" });
-  await expect(first).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  await expect(first).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-thumb\.webp$/);
   await expect.poll(() => first.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBeGreaterThan(0);
 
   // Another visitor sees only their own.
@@ -297,7 +306,9 @@ test("recent images are listed, survive a reload and open again", async ({ brows
   await expect(stranger.page.getByRole("region", { name: "Your recent images" })).toContainText("Nothing yet");
   await stranger.context.close();
 
+  // Each opens the image's own page.
   await first.click();
+  await page.waitForURL(/\/i\/[0-9a-f]{32}$/);
   await expectLoadedImage(page, "a first snowy bus stop");
   await expect(page.getByRole("link", { name: "Download" })).toBeVisible();
   await context.close();
@@ -420,5 +431,95 @@ test("the budget shared by all visitors refuses once spent; the refused visitor 
   ).toBeVisible();
   await page.reload();
   await expect(page.getByText("3 of 3 generations left."), "the refusal cost this visitor nothing").toBeVisible();
+  await context.close();
+});
+
+test("an image's own page: picture, prompt, link-preview tags, Copy link", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"]);
+  await page.goto("/");
+  await waitForHydration(page);
+  const prompt = "paper cranes over a river";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expectLoadedImage(page, prompt);
+
+  // Copy link on the result copies the image page's absolute URL.
+  await page.getByRole("button", { name: "Copy link" }).click();
+  await expect(page.getByRole("button", { name: "Link copied" })).toBeVisible();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  expect(copied).toMatch(/^http:\/\/127\.0\.0\.1:3300\/i\/[0-9a-f]{32}$/);
+
+  // A stranger holding the link sees the picture and its prompt, nothing of the visitor.
+  const stranger = await openAsVisitor(browser);
+  await stranger.context.grantPermissions(["clipboard-read", "clipboard-write"]);
+  const response = await stranger.page.goto(copied);
+  expect(response?.status()).toBe(200);
+  await expectLoadedImage(stranger.page, prompt);
+  await expect(stranger.page).toHaveTitle(`${prompt} · lofianime`);
+  const og = (property: string) =>
+    stranger.page.locator(`meta[property="${property}"]`).getAttribute("content");
+  expect(await og("og:title")).toBe(prompt);
+  expect(await og("og:image")).toMatch(/^http:\/\/127\.0\.0\.1:3300\/images\/[0-9a-f]{32}\.png$/);
+  expect(await og("og:url")).toBe(copied);
+  expect(await stranger.page.locator('meta[name="twitter:card"]').getAttribute("content")).toBe(
+    "summary_large_image",
+  );
+  await expect(stranger.page.getByText(/generations left/)).toHaveCount(0);
+  await expect(stranger.page.getByText("Your recent images")).toHaveCount(0);
+  // The page's own Copy link (an island of its own) copies the page's address.
+  await stranger.page.getByRole("button", { name: "Copy link" }).click();
+  await expect(stranger.page.getByRole("button", { name: "Link copied" })).toBeVisible();
+  expect(await stranger.page.evaluate(() => navigator.clipboard.readText())).toBe(copied);
+  // Download still gives the original PNG.
+  const [download] = await Promise.all([
+    stranger.page.waitForEvent("download"),
+    stranger.page.getByRole("link", { name: "Download" }).click(),
+  ]);
+  expect(download.suggestedFilename()).toBe("paper-cranes-over-a-river.png");
+  await stranger.context.close();
+  await context.close();
+});
+
+test("an unknown image page is a 404 page", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  for (const path of ["/i/0123456789abcdef0123456789abcdef", "/i/not-an-id"]) {
+    const response = await page.goto(path);
+    expect(response?.status()).toBe(404);
+    await expect(page.getByRole("heading", { name: "Page not found" })).toBeVisible();
+  }
+  await context.close();
+});
+
+test("pages load the WebP variants, never the PNG originals", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  for (const prompt of ["a tram in the fog", "a bakery at dawn"]) {
+    await page.getByLabel("Enter your prompt").fill(prompt);
+    await page.getByRole("button", { name: "Submit" }).click();
+    await expectLoadedImage(page, prompt);
+  }
+  // A new image joins the list without a reload.
+  const recent = page.getByRole("region", { name: "Your recent images" });
+  await expect(recent.getByRole("listitem")).toHaveCount(2);
+
+  // A returning visitor: which images does the page fetch, and how many bytes?
+  const images: { url: string; bytes: number }[] = [];
+  page.on("response", async (response) => {
+    if (response.request().resourceType() === "image") {
+      images.push({ url: response.url(), bytes: (await response.body()).length });
+    }
+  });
+  await page.reload();
+  await recent.getByRole("img").last().scrollIntoViewIfNeeded();
+  await expect
+    .poll(() => recent.getByRole("img").evaluateAll((all) => all.every((img) => (img as HTMLImageElement).complete && (img as HTMLImageElement).naturalWidth > 0)))
+    .toBe(true);
+  await page.waitForLoadState("networkidle");
+  const pictures = images.filter((image) => image.url.includes("/images/"));
+  expect(pictures.length).toBeGreaterThanOrEqual(2);
+  for (const image of pictures) expect(image.url).toMatch(/-thumb\.webp$/);
+  for (const image of pictures) expect(image.bytes).toBeLessThanOrEqual(25_000);
   await context.close();
 });

@@ -10,10 +10,8 @@ async function openAsVisitor(browser: import("@playwright/test").Browser, visito
   const context = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": visitor } });
   const page = await context.newPage();
   await page.goto("/");
-  await page.waitForFunction(() =>
-    performance.getEntriesByType("resource").some((entry) => entry.name.endsWith(".wasm")),
-  );
-  await page.waitForLoadState("networkidle");
+  // The studio island is live.
+  await page.locator('form[data-hydrated="true"]').waitFor();
   return { context, page };
 }
 
@@ -63,7 +61,7 @@ test("an image from the model is shown from the app's own URL", async ({ browser
   await page.getByRole("button", { name: "Submit" }).click();
   await expect(page.locator(".generating")).toBeVisible();
   const image = page.locator("figure.result").getByRole("img", { name: prompt });
-  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}\.png$/);
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-display\.webp$/);
   await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.naturalWidth)).toBe(512);
 
   const sent = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);

@@ -11,7 +11,7 @@ use crate::domain::gallery::{Gallery, Kept};
 use crate::domain::generator::{ImageGenerator, ModelError, ProgressReporter};
 use crate::domain::jobs::{JobBoard, JobRecord};
 use crate::domain::ratelimit::{Decision, RateLimiter};
-use crate::domain::storage::{ImageKey, ImageStore, StorageError};
+use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, StorageError};
 use crate::domain::store::StoreError;
 use crate::progress::{JobId, JobState, Phase};
 use crate::prompt::{Prompt, PromptError};
@@ -35,6 +35,8 @@ pub enum FailurePolicy {
 pub struct Generated {
     pub prompt: Prompt,
     pub image: ImageKey,
+    /// What its page shows (prompt, size).
+    pub record: ImageRecord,
     /// The limiter's answer when the credit was spent; `None` when the store was
     /// down and the failure policy let the generation through uncounted.
     pub decision: Option<Decision>,
@@ -236,8 +238,8 @@ impl Generation {
         let started = Instant::now();
         let (progress, phases) = ProgressReporter::channel();
         let charge = charge.metered_by(progress.meter());
-        let key = match self.produce(&prompt, &progress, phases, record).await {
-            Ok(key) => key,
+        let (key, stored) = match self.produce(&prompt, &progress, phases, record).await {
+            Ok(stored) => stored,
             Err(spoiled) => {
                 let settled = charge.settle(spoiled.ending()).await;
                 if matches!(spoiled, Spoiled::Canceled) {
@@ -255,7 +257,7 @@ impl Generation {
         let kept = Kept {
             image: key.to_string(),
             prompt: prompt.to_string(),
-            created_ms: self.limiter.now_ms(),
+            created_ms: stored.created_ms,
         };
         if let Err(error) = self.gallery.add(visitor, &kept).await {
             tracing::warn!(%error, "could not add the image to the visitor's recent images");
@@ -269,6 +271,7 @@ impl Generation {
         Ok(Generated {
             prompt,
             image: key,
+            record: stored,
             decision,
         })
     }
@@ -337,7 +340,7 @@ impl Generation {
         progress: &ProgressReporter,
         phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
-    ) -> Result<ImageKey, Spoiled> {
+    ) -> Result<(ImageKey, ImageRecord), Spoiled> {
         let image = tokio::select! {
             made = self.generator.generate_with_progress(prompt, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
@@ -347,9 +350,13 @@ impl Generation {
         if let Some(record) = record {
             record.report(JobState::Running(Phase::Saving)).await;
         }
-        let key = self.images.put(&image).await.map_err(Spoiled::Storage)?;
-        tracing::debug!(image = %key, bytes = image.bytes.len(), "stored the image");
-        Ok(key)
+        let stored = self
+            .images
+            .put(&image, prompt.as_str(), self.limiter.now_ms())
+            .await
+            .map_err(Spoiled::Storage)?;
+        tracing::debug!(image = %stored.0, bytes = image.bytes.len(), "stored the image and its variants");
+        Ok(stored)
     }
 
     /// Reports `phases` to the record and returns when a cancel was requested

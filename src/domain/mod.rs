@@ -16,4 +16,5 @@ pub mod shared;
 pub mod storage;
 pub mod store;
 pub mod studio;
+pub mod variants;
 pub mod visitor;

@@ -3,18 +3,23 @@
 //! default, memory in tests, a cloud bucket later by configuration.
 
 use crate::domain::generator::{GeneratedImage, ImageFormat};
+use crate::domain::variants::{make_variants, VariantError, Variants};
+use crate::wire::{is_hex_id, Variant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::{path::Path, ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
-/// The name of a stored image: 32 lowercase hex digits, a dot and an extension
-/// (`3f0c…9a.png`). Parsing it is the only way to make one from visitor input, so
-/// a request can never name a path outside the store.
+/// The name of a stored image or one of its variants: 32 lowercase hex digits,
+/// then `.png` (the original, or `.jpg` / `.webp`), `-display.webp` or
+/// `-thumb.webp`. Parsing it is the only way to make one from visitor input, so a
+/// request can never name a path outside the store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageKey {
     id: String,
+    variant: Variant,
     format: ImageFormat,
 }
 
@@ -22,17 +27,45 @@ impl ImageKey {
     fn new_random(format: ImageFormat) -> Self {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
+            variant: Variant::Original,
             format,
         }
     }
 
-    /// Parses a file name such as `3f0c…9a.png` (the shape [`crate::wire`] defines).
+    /// Parses a file name such as `3f0c…9a.png` (the shapes [`crate::wire`] defines).
     pub fn parse(file_name: &str) -> Option<Self> {
-        let (id, extension) = crate::wire::split_image_name(file_name)?;
+        let (id, variant, extension) = crate::wire::split_image_name(file_name)?;
         Some(Self {
             id: id.to_owned(),
+            variant,
             format: ImageFormat::from_extension(extension)?,
         })
+    }
+
+    /// The original of image `id` stored as `format`.
+    pub fn original(id: &str, format: ImageFormat) -> Option<Self> {
+        is_hex_id(id).then(|| Self {
+            id: id.to_owned(),
+            variant: Variant::Original,
+            format,
+        })
+    }
+
+    /// The same image's `variant` (a WebP; the original keeps its format).
+    pub fn variant(&self, variant: Variant) -> Self {
+        Self {
+            id: self.id.clone(),
+            variant,
+            format: ImageFormat::Webp,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn which(&self) -> Variant {
+        self.variant
     }
 
     pub fn format(&self) -> ImageFormat {
@@ -47,45 +80,98 @@ impl ImageKey {
 
 impl fmt::Display for ImageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.id, self.format.extension())
+        match self.variant {
+            Variant::Original => write!(f, "{}.{}", self.id, self.format.extension()),
+            variant => {
+                let url = crate::wire::variant_url(&self.id, variant);
+                f.write_str(url.trim_start_matches(crate::wire::IMAGES_PATH))
+            }
+        }
+    }
+}
+
+/// What is known of a stored image besides its bytes, kept beside it as
+/// `{id}.json`: what its page shows to anyone holding the link (no visitor data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The original's file name (`{id}.png`).
+    pub original: String,
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_ms: u64,
+    /// The original's size in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl ImageRecord {
+    pub fn key(&self) -> Option<ImageKey> {
+        ImageKey::parse(&self.original).filter(|key| key.which() == Variant::Original)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("image storage failed: {0}")]
-pub struct StorageError(#[from] object_store::Error);
+pub enum StorageError {
+    #[error("image storage failed: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("image variants: {0}")]
+    Variants(#[from] VariantError),
+    #[error("image record {0}: {1}")]
+    Record(String, String),
+}
 
 #[async_trait]
 pub trait ImageStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 
-    /// Stores an image under a new key.
-    async fn put(&self, image: &GeneratedImage) -> Result<ImageKey, StorageError>;
+    /// Stores an image under a new key, with its record and its variants.
+    async fn put(
+        &self,
+        image: &GeneratedImage,
+        prompt: &str,
+        created_ms: u64,
+    ) -> Result<(ImageKey, ImageRecord), StorageError>;
 
-    /// The bytes of a stored image, or `None` when there is no such image.
+    /// The bytes of a stored image or variant, or `None` when there is no such
+    /// image. A missing variant of a stored image is made (once) and kept.
     async fn get(&self, key: &ImageKey) -> Result<Option<Bytes>, StorageError>;
+
+    /// The record of image `id`, or `None` when there is no such image.
+    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError>;
 }
 
 /// An [`ImageStore`] over any `object_store` backend.
 pub struct ObjectImageStore {
     store: Arc<dyn ObjectStore>,
     description: String,
+    /// One image's missing variants are made at a time (CPU work; and two
+    /// requests for the same image find the first one's result).
+    making_variants: tokio::sync::Mutex<()>,
 }
 
 impl ObjectImageStore {
+    fn over(store: Arc<dyn ObjectStore>, description: String) -> Self {
+        Self {
+            store,
+            description,
+            making_variants: tokio::sync::Mutex::new(()),
+        }
+    }
+
     /// Images as files in `dir` (created if missing).
     pub fn local_dir(dir: &std::path::Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|source| {
-            StorageError(object_store::Error::Generic {
+            StorageError::Store(object_store::Error::Generic {
                 store: "LocalFileSystem",
                 source: Box::new(source),
             })
         })?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
-        Ok(Self {
-            store: Arc::new(store),
-            description: format!("local directory {}", dir.display()),
-        })
+        Ok(Self::over(
+            Arc::new(store),
+            format!("local directory {}", dir.display()),
+        ))
     }
 
     /// The object store underneath (other files may live beside the images).
@@ -99,11 +185,102 @@ impl ObjectImageStore {
 
     /// Images in this process's memory; for tests.
     pub fn in_memory() -> Self {
-        Self {
-            store: Arc::new(object_store::memory::InMemory::new()),
-            description: "in memory".into(),
+        Self::over(
+            Arc::new(object_store::memory::InMemory::new()),
+            "in memory".into(),
+        )
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.store.get(&Path::from(name)).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
+
+    async fn write(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&Path::from(name), PutPayload::from_bytes(bytes))
+            .await?;
+        Ok(())
+    }
+
+    async fn write_record(&self, id: &str, record: &ImageRecord) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))?;
+        self.write(&format!("{id}.json"), json.into()).await
+    }
+
+    async fn write_variants(
+        &self,
+        key: &ImageKey,
+        variants: &Variants,
+    ) -> Result<(), StorageError> {
+        for variant in [Variant::Display, Variant::Thumb] {
+            if let Some(bytes) = variants.bytes(variant) {
+                self.write(&key.variant(variant).to_string(), bytes.clone())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The original of image `id`: the one its record names, else whichever
+    /// format is there (images stored before records were kept).
+    async fn find_original(&self, id: &str) -> Result<Option<(ImageKey, Bytes)>, StorageError> {
+        let named = self.record(id).await?.and_then(|record| record.key());
+        let candidates = match named {
+            Some(key) => vec![key],
+            None => [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
+                .into_iter()
+                .filter_map(|format| ImageKey::original(id, format))
+                .collect(),
+        };
+        for key in candidates {
+            if let Some(bytes) = self.read(&key.to_string()).await? {
+                return Ok(Some((key, bytes)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes and keeps the variants (and a record, if there is none) of an image
+    /// stored without them; `None` when there is no such image.
+    async fn make_missing(&self, id: &str) -> Result<Option<Variants>, StorageError> {
+        let Some((key, original)) = self.find_original(id).await? else {
+            return Ok(None);
+        };
+        let started = std::time::Instant::now();
+        let original_bytes = original.len() as u64;
+        let variants = made_off_thread(original).await?;
+        self.write_variants(&key, &variants).await?;
+        if self.record(id).await?.is_none() {
+            let record = ImageRecord {
+                original: key.to_string(),
+                prompt: String::new(),
+                width: variants.width,
+                height: variants.height,
+                created_ms: 0,
+                bytes: original_bytes,
+            };
+            self.write_record(id, &record).await?;
+        }
+        tracing::info!(
+            image = %key,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "made the missing variants of an image"
+        );
+        Ok(Some(variants))
+    }
+}
+
+/// [`make_variants`] on a blocking thread.
+async fn made_off_thread(original: Bytes) -> Result<Variants, StorageError> {
+    tokio::task::spawn_blocking(move || make_variants(&original))
+        .await
+        .map_err(|e| StorageError::Variants(VariantError::Encode(e.to_string())))?
+        .map_err(StorageError::Variants)
 }
 
 #[async_trait]
@@ -112,23 +289,57 @@ impl ImageStore for ObjectImageStore {
         self.description.clone()
     }
 
-    async fn put(&self, image: &GeneratedImage) -> Result<ImageKey, StorageError> {
+    async fn put(
+        &self,
+        image: &GeneratedImage,
+        prompt: &str,
+        created_ms: u64,
+    ) -> Result<(ImageKey, ImageRecord), StorageError> {
         let key = ImageKey::new_random(image.format);
-        self.store
-            .put(
-                &Path::from(key.to_string()),
-                PutPayload::from_bytes(image.bytes.clone()),
-            )
-            .await?;
-        Ok(key)
+        // The variants first: an image that cannot be decoded is not kept.
+        let variants = made_off_thread(image.bytes.clone()).await?;
+        self.write(&key.to_string(), image.bytes.clone()).await?;
+        self.write_variants(&key, &variants).await?;
+        let record = ImageRecord {
+            original: key.to_string(),
+            prompt: prompt.to_owned(),
+            width: variants.width,
+            height: variants.height,
+            created_ms,
+            bytes: image.bytes.len() as u64,
+        };
+        self.write_record(key.id(), &record).await?;
+        Ok((key, record))
     }
 
     async fn get(&self, key: &ImageKey) -> Result<Option<Bytes>, StorageError> {
-        match self.store.get(&Path::from(key.to_string())).await {
-            Ok(result) => Ok(Some(result.bytes().await?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
+        if let Some(bytes) = self.read(&key.to_string()).await? {
+            return Ok(Some(bytes));
         }
+        if key.which() == Variant::Original {
+            return Ok(None);
+        }
+        let _one_at_a_time = self.making_variants.lock().await;
+        // Someone else may have made it while this request waited.
+        if let Some(bytes) = self.read(&key.to_string()).await? {
+            return Ok(Some(bytes));
+        }
+        Ok(self
+            .make_missing(key.id())
+            .await?
+            .and_then(|variants| variants.bytes(key.which()).cloned()))
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError> {
+        if !is_hex_id(id) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.read(&format!("{id}.json")).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))
     }
 }
 
@@ -155,18 +366,104 @@ mod tests {
         }
     }
 
+    fn png(width: u32, height: u32) -> Bytes {
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        });
+        let mut png = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png.into()
+    }
+
+    #[test]
+    fn variant_names_parse_back_to_their_key() {
+        let original = ImageKey::parse("0123456789abcdef0123456789abcdef.png").unwrap();
+        for variant in [Variant::Display, Variant::Thumb] {
+            let key = original.variant(variant);
+            assert_eq!(key.format(), ImageFormat::Webp);
+            assert_eq!(ImageKey::parse(&key.to_string()), Some(key.clone()));
+            assert_eq!(key.url(), crate::wire::variant_url(original.id(), variant));
+        }
+    }
+
     #[tokio::test]
-    async fn stored_images_come_back_byte_for_byte() {
+    async fn stored_images_come_back_byte_for_byte_with_variants_and_record() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectImageStore::local_dir(&dir.path().join("images")).unwrap();
+        let image = GeneratedImage {
+            bytes: png(400, 300),
+            format: ImageFormat::Png,
+        };
+        let (key, record) = store.put(&image, "a harbour", 42).await.unwrap();
+        assert_eq!(record.key(), Some(key.clone()));
+        assert_eq!(store.get(&key).await.unwrap().unwrap(), image.bytes);
+        assert_eq!(
+            (
+                record.prompt.as_str(),
+                record.width,
+                record.height,
+                record.created_ms
+            ),
+            ("a harbour", 400, 300, 42)
+        );
+        assert_eq!(store.record(key.id()).await.unwrap(), Some(record.clone()));
+        for variant in [Variant::Display, Variant::Thumb] {
+            let name = key.variant(variant).to_string();
+            assert!(
+                dir.path().join("images").join(&name).exists(),
+                "{name} is made when the image is stored"
+            );
+            let bytes = store.get(&key.variant(variant)).await.unwrap().unwrap();
+            assert_eq!(&bytes[8..12], b"WEBP");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_decoded_is_not_kept() {
+        let store = ObjectImageStore::in_memory();
         let image = GeneratedImage {
             bytes: Bytes::from_static(b"\x89PNG not really"),
             format: ImageFormat::Png,
         };
-        let key = store.put(&image).await.unwrap();
-        assert_eq!(store.get(&key).await.unwrap().unwrap(), image.bytes);
-        let reparsed = ImageKey::parse(&key.to_string()).unwrap();
-        assert_eq!(reparsed, key);
+        assert!(matches!(
+            store.put(&image, "x", 0).await,
+            Err(StorageError::Variants(_))
+        ));
+        let listed = store.store.list_with_delimiter(None).await.unwrap();
+        assert!(listed.objects.is_empty(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn images_stored_without_variants_get_them_on_first_request() {
+        let store = ObjectImageStore::in_memory();
+        let id = "0123456789abcdef0123456789abcdef";
+        let original = ImageKey::original(id, ImageFormat::Png).unwrap();
+        store
+            .write(&original.to_string(), png(800, 800))
+            .await
+            .unwrap();
+        assert_eq!(store.record(id).await.unwrap(), None);
+        let thumb = store
+            .get(&original.variant(Variant::Thumb))
+            .await
+            .unwrap()
+            .unwrap();
+        let decoded = image::load_from_memory(&thumb).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (320, 320));
+        let record = store
+            .record(id)
+            .await
+            .unwrap()
+            .expect("a record is written");
+        assert_eq!((record.width, record.height), (800, 800));
+        assert_eq!(record.key(), Some(original));
+        // Kept: the second request reads it.
+        let again = store
+            .get(&ImageKey::parse(&format!("{id}-thumb.webp")).unwrap())
+            .await;
+        assert_eq!(again.unwrap().unwrap(), thumb);
     }
 
     #[tokio::test]
@@ -174,5 +471,12 @@ mod tests {
         let store = ObjectImageStore::in_memory();
         let key = ImageKey::parse("0123456789abcdef0123456789abcdef.png").unwrap();
         assert!(store.get(&key).await.unwrap().is_none());
+        assert!(store
+            .get(&key.variant(Variant::Display))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.record(key.id()).await.unwrap().is_none());
+        assert!(store.record("../etc").await.unwrap().is_none());
     }
 }

@@ -6,14 +6,16 @@
 use crate::domain::clock::Clock;
 use crate::domain::gallery::{FileGallery, Gallery, SharedGallery};
 use crate::domain::generation::{FailurePolicy, Generated, Generation, Order, StudioError};
+use crate::domain::generator::ImageFormat;
 use crate::domain::generator::ImageGenerator;
 use crate::domain::jobs::{CancelOutcome, JobBoard};
 use crate::domain::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::domain::shared::SharedState;
-use crate::domain::storage::{ImageKey, ImageStore, ObjectImageStore};
+use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, ObjectImageStore};
 use crate::domain::store::MemoryStore;
 use crate::domain::visitor::{Visitor, WhoPays};
 use crate::progress::{JobId, JobProgress};
+use crate::wire::Variant;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -259,6 +261,27 @@ impl Studio {
             .get(key)
             .await
             .map_err(StudioError::ImageStore)
+    }
+
+    /// What the page of image `id` shows (`None`: no such image). An image
+    /// stored before records were kept gets one (and its variants) now.
+    pub async fn image_record(&self, id: &str) -> Result<Option<ImageRecord>, StudioError> {
+        let images = &self.generation.images;
+        if let Some(record) = images.record(id).await.map_err(StudioError::ImageStore)? {
+            return Ok(Some(record));
+        }
+        let Some(original) = ImageKey::original(id, ImageFormat::Png) else {
+            return Ok(None);
+        };
+        // Asking for a variant makes the missing ones, and the record.
+        let made = images
+            .get(&original.variant(Variant::Thumb))
+            .await
+            .map_err(StudioError::ImageStore)?;
+        if made.is_none() {
+            return Ok(None);
+        }
+        images.record(id).await.map_err(StudioError::ImageStore)
     }
 }
 

@@ -225,6 +225,7 @@ impl AppState {
                 settings.visitors.client_ip_header,
             )),
             info,
+            public_origin: settings.site.public_origin(),
         })
     }
 }

@@ -7,12 +7,16 @@ use crate::api::Backend;
 use crate::domain::generation::Generated;
 use crate::domain::jobs::CancelOutcome;
 use crate::domain::ratelimit::Decision;
+use crate::domain::storage::{ImageKey, ImageRecord};
 use crate::domain::visitor::Visitor;
 use crate::progress::{JobId, JobProgress};
 use crate::server::client_ip::ClientIp;
 use crate::server::errors::{self, quota};
 use crate::server::state::AppState;
-use crate::wire::{ApiError, AppInfo, CreatedImage, QuotaReading, RecentImage, IMAGES_PATH};
+use crate::wire::{
+    image_page_path, ApiError, AppInfo, CreatedImage, ImagePage, QuotaReading, RecentImage,
+    ShownImage, Variant,
+};
 use axum::http::{header, HeaderName, HeaderValue};
 use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;
@@ -62,9 +66,19 @@ pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, 
 
 fn created_image(generated: Generated) -> CreatedImage {
     CreatedImage {
-        url: generated.image.url(),
-        prompt: generated.prompt.to_string(),
+        image: shown_image(&generated.image, generated.record),
         quota: generated.decision.as_ref().map(quota),
+    }
+}
+
+/// A stored image as pages show it.
+fn shown_image(key: &ImageKey, record: ImageRecord) -> ShownImage {
+    ShownImage {
+        id: key.id().to_owned(),
+        url: key.url(),
+        prompt: record.prompt,
+        width: record.width,
+        height: record.height,
     }
 }
 
@@ -157,7 +171,7 @@ impl Backend for AppState {
         Ok(recent
             .into_iter()
             .map(|entry| RecentImage {
-                url: entry.image.url(),
+                id: entry.image.id().to_owned(),
                 prompt: entry.prompt,
                 created_ms: entry.created_ms,
             })
@@ -180,9 +194,50 @@ impl Backend for AppState {
         })
     }
 
+    async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError> {
+        let record = match self.studio.image_record(&id).await {
+            Ok(found) => found,
+            Err(failure) => return Err(errors::answer(&failure)),
+        };
+        let Some((key, record)) = record.and_then(|record| Some((record.key()?, record))) else {
+            return Ok(None);
+        };
+        let origin = self.public_origin.clone().unwrap_or_else(request_origin);
+        // Chat apps skip previews over ~5 MB: those get the display variant.
+        let preview = if record.bytes > MAX_PREVIEW_BYTES {
+            key.variant(Variant::Display).url()
+        } else {
+            key.url()
+        };
+        Ok(Some(ImagePage {
+            page_url: format!("{origin}{}", image_page_path(key.id())),
+            preview_url: format!("{origin}{preview}"),
+            image: shown_image(&key, record),
+        }))
+    }
+
     fn site_info(&self) -> AppInfo {
         self.info.clone()
     }
+}
+
+/// The largest original a link preview is pointed at.
+const MAX_PREVIEW_BYTES: u64 = 5_000_000;
+
+/// `http://{Host}` of the current request, for absolute links when
+/// `site.public_url` is not set (a Host that is not a plain host name or
+/// address gives `http://localhost`).
+fn request_origin() -> String {
+    let host = use_context::<axum::http::request::Parts>()
+        .and_then(|request| request.headers.get(header::HOST).cloned())
+        .and_then(|host| host.to_str().ok().map(str::to_owned))
+        .filter(|host| {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    format!("http://{}", host.as_deref().unwrap_or("localhost"))
 }
 
 /// A browser submitting the form without JavaScript asks for HTML; the page's own
@@ -197,18 +252,13 @@ fn plain_form_post() -> bool {
     })
 }
 
-/// Where a form post without JavaScript lands: `/?image=…&prompt=…` on success,
+/// Where a form post without JavaScript lands: the image's page on success,
 /// `/?prompt=…&__path=…&__err=…` on failure (the error in the encoding Leptos'
 /// `ServerAction` reads back).
 fn no_script_location(outcome: &Result<CreatedImage, ApiError>, raw_prompt: &str) -> HeaderValue {
     let mut url = url::Url::parse("http://app.invalid/").expect("a valid constant URL");
     match outcome {
-        Ok(image) => {
-            let key = image.url.trim_start_matches(IMAGES_PATH);
-            url.query_pairs_mut()
-                .append_pair("image", key)
-                .append_pair("prompt", &image.prompt);
-        }
+        Ok(created) => url.set_path(&image_page_path(&created.image.id)),
         Err(error) => {
             url.query_pairs_mut().append_pair("prompt", raw_prompt);
             if let Ok(with_error) = ServerFnUrlError::new(crate::api::Generate::PATH, error.clone())
@@ -218,6 +268,9 @@ fn no_script_location(outcome: &Result<CreatedImage, ApiError>, raw_prompt: &str
             }
         }
     }
-    let location = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let location = match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_owned(),
+    };
     HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
 }

@@ -66,9 +66,11 @@ pub async fn generate_json(
     };
     let visitor = Visitor::new(client.to_string());
     match run_generation(&state, &visitor, &prompt, None).await {
-        (Ok(created), headers) => {
-            json_answer(StatusCode::OK, headers, serde_json::json!([created.url]))
-        }
+        (Ok(created), headers) => json_answer(
+            StatusCode::OK,
+            headers,
+            serde_json::json!([created.image.url]),
+        ),
         (Err(error), headers) => json_error(&error, headers),
     }
 }

@@ -29,6 +29,26 @@ pub struct Settings {
     pub progress: ProgressSettings,
     pub recent: RecentSettings,
     pub server: ServerSettings,
+    pub site: SiteSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteSettings {
+    /// The site's public address (`https://lofianime.example`), for absolute
+    /// links: an image page's `og:image` and `og:url`. Unset: the request's
+    /// `Host` header, over http.
+    pub public_url: Option<String>,
+}
+
+impl SiteSettings {
+    /// The public address without a trailing slash, if set.
+    pub fn public_origin(&self) -> Option<String> {
+        self.public_url
+            .as_deref()
+            .map(|url| url.trim().trim_end_matches('/').to_owned())
+            .filter(|url| !url.is_empty())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,6 +460,21 @@ impl Settings {
                 "recent.keep (LOFIANIME_RECENT__KEEP)",
                 "must be between 1 and 100",
             );
+        }
+        if let Some(origin) = self.site.public_origin() {
+            let parsed = url::Url::parse(&origin);
+            let fine = parsed.as_ref().is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            });
+            if !fine {
+                return invalid(
+                    "site.public_url (LOFIANIME_SITE__PUBLIC_URL)",
+                    "must be an http(s) address such as https://lofianime.example",
+                );
+            }
         }
         for (name, value) in [
             ("image.width (LOFIANIME_IMAGE__WIDTH)", self.image.width),

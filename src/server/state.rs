@@ -18,6 +18,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// The configuration the page may know about.
     pub info: AppInfo,
+    /// The site's public address for absolute links (`site.public_url`), if set.
+    pub public_origin: Option<String>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

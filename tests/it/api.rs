@@ -44,7 +44,7 @@ async fn generating_returns_an_image_the_app_serves_itself() {
     assert!(response.headers().get(header::RETRY_AFTER).is_none());
 
     let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
-    assert_eq!(created.prompt, "a cat on a rooftop at night");
+    assert_eq!(created.image.prompt, "a cat on a rooftop at night");
     assert_eq!(
         created.quota,
         Some(Quota {
@@ -53,9 +53,9 @@ async fn generating_returns_an_image_the_app_serves_itself() {
             reset_ms: reset
         })
     );
-    assert!(created.url.starts_with("/images/") && created.url.ends_with(".png"));
+    assert!(created.image.url.starts_with("/images/") && created.image.url.ends_with(".png"));
 
-    let image = app.get(&created.url).await;
+    let image = app.get(&created.image.url).await;
     assert_eq!(image.status(), StatusCode::OK);
     assert_eq!(header_str(&image, "content-type"), "image/png");
     assert!(header_str(&image, "cache-control").contains("immutable"));
@@ -186,27 +186,30 @@ async fn bad_prompts_are_refused_with_400_and_spend_nothing() {
 }
 
 #[tokio::test]
-async fn a_form_post_without_javascript_lands_on_a_page_showing_the_image() {
+async fn a_form_post_without_javascript_lands_on_the_images_own_page() {
     let app = spawn_app();
     let response = app.submit_form_without_js("a quiet lake & a boat").await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 4);
     let location = header_str(&response, "location").to_owned();
-    assert!(location.starts_with("/?image="), "{location}");
+    let id = location.strip_prefix("/i/").expect("the image's page");
+    assert!(lofianime::wire::is_hex_id(id), "{location}");
 
     let page = body_text(app.get(&location).await).await;
-    let key = location
-        .trim_start_matches("/?image=")
-        .split('&')
-        .next()
-        .unwrap();
-    assert!(page.contains(&format!(r#"src="/images/{key}""#)), "{page}");
+    assert!(
+        page.contains(&format!(r#"src="/images/{id}-display.webp""#)),
+        "{page}"
+    );
     assert!(
         page.contains(r#"alt="a quiet lake &amp; a boat""#),
         "{page}"
     );
+    assert!(
+        page.contains(&format!(r#"href="/images/{id}.png""#)),
+        "Download: {page}"
+    );
     assert_eq!(
-        app.get(&format!("/images/{key}")).await.status(),
+        app.get(&format!("/images/{id}.png")).await.status(),
         StatusCode::OK
     );
 }
@@ -605,7 +608,7 @@ async fn answers_with_visitor_data_are_never_cached() {
             "{path}"
         );
     }
-    let image = app.get(&created.url).await;
+    let image = app.get(&created.image.url).await;
     assert!(header_str(&image, "cache-control").contains("immutable"));
 }
 

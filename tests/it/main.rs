@@ -6,6 +6,7 @@
 mod api;
 mod layering;
 mod limiter_stores;
+mod pages;
 mod progress;
 mod replicate;
 mod serve;

@@ -221,7 +221,9 @@ async fn recent_images_are_shared_by_instances_and_survive_a_restart() {
             "harbour number 0"
         ]
     );
-    assert!(listed[0]["url"].as_str().unwrap().starts_with("/images/"));
+    assert!(lofianime::wire::is_hex_id(
+        listed[0]["id"].as_str().unwrap()
+    ));
 }
 
 #[tokio::test]

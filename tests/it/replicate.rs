@@ -812,7 +812,11 @@ mod through_the_app {
         let response = app.generate("keep me").await;
         assert_eq!(response.status(), StatusCode::OK);
         let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
-        assert!(created.url.starts_with("/images/"), "{}", created.url);
+        assert!(
+            created.image.url.starts_with("/images/"),
+            "{}",
+            created.image.url
+        );
 
         // Replicate deletes API outputs after about an hour.
         server.reset().await;
@@ -821,7 +825,7 @@ mod through_the_app {
             .unwrap();
         assert_eq!(gone.status(), 404);
 
-        let image = app.get(&created.url).await;
+        let image = app.get(&created.image.url).await;
         assert_eq!(image.status(), StatusCode::OK);
         assert_eq!(body_bytes(image).await, png().await);
     }

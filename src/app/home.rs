@@ -1,0 +1,83 @@
+//! The front page: the header, the offline notice, the studio island and the
+//! footer. Rendered on the server only; the studio gets what it needs as props.
+
+use super::studio::Studio;
+use super::words::describe_window;
+use crate::api::{current_quota, recent_images, site_info, Generate};
+use crate::wire::{ApiError, GENERIC_FAILURE};
+use leptos::prelude::*;
+use leptos::server::ServerActionError;
+use leptos::server_fn::error::ServerFnUrlError;
+use leptos::server_fn::ServerFn;
+use leptos_meta::{Meta, Title};
+use leptos_router::hooks::use_query_map;
+
+#[component]
+pub fn HomePage() -> impl IntoView {
+    // After a form post without JavaScript failed, the page URL carries the typed
+    // prompt and the error (`?prompt=…&__err=…`); "Use this prompt again" links
+    // carry the prompt.
+    let typed_prompt = use_query_map()
+        .with_untracked(|q| q.get("prompt"))
+        .unwrap_or_default();
+    let first_error = use_context::<ServerActionError>()
+        .filter(|posted| posted.path() == Generate::PATH)
+        .map(|posted| ServerFnUrlError::<ApiError>::decode_err(posted.err()));
+    view! {
+        <Title text="lofianime · lofi anime images from a prompt" />
+        <Meta
+            name="description"
+            content="Type a scene and get a calm, lofi-anime picture of it."
+        />
+        <header class="masthead">
+            <h1>"lofianime"</h1>
+            <p class="tagline">"Type a scene. Get a calm, lofi-anime picture of it."</p>
+        </header>
+        <main>
+            <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+                {Suspend::new(async move {
+                    let (Ok(info), Ok(reading)) = (site_info().await, current_quota().await) else {
+                        return view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any();
+                    };
+                    // The page works without the list if it cannot be read.
+                    let recent = recent_images().await.unwrap_or_default();
+                    let limit = info.limit;
+                    let footer = format!(
+                        "Each visitor gets {limit} generation{} per {}.",
+                        if limit == 1 { "" } else { "s" },
+                        describe_window(info.window_ms),
+                    );
+                    view! {
+                        {info.offline_generator.then(|| view! { <OfflineNotice /> })}
+                        <Studio
+                            max_prompt_chars=info.max_prompt_chars
+                            recent_images_kept=info.recent_images
+                            reading
+                            recent
+                            typed_prompt=typed_prompt.clone()
+                            first_error=first_error.clone()
+                        />
+                        <footer>
+                            <p>{footer}</p>
+                        </footer>
+                    }
+                        .into_any()
+                })}
+            </Suspense>
+        </main>
+    }
+}
+
+/// Says that no AI model is called.
+#[component]
+fn OfflineNotice() -> impl IntoView {
+    view! {
+        <p class="notice">
+            <strong>"Offline generator. "</strong>
+            "Pictures are painted on this server and no AI model is called. "
+            "The owner switches to the real model by setting "
+            <code>"REPLICATE_API_TOKEN"</code>
+            "."
+        </p>
+    }
+}

@@ -1,0 +1,57 @@
+//! "Your recent images": the visitor's last generations, newest first, as
+//! 320 px WebP thumbnails shown at 160 px; each opens the image's own page.
+
+use super::words::describe_age;
+use crate::wire::{image_page_path, variant_url, RecentImage, Variant};
+use leptos::prelude::*;
+
+#[component]
+pub fn RecentImages(
+    recent: RwSignal<Vec<RecentImage>>,
+    now: RwSignal<u64>,
+    keep: usize,
+) -> impl IntoView {
+    view! {
+        <section class="recent" aria-labelledby="recent-heading">
+            <h2 id="recent-heading">"Your recent images"</h2>
+            <Show
+                when=move || !recent.with(Vec::is_empty)
+                fallback=move || {
+                    view! {
+                        <p class="hint">
+                            {format!("Nothing yet: your last {keep} images will be kept here.")}
+                        </p>
+                    }
+                }
+            >
+                <ul class="recent-grid">
+                    <For
+                        each=move || recent.get()
+                        key=|image| image.id.clone()
+                        children=move |image| {
+                            let created = image.created_ms;
+                            view! {
+                                <li>
+                                    <a href=image_page_path(&image.id)>
+                                        <img
+                                            src=variant_url(&image.id, Variant::Thumb)
+                                            alt=image.prompt.clone()
+                                            loading="lazy"
+                                            decoding="async"
+                                            width="160"
+                                            height="160"
+                                        />
+                                        <span class="recent-prompt">{image.prompt.clone()}</span>
+                                        <span class="recent-when">
+                                            {move || describe_age(now.get(), created)}
+                                        </span>
+                                    </a>
+                                </li>
+                            }
+                        }
+                    />
+                </ul>
+            </Show>
+        </section>
+    }
+}

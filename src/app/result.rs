@@ -1,0 +1,102 @@
+//! The finished image: shown as its WebP variants (sized for the screen, with
+//! its size reserved so nothing jumps), with Download (the original), Copy link
+//! (the image's own page), "Create new image" and "Use this prompt again".
+
+use super::words::{again_url, download_name};
+use crate::wire::{image_page_path, variant_url, ShownImage, Variant};
+use leptos::prelude::*;
+
+/// How wide the result is laid out: the page's column (44rem), or the screen.
+const RESULT_SIZES: &str = "(max-width: 44rem) 100vw, 44rem";
+
+#[component]
+pub fn ResultFigure(
+    image: ShownImage,
+    #[prop(optional)] node_ref: NodeRef<leptos::html::Figure>,
+) -> impl IntoView {
+    let ShownImage {
+        id,
+        url,
+        prompt,
+        width,
+        height,
+    } = image;
+    let display = variant_url(&id, Variant::Display);
+    let (display_width, display_height) = Variant::Display.size_of(width, height);
+    let srcset = format!(
+        "{} {}w, {display} {display_width}w",
+        variant_url(&id, Variant::Thumb),
+        Variant::Thumb.size_of(width, height).0,
+    );
+    view! {
+        <figure class="result" tabindex="-1" node_ref=node_ref>
+            <img
+                src=display
+                srcset=srcset
+                sizes=RESULT_SIZES
+                width=display_width
+                height=display_height
+                alt=prompt.clone()
+            />
+            <figcaption>{prompt.clone()}</figcaption>
+            <div class="result-actions">
+                <a class="button" href=url.clone() download=download_name(&prompt, &url)>
+                    "Download"
+                </a>
+                <CopyLink path=image_page_path(&id) />
+                <a class="button secondary" href="/">
+                    "Create new image"
+                </a>
+                <a class="button secondary" href=again_url(&prompt)>
+                    "Use this prompt again"
+                </a>
+            </div>
+        </figure>
+    }
+}
+
+/// Copies the absolute URL of `path` (an image's page). Hidden until hydrated:
+/// without JavaScript there is nothing to click, and the page's address is the link.
+#[island]
+pub fn CopyLink(path: String) -> impl IntoView {
+    let live = RwSignal::new(false);
+    let said = RwSignal::new("Copy link");
+    Effect::new(move |_| live.set(true));
+    let copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        copy_to_clipboard(&path, said);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = &path;
+    };
+    view! {
+        <button
+            type="button"
+            class="button secondary copy-link"
+            hidden=move || !live.get()
+            on:click=copy
+        >
+            {move || said.get()}
+        </button>
+    }
+}
+
+/// Writes this site's URL of `path` to the clipboard and says how that went.
+#[cfg(feature = "hydrate")]
+fn copy_to_clipboard(path: &str, said: RwSignal<&'static str>) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let origin = window.location().origin().unwrap_or_default();
+    let promise = window
+        .navigator()
+        .clipboard()
+        .write_text(&format!("{origin}{path}"));
+    leptos::task::spawn_local(async move {
+        let copied = wasm_bindgen_futures::JsFuture::from(promise).await.is_ok();
+        said.set(if copied {
+            "Link copied"
+        } else {
+            "Copy failed: use the address bar"
+        });
+    });
+}

@@ -1,0 +1,74 @@
+//! The HTML document around every page, its Content-Security-Policy, and the
+//! routes (rendered on the server only: no router code reaches the browser).
+
+use super::home::HomePage;
+use super::image_page::ImagePage;
+use super::not_found::NotFound;
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{ParamSegment, SsrMode, StaticSegment};
+
+/// The Content-Security-Policy of every page: scripts only from the app itself
+/// and the inline bootstrap carrying this response's nonce, WASM allowed to
+/// compile, images and everything else from the app's own origin, no framing.
+pub fn content_security_policy(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
+         style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+         object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The HTML document around the app.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(policy) = axum::http::HeaderValue::from_str(&content_security_policy(&nonce)) {
+            response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <AutoReload options=options.clone() />
+                // Hashed names when built with hash-files (cached for a year).
+                <HashedStylesheet options=options.clone() id="leptos" />
+                // Islands: the bundle loads when the browser is idle and
+                // hydrates only the `#[island]` parts of the page.
+                <HydrationScripts options islands=true />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Router>
+            <Routes fallback=NotFound>
+                // Async: each page is complete before it is sent, so it works
+                // without JavaScript.
+                <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async />
+                <Route
+                    path=(StaticSegment("i"), ParamSegment("id"))
+                    view=ImagePage
+                    ssr=SsrMode::Async
+                />
+            </Routes>
+        </Router>
+    }
+}

@@ -1,0 +1,36 @@
+//! The studio: the one island of the front page. Its props are what the server
+//! read for this visitor (small, serialised into the page); its state lives in
+//! [`StudioState`].
+
+use super::form::{PromptForm, StatusRegion};
+use super::generation::StudioState;
+use super::recent::RecentImages;
+use super::result::ResultFigure;
+use crate::wire::{ApiError, QuotaReading, RecentImage};
+use leptos::prelude::*;
+
+#[island]
+pub fn Studio(
+    max_prompt_chars: usize,
+    recent_images_kept: usize,
+    reading: QuotaReading,
+    recent: Vec<RecentImage>,
+    /// The prompt typed before a form post without JavaScript came back.
+    typed_prompt: String,
+    /// The error that post came back with.
+    first_error: Option<ApiError>,
+) -> impl IntoView {
+    let state = StudioState::new(reading, recent, first_error);
+    let result_figure = state.result_figure;
+    view! {
+        <PromptForm state max_chars=max_prompt_chars typed_prompt />
+        <StatusRegion state />
+        {move || {
+            state
+                .shown
+                .get()
+                .map(|image| view! { <ResultFigure image node_ref=result_figure /> })
+        }}
+        <RecentImages recent=state.recent now=state.now keep=recent_images_kept />
+    }
+}

@@ -1,0 +1,141 @@
+//! The image's own page (`/i/{id}`) and the image variants, through the router:
+//! what a chat app's link preview reads, what a stranger holding the link sees,
+//! and what a malformed or unknown id gets.
+
+use crate::support::app::{body_bytes, body_text, spawn_app, spawn_app_on, spawn_app_with};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use lofianime::domain::generator::OfflineGenerator;
+use lofianime::server::settings::Settings;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The id of the image a form post without JavaScript made.
+async fn made_image(app: &crate::support::app::TestApp, prompt: &str) -> String {
+    let response = app.submit_form_without_js(prompt).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    location.strip_prefix("/i/").unwrap().to_owned()
+}
+
+fn meta<'a>(page: &'a str, property: &str) -> &'a str {
+    let marker = format!(r#"property="{property}" content=""#);
+    let marker_by_name = format!(r#"name="{property}" content=""#);
+    let start = page
+        .find(&marker)
+        .map(|i| i + marker.len())
+        .or_else(|| page.find(&marker_by_name).map(|i| i + marker_by_name.len()))
+        .unwrap_or_else(|| panic!("no {property} in {page}"));
+    &page[start..start + page[start..].find('"').unwrap()]
+}
+
+#[tokio::test]
+async fn an_image_page_carries_link_preview_tags_with_absolute_urls() {
+    let mut settings = Settings::default();
+    settings.site.public_url = Some("https://lofi.example/".into());
+    let app = spawn_app_with(settings);
+    let id = made_image(&app, "rain on a tram window").await;
+    let response = app.get(&format!("/i/{id}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = body_text(response).await;
+    assert_eq!(meta(&page, "og:title"), "rain on a tram window");
+    assert_eq!(
+        meta(&page, "og:url"),
+        format!("https://lofi.example/i/{id}")
+    );
+    assert_eq!(
+        meta(&page, "og:image"),
+        format!("https://lofi.example/images/{id}.png")
+    );
+    assert_eq!(meta(&page, "twitter:card"), "summary_large_image");
+    assert_eq!(meta(&page, "og:image:width"), "32");
+    assert!(
+        page.contains("<title>rain on a tram window · lofianime</title>"),
+        "{page}"
+    );
+    // What anyone holding the link may see, and nothing about the visitor.
+    assert!(!page.contains("generations left"), "{page}");
+    assert!(!page.contains("Your recent images"), "{page}");
+}
+
+#[tokio::test]
+async fn without_a_public_url_links_are_built_from_the_host() {
+    let app = spawn_app();
+    let id = made_image(&app, "a lighthouse").await;
+    let request = Request::get(format!("/i/{id}"))
+        .header(header::HOST, "pictures.test:8080")
+        .body(Body::empty())
+        .unwrap();
+    let page = body_text(app.send(request).await).await;
+    assert_eq!(
+        meta(&page, "og:image"),
+        format!("http://pictures.test:8080/images/{id}.png")
+    );
+    let forged = Request::get(format!("/i/{id}"))
+        .header(header::HOST, "evil.test/\"><script>")
+        .body(Body::empty())
+        .unwrap();
+    let page = body_text(app.send(forged).await).await;
+    assert!(
+        meta(&page, "og:image").starts_with("http://localhost/images/"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids_are_a_404_page() {
+    let app = spawn_app();
+    for path in [
+        "/i/0123456789abcdef0123456789abcdef",
+        "/i/nope",
+        "/i/0123456789ABCDEF0123456789ABCDEF",
+        "/i/..%2F..%2Fetc",
+        "/i/",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        let page = body_text(response).await;
+        assert!(page.contains("Page not found"), "{path}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn variants_are_webp_and_much_smaller_than_the_original() {
+    // The offline painter at its real size (768 px), as a visitor gets it.
+    let generator = Arc::new(OfflineGenerator::new(768, 768, Duration::ZERO));
+    let app = spawn_app_on(
+        Settings::default(),
+        crate::support::app::local_components(generator),
+    );
+    let id = made_image(&app, "a ramen stall in the snow").await;
+    let original = app.get(&format!("/images/{id}.png")).await;
+    assert_eq!(original.headers()[header::CONTENT_TYPE], "image/png");
+    let original = body_bytes(original).await.len();
+    let mut sizes = Vec::new();
+    for variant in ["display", "thumb"] {
+        let response = app.get(&format!("/images/{id}-{variant}.webp")).await;
+        assert_eq!(response.status(), StatusCode::OK, "{variant}");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "image/webp");
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
+        );
+        sizes.push(body_bytes(response).await.len());
+    }
+    assert!(
+        sizes[0] * 5 <= original,
+        "display {} B vs PNG {original} B",
+        sizes[0]
+    );
+    assert!(sizes[1] <= 25_000, "thumbnail {} B", sizes[1]);
+    assert_eq!(
+        app.get(&format!("/images/{id}-large.webp")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/images/0123456789abcdef0123456789abcdef-thumb.webp")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
