@@ -3,7 +3,9 @@
 //! the router provides, so this shared file depends on no server-only module.
 
 use crate::progress::JobProgress;
-use crate::wire::{ApiError, AppInfo, CreatedImage, ImagePage, QuotaReading, RecentImage};
+use crate::wire::{
+    ApiError, AppInfo, CreatedImage, ImagePage, JsonAnswer, QuotaReading, RecentImage,
+};
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
 
@@ -42,7 +44,7 @@ fn backend() -> Result<std::sync::Arc<dyn Backend>, ApiError> {
 /// "Please enter a prompt." as an empty one. `job` is the id the page chose for
 /// this generation (32 hex digits) so it can follow its progress and cancel it
 /// while this request runs; empty or absent without JavaScript.
-#[server(prefix = "/api", endpoint = "generate")]
+#[server(prefix = "/api", endpoint = "generate", output = JsonAnswer)]
 pub async fn generate(
     prompt: Option<String>,
     job: Option<String>,
@@ -52,7 +54,7 @@ pub async fn generate(
 
 /// Where the calling visitor's generation `job` is; `None` when there is no such
 /// generation of theirs (not started yet, expired, or someone else's).
-#[server(prefix = "/api", endpoint = "progress", input = GetUrl)]
+#[server(prefix = "/api", endpoint = "progress", input = GetUrl, output = JsonAnswer)]
 pub async fn progress(job: String) -> Result<Option<JobProgress>, ApiError> {
     backend()?.progress(job).await
 }
@@ -60,25 +62,25 @@ pub async fn progress(job: String) -> Result<Option<JobProgress>, ApiError> {
 /// Asks the server to stop the calling visitor's generation `job` (whichever
 /// instance runs it): the model run is cancelled and the credit given back.
 /// True when it was running and will stop.
-#[server(prefix = "/api", endpoint = "cancel")]
+#[server(prefix = "/api", endpoint = "cancel", output = JsonAnswer)]
 pub async fn cancel(job: String) -> Result<bool, ApiError> {
     backend()?.cancel(job).await
 }
 
 /// The calling visitor's last generations, newest first.
-#[server(prefix = "/api", endpoint = "recent", input = GetUrl)]
+#[server(prefix = "/api", endpoint = "recent", input = GetUrl, output = JsonAnswer)]
 pub async fn recent_images() -> Result<Vec<RecentImage>, ApiError> {
     backend()?.recent_images().await
 }
 
 /// The calling visitor's quota, read without consuming anything.
-#[server(prefix = "/api", endpoint = "quota", input = GetUrl)]
+#[server(prefix = "/api", endpoint = "quota", input = GetUrl, output = JsonAnswer)]
 pub async fn current_quota() -> Result<QuotaReading, ApiError> {
     backend()?.quota().await
 }
 
 /// The server's public configuration, for the page.
-#[server(prefix = "/api", endpoint = "site_info", input = GetUrl)]
+#[server(prefix = "/api", endpoint = "site_info", input = GetUrl, output = JsonAnswer)]
 pub async fn site_info() -> Result<AppInfo, ApiError> {
     Ok(backend()?.site_info())
 }
@@ -86,7 +88,7 @@ pub async fn site_info() -> Result<AppInfo, ApiError> {
 /// What the page of image `id` shows (its prompt, size and absolute links);
 /// `None` when there is no such image. Public: nothing in it is about whoever
 /// made the image.
-#[server(prefix = "/api", endpoint = "image", input = GetUrl)]
+#[server(prefix = "/api", endpoint = "image", input = GetUrl, output = JsonAnswer)]
 pub async fn image_details(id: String) -> Result<Option<ImagePage>, ApiError> {
     backend()?.image_page(id).await
 }

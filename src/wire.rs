@@ -4,8 +4,9 @@
 
 use crate::prompt::PromptError;
 use http::StatusCode;
-use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::codec::Post;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use leptos::server_fn::{ContentType, Decodes, Encodes, Format, FormatType};
 use serde::{Deserialize, Serialize};
 
 /// The sentence a visitor sees when their generations are used up.
@@ -106,6 +107,8 @@ pub struct ShownImage {
     pub prompt: String,
     pub width: u32,
     pub height: u32,
+    /// The file name Download saves the original as (`a-quiet-harbour.png`).
+    pub download_name: String,
 }
 
 /// An image's own page (`/i/{id}`): the image, and the absolute addresses a
@@ -138,6 +141,8 @@ pub struct CreatedImage {
     /// The visitor's quota after this generation; `None` when the limiter's store
     /// was down and the owner chose to generate uncounted.
     pub quota: Option<Quota>,
+    /// The visitor's recent images with this one (the page needs no second call).
+    pub recent: Vec<RecentImage>,
 }
 
 /// One of the visitor's recent images.
@@ -172,6 +177,43 @@ pub struct AppInfo {
     pub window_ms: u64,
     /// How many recent images the server keeps per visitor.
     pub recent_images: usize,
+}
+
+/// Server-function answers as JSON, read from text. The same as Leptos' own
+/// JSON codec except for the reading: island props are read from text too, so
+/// every type both carry is decoded by one copy of its code in the bundle
+/// (serde_json's text and byte readers each get their own).
+pub struct JsonText;
+
+/// Answers in [`JsonText`] (`output = JsonAnswer` on a server function).
+pub type JsonAnswer = Post<JsonText>;
+
+impl ContentType for JsonText {
+    const CONTENT_TYPE: &'static str = "application/json";
+}
+
+impl FormatType for JsonText {
+    const FORMAT_TYPE: Format = Format::Text;
+}
+
+impl<T: Serialize> Encodes<T> for JsonText {
+    type Error = leptos::serde_json::Error;
+
+    fn encode(output: &T) -> Result<leptos::server_fn::Bytes, Self::Error> {
+        leptos::serde_json::to_vec(output).map(leptos::server_fn::Bytes::from)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Decodes<T> for JsonText {
+    type Error = leptos::serde_json::Error;
+
+    fn decode(bytes: leptos::server_fn::Bytes) -> Result<T, Self::Error> {
+        // Invalid UTF-8 is an error from the same reader, with its position.
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => leptos::serde_json::from_str(text),
+            Err(_) => leptos::serde_json::from_str(&String::from_utf8_lossy(&bytes)),
+        }
+    }
 }
 
 /// Why a server function failed, as the visitor may know it. `Display` is the
@@ -350,7 +392,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
 }
 
 impl FromServerFnError for ApiError {
-    type Encoder = JsonEncoding;
+    type Encoder = JsonText;
 
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {

@@ -3,14 +3,17 @@
 
 use super::generation::{StudioState, Tracking};
 use super::quota::QuotaLine;
-use super::words::describe_wait;
-use crate::api::cancel;
+use super::words::error_sentence;
+use crate::api::{cancel, Generate};
 use crate::progress::{JobState, Phase};
 use crate::wire::ApiError;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 
 /// The form posts to `POST /api/generate`: through the server action once the
-/// island is hydrated, as a plain form post without JavaScript.
+/// island is hydrated, as a plain form post without JavaScript. (A plain form
+/// rather than `ActionForm`: reading two fields by hand keeps a form-data
+/// decoder out of the bundle.)
 #[component]
 pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) -> impl IntoView {
     let StudioState {
@@ -21,11 +24,23 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
         prompt_input,
         ..
     } = state;
+    // Hydrated, the form sends through the action (no page load); without
+    // JavaScript it is a plain POST to the same server function.
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        event.prevent_default();
+        let prompt = prompt_input.get_untracked().map(|input| input.value());
+        action.dispatch(Generate {
+            prompt,
+            job: Some(job_id.get_untracked()),
+        });
+    };
     view! {
-        <ActionForm
-            action
-            attr:class="prompt-form"
-            attr:data-hydrated=move || hydrated.get().to_string()
+        <form
+            method="post"
+            action=Generate::PATH
+            class="prompt-form"
+            data-hydrated=move || hydrated.get().to_string()
+            on:submit=submit
         >
             <label for="prompt">"Enter your prompt"</label>
             <div class="prompt-row">
@@ -46,13 +61,13 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
                     "Submit"
                 </button>
             </div>
-        </ActionForm>
+        </form>
     }
 }
 
 /// The live region under the form.
 #[component]
-pub fn StatusRegion(state: StudioState) -> impl IntoView {
+pub fn StatusRegion(state: StudioState, first_error: Option<String>) -> impl IntoView {
     let StudioState {
         pending,
         tracking,
@@ -61,24 +76,25 @@ pub fn StatusRegion(state: StudioState) -> impl IntoView {
         now,
         ..
     } = state;
+    let first_error = StoredValue::new(first_error);
     let error_line = move || {
-        error.get().map(|error| {
-            let class = if matches!(error, ApiError::Canceled { .. }) {
-                "notice-line"
-            } else {
-                "error"
-            };
-            // The shared budget's refusal says when it reopens (the visitor's own
-            // quota line says so for their limit).
-            let text = match &error {
-                ApiError::BudgetSpent(budget) => format!(
-                    "{error} It reopens in {}.",
-                    describe_wait(now.get(), budget.reset_ms),
-                ),
-                other => other.to_string(),
-            };
-            view! { <p class=class>{text}</p> }
-        })
+        let (class, text) = match error.get() {
+            Some(error) => (
+                if matches!(error, ApiError::Canceled { .. }) {
+                    "notice-line"
+                } else {
+                    "error"
+                },
+                error_sentence(&error, now.get()),
+            ),
+            // Until the first answer: the error a form post without JavaScript
+            // came back with, if any.
+            None if !pending.get() && state.action.value().with(Option::is_none) => {
+                ("error", first_error.get_value()?)
+            }
+            None => return None,
+        };
+        Some(view! { <p class=class>{text}</p> })
     };
     view! {
         <div id="status" class="status" role="status" aria-live="polite">

@@ -4,9 +4,9 @@
 //! the components only read it. Effects run only in the browser, once the
 //! island is hydrated.
 
-use crate::api::{current_quota, progress, recent_images, Generate};
+use crate::api::{current_quota, generate, progress, Generate};
 use crate::progress::JobState;
-use crate::wire::{ApiError, Quota, QuotaReading, RecentImage, ShownImage};
+use crate::wire::{ApiError, CreatedImage, Quota, QuotaReading, RecentImage, ShownImage};
 use leptos::prelude::*;
 
 /// A generation in flight as the page follows it: its id, when it was sent, the
@@ -21,7 +21,10 @@ pub struct Tracking {
 
 #[derive(Clone, Copy)]
 pub struct StudioState {
-    pub action: ServerAction<Generate>,
+    /// Calls the `generate` server function. (A plain action rather than a
+    /// `ServerAction`: this page reads a no-JavaScript post's error itself, so
+    /// the bundle needs no decoder for errors carried in URLs.)
+    pub action: Action<Generate, Result<CreatedImage, ApiError>>,
     pub pending: Memo<bool>,
     /// The id the next submission carries.
     pub job_id: RwSignal<String>,
@@ -35,20 +38,18 @@ pub struct StudioState {
     pub recent: RwSignal<Vec<RecentImage>>,
     /// The last answer's image.
     pub shown: Memo<Option<ShownImage>>,
-    /// The error to show: the last answer's, or the one a form post without
-    /// JavaScript came back with.
+    /// The error to show: the last answer's.
     pub error: Signal<Option<ApiError>>,
     pub prompt_input: NodeRef<leptos::html::Input>,
     pub result_figure: NodeRef<leptos::html::Figure>,
 }
 
 impl StudioState {
-    pub fn new(
-        reading: QuotaReading,
-        recent: Vec<RecentImage>,
-        first_error: Option<ApiError>,
-    ) -> Self {
-        let action = ServerAction::<Generate>::new();
+    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>) -> Self {
+        let action = Action::new(|input: &Generate| {
+            let Generate { prompt, job } = input.clone();
+            generate(prompt, job)
+        });
         let pending = action.pending();
         let job_id = RwSignal::new(String::new());
         let hydrated = RwSignal::new(false);
@@ -62,8 +63,7 @@ impl StudioState {
         });
         let error = Signal::derive(move || match action.value().get() {
             Some(Err(error)) if !pending.get() => Some(error),
-            Some(_) => None,
-            None => first_error.clone(),
+            _ => None,
         });
         let state = Self {
             action,
@@ -89,8 +89,8 @@ impl StudioState {
         self.quota.get().is_some_and(|q| q.remaining == 0)
     }
 
-    /// After each answer: the new quota, the focus on the result (or back on the
-    /// prompt after an error), and a fresh recent-images list.
+    /// After each answer: the new quota and recent-images list (both in the
+    /// answer), and the focus on the result (or back on the prompt after an error).
     fn after_each_answer(self) {
         let Self {
             action,
@@ -112,11 +112,7 @@ impl StudioState {
                         let _ = figure.focus();
                     }
                 });
-                leptos::task::spawn_local(async move {
-                    if let Ok(list) = recent_images().await {
-                        recent.set(list);
-                    }
-                });
+                recent.set(created.recent);
             }
             Some(Err(error)) => {
                 if let ApiError::RateLimited(q) = error {

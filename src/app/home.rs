@@ -2,7 +2,7 @@
 //! footer. Rendered on the server only; the studio gets what it needs as props.
 
 use super::studio::Studio;
-use super::words::describe_window;
+use super::words::{describe_window, error_sentence};
 use crate::api::{current_quota, recent_images, site_info, Generate};
 use crate::wire::{ApiError, GENERIC_FAILURE};
 use leptos::prelude::*;
@@ -23,6 +23,7 @@ pub fn HomePage() -> impl IntoView {
     let first_error = use_context::<ServerActionError>()
         .filter(|posted| posted.path() == Generate::PATH)
         .map(|posted| ServerFnUrlError::<ApiError>::decode_err(posted.err()));
+
     view! {
         <Title text="lofianime · lofi anime images from a prompt" />
         <Meta
@@ -55,7 +56,7 @@ pub fn HomePage() -> impl IntoView {
                             reading
                             recent
                             typed_prompt=typed_prompt.clone()
-                            first_error=first_error.clone()
+                            first_error=first_error.as_ref().map(|error| error_sentence(error, reading.now_ms))
                         />
                         <footer>
                             <p>{footer}</p>

@@ -2,7 +2,7 @@
 //! its size reserved so nothing jumps), with Download (the original), Copy link
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
-use super::words::{again_url, download_name};
+use super::words::again_url;
 use crate::wire::{image_page_path, variant_url, ShownImage, Variant};
 use leptos::prelude::*;
 
@@ -20,6 +20,7 @@ pub fn ResultFigure(
         prompt,
         width,
         height,
+        download_name,
     } = image;
     let display = variant_url(&id, Variant::Display);
     let (display_width, display_height) = Variant::Display.size_of(width, height);
@@ -40,7 +41,7 @@ pub fn ResultFigure(
             />
             <figcaption>{prompt.clone()}</figcaption>
             <div class="result-actions">
-                <a class="button" href=url.clone() download=download_name(&prompt, &url)>
+                <a class="button" href=url.clone() download=download_name>
                     "Download"
                 </a>
                 <CopyLink path=image_page_path(&id) />

@@ -6,7 +6,7 @@ use super::form::{PromptForm, StatusRegion};
 use super::generation::StudioState;
 use super::recent::RecentImages;
 use super::result::ResultFigure;
-use crate::wire::{ApiError, QuotaReading, RecentImage};
+use crate::wire::{QuotaReading, RecentImage};
 use leptos::prelude::*;
 
 #[island]
@@ -17,14 +17,15 @@ pub fn Studio(
     recent: Vec<RecentImage>,
     /// The prompt typed before a form post without JavaScript came back.
     typed_prompt: String,
-    /// The error that post came back with.
-    first_error: Option<ApiError>,
+    /// The sentence of the error that post came back with (rendered by the
+    /// server: a page without JavaScript is never hydrated).
+    first_error: Option<String>,
 ) -> impl IntoView {
-    let state = StudioState::new(reading, recent, first_error);
+    let state = StudioState::new(reading, recent);
     let result_figure = state.result_figure;
     view! {
         <PromptForm state max_chars=max_prompt_chars typed_prompt />
-        <StatusRegion state />
+        <StatusRegion state first_error />
         {move || {
             state
                 .shown

@@ -1,4 +1,7 @@
-//! How the pages say times, windows and file names; plain functions, tested here.
+//! How the pages say times, windows, errors and file names; plain functions,
+//! tested here.
+
+use crate::wire::ApiError;
 
 /// "5 h 12 min", "12 min", "42 s": how long until `reset_ms`.
 pub fn describe_wait(now_ms: u64, reset_ms: u64) -> String {
@@ -9,6 +12,17 @@ pub fn describe_wait(now_ms: u64, reset_ms: u64) -> String {
         (h, 60, _) => format!("{} h", h + 1),
         (h, 0, _) => format!("{h} h"),
         (h, m, _) => format!("{h} h {m} min"),
+    }
+}
+
+/// An error as the studio says it (the shared budget's refusal with when it reopens).
+pub fn error_sentence(error: &ApiError, now_ms: u64) -> String {
+    match error {
+        ApiError::BudgetSpent(budget) => format!(
+            "{error} It reopens in {}.",
+            describe_wait(now_ms, budget.reset_ms)
+        ),
+        other => other.to_string(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! `server_fn_status` layer), not from each body.
 
 use crate::api::Backend;
+use crate::app::download_name;
 use crate::domain::generation::Generated;
 use crate::domain::jobs::CancelOutcome;
 use crate::domain::ratelimit::Decision;
@@ -68,14 +69,17 @@ fn created_image(generated: Generated) -> CreatedImage {
     CreatedImage {
         image: shown_image(&generated.image, generated.record),
         quota: generated.decision.as_ref().map(quota),
+        recent: Vec::new(),
     }
 }
 
 /// A stored image as pages show it.
 fn shown_image(key: &ImageKey, record: ImageRecord) -> ShownImage {
+    let url = key.url();
     ShownImage {
         id: key.id().to_owned(),
-        url: key.url(),
+        download_name: download_name(&record.prompt, &url),
+        url,
         prompt: record.prompt,
         width: record.width,
         height: record.height,
@@ -129,6 +133,11 @@ impl Backend for AppState {
             }
             (Err(error), _) | (_, Err(error)) => (Err(error), Vec::new()),
         };
+        let mut outcome = outcome;
+        if let Ok(created) = &mut outcome {
+            // The page's list, new image included (empty if it cannot be read).
+            created.recent = self.recent_images().await.unwrap_or_default();
+        }
         if let Some(response) = use_context::<ResponseOptions>() {
             for (name, value) in headers {
                 response.insert_header(name, value);
