@@ -6,12 +6,15 @@ import { defineConfig } from "@playwright/test";
 // - "replicate": the app with REPLICATE_API_TOKEN set and REPLICATE_BASE_URL
 //   pointing at a local Replicate stand-in (replicate-stand-in.mjs);
 // - "untrusting" (3303): the built-in defaults, which trust no proxy;
-// - "budget" (3304): a shared budget of 2 generations and a 30 s visitor window.
+// - "budget" (3304): a shared budget of 2 generations and a 30 s visitor window;
+// - "returning" (3305): 768 px offline pictures and 20 generations per visitor,
+//   for first-load.spec.ts's returning visitor with 12 recent images.
 const offlinePort = 3300;
 const replicatePort = 3301;
 const standInPort = 3302;
 const untrustingPort = 3303;
 const budgetPort = 3304;
+const returningPort = 3305;
 const standInToken = "r8_stand_in_token";
 
 const app = (port: number, extra: Record<string, string>) => ({
@@ -96,6 +99,15 @@ export default defineConfig({
       LOFIANIME_OFFLINE__DELAY_MS: "0",
       LOFIANIME_RATELIMIT__WINDOW: "30 s",
       LOFIANIME_RATELIMIT__GLOBAL_LIMIT: "2",
+    }),
+    app(returningPort, {
+      LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
+      REPLICATE_API_TOKEN: "",
+      LOFIANIME_OFFLINE__DELAY_MS: "0",
+      LOFIANIME_RATELIMIT__LIMIT: "20",
+      LOFIANIME_IMAGE__WIDTH: "768",
+      LOFIANIME_IMAGE__HEIGHT: "768",
+      LOFIANIME_STORAGE__DIR: "target/e2e-returning-images",
     }),
     app(replicatePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.replicate.toml",

@@ -103,3 +103,67 @@ test("first-load transfer size and time until the form is interactive", async ({
   writeFileSync("artifacts/first-load.json", JSON.stringify(figures, null, 2));
   console.log(JSON.stringify(figures, null, 2));
 });
+
+// A returning visitor with 12 recent images (768 px offline pictures, as the app
+// makes them by default): everything the page transfers, images included, in
+// artifacts/returning-visit.json, beside what the same 12 PNG originals weigh.
+test("a returning visitor's page with 12 recent images", async ({ browser }) => {
+  test.setTimeout(120_000);
+  const origin = "http://127.0.0.1:3305";
+  const visitor = `198.51.100.${200 + Math.floor(Math.random() * 40)}`;
+  const originals: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    const response = await fetch(`${origin}/api/ai`, {
+      method: "POST",
+      headers: { "X-Forwarded-For": visitor },
+      body: JSON.stringify({ prompt: `a returning visitor's picture number ${i}` }),
+    });
+    expect(response.status).toBe(200);
+    const [url] = (await response.json()) as string[];
+    originals.push((await (await fetch(`${origin}${url}`)).arrayBuffer()).byteLength);
+  }
+  const context = await browser.newContext({ extraHTTPHeaders: { "X-Forwarded-For": visitor } });
+  const page = await context.newPage();
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("Network.enable");
+  await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
+  const byKind: Record<string, number> = {};
+  const urls = new Map<string, string>();
+  cdp.on("Network.responseReceived", (event) => urls.set(event.requestId, event.response.url));
+  cdp.on("Network.loadingFinished", (event) => {
+    const url = new URL(urls.get(event.requestId) ?? "http://x/");
+    const kind = url.pathname.startsWith("/images/")
+      ? "images"
+      : url.pathname.startsWith("/pkg/")
+        ? url.pathname.split(".").pop()!
+        : url.pathname === "/"
+          ? "html"
+          : "other";
+    byKind[kind] = (byKind[kind] ?? 0) + event.encodedDataLength;
+  });
+  await page.goto(`${origin}/`);
+  await page.locator('form[data-hydrated="true"]').waitFor();
+  const recent = page.getByRole("region", { name: "Your recent images" });
+  await expect(recent.getByRole("img")).toHaveCount(12);
+  await recent.getByRole("img").last().scrollIntoViewIfNeeded();
+  await expect
+    .poll(() =>
+      recent
+        .getByRole("img")
+        .evaluateAll((all) => all.every((img) => (img as HTMLImageElement).complete && (img as HTMLImageElement).naturalWidth > 0)),
+    )
+    .toBe(true);
+  await page.waitForLoadState("networkidle");
+  const sources = await recent.getByRole("img").evaluateAll((all) => all.map((img) => (img as HTMLImageElement).currentSrc));
+  for (const src of sources) expect(src).toMatch(/-thumb\.webp$/);
+  const total = Object.values(byKind).reduce((a, b) => a + b, 0);
+  const figures = {
+    measuredAt: new Date().toISOString(),
+    transferredBytes: { ...byKind, total },
+    theSamePngOriginals: originals.reduce((a, b) => a + b, 0),
+  };
+  mkdirSync("artifacts", { recursive: true });
+  writeFileSync("artifacts/returning-visit.json", JSON.stringify(figures, null, 2));
+  console.log(JSON.stringify(figures, null, 2));
+  await context.close();
+});
