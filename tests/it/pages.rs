@@ -139,3 +139,25 @@ async fn variants_are_webp_and_much_smaller_than_the_original() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn an_original_too_big_for_chat_apps_previews_as_its_display_variant() {
+    // A noisy 2048 px PNG is well over 5 MB.
+    let generator = Arc::new(OfflineGenerator::new(2048, 2048, Duration::ZERO));
+    let mut settings = Settings::default();
+    settings.site.public_url = Some("https://lofi.example".into());
+    let app = spawn_app_on(settings, crate::support::app::local_components(generator));
+    let id = made_image(&app, "a very large harbour").await;
+    let original = body_bytes(app.get(&format!("/images/{id}.png")).await).await;
+    assert!(original.len() > 5_000_000, "{} B", original.len());
+    let page = body_text(app.get(&format!("/i/{id}")).await).await;
+    assert_eq!(
+        meta(&page, "og:image"),
+        format!("https://lofi.example/images/{id}-display.webp")
+    );
+    // Download still gives the original.
+    assert!(
+        page.contains(&format!(r#"href="/images/{id}.png""#)),
+        "{page}"
+    );
+}
