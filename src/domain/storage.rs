@@ -183,6 +183,50 @@ impl ObjectImageStore {
         &self.description
     }
 
+    /// Images in an S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, B2),
+    /// under `prefix` if given. Credentials, region and endpoint come from the
+    /// standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), read by `object_store`.
+    pub fn s3(bucket: &str, prefix: Option<&str>) -> Result<Self, StorageError> {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let endpoint = std::env::var("AWS_ENDPOINT")
+            .ok()
+            .and_then(|url| url::Url::parse(&url).ok())
+            .map(|url| format!(" at {}", url.origin().ascii_serialization()))
+            .unwrap_or_default();
+        let place = match prefix {
+            Some(prefix) => format!("s3://{bucket}/{prefix}"),
+            None => format!("s3://{bucket}"),
+        };
+        let store: Arc<dyn ObjectStore> = match prefix {
+            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)),
+            None => Arc::new(s3),
+        };
+        Ok(Self::over(store, format!("S3 bucket {place}{endpoint}")))
+    }
+
+    /// Checks that the store answers and takes a write (a small object written,
+    /// read back and deleted), within `bound`; the error says what is wrong.
+    pub async fn check_writable(&self, bound: std::time::Duration) -> Result<(), String> {
+        let name = format!("lofianime-check/{}", uuid::Uuid::new_v4().simple());
+        let check = async {
+            self.write(&name, Bytes::from_static(b"ok")).await?;
+            self.read(&name).await?;
+            self.store.delete(&Path::from(name.as_str())).await?;
+            Ok::<(), StorageError>(())
+        };
+        match tokio::time::timeout(bound, check).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(explain(&error)),
+            Err(_) => Err(format!(
+                "no answer within {} s (is the endpoint reachable?)",
+                bound.as_secs()
+            )),
+        }
+    }
+
     /// Images in this process's memory; for tests.
     pub fn in_memory() -> Self {
         Self::over(
@@ -273,6 +317,32 @@ impl ObjectImageStore {
         );
         Ok(Some(variants))
     }
+}
+
+/// What a failed storage check means, for the owner.
+fn explain(error: &StorageError) -> String {
+    let text = error.to_string();
+    let has = |needle: &str| text.contains(needle);
+    let meaning = if has("NoSuchBucket") || has("bucket does not exist") {
+        "the bucket does not exist"
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("InvalidClientTokenId")
+        || has("AccessDenied")
+        || has("403")
+        || has("401")
+    {
+        "the credentials were refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    } else if has("error sending request")
+        || has("onnection refused")
+        || has("dns error")
+        || has("timed out")
+    {
+        "the endpoint cannot be reached (AWS_ENDPOINT, AWS_REGION)"
+    } else {
+        "the store refused a test write"
+    };
+    format!("{meaning}: {text}")
 }
 
 /// [`make_variants`] on a blocking thread.

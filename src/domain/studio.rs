@@ -109,6 +109,17 @@ pub struct RecentEntry {
 pub struct Studio {
     generation: Generation,
     who_pays: WhoPays,
+    /// The limiter's store, for readiness checks.
+    limiter_store: Arc<dyn LimiterStore>,
+}
+
+/// A dependency's answer to a readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// "limiter store" or "image store".
+    pub dependency: &'static str,
+    /// `None` when it answered; otherwise what went wrong.
+    pub problem: Option<String>,
 }
 
 impl Studio {
@@ -153,7 +164,43 @@ impl Studio {
                 refund_allowance,
             },
             who_pays: policy.who_pays,
+            limiter_store: components.limiter_store,
         }
+    }
+
+    /// Whether the limiter's store and the image store answer, each within
+    /// `bound` (one read each: a counter and a missing image record).
+    pub async fn readiness(&self, bound: Duration) -> [Readiness; 2] {
+        let limiter = tokio::time::timeout(
+            bound,
+            self.limiter_store.fixed_window_used("lofianime:readyz"),
+        );
+        let images = tokio::time::timeout(
+            bound,
+            self.generation
+                .images
+                .record("00000000000000000000000000000000"),
+        );
+        let (limiter, images) = tokio::join!(limiter, images);
+        let timed_out = || format!("no answer within {} ms", bound.as_millis());
+        [
+            Readiness {
+                dependency: "limiter store",
+                problem: match limiter {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_) => Some(timed_out()),
+                },
+            },
+            Readiness {
+                dependency: "image store",
+                problem: match images {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(error)) => Some(error.to_string()),
+                    Err(_) => Some(timed_out()),
+                },
+            },
+        ]
     }
 
     /// What each part is, for the start-up log (never with credentials).

@@ -11,6 +11,7 @@ use crate::domain::store::{RedisStore, StoreError, UpstashRestStore, UpstashSett
 use crate::domain::studio::{Components, Policy, RemoteStore, Studio};
 use crate::domain::visitor::WhoPays;
 use crate::server::client_ip::TrustedProxies;
+use crate::server::settings::StorageUrl;
 use crate::server::settings::{IdentifyBy, KeyLocking, Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
 use crate::wire::AppInfo;
@@ -30,8 +31,10 @@ pub enum ComposeError {
         variable: &'static str,
         source: StoreError,
     },
-    #[error("image storage (storage.dir / LOFIANIME_STORAGE__DIR): {0}")]
+    #[error("image storage (storage.url / LOFIANIME_STORAGE__URL): {0}")]
     Storage(#[from] StorageError),
+    #[error("image storage {store} (storage.url / LOFIANIME_STORAGE__URL): {problem}")]
+    StorageCheck { store: String, problem: String },
 }
 
 /// Picks the store from the environment: Upstash REST when its URL and token are
@@ -152,6 +155,26 @@ pub fn generator(
     Ok(Arc::new(generator))
 }
 
+/// How long the start-up check of the image store may take.
+const STORAGE_CHECK: Duration = Duration::from_secs(10);
+
+/// The image store `storage.url` names, checked: it must answer and take a write.
+pub async fn image_store(settings: &Settings) -> Result<ObjectImageStore, ComposeError> {
+    let store = match settings.storage.location()? {
+        StorageUrl::Dir(dir) => ObjectImageStore::local_dir(&dir)?,
+        StorageUrl::Memory => ObjectImageStore::in_memory(),
+        StorageUrl::S3 { bucket, prefix } => ObjectImageStore::s3(&bucket, prefix.as_deref())?,
+    };
+    store
+        .check_writable(STORAGE_CHECK)
+        .await
+        .map_err(|problem| ComposeError::StorageCheck {
+            store: store.description().to_owned(),
+            problem,
+        })?;
+    Ok(store)
+}
+
 /// The components the settings and secrets ask for.
 pub async fn components(
     settings: &Settings,
@@ -161,7 +184,7 @@ pub async fn components(
     let keep = settings.recent.keep;
     let local = Components::local(
         generator(settings, secrets)?,
-        ObjectImageStore::local_dir(&settings.storage.dir)?,
+        image_store(settings).await?,
         clock,
         keep,
     );

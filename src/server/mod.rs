@@ -7,6 +7,7 @@ pub mod compose;
 pub mod errors;
 pub mod functions;
 pub mod guard;
+pub mod health;
 pub mod json_api;
 pub mod router;
 pub mod serve;

@@ -6,6 +6,7 @@ use crate::api::Backend;
 use crate::app::{shell, App};
 use crate::server::client_ip::identify_visitor;
 use crate::server::guard;
+use crate::server::health::{healthz, readyz};
 use crate::server::json_api::{generate_json, remaining_json, serve_image};
 use crate::server::state::AppState;
 use crate::wire::{ApiError, IMAGES_PATH};
@@ -37,6 +38,16 @@ fn route_list() -> Vec<AxumRouteListing> {
 
 /// The whole app (without connection info; `serve` adds it).
 pub fn router(state: AppState) -> Router {
+    // Polled by load balancers: outside the logging and other layers below.
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    app_routes(state).merge(probes)
+}
+
+/// The page, the server functions, the JSON API and the images, with their layers.
+fn app_routes(state: AppState) -> Router {
     let routes = route_list();
     let backend: Arc<dyn Backend> = Arc::new(state.clone());
     Router::new()

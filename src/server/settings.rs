@@ -186,8 +186,68 @@ pub struct OfflineSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
-    /// Directory where generated images are kept.
+    /// Directory where generated images are kept (when `url` is not set).
     pub dir: PathBuf,
+    /// Where images are kept, as a URL: `file://data/images`, `s3://bucket` or
+    /// `s3://bucket/prefix` (credentials and endpoint from the standard AWS_*
+    /// variables), `memory://` (tests). Unset: `file://` + `dir`.
+    pub url: Option<String>,
+}
+
+/// Where images are kept, as `storage.url` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    Dir(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: Option<String>,
+    },
+    Memory,
+}
+
+impl StorageSettings {
+    /// The storage `url` names (or `dir`, when it is unset).
+    pub fn location(&self) -> Result<StorageUrl, SettingsError> {
+        let Some(url) = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(StorageUrl::Dir(self.dir.clone()));
+        };
+        let problem = |problem: &str| invalid("storage.url (LOFIANIME_STORAGE__URL)", problem);
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return problem("file:// needs a directory, e.g. file://data/images");
+            }
+            return Ok(StorageUrl::Dir(PathBuf::from(path)));
+        }
+        if url == "memory://" {
+            return Ok(StorageUrl::Memory);
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = match rest.split_once('/') {
+                Some((bucket, prefix)) => (bucket, prefix.trim_matches('/')),
+                None => (rest, ""),
+            };
+            // S3's bucket naming rules, the parts that matter for a URL.
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !valid_bucket {
+                return problem(
+                    "s3:// needs a bucket name of 3 to 63 lowercase letters, digits, dots or dashes, e.g. s3://my-bucket/images",
+                );
+            }
+            if prefix.contains("..") || prefix.contains('?') || prefix.contains('#') {
+                return problem(
+                    "the prefix after the bucket must be a plain path, e.g. s3://my-bucket/images",
+                );
+            }
+            return Ok(StorageUrl::S3 {
+                bucket: bucket.to_owned(),
+                prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+            });
+        }
+        problem("must start with file://, s3:// or be memory://")
+    }
 }
 
 impl Default for RateLimitSettings {
@@ -294,12 +354,13 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("data/images"),
+            url: None,
         }
     }
 }
 
 /// A setting with a bad value.
-fn invalid(name: &'static str, problem: &str) -> Result<(), SettingsError> {
+fn invalid<T>(name: &'static str, problem: &str) -> Result<T, SettingsError> {
     Err(SettingsError::Invalid {
         name,
         problem: problem.to_owned(),
@@ -461,6 +522,7 @@ impl Settings {
                 "must be between 1 and 100",
             );
         }
+        self.storage.location()?;
         if let Some(origin) = self.site.public_origin() {
             let parsed = url::Url::parse(&origin);
             let fine = parsed.as_ref().is_ok_and(|url| {

@@ -4,6 +4,7 @@
 //! the source tree's layering.
 
 mod api;
+mod instances;
 mod layering;
 mod limiter_stores;
 mod pages;

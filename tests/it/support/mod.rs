@@ -4,5 +4,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod process;
 pub mod redis_server;
+pub mod s3_server;
 pub mod upstash_bridge;

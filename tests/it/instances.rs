@@ -1,0 +1,189 @@
+//! Several instances, one truth: real server processes on one `redis-server`
+//! and one S3 bucket (`moto_server`), as an owner runs them behind a load
+//! balancer; the start-up checks of the bucket; the health endpoints.
+
+use crate::support::process::AppProcess;
+use crate::support::redis_server::RedisServer;
+use crate::support::s3_server::S3Server;
+use std::time::Duration;
+
+fn s3_env(s3: &S3Server, url: &str) -> Vec<(&'static str, String)> {
+    let mut env = s3.env();
+    env.push(("LOFIANIME_STORAGE__URL", url.to_owned()));
+    env
+}
+
+#[tokio::test]
+async fn an_image_made_by_one_instance_is_served_and_listed_by_another() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("pictures").await;
+    let mut env = s3_env(&s3, "s3://pictures/lofianime");
+    env.push(("REDIS_URL", redis.url()));
+    let a = AppProcess::start(&env).await;
+    let b = AppProcess::start(&env).await;
+    assert!(
+        a.output()
+            .contains("S3 bucket s3://pictures/lofianime at http://127.0.0.1"),
+        "the start-up log names the storage: {}",
+        a.output()
+    );
+
+    let client = reqwest::Client::new();
+    let made: Vec<String> = client
+        .post(a.url("/api/ai"))
+        .body(r#"{"prompt": "a harbour seen from two places"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let original = made[0].clone();
+    let from_a = client.get(a.url(&original)).send().await.unwrap();
+    let from_a = from_a.bytes().await.unwrap();
+    let from_b = client.get(b.url(&original)).send().await.unwrap();
+    assert_eq!(from_b.status(), 200);
+    assert_eq!(from_b.bytes().await.unwrap(), from_a, "byte for byte");
+    let id = original
+        .trim_start_matches("/images/")
+        .trim_end_matches(".png");
+    for variant in ["display", "thumb"] {
+        let response = client
+            .get(b.url(&format!("/images/{id}-{variant}.webp")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{variant}");
+    }
+    // The same visitor (this loopback address) sees it in B's list.
+    let listed: serde_json::Value = client
+        .get(b.url("/api/recent"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["id"], id, "{listed}");
+    // B's image page knows it too.
+    let page = client.get(b.url(&format!("/i/{id}"))).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    // Everything is in the bucket, under the prefix; nothing on A's disk.
+    let keys = s3.keys("pictures").await;
+    for name in [
+        format!("lofianime/{id}.png"),
+        format!("lofianime/{id}.json"),
+        format!("lofianime/{id}-display.webp"),
+        format!("lofianime/{id}-thumb.webp"),
+    ] {
+        assert!(keys.contains(&name), "{name} in {keys:?}");
+    }
+    assert!(!a.dir().join("data").exists(), "A kept nothing on its disk");
+    // The secret never reaches the logs.
+    assert!(!a.output().contains("test-secret-never-logged"));
+}
+
+#[tokio::test]
+async fn without_redis_the_recent_lists_live_in_the_bucket_too() {
+    let s3 = S3Server::start();
+    s3.create_bucket("solo").await;
+    let app = AppProcess::start(&s3_env(&s3, "s3://solo")).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(app.url("/api/ai"))
+        .body(r#"{"prompt": "a lone lighthouse"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let keys = s3.keys("solo").await;
+    assert!(
+        keys.iter().any(|key| key.starts_with("recent/")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn start_up_stops_with_a_clear_message_when_the_bucket_is_unusable() {
+    let s3 = S3Server::start();
+    let (status, output) =
+        AppProcess::run_to_exit(&s3_env(&s3, "s3://no-such-bucket"), Duration::from_secs(30)).await;
+    assert!(!status.success());
+    assert!(output.contains("the bucket does not exist"), "{output}");
+    assert!(output.contains("LOFIANIME_STORAGE__URL"), "{output}");
+
+    let guarded = S3Server::with_auth();
+    let (status, output) = AppProcess::run_to_exit(
+        &s3_env(&guarded, "s3://any-bucket"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!status.success());
+    assert!(output.contains("the credentials were refused"), "{output}");
+    assert!(!output.contains("test-secret-never-logged"), "{output}");
+
+    let mut unreachable = s3_env(&s3, "s3://pictures");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    unreachable[0].1 = format!("http://127.0.0.1:{closed}");
+    let (status, output) = AppProcess::run_to_exit(&unreachable, Duration::from_secs(60)).await;
+    assert!(!status.success());
+    assert!(
+        output.contains("the endpoint cannot be reached"),
+        "{output}"
+    );
+
+    let (status, output) = AppProcess::run_to_exit(
+        &[(
+            "LOFIANIME_STORAGE__URL",
+            "ftp://files.example/images".into(),
+        )],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!status.success());
+    assert!(
+        output.contains("must start with file://, s3:// or be memory://"),
+        "{output}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_follows_the_limiter_store_and_health_does_not() {
+    let mut redis = RedisServer::start();
+    let app = AppProcess::start(&[
+        ("REDIS_URL", redis.url()),
+        ("LOFIANIME_RATELIMIT__STORE_TIMEOUT_MS", "500".into()),
+    ])
+    .await;
+    let get = |path: &'static str| {
+        let url = app.url(path);
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    assert_eq!(get("/readyz").await.status(), 200);
+    redis.stop();
+    let response = get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["failing"],
+        serde_json::json!(["limiter store"]),
+        "{body}"
+    );
+    assert_eq!(get("/healthz").await.status(), 200);
+    redis.restart();
+    let mut ready = false;
+    for _ in 0..50 {
+        if get("/readyz").await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once Redis is back: {}", app.output());
+    assert_eq!(get("/healthz").await.status(), 200);
+}
