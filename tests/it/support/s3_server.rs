@@ -50,10 +50,12 @@ impl S3Server {
         let child = command
             .spawn()
             .expect("moto_server must be installed (./scripts/setup installs it)");
+        // Killed and reaped on drop, also when it does not come up.
+        let server = Self { port, child };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Self { port, child };
+                return server;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
