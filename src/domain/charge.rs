@@ -135,7 +135,11 @@ impl Charge {
         let budget = self.budget.take();
         let payer = self.payer.take();
         if let (true, Some(budget)) = (refund_budget, budget) {
+            metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
             budget.give_back().await;
+        }
+        if refund_payer && payer.is_some() {
+            metrics::counter!("lofianime_refunds_total", "to" => "visitor").increment(1);
         }
         let taken = payer.as_ref().map(|credit| credit.taken);
         let payer_after = match (refund_payer, payer) {
@@ -184,10 +188,13 @@ impl Drop for Charge {
                 tracing::info!("a generation ended without an image before the model started; settling its credits");
                 runtime.spawn(async move {
                     if let Some(budget) = budget {
+                        metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
                         budget.give_back().await;
                     }
                     if let Some(payer) = payer {
                         if allowance_permits(allowance.as_ref(), &payer.identifier).await {
+                            metrics::counter!("lofianime_refunds_total", "to" => "visitor")
+                                .increment(1);
                             payer.give_back().await;
                         }
                     }

@@ -159,6 +159,31 @@ pub struct Order<'a> {
     pub job: Option<&'a JobId>,
 }
 
+/// One call of the generator, counted and timed (`lofianime_model_calls_total`,
+/// `lofianime_model_duration_seconds`) however it ends, when dropped.
+struct ModelCall {
+    started: Instant,
+    generator: &'static str,
+}
+
+impl ModelCall {
+    fn start(offline: bool) -> Self {
+        let generator = if offline { "offline" } else { "model" };
+        metrics::counter!("lofianime_model_calls_total", "generator" => generator).increment(1);
+        Self {
+            started: Instant::now(),
+            generator,
+        }
+    }
+}
+
+impl Drop for ModelCall {
+    fn drop(&mut self) {
+        metrics::histogram!("lofianime_model_duration_seconds", "generator" => self.generator)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
 /// The parts a generation needs.
 pub struct Generation {
     pub limiter: Arc<RateLimiter>,
@@ -341,12 +366,14 @@ impl Generation {
         phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
     ) -> Result<(ImageKey, ImageRecord), Spoiled> {
+        let call = ModelCall::start(self.generator.is_offline());
         let image = tokio::select! {
             made = self.generator.generate_with_progress(prompt, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
             () = self.watch(record, phases) => return Err(Spoiled::Canceled),
         };
+        drop(call);
         if let Some(record) = record {
             record.report(JobState::Running(Phase::Saving)).await;
         }

@@ -379,6 +379,7 @@ impl ImageStore for ObjectImageStore {
             bytes: image.bytes.len() as u64,
         };
         self.write_record(key.id(), &record).await?;
+        metrics::counter!("lofianime_images_stored_total").increment(1);
         Ok((key, record))
     }
 

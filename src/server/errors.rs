@@ -110,6 +110,48 @@ pub fn log(failure: &StudioError) {
     }
 }
 
+/// A generation's outcome as `lofianime_generations_total` labels it.
+pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
+    match outcome {
+        Ok(_) => "ok",
+        Err(ApiError::RateLimited(_)) => "denied",
+        Err(ApiError::BudgetSpent(_)) => "budget",
+        Err(ApiError::Unsafe) => "unsafe",
+        Err(ApiError::ModelTimedOut) => "timeout",
+        Err(ApiError::Canceled { .. }) => "cancelled",
+        Err(
+            ApiError::InvalidPrompt(_)
+            | ApiError::MalformedRequest(_)
+            | ApiError::BadJobId
+            | ApiError::JobIdTaken,
+        ) => "invalid",
+        Err(ApiError::LimiterUnavailable) => "unavailable",
+        Err(_) => "failed",
+    }
+}
+
+/// Counts one generation request in `lofianime_generations_total` when
+/// dropped: with the outcome it was given, or as `left` (the visitor went away
+/// before the answer).
+pub struct OutcomeCounter(Option<&'static str>);
+
+impl OutcomeCounter {
+    pub fn start() -> Self {
+        Self(None)
+    }
+
+    pub fn set<T>(&mut self, outcome: &Result<T, ApiError>) {
+        self.0 = Some(outcome_label(outcome));
+    }
+}
+
+impl Drop for OutcomeCounter {
+    fn drop(&mut self) {
+        let outcome = self.0.unwrap_or("left");
+        metrics::counter!("lofianime_generations_total", "outcome" => outcome).increment(1);
+    }
+}
+
 /// Logs a failure and says what the visitor is told.
 pub fn answer(failure: &StudioError) -> ApiError {
     log(failure);

@@ -99,6 +99,7 @@ pub async fn run_generation(
     Result<CreatedImage, ApiError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
+    let mut counted = errors::OutcomeCounter::start();
     let result = state.studio.generate(visitor, raw_prompt, job).await;
     let decision = match &result {
         Ok(generated) => generated.decision,
@@ -108,6 +109,7 @@ pub async fn run_generation(
         .map(|d| rate_limit_headers(&d, state.studio.now_ms()))
         .unwrap_or_default();
     let outcome = result.map(created_image).map_err(|f| errors::answer(&f));
+    counted.set(&outcome);
     if let Err(ApiError::ModelBusy { retry_after_secs }) = &outcome {
         headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
     }

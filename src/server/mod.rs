@@ -9,6 +9,7 @@ pub mod functions;
 pub mod guard;
 pub mod health;
 pub mod json_api;
+pub mod metrics;
 pub mod router;
 pub mod serve;
 pub mod settings;

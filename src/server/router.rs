@@ -39,10 +39,17 @@ fn route_list() -> Vec<AxumRouteListing> {
 /// The whole app (without connection info; `serve` adds it).
 pub fn router(state: AppState) -> Router {
     // Polled by load balancers: outside the logging and other layers below.
-    let probes = Router::new()
+    let mut probes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state.clone());
+    if let Some(endpoint) = state.metrics.clone() {
+        probes = probes.merge(
+            Router::new()
+                .route("/metrics", get(crate::server::metrics::metrics))
+                .with_state(endpoint),
+        );
+    }
     app_routes(state).merge(probes)
 }
 
@@ -71,6 +78,9 @@ fn app_routes(state: AppState) -> Router {
         })
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn(server_fn_status))
+        .layer(axum::middleware::from_fn(
+            crate::server::metrics::count_in_flight,
+        ))
         .layer(axum::middleware::from_fn(guard::redirects_stay_on_site))
         .layer(axum::middleware::from_fn(guard::no_store_for_visitor_data))
         .layer(axum::middleware::from_fn_with_state(

@@ -573,6 +573,8 @@ pub struct Secrets {
     pub redis_url: Option<SecretString>,
     pub upstash_redis_rest_url: Option<SecretString>,
     pub upstash_redis_rest_token: Option<SecretString>,
+    /// The bearer token `/metrics` asks for (without it, `/metrics` is a 404).
+    pub metrics_token: Option<SecretString>,
     /// Not a secret, but an environment matter: where the Replicate API lives
     /// (tests and proxies point it elsewhere).
     pub replicate_base_url: Option<String>,
@@ -591,6 +593,7 @@ impl Secrets {
             redis_url: non_empty("REDIS_URL"),
             upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
             upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),
+            metrics_token: non_empty("METRICS_TOKEN"),
             replicate_base_url: std::env::var("REPLICATE_BASE_URL")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),

@@ -3,6 +3,7 @@
 //! SIGTERM.
 
 use crate::server::compose::{self, ComposeError};
+use crate::server::metrics::MetricsEndpoint;
 use crate::server::router::router;
 use crate::server::serve::{serve, Limits};
 use crate::server::settings::{Secrets, Settings, SettingsError};
@@ -17,6 +18,8 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error(transparent)]
     Compose(#[from] ComposeError),
+    #[error("metrics exporter: {0}")]
+    Metrics(String),
     #[error("Leptos configuration: {0}")]
     Leptos(String),
     #[error("could not listen on {addr}: {source} (set LEPTOS_SITE_ADDR to another address)")]
@@ -49,7 +52,11 @@ pub async fn run() -> Result<(), StartupError> {
         on_store_failure = ?settings.ratelimit.on_store_failure,
         "rate limiter"
     );
-    let state = AppState::new(&settings, components, leptos_options)?;
+    let mut state = AppState::new(&settings, components, leptos_options)?;
+    if let Some(token) = &secrets.metrics_token {
+        state.metrics = Some(MetricsEndpoint::install(token).map_err(StartupError::Metrics)?);
+        tracing::info!("metrics at /metrics (Authorization: Bearer METRICS_TOKEN)");
+    }
     // Refusals are counted, and summed up once a minute instead of one line each.
     tokio::spawn(async {
         const PERIOD_SECS: u64 = 60;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub info: AppInfo,
     /// The site's public address for absolute links (`site.public_url`), if set.
     pub public_origin: Option<String>,
+    /// `/metrics`, when `METRICS_TOKEN` is set.
+    pub metrics: Option<Arc<crate::server::metrics::MetricsEndpoint>>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

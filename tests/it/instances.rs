@@ -187,3 +187,110 @@ async fn readiness_follows_the_limiter_store_and_health_does_not() {
     assert!(ready, "ready again once Redis is back: {}", app.output());
     assert_eq!(get("/healthz").await.status(), 200);
 }
+
+/// The value of `name{labels}` in a Prometheus text exposition (0 if absent).
+fn sample(exposition: &str, series: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_a_known_sequence_exactly_and_ask_for_the_token() {
+    let app = AppProcess::start(&[
+        ("METRICS_TOKEN", "scrape-secret".into()),
+        ("LOFIANIME_RATELIMIT__LIMIT", "4".into()),
+        ("LOFIANIME_OFFLINE__DELAY_MS", "1000".into()),
+    ])
+    .await;
+    let client = reqwest::Client::new();
+    let generate = |job: Option<String>| {
+        let client = client.clone();
+        let url = app.url("/api/generate");
+        async move {
+            let mut form = vec![("prompt", "a counted harbour".to_owned())];
+            if let Some(job) = job {
+                form.push(("job", job));
+            }
+            client
+                .post(url)
+                .header("Accept", "application/json")
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(generate(None).await, 200);
+    }
+    // The fourth is cancelled once the painter draws (so it counts).
+    let job = "0123456789abcdef0123456789abcdef".to_owned();
+    let running = tokio::spawn(generate(Some(job.clone())));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let cancel = client
+        .post(app.url("/api/cancel"))
+        .form(&[("job", job)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    assert_eq!(running.await.unwrap(), 409);
+    assert_eq!(generate(None).await, 429);
+
+    let unauthorised = client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    let wrong = client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let scraped = client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    for (series, expected) in [
+        (r#"lofianime_generations_total{outcome="ok"}"#, 3.0),
+        (r#"lofianime_generations_total{outcome="cancelled"}"#, 1.0),
+        (r#"lofianime_generations_total{outcome="denied"}"#, 1.0),
+        (r#"lofianime_generations_total{outcome="failed"}"#, 0.0),
+        (r#"lofianime_refusals_total{scope="visitor_limit"}"#, 1.0),
+        (r#"lofianime_model_calls_total{generator="offline"}"#, 4.0),
+        (
+            r#"lofianime_model_duration_seconds_count{generator="offline"}"#,
+            4.0,
+        ),
+        ("lofianime_images_stored_total", 3.0),
+        (r#"lofianime_refunds_total{to="visitor"}"#, 0.0),
+    ] {
+        assert_eq!(sample(&text, series), expected, "{series} in\n{text}");
+    }
+    assert!(
+        text.contains(
+            "lofianime_model_duration_seconds_bucket{generator=\"offline\",le=\"2.5\"} 4"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("lofianime_requests_in_flight"), "{text}");
+    assert!(!app.output().contains("scrape-secret"));
+}
+
+#[tokio::test]
+async fn without_a_token_there_is_no_metrics_endpoint() {
+    let app = AppProcess::start(&[]).await;
+    let response = reqwest::get(app.url("/metrics")).await.unwrap();
+    assert_eq!(response.status(), 404);
+}

@@ -210,6 +210,7 @@ impl StoreHealth {
                 recovered
             }
             Err(error) => {
+                metrics::counter!("lofianime_store_errors_total").increment(1);
                 if !self.failing.swap(true, Ordering::SeqCst) {
                     tracing::error!(store = %store.describe(), %error, "the rate-limit store is failing");
                 } else {
@@ -355,6 +356,8 @@ impl RateLimiter {
         let now = self.clock.now_ms();
         if rate > 0 {
             if let Some(reset_ms) = self.cache.as_ref().and_then(|c| c.blocked(&base, now)) {
+                metrics::counter!("lofianime_limiter_decisions_total", "result" => "refused")
+                    .increment(1);
                 return Ok(Decision {
                     success: false,
                     limit: self.algorithm.limit(),
@@ -382,6 +385,14 @@ impl RateLimiter {
             } else if rate < 0 {
                 cache.unblock(&base);
             }
+        }
+        if rate > 0 {
+            let result = if decision.success {
+                "allowed"
+            } else {
+                "refused"
+            };
+            metrics::counter!("lofianime_limiter_decisions_total", "result" => result).increment(1);
         }
         Ok(decision)
     }
