@@ -258,6 +258,8 @@ pub enum ApiError {
     BadJobId,
     #[error("This generation id is already in use; reload the page and try again.")]
     JobIdTaken,
+    #[error("The server is restarting: your generation was stopped and not counted. Please try again in a moment.")]
+    ShuttingDown,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -276,7 +278,8 @@ impl ApiError {
             Self::LimiterUnavailable
             | Self::ModelBusy { .. }
             | Self::JobBoardUnavailable
-            | Self::RecentImagesUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::RecentImagesUnavailable
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
             // The request lost to the visitor's own cancel request.
             Self::Canceled { .. } => StatusCode::CONFLICT,
@@ -381,6 +384,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "MalformedRequest" => ApiError::MalformedRequest(data(&mut map)?),
             "BadJobId" => ApiError::BadJobId,
             "JobIdTaken" => ApiError::JobIdTaken,
+            "ShuttingDown" => ApiError::ShuttingDown,
             "Network" => ApiError::Network,
             _ => ApiError::Internal,
         };
@@ -482,6 +486,7 @@ mod tests {
             ApiError::MalformedRequest("x".into()),
             ApiError::BadJobId,
             ApiError::JobIdTaken,
+            ApiError::ShuttingDown,
             ApiError::Network,
             ApiError::Internal,
         ] {

@@ -37,6 +37,9 @@ pub enum Ending {
     Unsafe,
     /// Refused before anything ran.
     NothingRan,
+    /// The server stopped it while shutting down: never the visitor's doing,
+    /// so their credit always comes back (outside the refund allowance).
+    ServerStopped,
 }
 
 /// One credit taken from one limiter for one identifier, and the limiter's answer
@@ -126,7 +129,7 @@ impl Charge {
         };
         let refund_payer = match (ending, &self.payer) {
             (_, None) | (Ending::Delivered | Ending::Unsafe, _) => false,
-            (Ending::NothingRan, _) => true,
+            (Ending::NothingRan | Ending::ServerStopped, _) => true,
             (Ending::VisitorStopped, _) if model_started => false,
             (Ending::VisitorStopped | Ending::OurFailure, Some(payer)) => {
                 allowance_permits(self.allowance.as_ref(), &payer.identifier).await
@@ -183,26 +186,25 @@ impl Drop for Charge {
             return;
         }
         let allowance = self.allowance.take();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                tracing::info!("a generation ended without an image before the model started; settling its credits");
-                runtime.spawn(async move {
-                    if let Some(budget) = budget {
-                        metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
-                        budget.give_back().await;
-                    }
-                    if let Some(payer) = payer {
-                        if allowance_permits(allowance.as_ref(), &payer.identifier).await {
-                            metrics::counter!("lofianime_refunds_total", "to" => "visitor")
-                                .increment(1);
-                            payer.give_back().await;
-                        }
-                    }
-                });
+        tracing::info!(
+            "a generation ended without an image before the model started; settling its credits"
+        );
+        let spawned = crate::domain::on_drop::spawn_cleanup(async move {
+            if let Some(budget) = budget {
+                metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
+                budget.give_back().await;
             }
-            Err(_) => tracing::error!(
+            if let Some(payer) = payer {
+                if allowance_permits(allowance.as_ref(), &payer.identifier).await {
+                    metrics::counter!("lofianime_refunds_total", "to" => "visitor").increment(1);
+                    payer.give_back().await;
+                }
+            }
+        });
+        if !spawned {
+            tracing::error!(
                 "a generation ended outside the runtime; its credits could not be given back"
-            ),
+            );
         }
     }
 }

@@ -98,6 +98,11 @@ pub enum StudioError {
     /// A stored image could not be read.
     #[error("reading a stored image failed: {0}")]
     ImageStore(#[source] StorageError),
+    /// The server is shutting down: a new generation is refused before it
+    /// takes anything; a running one past the grace period is stopped, its model
+    /// run cancelled and the visitor's credit given back.
+    #[error("the server is shutting down")]
+    ShuttingDown { decision: Option<Decision> },
 }
 
 impl StudioError {
@@ -107,7 +112,8 @@ impl StudioError {
             Self::Denied { decision, .. } => Some(*decision),
             Self::Model { decision, .. }
             | Self::Storage { decision, .. }
-            | Self::Canceled { decision, .. } => *decision,
+            | Self::Canceled { decision, .. }
+            | Self::ShuttingDown { decision } => *decision,
             _ => None,
         }
     }
@@ -121,6 +127,7 @@ enum Spoiled {
     Model(ModelError),
     Storage(StorageError),
     Canceled,
+    ServerStopped,
 }
 
 impl Spoiled {
@@ -130,6 +137,7 @@ impl Spoiled {
             Self::Model(ModelError::Unsafe(_)) => Ending::Unsafe,
             Self::Model(_) | Self::Storage(_) => Ending::OurFailure,
             Self::Canceled => Ending::VisitorStopped,
+            Self::ServerStopped => Ending::ServerStopped,
         }
     }
 
@@ -142,6 +150,7 @@ impl Spoiled {
                 counted: !settled.payer_refunded,
                 model_started: settled.model_started,
             },
+            Self::ServerStopped => StudioError::ShuttingDown { decision },
         }
     }
 }
@@ -201,6 +210,49 @@ pub struct Generation {
     pub cancel_check: Duration,
     /// How many failures per window give the payer's credit back (`None`: all).
     pub refund_allowance: Option<Arc<RateLimiter>>,
+    /// The server's shutdown: draining refuses new generations, stopping ends
+    /// the running ones.
+    pub shutdown: Shutdown,
+}
+
+/// Where a server's shutdown is: running, draining (no new generations; the
+/// running ones may finish), stopping (the running ones are stopped).
+#[derive(Clone)]
+pub struct Shutdown(Arc<watch::Sender<u8>>);
+
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Shutdown {
+    /// No new generations from now on.
+    pub fn drain(&self) {
+        self.0.send_if_modified(|stage| {
+            let was = *stage;
+            *stage = (*stage).max(DRAINING);
+            was != *stage
+        });
+    }
+
+    /// Stops the generations still running.
+    pub fn stop(&self) {
+        self.0.send_replace(STOPPING);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow() >= DRAINING
+    }
+
+    /// Resolves once the running generations are to stop.
+    async fn stopped(&self) {
+        let mut stage = self.0.subscribe();
+        let _ = stage.wait_for(|stage| *stage >= STOPPING).await;
+    }
 }
 
 impl Generation {
@@ -208,6 +260,9 @@ impl Generation {
     /// the record the page follows is opened only after admission.
     pub async fn run(&self, order: Order<'_>) -> Result<Generated, StudioError> {
         let prompt = Prompt::parse(order.prompt, self.max_prompt_chars)?;
+        if self.shutdown.is_draining() {
+            return Err(StudioError::ShuttingDown { decision: None });
+        }
         let (charge, decision) = self.take_credits(order.payer).await?;
         let record = match order.job {
             Some(id) => match self.open_record(id, order.visitor).await {
@@ -226,7 +281,9 @@ impl Generation {
             record
                 .end(match &result {
                     Ok(_) => JobState::Finished,
-                    Err(StudioError::Canceled { .. }) => JobState::Canceled,
+                    Err(StudioError::Canceled { .. } | StudioError::ShuttingDown { .. }) => {
+                        JobState::Canceled
+                    }
                     Err(_) => JobState::Failed,
                 })
                 .await;
@@ -372,6 +429,9 @@ impl Generation {
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
             () = self.watch(record, phases) => return Err(Spoiled::Canceled),
+            // Past the shutdown's grace period: dropping the generator's future
+            // cancels the model run; the visitor's credit comes back.
+            () = self.shutdown.stopped() => return Err(Spoiled::ServerStopped),
         };
         drop(call);
         if let Some(record) = record {

@@ -1,8 +1,49 @@
 //! Work that must still happen when a request's future is dropped half-way (the
-//! visitor closed the page): it is spawned on the runtime, unless disarmed first.
+//! visitor closed the page, or the server is stopping): it is spawned on the
+//! runtime, unless disarmed first, and counted, so a stopping server can wait
+//! for it ([`cleanups_done`]) before it exits: a model run cancelled at its
+//! provider, credits given back.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Clean-up tasks spawned and not finished yet.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Spawns clean-up work on the current runtime, counted until it ends (also
+/// when it panics). Without a runtime, there is nothing to run it on.
+pub fn spawn_cleanup(task: impl Future<Output = ()> + Send + 'static) -> bool {
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            PENDING.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return false;
+    };
+    PENDING.fetch_add(1, Ordering::SeqCst);
+    let counted = Counted;
+    runtime.spawn(async move {
+        let _counted = counted;
+        task.await;
+    });
+    true
+}
+
+/// Waits until every clean-up task has finished, at most `bound`; true if they did.
+pub async fn cleanups_done(bound: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    while PENDING.load(Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -26,9 +67,8 @@ impl SpawnOnDrop {
 
 impl Drop for SpawnOnDrop {
     fn drop(&mut self) {
-        if let (Some(task), Ok(runtime)) = (self.task.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(task);
+        if let Some(task) = self.task.take() {
+            spawn_cleanup(task);
         }
     }
 }

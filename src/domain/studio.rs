@@ -5,7 +5,9 @@
 
 use crate::domain::clock::Clock;
 use crate::domain::gallery::{FileGallery, Gallery, SharedGallery};
-use crate::domain::generation::{FailurePolicy, Generated, Generation, Order, StudioError};
+use crate::domain::generation::{
+    FailurePolicy, Generated, Generation, Order, Shutdown, StudioError,
+};
 use crate::domain::generator::ImageFormat;
 use crate::domain::generator::ImageGenerator;
 use crate::domain::jobs::{CancelOutcome, JobBoard};
@@ -162,10 +164,16 @@ impl Studio {
                 gallery: components.gallery,
                 cancel_check: policy.cancel_check,
                 refund_allowance,
+                shutdown: Shutdown::default(),
             },
             who_pays: policy.who_pays,
             limiter_store: components.limiter_store,
         }
+    }
+
+    /// The server's shutdown, which the studio's generations follow.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.generation.shutdown
     }
 
     /// Whether the limiter's store and the image store answer, each within

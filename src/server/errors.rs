@@ -75,6 +75,7 @@ impl From<&StudioError> for ApiError {
             StudioError::JobIdTaken => Self::JobIdTaken,
             StudioError::JobBoard(_) => Self::JobBoardUnavailable,
             StudioError::Gallery(_) => Self::RecentImagesUnavailable,
+            StudioError::ShuttingDown { .. } => Self::ShuttingDown,
         }
     }
 }
@@ -95,6 +96,9 @@ pub fn log(failure: &StudioError) {
         }
         StudioError::InvalidPrompt(_) | StudioError::Canceled { .. } | StudioError::JobIdTaken => {
             tracing::debug!(%failure, "request refused")
+        }
+        StudioError::ShuttingDown { .. } => {
+            tracing::info!("a generation was stopped or refused: the server is shutting down")
         }
         StudioError::Model {
             source: ModelError::Unsafe(_) | ModelError::Busy { .. },
@@ -126,6 +130,7 @@ pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
             | ApiError::JobIdTaken,
         ) => "invalid",
         Err(ApiError::LimiterUnavailable) => "unavailable",
+        Err(ApiError::ShuttingDown) => "shutdown",
         Err(_) => "failed",
     }
 }

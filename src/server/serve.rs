@@ -27,6 +27,29 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// What happens once the shutdown signal came: `on_signal` right away (after
+/// the listener is closed), then the requests in flight get `grace` to finish;
+/// past it `on_expiry` runs (it stops what is left) and they get
+/// `after_expiry` more to answer.
+pub struct Draining {
+    pub grace: Duration,
+    pub after_expiry: Duration,
+    pub on_signal: Box<dyn FnOnce() + Send>,
+    pub on_expiry: Box<dyn FnOnce() + Send>,
+}
+
+impl Draining {
+    /// Waits for the requests in flight however long they take.
+    pub fn unbounded() -> Self {
+        Self {
+            grace: Duration::MAX,
+            after_expiry: Duration::ZERO,
+            on_signal: Box::new(|| {}),
+            on_expiry: Box::new(|| {}),
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then waits for the
 /// connections in flight to finish.
 pub async fn serve(
@@ -34,6 +57,17 @@ pub async fn serve(
     router: Router,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
+) {
+    serve_until(listener, router, limits, shutdown, Draining::unbounded()).await;
+}
+
+/// [`serve`], with a bound on the wait for requests in flight ([`Draining`]).
+pub async fn serve_until(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    draining: Draining,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -88,5 +122,19 @@ pub async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    (draining.on_signal)();
+    let in_flight = graceful.shutdown();
+    tokio::pin!(in_flight);
+    let grace = tokio::time::sleep(draining.grace.min(Duration::from_secs(365 * 86_400)));
+    tokio::select! {
+        () = &mut in_flight => return,
+        () = grace => {}
+    }
+    (draining.on_expiry)();
+    if tokio::time::timeout(draining.after_expiry, in_flight)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections were still open when the server stopped");
+    }
 }

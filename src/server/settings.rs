@@ -30,6 +30,21 @@ pub struct Settings {
     pub recent: RecentSettings,
     pub server: ServerSettings,
     pub site: SiteSettings,
+    pub shutdown: ShutdownSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSettings {
+    /// On SIGTERM / Ctrl-C, how long generations in flight may run on before
+    /// they are stopped (model run cancelled, credit given back), in seconds.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownSettings {
+    fn default() -> Self {
+        Self { grace_secs: 30 }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -523,6 +538,12 @@ impl Settings {
             );
         }
         self.storage.location()?;
+        if self.shutdown.grace_secs > 3600 {
+            return invalid(
+                "shutdown.grace_secs (LOFIANIME_SHUTDOWN__GRACE_SECS)",
+                "must be at most 3600",
+            );
+        }
         if let Some(origin) = self.site.public_origin() {
             let parsed = url::Url::parse(&origin);
             let fine = parsed.as_ref().is_ok_and(|url| {

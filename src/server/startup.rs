@@ -2,10 +2,11 @@
 //! (`compose`), logs what it runs on, and serves the router until Ctrl-C or
 //! SIGTERM.
 
+use crate::domain::on_drop::cleanups_done;
 use crate::server::compose::{self, ComposeError};
 use crate::server::metrics::MetricsEndpoint;
 use crate::server::router::router;
-use crate::server::serve::{serve, Limits};
+use crate::server::serve::{serve_until, Draining, Limits};
 use crate::server::settings::{Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
 use std::net::SocketAddr;
@@ -28,6 +29,10 @@ pub enum StartupError {
         source: std::io::Error,
     },
 }
+
+/// How long stopped generations get to answer, and clean-up work to finish,
+/// after the grace period.
+const AFTER_GRACE: Duration = Duration::from_secs(5);
 
 /// Reads the settings and the environment, builds the app and serves it until
 /// Ctrl-C or SIGTERM.
@@ -82,7 +87,34 @@ pub async fn run() -> Result<(), StartupError> {
         header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
         max_connections: settings.server.max_connections,
     };
-    serve(listener, router(state), limits, shutdown_signal()).await;
+    let grace = Duration::from_secs(settings.shutdown.grace_secs);
+    let draining = Draining {
+        grace,
+        after_expiry: AFTER_GRACE,
+        on_signal: {
+            let shutdown = state.studio.shutdown().clone();
+            Box::new(move || {
+                tracing::info!(
+                    grace_secs = grace.as_secs(),
+                    "no longer accepting connections; letting generations in flight finish"
+                );
+                shutdown.drain();
+            })
+        },
+        on_expiry: {
+            let shutdown = state.studio.shutdown().clone();
+            Box::new(move || {
+                tracing::warn!("the grace period is over: stopping the generations still running and giving their credits back");
+                shutdown.stop();
+            })
+        },
+    };
+    serve_until(listener, router(state), limits, shutdown_signal(), draining).await;
+    // Model runs being cancelled at their provider and credits being given back.
+    if !cleanups_done(AFTER_GRACE).await {
+        tracing::warn!("some clean-up work (cancelling model runs, refunds) did not finish");
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

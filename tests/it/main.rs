@@ -11,6 +11,7 @@ mod pages;
 mod progress;
 mod replicate;
 mod serve;
+mod shutdown;
 mod store_outage;
 mod support;
 mod upstash_compat;

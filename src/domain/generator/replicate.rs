@@ -238,7 +238,7 @@ impl ReplicateGenerator {
         let (answer, created) = tokio::sync::oneshot::channel();
         let api = self.api.clone();
         let prompt = prompt.clone();
-        tokio::spawn(async move {
+        crate::domain::on_drop::spawn_cleanup(async move {
             let result = api.create(&prompt, deadline).await;
             if let Err(Ok(prediction)) = answer.send(result) {
                 if !prediction.is_terminal() {
