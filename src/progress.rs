@@ -59,6 +59,9 @@ pub enum Phase {
     /// The request is with the model service, which has not taken it up yet
     /// (queued, or the service asked us to wait).
     Waiting,
+    /// The offline painter's CPU workers are all busy; it waits for one
+    /// (leaving or cancelling now costs nothing).
+    Queued,
     /// The model is booting or loading its weights.
     Starting,
     /// The model is drawing; `percent` when it says how far it is.
@@ -72,6 +75,7 @@ impl Phase {
     pub fn label(&self) -> String {
         match self {
             Self::Waiting => "Waiting for the model…".into(),
+            Self::Queued => "Waiting for a free painter…".into(),
             Self::Starting => "The model is starting…".into(),
             Self::Generating { percent: Some(p) } => format!("Generating… {p}%"),
             Self::Generating { percent: None } => "Generating…".into(),
@@ -136,5 +140,6 @@ mod tests {
             "Generating… 45%"
         );
         assert_eq!(Phase::Waiting.label(), "Waiting for the model…");
+        assert_eq!(Phase::Queued.label(), "Waiting for a free painter…");
     }
 }

@@ -40,6 +40,7 @@ fn key(id: &JobId) -> String {
 fn encode(state: JobState) -> [(&'static str, String); 2] {
     let (name, percent) = match state {
         JobState::Running(Phase::Waiting) => ("waiting", None),
+        JobState::Running(Phase::Queued) => ("queued", None),
         JobState::Running(Phase::Starting) => ("starting", None),
         JobState::Running(Phase::Generating { percent }) => ("generating", percent),
         JobState::Running(Phase::Saving) => ("saving", None),
@@ -59,6 +60,7 @@ fn encode(state: JobState) -> [(&'static str, String); 2] {
 fn decode(name: &str, percent: &str) -> Option<JobState> {
     Some(match name {
         "waiting" => JobState::Running(Phase::Waiting),
+        "queued" => JobState::Running(Phase::Queued),
         "starting" => JobState::Running(Phase::Starting),
         "generating" => JobState::Running(Phase::Generating {
             percent: percent.parse().ok().filter(|p| *p <= 100),

@@ -6,6 +6,7 @@
 
 pub mod charge;
 pub mod clock;
+pub mod cpu;
 pub mod gallery;
 pub mod generation;
 pub mod generator;

@@ -345,9 +345,9 @@ fn explain(error: &StorageError) -> String {
     format!("{meaning}: {text}")
 }
 
-/// [`make_variants`] on a blocking thread.
+/// [`make_variants`] on a CPU worker (see [`crate::domain::cpu`]).
 async fn made_off_thread(original: Bytes) -> Result<Variants, StorageError> {
-    tokio::task::spawn_blocking(move || make_variants(&original))
+    crate::domain::cpu::run(move || make_variants(&original))
         .await
         .map_err(|e| StorageError::Variants(VariantError::Encode(e.to_string())))?
         .map_err(StorageError::Variants)

@@ -31,6 +31,15 @@ pub struct Settings {
     pub server: ServerSettings,
     pub site: SiteSettings,
     pub shutdown: ShutdownSettings,
+    pub workers: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// CPU-bound tasks (offline painting, image variants) run at once; the
+    /// rest wait in a queue. Unset: the number of cores.
+    pub cpu: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -538,6 +547,12 @@ impl Settings {
             );
         }
         self.storage.location()?;
+        if self.workers.cpu.is_some_and(|n| !(1..=256).contains(&n)) {
+            return invalid(
+                "workers.cpu (LOFIANIME_WORKERS__CPU)",
+                "must be between 1 and 256",
+            );
+        }
         if self.shutdown.grace_secs > 3600 {
             return invalid(
                 "shutdown.grace_secs (LOFIANIME_SHUTDOWN__GRACE_SECS)",

@@ -49,6 +49,15 @@ pub async fn run() -> Result<(), StartupError> {
         .map_err(|e| StartupError::Leptos(e.to_string()))?
         .leptos_options;
     let addr = leptos_options.site_addr;
+    let cpu_workers = settings
+        .workers
+        .cpu
+        .unwrap_or_else(crate::domain::cpu::default_workers);
+    crate::domain::cpu::configure(cpu_workers);
+    tracing::info!(
+        cpu_workers,
+        "CPU-bound work (painting, image variants) runs on at most this many threads at once"
+    );
     let components = compose::components(&settings, &secrets).await?;
     tracing::info!(
         store = %components.limiter_store.describe(),

@@ -294,3 +294,75 @@ async fn without_a_token_there_is_no_metrics_endpoint() {
     let response = reqwest::get(app.url("/metrics")).await.unwrap();
     assert_eq!(response.status(), 404);
 }
+
+#[tokio::test]
+async fn with_every_painter_busy_a_generation_waits_in_line_and_leaving_the_line_costs_nothing() {
+    let app = AppProcess::start(&[
+        ("LOFIANIME_WORKERS__CPU", "1".into()),
+        ("LOFIANIME_OFFLINE__DELAY_MS", "2000".into()),
+    ])
+    .await;
+    assert!(app.output().contains("cpu_workers=1"), "{}", app.output());
+    let client = reqwest::Client::new();
+    let generate = |job: &'static str| {
+        let client = client.clone();
+        let url = app.url("/api/generate");
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("Accept", "application/json")
+                .form(&[("prompt", "a queue at the bakery"), ("job", job)])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        })
+    };
+    let first = generate("11111111111111111111111111111111");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = generate("22222222222222222222222222222222");
+    // The first holds the only painter from 500 ms on; the second waits.
+    let mut queued = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let progress = client
+            .get(app.url("/api/progress?job=22222222222222222222222222222222"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if progress.contains("Queued") {
+            queued = true;
+            break;
+        }
+    }
+    assert!(queued, "the second generation is queued");
+    let cancel = client
+        .post(app.url("/api/cancel"))
+        .form(&[("job", "22222222222222222222222222222222")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let (status, body) = second.await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("Cancelled before the model started: not counted."),
+        "{body}"
+    );
+    assert_eq!(first.await.unwrap().0, 200);
+    let quota: serde_json::Value = client
+        .get(app.url("/api/remaining"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        quota["remainingGenerations"], 4,
+        "only the first one counts"
+    );
+}

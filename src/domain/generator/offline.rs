@@ -3,6 +3,7 @@
 //! same picture; words in the prompt steer it ("night", "city", "sea", "rain", …).
 
 use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
+use crate::domain::cpu;
 use crate::progress::Phase;
 use crate::prompt::Prompt;
 use async_trait::async_trait;
@@ -45,8 +46,9 @@ impl ImageGenerator for OfflineGenerator {
         true
     }
 
-    /// Starting for the first quarter of the configured delay, then generating
-    /// (the rest of the delay and the painting itself).
+    /// Starting for the first quarter of the configured delay; then, once a CPU
+    /// worker is free (queued until then), generating: the rest of the delay
+    /// and the painting itself, on that worker.
     async fn generate_with_progress(
         &self,
         prompt: &Prompt,
@@ -56,14 +58,20 @@ impl ImageGenerator for OfflineGenerator {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay / 4).await;
         }
+        // Painting and PNG encoding are CPU work: on a CPU worker, off the async
+        // threads. Until one is free the generation is queued, not drawing (so
+        // leaving or cancelling costs nothing).
+        if cpu::all_busy() {
+            progress.report(Phase::Queued);
+        }
+        let worker = cpu::worker().await;
         progress.report(Phase::Generating { percent: None });
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay - self.delay / 4).await;
         }
         let (width, height) = (self.width, self.height);
         let text = prompt.as_str().to_owned();
-        // Painting and PNG encoding are CPU work: keep them off the async workers.
-        let bytes = tokio::task::spawn_blocking(move || render_png(&text, width, height))
+        let bytes = cpu::run_with(worker, move || render_png(&text, width, height))
             .await
             .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
         Ok(GeneratedImage {

@@ -1,0 +1,97 @@
+//! Memory and throughput under a burst, on the real server binary: 32 clients
+//! post to `/api/ai` for 10 s (768 px offline pictures, no limits in the way),
+//! then the process's resident memory (VmRSS and its peak, VmHWM) is read from
+//! /proc, after the burst and again after 5 s idle. Run with the CPU workers
+//! bounded (`workers.cpu` = cores, the default) and with 64 (as good as
+//! unbounded, as the app was before). Prints figures; asserts nothing.
+//!
+//!     cargo bench --features ssr --bench load
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::process::AppProcess;
+
+const CLIENTS: usize = 32;
+const BURST: Duration = Duration::from_secs(10);
+
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn run(workers: &str) {
+    let app = AppProcess::start(&[
+        ("LOFIANIME_WORKERS__CPU", workers.into()),
+        ("LOFIANIME_IMAGE__WIDTH", "768".into()),
+        ("LOFIANIME_IMAGE__HEIGHT", "768".into()),
+        ("LOFIANIME_RATELIMIT__LIMIT", "1000000".into()),
+        ("LOFIANIME_RATELIMIT__GLOBAL_LIMIT", "0".into()),
+        ("RUST_LOG", "warn".into()),
+    ])
+    .await;
+    let idle_kib = memory_kib(app.pid(), "VmRSS:");
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let client = reqwest::Client::new();
+    let until = Instant::now() + BURST;
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let (client, url, done, failed) = (
+            client.clone(),
+            app.url("/api/ai"),
+            done.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                i += 1;
+                let body = format!(r#"{{"prompt": "client {n} picture {i}"}}"#);
+                match client.post(&url).body(body).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after_kib = memory_kib(app.pid(), "VmRSS:");
+    let peak_kib = memory_kib(app.pid(), "VmHWM:");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let settled_kib = memory_kib(app.pid(), "VmRSS:");
+    println!(
+        "workers.cpu={workers:>3}: {:>6.1} images/s ({} failed); RSS idle {:>5.1} MiB, after the burst {:>5.1} MiB, 5 s later {:>5.1} MiB, peak {:>5.1} MiB",
+        done.load(Ordering::Relaxed) as f64 / BURST.as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+        idle_kib as f64 / 1024.0,
+        after_kib as f64 / 1024.0,
+        settled_kib as f64 / 1024.0,
+        peak_kib as f64 / 1024.0,
+    );
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        run(&cores.to_string()).await;
+        run("64").await;
+    });
+}
