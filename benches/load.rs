@@ -5,6 +5,11 @@
 //! bounded (`workers.cpu` = cores, the default) and with 64 (as good as
 //! unbounded, as the app was before). Prints figures; asserts nothing.
 //!
+//! Then the cost of S3 storage to one generation: 30 generations one after
+//! another (768 px), median latency with images on the local disk and in a
+//! bucket on a local S3 API (`moto_server`, so the network is loopback: a
+//! real bucket adds its round trips).
+//!
 //!     cargo bench --features ssr --bench load
 
 #[path = "../tests/it/support/mod.rs"]
@@ -14,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::process::AppProcess;
+use support::s3_server::S3Server;
 
 const CLIENTS: usize = 32;
 const BURST: Duration = Duration::from_secs(10);
@@ -84,6 +90,46 @@ async fn run(workers: &str) {
     );
 }
 
+/// Median latency of one generation through `/api/ai`, one after another.
+async fn median_generation_ms(env: &[(&'static str, String)]) -> f64 {
+    let mut env = env.to_vec();
+    env.extend([
+        ("LOFIANIME_IMAGE__WIDTH", "768".to_owned()),
+        ("LOFIANIME_IMAGE__HEIGHT", "768".to_owned()),
+        ("LOFIANIME_RATELIMIT__LIMIT", "1000".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]);
+    let app = AppProcess::start(&env).await;
+    let client = reqwest::Client::new();
+    let mut times = Vec::new();
+    for i in 0..30 {
+        let started = Instant::now();
+        let response = client
+            .post(app.url("/api/ai"))
+            .body(format!(r#"{{"prompt": "a stored picture {i}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+async fn storage_cost() {
+    let local = median_generation_ms(&[]).await;
+    let s3 = S3Server::start();
+    s3.create_bucket("bench").await;
+    let mut env = s3.env();
+    env.push(("LOFIANIME_STORAGE__URL", "s3://bench/images".into()));
+    let bucket = median_generation_ms(&env).await;
+    println!(
+        "one generation (768 px, median of 30): local disk {local:.1} ms, S3 API on loopback {bucket:.1} ms (+{:.1} ms)",
+        bucket - local
+    );
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -93,5 +139,6 @@ fn main() {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         run(&cores.to_string()).await;
         run("64").await;
+        storage_cost().await;
     });
 }
