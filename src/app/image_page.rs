@@ -4,9 +4,9 @@
 //! image and its prompt). An unknown or malformed id is a 404 page.
 
 use super::not_found::NotFound;
-use super::result::ResultFigure;
+use super::result::{CopyLink, ResultFigure};
 use crate::api::image_details;
-use crate::wire::{is_hex_id, GENERIC_FAILURE};
+use crate::wire::{image_page_path, is_hex_id, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos_meta::{Meta, Title};
 use leptos_router::hooks::use_params_map;
@@ -62,7 +62,10 @@ fn SharedImage(page: crate::wire::ImagePage) -> impl IntoView {
         </header>
         <main class="image-page">
             <h1 class="visually-hidden">{prompt}</h1>
-            <ResultFigure image=page.image />
+            <ResultFigure
+                copy_link=view! { <CopyLink path=image_page_path(&page.image.id) /> }
+                image=page.image
+            />
         </main>
     }
 }

@@ -3,16 +3,19 @@
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
 use super::words::again_url;
-use crate::wire::{image_page_path, variant_url, ShownImage, Variant};
+use crate::wire::{variant_url, ShownImage, Variant};
 use leptos::prelude::*;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
 const RESULT_SIZES: &str = "(max-width: 44rem) 100vw, 44rem";
 
+/// `copy_link` is the Copy link button: [`CopyButton`] inside an island that
+/// already hydrates, the [`CopyLink`] island on a page that has none.
 #[component]
-pub fn ResultFigure(
+pub fn ResultFigure<C: IntoView + 'static>(
     image: ShownImage,
     #[prop(optional)] node_ref: NodeRef<leptos::html::Figure>,
+    copy_link: C,
 ) -> impl IntoView {
     let ShownImage {
         id,
@@ -44,7 +47,7 @@ pub fn ResultFigure(
                 <a class="button" href=url.clone() download=download_name>
                     "Download"
                 </a>
-                <CopyLink path=image_page_path(&id) />
+                {copy_link}
                 <a class="button secondary" href="/">
                     "Create new image"
                 </a>
@@ -56,10 +59,16 @@ pub fn ResultFigure(
     }
 }
 
-/// Copies the absolute URL of `path` (an image's page). Hidden until hydrated:
-/// without JavaScript there is nothing to click, and the page's address is the link.
+/// [`CopyButton`] as an island of its own, for a page without one.
 #[island]
 pub fn CopyLink(path: String) -> impl IntoView {
+    view! { <CopyButton path /> }
+}
+
+/// Copies the absolute URL of `path` (an image's page). Hidden until hydrated:
+/// without JavaScript there is nothing to click, and the page's address is the link.
+#[component]
+pub fn CopyButton(path: String) -> impl IntoView {
     let live = RwSignal::new(false);
     let said = RwSignal::new("Copy link");
     Effect::new(move |_| live.set(true));

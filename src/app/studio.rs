@@ -5,8 +5,8 @@
 use super::form::{PromptForm, StatusRegion};
 use super::generation::StudioState;
 use super::recent::RecentImages;
-use super::result::ResultFigure;
-use crate::wire::{QuotaReading, RecentImage};
+use super::result::{CopyButton, ResultFigure};
+use crate::wire::{image_page_path, QuotaReading, RecentImage};
 use leptos::prelude::*;
 
 #[island]
@@ -30,7 +30,16 @@ pub fn Studio(
             state
                 .shown
                 .get()
-                .map(|image| view! { <ResultFigure image node_ref=result_figure /> })
+                .map(|image| {
+                    let path = image_page_path(&image.id);
+                    view! {
+                        <ResultFigure
+                            image
+                            node_ref=result_figure
+                            copy_link=view! { <CopyButton path /> }
+                        />
+                    }
+                })
         }}
         <RecentImages recent=state.recent now=state.now keep=recent_images_kept />
     }
