@@ -7,6 +7,7 @@ use crate::domain::variants::{make_variants, VariantError, Variants};
 use crate::wire::{is_hex_id, Variant};
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::{path::Path, ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -139,6 +140,28 @@ pub trait ImageStore: Send + Sync + 'static {
 
     /// The record of image `id`, or `None` when there is no such image.
     async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError>;
+
+    /// A stored image or variant as a stream of its bytes, to pass on without
+    /// holding it whole (a missing variant is made as [`ImageStore::get`] does).
+    async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
+        Ok(self.get(key).await?.map(ImageStream::whole))
+    }
+}
+
+/// An image's bytes as they arrive from the store, and how many there are.
+pub struct ImageStream {
+    pub size: u64,
+    pub chunks: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl ImageStream {
+    /// Bytes already in memory, as one chunk.
+    pub fn whole(bytes: Bytes) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            chunks: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+        }
+    }
 }
 
 /// An [`ImageStore`] over any `object_store` backend.
@@ -221,7 +244,7 @@ impl ObjectImageStore {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(explain(&error)),
             Err(_) => Err(format!(
-                "no answer within {} s (is the endpoint reachable?)",
+                "the endpoint cannot be reached: no answer within {} s (AWS_ENDPOINT, AWS_REGION)",
                 bound.as_secs()
             )),
         }
@@ -399,6 +422,19 @@ impl ImageStore for ObjectImageStore {
             .make_missing(key.id())
             .await?
             .and_then(|variants| variants.bytes(key.which()).cloned()))
+    }
+
+    async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
+        match self.store.get(&Path::from(key.to_string())).await {
+            Ok(found) => Ok(Some(ImageStream {
+                size: found.meta.size,
+                chunks: found.into_stream().map_err(StorageError::from).boxed(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => {
+                Ok(self.get(key).await?.map(ImageStream::whole))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError> {

@@ -13,7 +13,7 @@ use crate::domain::generator::ImageGenerator;
 use crate::domain::jobs::{CancelOutcome, JobBoard};
 use crate::domain::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::domain::shared::SharedState;
-use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, ObjectImageStore};
+use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, ImageStream, ObjectImageStore};
 use crate::domain::store::MemoryStore;
 use crate::domain::visitor::{Visitor, WhoPays};
 use crate::progress::{JobId, JobProgress};
@@ -314,6 +314,15 @@ impl Studio {
         self.generation
             .images
             .get(key)
+            .await
+            .map_err(StudioError::ImageStore)
+    }
+
+    /// A stored image as a stream, to serve it without holding it whole.
+    pub async fn open_image(&self, key: &ImageKey) -> Result<Option<ImageStream>, StudioError> {
+        self.generation
+            .images
+            .open(key)
             .await
             .map_err(StudioError::ImageStore)
     }

@@ -98,18 +98,24 @@ pub async fn remaining_json(State(state): State<AppState>, client: ClientIp) -> 
     }
 }
 
-/// `GET /images/{file}`: a stored image, cacheable for a year (keys are never reused).
+/// `GET /images/{file}`: a stored image, streamed from the store, cacheable for a
+/// year (keys are never reused).
 pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>) -> Response {
     let Some(key) = ImageKey::parse(&file) else {
         return (StatusCode::NOT_FOUND, "No such image.").into_response();
     };
-    match state.studio.image(&key).await {
-        Ok(Some(bytes)) => (
+    match state.studio.open_image(&key).await {
+        Ok(Some(image)) => (
             [
-                (header::CONTENT_TYPE, key.format().content_type()),
-                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+                (header::CONTENT_TYPE, key.format().content_type().to_owned()),
+                (
+                    header::CACHE_CONTROL,
+                    "public, max-age=31536000, immutable".to_owned(),
+                ),
+                (header::CONTENT_LENGTH, image.size.to_string()),
             ],
-            Body::from(bytes),
+            // Passed on as the store sends it, never held whole.
+            Body::from_stream(image.chunks),
         )
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
