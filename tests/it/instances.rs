@@ -205,7 +205,8 @@ async fn metrics_count_a_known_sequence_exactly_and_ask_for_the_token() {
     let app = AppProcess::start(&[
         ("METRICS_TOKEN", "scrape-secret".into()),
         ("LOFIANIME_RATELIMIT__LIMIT", "4".into()),
-        ("LOFIANIME_OFFLINE__DELAY_MS", "1000".into()),
+        // Drawing from 750 ms to 3 s: a cancel at 1.5 s lands while it draws.
+        ("LOFIANIME_OFFLINE__DELAY_MS", "3000".into()),
     ])
     .await;
     let client = reqwest::Client::new();
@@ -228,13 +229,14 @@ async fn metrics_count_a_known_sequence_exactly_and_ask_for_the_token() {
                 .as_u16()
         }
     };
-    for _ in 0..3 {
-        assert_eq!(generate(None).await, 200);
+    let three = [generate(None), generate(None), generate(None)];
+    for status in futures_util::future::join_all(three).await {
+        assert_eq!(status, 200);
     }
     // The fourth is cancelled once the painter draws (so it counts).
     let job = "0123456789abcdef0123456789abcdef".to_owned();
     let running = tokio::spawn(generate(Some(job.clone())));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let cancel = client
         .post(app.url("/api/cancel"))
         .form(&[("job", job)])
@@ -299,7 +301,8 @@ async fn without_a_token_there_is_no_metrics_endpoint() {
 async fn with_every_painter_busy_a_generation_waits_in_line_and_leaving_the_line_costs_nothing() {
     let app = AppProcess::start(&[
         ("LOFIANIME_WORKERS__CPU", "1".into()),
-        ("LOFIANIME_OFFLINE__DELAY_MS", "2000".into()),
+        // The first holds the only painter from 1 s to 4 s.
+        ("LOFIANIME_OFFLINE__DELAY_MS", "4000".into()),
     ])
     .await;
     assert!(app.output().contains("cpu_workers=1"), "{}", app.output());
@@ -321,9 +324,9 @@ async fn with_every_painter_busy_a_generation_waits_in_line_and_leaving_the_line
     let first = generate("11111111111111111111111111111111");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = generate("22222222222222222222222222222222");
-    // The first holds the only painter from 500 ms on; the second waits.
+    // The second starts for 1 s, then waits for the painter.
     let mut queued = false;
-    for _ in 0..40 {
+    for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let progress = client
             .get(app.url("/api/progress?job=22222222222222222222222222222222"))
