@@ -280,12 +280,13 @@ async fn metrics_count_a_known_sequence_exactly_and_ask_for_the_token() {
     ] {
         assert_eq!(sample(&text, series), expected, "{series} in\n{text}");
     }
-    assert!(
-        text.contains(
-            "lofianime_model_duration_seconds_bucket{generator=\"offline\",le=\"2.5\"} 4"
-        ),
-        "{text}"
-    );
+    // Each run took 1.5 s (the cancelled one) to about 3 s (the delay).
+    for (bucket, runs) in [("1", 0), ("10", 4)] {
+        let line = format!(
+            "lofianime_model_duration_seconds_bucket{{generator=\"offline\",le=\"{bucket}\"}} {runs}"
+        );
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
     assert!(text.contains("lofianime_requests_in_flight"), "{text}");
     assert!(!app.output().contains("scrape-secret"));
 }
