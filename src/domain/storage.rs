@@ -312,12 +312,13 @@ impl ObjectImageStore {
         Ok(None)
     }
 
-    /// Makes and keeps the variants (and a record, if there is none) of an image
-    /// stored without them; `None` when there is no such image.
-    async fn make_missing(&self, id: &str) -> Result<Option<Variants>, StorageError> {
-        let Some((key, original)) = self.find_original(id).await? else {
-            return Ok(None);
-        };
+    /// Makes and keeps the variants (and a record, if there is none) of the
+    /// original `key` holding `original`, stored without them.
+    async fn make_missing(
+        &self,
+        (key, original): (ImageKey, Bytes),
+    ) -> Result<Variants, StorageError> {
+        let id = key.id();
         let started = std::time::Instant::now();
         let original_bytes = original.len() as u64;
         let variants = made_off_thread(original).await?;
@@ -338,7 +339,7 @@ impl ObjectImageStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "made the missing variants of an image"
         );
-        Ok(Some(variants))
+        Ok(variants)
     }
 }
 
@@ -413,15 +414,18 @@ impl ImageStore for ObjectImageStore {
         if key.which() == Variant::Original {
             return Ok(None);
         }
+        // No such image: answered without waiting for the variant makers (a
+        // flood of made-up ids queues behind nothing).
+        let Some(original) = self.find_original(key.id()).await? else {
+            return Ok(None);
+        };
         let _one_at_a_time = self.making_variants.lock().await;
         // Someone else may have made it while this request waited.
         if let Some(bytes) = self.read(&key.to_string()).await? {
             return Ok(Some(bytes));
         }
-        Ok(self
-            .make_missing(key.id())
-            .await?
-            .and_then(|variants| variants.bytes(key.which()).cloned()))
+        let variants = self.make_missing(original).await?;
+        Ok(variants.bytes(key.which()).cloned())
     }
 
     async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
