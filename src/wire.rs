@@ -102,8 +102,12 @@ pub fn image_page_path(id: &str) -> String {
 pub struct ShownImage {
     /// 32 hex digits; the variants' and the image page's URLs are built from it.
     pub id: String,
-    /// The app's own URL for the original (`/images/{id}.png`).
+    /// The original's URL (`/images/{id}.png`, or under `storage.public_base_url`).
     pub url: String,
+    /// The display and thumbnail variants' URLs (the server builds every image
+    /// URL, so the page follows wherever the images are served from).
+    pub display_url: String,
+    pub thumb_url: String,
     pub prompt: String,
     pub width: u32,
     pub height: u32,
@@ -148,8 +152,10 @@ pub struct CreatedImage {
 /// One of the visitor's recent images.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecentImage {
-    /// The image's id (its page is `/i/{id}`, its thumbnail `/images/{id}-thumb.webp`).
+    /// The image's id (its page is `/i/{id}`).
     pub id: String,
+    /// Its thumbnail's URL.
+    pub thumb_url: String,
     pub prompt: String,
     /// When it was made, epoch milliseconds.
     pub created_ms: u64,

@@ -2,7 +2,7 @@
 //! 320 px WebP thumbnails shown at 160 px; each opens the image's own page.
 
 use super::words::describe_age;
-use crate::wire::{image_page_path, variant_url, RecentImage, Variant};
+use crate::wire::{image_page_path, RecentImage};
 use leptos::prelude::*;
 
 #[component]
@@ -34,7 +34,7 @@ pub fn RecentImages(
                                 <li>
                                     <a href=image_page_path(&image.id)>
                                         <img
-                                            src=variant_url(&image.id, Variant::Thumb)
+                                            src=image.thumb_url.clone()
                                             alt=image.prompt.clone()
                                             loading="lazy"
                                             decoding="async"

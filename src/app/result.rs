@@ -3,7 +3,7 @@
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
 use super::words::again_url;
-use crate::wire::{variant_url, ShownImage, Variant};
+use crate::wire::{ShownImage, Variant};
 use leptos::prelude::*;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
@@ -18,24 +18,24 @@ pub fn ResultFigure<C: IntoView + 'static>(
     copy_link: C,
 ) -> impl IntoView {
     let ShownImage {
-        id,
         url,
+        display_url,
+        thumb_url,
         prompt,
         width,
         height,
         download_name,
+        ..
     } = image;
-    let display = variant_url(&id, Variant::Display);
     let (display_width, display_height) = Variant::Display.size_of(width, height);
     let srcset = format!(
-        "{} {}w, {display} {display_width}w",
-        variant_url(&id, Variant::Thumb),
+        "{thumb_url} {}w, {display_url} {display_width}w",
         Variant::Thumb.size_of(width, height).0,
     );
     view! {
         <figure class="result" tabindex="-1" node_ref=node_ref>
             <img
-                src=display
+                src=display_url
                 srcset=srcset
                 sizes=RESULT_SIZES
                 width=display_width

@@ -11,14 +11,23 @@ use leptos_router::{ParamSegment, SsrMode, StaticSegment};
 
 /// The Content-Security-Policy of every page: scripts only from the app itself
 /// and the inline bootstrap carrying this response's nonce, WASM allowed to
-/// compile, images and everything else from the app's own origin, no framing.
-pub fn content_security_policy(nonce: &str) -> String {
+/// compile, images from the app's own origin (and `images_origin`, where a CDN
+/// serves them), everything else from the app's origin, no framing.
+pub fn content_security_policy(nonce: &str, images_origin: Option<&str>) -> String {
+    let images = images_origin
+        .map(|origin| format!(" {origin}"))
+        .unwrap_or_default();
     format!(
         "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; \
-         style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
+         style-src 'self'; img-src 'self' data:{images}; connect-src 'self'; font-src 'self'; \
          object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
     )
 }
+
+/// The origin images are served from when it is not the app's
+/// (`storage.public_base_url`), provided to the pages by the router.
+#[derive(Debug, Clone)]
+pub struct ImagesOrigin(pub String);
 
 /// The HTML document around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -27,7 +36,9 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
         leptos::nonce::use_nonce(),
         use_context::<leptos_axum::ResponseOptions>(),
     ) {
-        if let Ok(policy) = axum::http::HeaderValue::from_str(&content_security_policy(&nonce)) {
+        let images = use_context::<ImagesOrigin>().map(|origin| origin.0);
+        let policy = content_security_policy(&nonce, images.as_deref());
+        if let Ok(policy) = axum::http::HeaderValue::from_str(&policy) {
             response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
         }
     }

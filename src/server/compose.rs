@@ -249,6 +249,7 @@ impl AppState {
             )),
             info,
             public_origin: settings.site.public_origin(),
+            images_base: settings.storage.public_base(),
             metrics: None,
         })
     }

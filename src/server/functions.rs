@@ -65,20 +65,22 @@ pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, 
     headers
 }
 
-fn created_image(generated: Generated) -> CreatedImage {
+fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
     CreatedImage {
-        image: shown_image(&generated.image, generated.record),
+        image: shown_image(state, &generated.image, generated.record),
         quota: generated.decision.as_ref().map(quota),
         recent: Vec::new(),
     }
 }
 
 /// A stored image as pages show it.
-fn shown_image(key: &ImageKey, record: ImageRecord) -> ShownImage {
-    let url = key.url();
+fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
+    let url = state.image_url(key);
     ShownImage {
         id: key.id().to_owned(),
         download_name: download_name(&record.prompt, &url),
+        display_url: state.image_url(&key.variant(Variant::Display)),
+        thumb_url: state.image_url(&key.variant(Variant::Thumb)),
         url,
         prompt: record.prompt,
         width: record.width,
@@ -108,7 +110,9 @@ pub async fn run_generation(
     let mut headers = decision
         .map(|d| rate_limit_headers(&d, state.studio.now_ms()))
         .unwrap_or_default();
-    let outcome = result.map(created_image).map_err(|f| errors::answer(&f));
+    let outcome = result
+        .map(|generated| created_image(state, generated))
+        .map_err(|f| errors::answer(&f));
     counted.set(&outcome);
     if let Err(ApiError::ModelBusy { retry_after_secs }) = &outcome {
         headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
@@ -183,6 +187,7 @@ impl Backend for AppState {
             .into_iter()
             .map(|entry| RecentImage {
                 id: entry.image.id().to_owned(),
+                thumb_url: self.image_url(&entry.image.variant(Variant::Thumb)),
                 prompt: entry.prompt,
                 created_ms: entry.created_ms,
             })
@@ -216,14 +221,21 @@ impl Backend for AppState {
         let origin = self.public_origin.clone().unwrap_or_else(request_origin);
         // Chat apps skip previews over ~5 MB: those get the display variant.
         let preview = if record.bytes > MAX_PREVIEW_BYTES {
-            key.variant(Variant::Display).url()
+            self.image_url(&key.variant(Variant::Display))
         } else {
-            key.url()
+            self.image_url(&key)
+        };
+        let absolute = |url: String| {
+            if url.starts_with('/') {
+                format!("{origin}{url}")
+            } else {
+                url
+            }
         };
         Ok(Some(ImagePage {
             page_url: format!("{origin}{}", image_page_path(key.id())),
-            preview_url: format!("{origin}{preview}"),
-            image: shown_image(&key, record),
+            preview_url: absolute(preview),
+            image: shown_image(self, &key, record),
         }))
     }
 

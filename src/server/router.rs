@@ -3,7 +3,7 @@
 //! goes through. Tests drive it directly, without a socket.
 
 use crate::api::Backend;
-use crate::app::{shell, App};
+use crate::app::{shell, App, ImagesOrigin};
 use crate::server::client_ip::identify_visitor;
 use crate::server::guard;
 use crate::server::health::{healthz, readyz};
@@ -57,6 +57,11 @@ pub fn router(state: AppState) -> Router {
 fn app_routes(state: AppState) -> Router {
     let routes = route_list();
     let backend: Arc<dyn Backend> = Arc::new(state.clone());
+    let images_origin = state
+        .images_base
+        .as_deref()
+        .and_then(|base| url::Url::parse(base).ok())
+        .map(|url| url.origin().ascii_serialization());
     Router::new()
         .route(&format!("{IMAGES_PATH}{{file}}"), get(serve_image))
         .route("/api/ai", post(generate_json))
@@ -72,10 +77,20 @@ fn app_routes(state: AppState) -> Router {
             )
             .precompressed_br(),
         )
-        .leptos_routes_with_context(&state, routes, move || provide_context(backend.clone()), {
-            let options = state.leptos_options.clone();
-            move || shell(options.clone())
-        })
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || {
+                provide_context(backend.clone());
+                if let Some(origin) = &images_origin {
+                    provide_context(ImagesOrigin(origin.clone()));
+                }
+            },
+            {
+                let options = state.leptos_options.clone();
+                move || shell(options.clone())
+            },
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(axum::middleware::from_fn(server_fn_status))
         .layer(axum::middleware::from_fn(

@@ -216,6 +216,10 @@ pub struct StorageSettings {
     /// `s3://bucket/prefix` (credentials and endpoint from the standard AWS_*
     /// variables), `memory://` (tests). Unset: `file://` + `dir`.
     pub url: Option<String>,
+    /// Where visitors fetch images from instead of the app's `/images/`: a CDN
+    /// or the bucket's public domain (`https://images.example/lofianime/`),
+    /// serving the same file names. Unset: the app serves them.
+    pub public_base_url: Option<String>,
 }
 
 /// Where images are kept, as `storage.url` names it.
@@ -230,6 +234,12 @@ pub enum StorageUrl {
 }
 
 impl StorageSettings {
+    /// `public_base_url`, ending in `/`, if set.
+    pub fn public_base(&self) -> Option<String> {
+        let url = self.public_base_url.as_deref()?.trim();
+        (!url.is_empty()).then(|| format!("{}/", url.trim_end_matches('/')))
+    }
+
     /// The storage `url` names (or `dir`, when it is unset).
     pub fn location(&self) -> Result<StorageUrl, SettingsError> {
         let Some(url) = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
@@ -379,6 +389,7 @@ impl Default for StorageSettings {
         Self {
             dir: PathBuf::from("data/images"),
             url: None,
+            public_base_url: None,
         }
     }
 }
@@ -547,6 +558,20 @@ impl Settings {
             );
         }
         self.storage.location()?;
+        if let Some(base) = self.storage.public_base() {
+            let fine = url::Url::parse(&base).is_ok_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.host().is_some()
+                    && url.query().is_none()
+                    && url.fragment().is_none()
+            });
+            if !fine {
+                return invalid(
+                    "storage.public_base_url (LOFIANIME_STORAGE__PUBLIC_BASE_URL)",
+                    "must be an http(s) address such as https://images.example/lofianime/",
+                );
+            }
+        }
         if self.workers.cpu.is_some_and(|n| !(1..=256).contains(&n)) {
             return invalid(
                 "workers.cpu (LOFIANIME_WORKERS__CPU)",
@@ -778,6 +803,70 @@ mod tests {
             assert!(message.contains("RATELIMIT.LIMIT"), "{message}");
             assert!(message.contains("LOFIANIME_"), "{message}");
             assert!(message.contains("\"five\""), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn addresses_and_counts_of_the_operations_settings_are_checked() {
+        for (variable, value, named) in [
+            (
+                "LOFIANIME_STORAGE__URL",
+                "ftp://files.example/x",
+                "LOFIANIME_STORAGE__URL",
+            ),
+            (
+                "LOFIANIME_STORAGE__URL",
+                "s3://A_Bucket",
+                "LOFIANIME_STORAGE__URL",
+            ),
+            (
+                "LOFIANIME_STORAGE__PUBLIC_BASE_URL",
+                "images.example",
+                "LOFIANIME_STORAGE__PUBLIC_BASE_URL",
+            ),
+            (
+                "LOFIANIME_STORAGE__PUBLIC_BASE_URL",
+                "https://images.example/?v=1",
+                "LOFIANIME_STORAGE__PUBLIC_BASE_URL",
+            ),
+            (
+                "LOFIANIME_SITE__PUBLIC_URL",
+                "lofianime.example",
+                "LOFIANIME_SITE__PUBLIC_URL",
+            ),
+            ("LOFIANIME_WORKERS__CPU", "0", "LOFIANIME_WORKERS__CPU"),
+            (
+                "LOFIANIME_SHUTDOWN__GRACE_SECS",
+                "7200",
+                "LOFIANIME_SHUTDOWN__GRACE_SECS",
+            ),
+        ] {
+            Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let message = load_in(jail).unwrap_err().to_string();
+                assert!(message.contains(named), "{value}: {message}");
+                Ok(())
+            });
+        }
+        Jail::expect_with(|jail| {
+            jail.set_env("LOFIANIME_STORAGE__URL", "s3://my-bucket/images/");
+            jail.set_env(
+                "LOFIANIME_STORAGE__PUBLIC_BASE_URL",
+                "https://cdn.example/x",
+            );
+            let settings = load_in(jail).unwrap();
+            assert_eq!(
+                settings.storage.location().unwrap(),
+                StorageUrl::S3 {
+                    bucket: "my-bucket".into(),
+                    prefix: Some("images".into())
+                }
+            );
+            assert_eq!(
+                settings.storage.public_base().as_deref(),
+                Some("https://cdn.example/x/")
+            );
             Ok(())
         });
     }

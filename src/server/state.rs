@@ -1,6 +1,7 @@
 //! What every handler and server function shares: the domain's front door, the
 //! proxies whose forwarding header is believed, and what the page may know.
 
+use crate::domain::storage::ImageKey;
 use crate::domain::studio::Studio;
 use crate::server::client_ip::TrustedProxies;
 use crate::wire::AppInfo;
@@ -20,8 +21,21 @@ pub struct AppState {
     pub info: AppInfo,
     /// The site's public address for absolute links (`site.public_url`), if set.
     pub public_origin: Option<String>,
+    /// Where visitors fetch images from (`storage.public_base_url`, ending in
+    /// `/`); `None`: the app's own `/images/`.
+    pub images_base: Option<String>,
     /// `/metrics`, when `METRICS_TOKEN` is set.
     pub metrics: Option<Arc<crate::server::metrics::MetricsEndpoint>>,
+}
+
+impl AppState {
+    /// The URL visitors fetch the stored image `key` from.
+    pub fn image_url(&self, key: &ImageKey) -> String {
+        match &self.images_base {
+            Some(base) => format!("{base}{key}"),
+            None => key.url(),
+        }
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {

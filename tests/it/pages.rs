@@ -161,3 +161,60 @@ async fn an_original_too_big_for_chat_apps_previews_as_its_display_variant() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn with_a_public_base_url_pages_and_the_json_api_point_at_it() {
+    let mut settings = Settings::default();
+    settings.storage.public_base_url = Some("https://images.example/lofi".into());
+    let app = spawn_app_with(settings);
+    // The JSON API answers with the public URL.
+    let response = app
+        .send(
+            Request::post("/api/ai")
+                .body(Body::from(r#"{"prompt": "a tram under a bridge"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let urls: Vec<String> = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    let id = urls[0]
+        .strip_prefix("https://images.example/lofi/")
+        .and_then(|file| file.strip_suffix(".png"))
+        .unwrap_or_else(|| panic!("{urls:?}"));
+    // The image page shows the variants from there, and lets the browser load them.
+    let response = app.get(&format!("/i/{id}")).await;
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("img-src 'self' data: https://images.example;"),
+        "{policy}"
+    );
+    let page = body_text(response).await;
+    assert!(
+        page.contains(&format!(
+            r#"src="https://images.example/lofi/{id}-display.webp""#
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("https://images.example/lofi/{id}-thumb.webp 32w")),
+        "{page}"
+    );
+    assert_eq!(
+        meta(&page, "og:image"),
+        format!("https://images.example/lofi/{id}.png")
+    );
+    // The app's own URLs keep working.
+    assert_eq!(
+        app.get(&format!("/images/{id}.png")).await.status(),
+        StatusCode::OK
+    );
+    // The home page's recent list uses it too.
+    let home = body_text(app.get("/").await).await;
+    assert!(
+        home.contains(&format!("https://images.example/lofi/{id}-thumb.webp")),
+        "{home}"
+    );
+}
