@@ -23,5 +23,5 @@ mod shell;
 mod studio;
 mod words;
 
-pub use shell::{content_security_policy, shell, App, ImagesOrigin};
+pub use shell::{content_security_policy, shell, App, ImagesOrigin, InlineCss};
 pub use words::{describe_age, describe_wait, describe_window, download_name};

@@ -3,7 +3,7 @@
 //! goes through. Tests drive it directly, without a socket.
 
 use crate::api::Backend;
-use crate::app::{shell, App, ImagesOrigin};
+use crate::app::{shell, App, ImagesOrigin, InlineCss};
 use crate::server::client_ip::identify_visitor;
 use crate::server::guard;
 use crate::server::health::{healthz, readyz};
@@ -36,6 +36,34 @@ fn route_list() -> Vec<AxumRouteListing> {
     ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
+/// The site's stylesheet as the release build wrote it (`pkg/{name}.{hash}.css`,
+/// the hash from `hash.txt` beside the binary, as Leptos finds it), read once;
+/// `None` when there is none (tests, a build without the site).
+fn site_css(options: &leptos::config::LeptosOptions) -> Option<Arc<str>> {
+    static CSS: OnceLock<Option<Arc<str>>> = OnceLock::new();
+    CSS.get_or_init(|| {
+        let mut name = options.output_name.to_string();
+        if options.hash_files {
+            let hashes = std::env::current_exe()
+                .ok()?
+                .parent()?
+                .join(options.hash_file.as_ref());
+            let hashes = std::fs::read_to_string(hashes).ok()?;
+            let hash = hashes
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("css:"))?;
+            name = format!("{name}.{}", hash.trim());
+        }
+        let path = std::path::Path::new(&*options.site_root)
+            .join(&*options.site_pkg_dir)
+            .join(format!("{name}.css"));
+        let css = std::fs::read_to_string(path).ok()?;
+        // Safe inside <style> only without a closing tag in it.
+        (!css.contains("</")).then(|| Arc::from(css))
+    })
+    .clone()
+}
+
 /// The whole app (without connection info; `serve` adds it).
 pub fn router(state: AppState) -> Router {
     // Polled by load balancers: outside the logging and other layers below.
@@ -57,6 +85,7 @@ pub fn router(state: AppState) -> Router {
 fn app_routes(state: AppState) -> Router {
     let routes = route_list();
     let backend: Arc<dyn Backend> = Arc::new(state.clone());
+    let inline_css = site_css(&state.leptos_options);
     let images_origin = state
         .images_base
         .as_deref()
@@ -84,6 +113,9 @@ fn app_routes(state: AppState) -> Router {
                 provide_context(backend.clone());
                 if let Some(origin) = &images_origin {
                     provide_context(ImagesOrigin(origin.clone()));
+                }
+                if let Some(css) = &inline_css {
+                    provide_context(InlineCss(css.clone()));
                 }
             },
             {
