@@ -114,8 +114,18 @@ pub async fn run_generation(
         .map(|generated| created_image(state, generated))
         .map_err(|f| errors::answer(&f));
     counted.set(&outcome);
-    if let Err(ApiError::ModelBusy { retry_after_secs }) = &outcome {
-        headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+    match &outcome {
+        Err(ApiError::ModelBusy { retry_after_secs }) => {
+            headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+        }
+        // Another instance (or this one, restarted) will take it in a moment.
+        Err(ApiError::ShuttingDown) => {
+            headers.push((
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_AFTER_RESTART_SECS),
+            ));
+        }
+        _ => {}
     }
     (outcome, headers)
 }
@@ -243,6 +253,9 @@ impl Backend for AppState {
         self.info.clone()
     }
 }
+
+/// `Retry-After` of a generation refused or stopped by a shutdown.
+const RETRY_AFTER_RESTART_SECS: u64 = 5;
 
 /// The largest original a link preview is pointed at.
 const MAX_PREVIEW_BYTES: u64 = 5_000_000;

@@ -94,8 +94,8 @@ fn env(server: &MockServer, redis: &RedisServer, grace_secs: u64) -> Vec<(&'stat
     ]
 }
 
-/// Starts one generation through the JSON API; its status and body.
-fn generate(app: &AppProcess) -> tokio::task::JoinHandle<(u16, String)> {
+/// Starts one generation through the JSON API; its status, `Retry-After` and body.
+fn generate(app: &AppProcess) -> tokio::task::JoinHandle<(u16, Option<String>, String)> {
     let url = app.url("/api/ai");
     tokio::spawn(async move {
         let response = reqwest::Client::new()
@@ -104,7 +104,15 @@ fn generate(app: &AppProcess) -> tokio::task::JoinHandle<(u16, String)> {
             .send()
             .await
             .unwrap();
-        (response.status().as_u16(), response.text().await.unwrap())
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (
+            response.status().as_u16(),
+            retry_after,
+            response.text().await.unwrap(),
+        )
     })
 }
 
@@ -128,7 +136,7 @@ async fn with_grace_enough_a_generation_in_flight_is_delivered_before_exit() {
     let running = generate(&app);
     tokio::time::sleep(Duration::from_millis(400)).await;
     app.terminate();
-    let (status, body) = running.await.unwrap();
+    let (status, _, body) = running.await.unwrap();
     assert_eq!(status, 200, "{body}\n{}", app.output());
     assert!(body.contains("/images/"), "{body}");
     let exit = app.wait(Duration::from_secs(10)).await.expect("it exits");
@@ -146,8 +154,9 @@ async fn past_a_short_grace_the_run_is_cancelled_and_the_credit_given_back() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let signalled = Instant::now();
     app.terminate();
-    let (status, body) = running.await.unwrap();
+    let (status, retry_after, body) = running.await.unwrap();
     assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("5"), "try again in a moment");
     assert!(body.contains("The server is restarting"), "{body}");
     let exit = app
         .wait(Duration::from_secs(1 + 5))
