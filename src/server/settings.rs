@@ -395,6 +395,17 @@ impl Default for StorageSettings {
 }
 
 /// A setting with a bad value.
+/// An http(s) URL with a host and no query or fragment: a site's or a CDN's
+/// public address.
+fn is_plain_http_address(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https")
+            && url.host().is_some()
+            && url.query().is_none()
+            && url.fragment().is_none()
+    })
+}
+
 fn invalid<T>(name: &'static str, problem: &str) -> Result<T, SettingsError> {
     Err(SettingsError::Invalid {
         name,
@@ -559,13 +570,7 @@ impl Settings {
         }
         self.storage.location()?;
         if let Some(base) = self.storage.public_base() {
-            let fine = url::Url::parse(&base).is_ok_and(|url| {
-                matches!(url.scheme(), "http" | "https")
-                    && url.host().is_some()
-                    && url.query().is_none()
-                    && url.fragment().is_none()
-            });
-            if !fine {
+            if !is_plain_http_address(&base) {
                 return invalid(
                     "storage.public_base_url (LOFIANIME_STORAGE__PUBLIC_BASE_URL)",
                     "must be an http(s) address such as https://images.example/lofianime/",
@@ -585,14 +590,7 @@ impl Settings {
             );
         }
         if let Some(origin) = self.site.public_origin() {
-            let parsed = url::Url::parse(&origin);
-            let fine = parsed.as_ref().is_ok_and(|url| {
-                matches!(url.scheme(), "http" | "https")
-                    && url.host().is_some()
-                    && url.query().is_none()
-                    && url.fragment().is_none()
-            });
-            if !fine {
+            if !is_plain_http_address(&origin) {
                 return invalid(
                     "site.public_url (LOFIANIME_SITE__PUBLIC_URL)",
                     "must be an http(s) address such as https://lofianime.example",
