@@ -18,7 +18,6 @@ use crate::domain::store::MemoryStore;
 use crate::domain::visitor::{Visitor, WhoPays};
 use crate::progress::{JobId, JobProgress};
 use crate::wire::Variant;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -309,15 +308,6 @@ impl Studio {
             .collect())
     }
 
-    /// A stored image's bytes (`None`: no such image).
-    pub async fn image(&self, key: &ImageKey) -> Result<Option<Bytes>, StudioError> {
-        self.generation
-            .images
-            .get(key)
-            .await
-            .map_err(StudioError::ImageStore)
-    }
-
     /// A stored image as a stream, to serve it without holding it whole.
     pub async fn open_image(&self, key: &ImageKey) -> Result<Option<ImageStream>, StudioError> {
         self.generation
@@ -515,7 +505,12 @@ mod tests {
         let generated = studio.generate(&v(), "  a cat  ", None).await.unwrap();
         assert_eq!(generated.prompt.as_str(), "a cat");
         assert_eq!(generated.decision.unwrap().remaining, 4);
-        let bytes = studio.image(&generated.image).await.unwrap().unwrap();
+        let image = studio.open_image(&generated.image).await.unwrap().unwrap();
+        let chunks: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(image.chunks)
+            .await
+            .unwrap();
+        let bytes = chunks.concat();
+        assert_eq!(bytes.len() as u64, image.size);
         assert!(bytes.starts_with(b"\x89PNG"));
         assert_eq!(generated.image.format(), ImageFormat::Png);
     }
