@@ -295,9 +295,10 @@ impl ObjectImageStore {
 
     /// The original of image `id`: the one its record names, else whichever
     /// format is there (images stored before records were kept).
-    async fn find_original(&self, id: &str) -> Result<Option<(ImageKey, Bytes)>, StorageError> {
-        let named = self.record(id).await?.and_then(|record| record.key());
-        let candidates = match named {
+    async fn find_original(&self, id: &str) -> Result<Option<Original>, StorageError> {
+        let record = self.record(id).await?;
+        let has_record = record.is_some();
+        let candidates = match record.and_then(|record| record.key()) {
             Some(key) => vec![key],
             None => [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
                 .into_iter()
@@ -306,7 +307,11 @@ impl ObjectImageStore {
         };
         for key in candidates {
             if let Some(bytes) = self.read(&key.to_string()).await? {
-                return Ok(Some((key, bytes)));
+                return Ok(Some(Original {
+                    key,
+                    bytes,
+                    has_record,
+                }));
             }
         }
         Ok(None)
@@ -314,16 +319,18 @@ impl ObjectImageStore {
 
     /// Makes and keeps the variants (and a record, if there is none) of the
     /// original `key` holding `original`, stored without them.
-    async fn make_missing(
-        &self,
-        (key, original): (ImageKey, Bytes),
-    ) -> Result<Variants, StorageError> {
+    async fn make_missing(&self, original: Original) -> Result<Variants, StorageError> {
+        let Original {
+            key,
+            bytes,
+            has_record,
+        } = original;
         let id = key.id();
         let started = std::time::Instant::now();
-        let original_bytes = original.len() as u64;
-        let variants = made_off_thread(original).await?;
+        let original_bytes = bytes.len() as u64;
+        let variants = made_off_thread(bytes).await?;
         self.write_variants(&key, &variants).await?;
-        if self.record(id).await?.is_none() {
+        if !has_record {
             let record = ImageRecord {
                 original: key.to_string(),
                 prompt: String::new(),
@@ -341,6 +348,13 @@ impl ObjectImageStore {
         );
         Ok(variants)
     }
+}
+
+/// A stored original found by its id, and whether it has a record.
+struct Original {
+    key: ImageKey,
+    bytes: Bytes,
+    has_record: bool,
 }
 
 /// What a failed storage check means, for the owner.
