@@ -57,14 +57,7 @@ async fn an_image_made_by_one_instance_is_served_and_listed_by_another() {
         assert_eq!(response.status(), 200, "{variant}");
     }
     // The same visitor (this loopback address) sees it in B's list.
-    let listed: serde_json::Value = client
-        .get(b.url("/api/recent"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = b.get_json("/api/recent").await;
     assert_eq!(listed[0]["id"], id, "{listed}");
     // B's image page knows it too.
     let page = client.get(b.url(&format!("/i/{id}"))).send().await.unwrap();
@@ -357,14 +350,7 @@ async fn with_every_painter_busy_a_generation_waits_in_line_and_leaving_the_line
         "{body}"
     );
     assert_eq!(first.await.unwrap().0, 200);
-    let quota: serde_json::Value = client
-        .get(app.url("/api/remaining"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let quota = app.get_json("/api/remaining").await;
     assert_eq!(
         quota["remainingGenerations"], 4,
         "only the first one counts"

@@ -119,13 +119,9 @@ fn generate(app: &AppProcess) -> tokio::task::JoinHandle<(u16, Option<String>, S
 async fn remaining(redis: &RedisServer) -> u64 {
     let server = stand_in(Duration::from_secs(60)).await;
     let app = AppProcess::start(&env(&server, redis, 30)).await;
-    let answer: Value = reqwest::get(app.url("/api/remaining"))
-        .await
+    app.get_json("/api/remaining").await["remainingGenerations"]
+        .as_u64()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["remainingGenerations"].as_u64().unwrap()
 }
 
 #[tokio::test]

@@ -97,6 +97,16 @@ impl AppProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The JSON answer to `GET path`.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The app's working directory.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_owned()
