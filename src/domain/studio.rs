@@ -189,23 +189,25 @@ impl Studio {
                 .record("00000000000000000000000000000000"),
         );
         let (limiter, images) = tokio::join!(limiter, images);
-        let timed_out = || format!("no answer within {} ms", bound.as_millis());
+        /// What went wrong with one check, if anything.
+        fn problem<T, E: std::fmt::Display>(
+            answer: Result<Result<T, E>, tokio::time::error::Elapsed>,
+            bound: Duration,
+        ) -> Option<String> {
+            match answer {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no answer within {} ms", bound.as_millis())),
+            }
+        }
         [
             Readiness {
                 dependency: "limiter store",
-                problem: match limiter {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(error)) => Some(error.to_string()),
-                    Err(_) => Some(timed_out()),
-                },
+                problem: problem(limiter, bound),
             },
             Readiness {
                 dependency: "image store",
-                problem: match images {
-                    Ok(Ok(_)) => None,
-                    Ok(Err(error)) => Some(error.to_string()),
-                    Err(_) => Some(timed_out()),
-                },
+                problem: problem(images, bound),
             },
         ]
     }
