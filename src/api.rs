@@ -4,7 +4,7 @@
 
 use crate::progress::JobProgress;
 use crate::wire::{
-    ApiError, AppInfo, CreatedImage, ImagePage, JsonAnswer, QuotaReading, RecentImage,
+    ApiError, AppInfo, CreatedImage, ImagePage, JsonAnswer, QuotaReading, RecentImage, Viewer,
 };
 use leptos::prelude::*;
 use leptos::server_fn::codec::GetUrl;
@@ -25,6 +25,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn quota(&self) -> Result<QuotaReading, ApiError>;
     async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError>;
     fn site_info(&self) -> AppInfo;
+    async fn viewer(&self) -> Result<Viewer, ApiError>;
 }
 
 /// The backend the router provided.
@@ -83,6 +84,13 @@ pub async fn current_quota() -> Result<QuotaReading, ApiError> {
 #[server(prefix = "/api", endpoint = "site_info", input = GetUrl, output = JsonAnswer)]
 pub async fn site_info() -> Result<AppInfo, ApiError> {
     Ok(backend()?.site_info())
+}
+
+/// Whether the caller is signed in, and what that allows (read by the server
+/// while it renders the page).
+#[server(prefix = "/api", endpoint = "viewer", input = GetUrl, output = JsonAnswer)]
+pub async fn who_is_visiting() -> Result<Viewer, ApiError> {
+    backend()?.viewer().await
 }
 
 /// What the page of image `id` shows (its prompt, size and absolute links);

@@ -170,6 +170,29 @@ pub struct QuotaReading {
     pub now_ms: u64,
 }
 
+/// Who the page is for, as far as sign-in goes. Read by the server while it
+/// renders the page (never by the browser bundle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    /// Sign-in is on: the provider's name, for "Sign in with Google".
+    pub sign_in_with: Option<String>,
+    /// The signed-in account.
+    pub account: Option<SignedInAs>,
+    /// Whether this visitor may generate now (signed out in `required` mode, or
+    /// with no signed-out quota, they may not).
+    pub may_generate: bool,
+    /// Generations per window for a signed-out visitor, when sign-in is on and
+    /// they have a quota of their own.
+    pub signed_out_limit: Option<u64>,
+}
+
+/// A signed-in account as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedInAs {
+    pub email: String,
+    pub name: Option<String>,
+}
+
 /// What the page needs to know about the server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppInfo {
@@ -266,6 +289,10 @@ pub enum ApiError {
     JobIdTaken,
     #[error("The server is restarting: your generation was stopped and not counted. Please try again in a moment.")]
     ShuttingDown,
+    /// Sign-in is required (or signed-out visitors have no quota) and the
+    /// visitor is signed out: nothing was spent.
+    #[error("Sign in to generate images.")]
+    SignInRequired,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -287,6 +314,7 @@ impl ApiError {
             | Self::RecentImagesUnavailable
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SignInRequired => StatusCode::UNAUTHORIZED,
             // The request lost to the visitor's own cancel request.
             Self::Canceled { .. } => StatusCode::CONFLICT,
             Self::ModelTimedOut => StatusCode::GATEWAY_TIMEOUT,

@@ -67,7 +67,11 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
 
 /// The live region under the form.
 #[component]
-pub fn StatusRegion(state: StudioState, first_error: Option<String>) -> impl IntoView {
+pub fn StatusRegion(
+    state: StudioState,
+    first_error: Option<String>,
+    account: Option<String>,
+) -> impl IntoView {
     let StudioState {
         pending,
         tracking,
@@ -102,7 +106,7 @@ pub fn StatusRegion(state: StudioState, first_error: Option<String>) -> impl Int
                 <Progress tracking now />
             </Show>
             {error_line}
-            <QuotaLine quota now />
+            <QuotaLine quota now account />
         </div>
     }
 }

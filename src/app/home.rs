@@ -1,10 +1,11 @@
 //! The front page: the header, the offline notice, the studio island and the
 //! footer. Rendered on the server only; the studio gets what it needs as props.
 
+use super::account::{AccountBar, SignInPrompt};
 use super::studio::Studio;
 use super::words::{describe_window, error_sentence};
-use crate::api::{current_quota, recent_images, site_info, Generate};
-use crate::wire::{ApiError, GENERIC_FAILURE};
+use crate::api::{current_quota, recent_images, site_info, who_is_visiting, Generate};
+use crate::wire::{ApiError, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos::server::ServerActionError;
 use leptos::server_fn::error::ServerFnUrlError;
@@ -33,23 +34,41 @@ pub fn HomePage() -> impl IntoView {
         <header class="masthead">
             <h1>"lofianime"</h1>
             <p class="tagline">"Type a scene. Get a calm, lofi-anime picture of it."</p>
+            <Suspense>
+                {Suspend::new(async move {
+                    who_is_visiting()
+                        .await
+                        .ok()
+                        .map(|viewer| view! { <AccountBar viewer return_to="/".to_owned() /> })
+                })}
+            </Suspense>
         </header>
         <main>
             <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
                 {Suspend::new(async move {
-                    let (Ok(info), Ok(reading)) = (site_info().await, current_quota().await) else {
+                    let (Ok(info), Ok(viewer)) = (site_info().await, who_is_visiting().await) else {
+                        return view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any();
+                    };
+                    let footer = footer(&viewer, info.limit, info.window_ms);
+                    let notice = info.offline_generator.then(|| view! { <OfflineNotice /> });
+                    if !viewer.may_generate {
+                        let provider = viewer.sign_in_with.unwrap_or_default();
+                        return view! {
+                            {notice}
+                            <SignInPrompt provider return_to="/".to_owned() />
+                            <footer>
+                                <p>{footer}</p>
+                            </footer>
+                        }
+                            .into_any();
+                    }
+                    let Ok(reading) = current_quota().await else {
                         return view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any();
                     };
                     // The page works without the list if it cannot be read.
                     let recent = recent_images().await.unwrap_or_default();
-                    let limit = info.limit;
-                    let footer = format!(
-                        "Each visitor gets {limit} generation{} per {}.",
-                        if limit == 1 { "" } else { "s" },
-                        describe_window(info.window_ms),
-                    );
                     view! {
-                        {info.offline_generator.then(|| view! { <OfflineNotice /> })}
+                        {notice}
                         <Studio
                             max_prompt_chars=info.max_prompt_chars
                             recent_images_kept=info.recent_images
@@ -57,6 +76,7 @@ pub fn HomePage() -> impl IntoView {
                             recent
                             typed_prompt=typed_prompt.clone()
                             first_error=first_error.as_ref().map(|error| error_sentence(error, reading.now_ms))
+                            account=viewer.account.map(|account| account.email)
                         />
                         <footer>
                             <p>{footer}</p>
@@ -66,6 +86,21 @@ pub fn HomePage() -> impl IntoView {
                 })}
             </Suspense>
         </main>
+    }
+}
+
+/// "Each visitor gets 5 generations per day.", or with sign-in, who gets what.
+fn footer(viewer: &Viewer, limit: u64, window_ms: u64) -> String {
+    let window = describe_window(window_ms);
+    let count = |n: u64| format!("{n} generation{}", if n == 1 { "" } else { "s" });
+    match (&viewer.sign_in_with, viewer.signed_out_limit) {
+        (None, _) => format!("Each visitor gets {} per {window}.", count(limit)),
+        (Some(_), Some(signed_out)) => format!(
+            "Each account gets {} per {window}; signed out, {}.",
+            count(limit),
+            count(signed_out)
+        ),
+        (Some(_), None) => format!("Each account gets {} per {window}.", count(limit)),
     }
 }
 

@@ -3,10 +3,11 @@
 //! show the picture; it shows only what anyone holding the link may see (the
 //! image and its prompt). An unknown or malformed id is a 404 page.
 
+use super::account::AccountBar;
 use super::not_found::NotFound;
 use super::result::{CopyLink, ResultFigure};
-use crate::api::image_details;
-use crate::wire::{image_page_path, is_hex_id, GENERIC_FAILURE};
+use crate::api::{image_details, who_is_visiting};
+use crate::wire::{image_page_path, is_hex_id, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos_meta::{Meta, Title};
 use leptos_router::hooks::use_params_map;
@@ -22,7 +23,10 @@ pub fn ImagePage() -> impl IntoView {
                 // A malformed id never reaches the store.
                 let found = if is_hex_id(&id) { image_details(id).await } else { Ok(None) };
                 match found {
-                    Ok(Some(page)) => view! { <SharedImage page /> }.into_any(),
+                    Ok(Some(page)) => {
+                        let viewer = who_is_visiting().await.ok();
+                        view! { <SharedImage page viewer /> }.into_any()
+                    }
                     Ok(None) => view! { <NotFound /> }.into_any(),
                     Err(_) => view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any(),
                 }
@@ -32,7 +36,9 @@ pub fn ImagePage() -> impl IntoView {
 }
 
 #[component]
-fn SharedImage(page: crate::wire::ImagePage) -> impl IntoView {
+fn SharedImage(page: crate::wire::ImagePage, viewer: Option<Viewer>) -> impl IntoView {
+    let return_to = image_page_path(&page.image.id);
+    let account_bar = viewer.map(|viewer| view! { <AccountBar viewer return_to /> });
     let prompt = page.image.prompt.clone();
     let title = if prompt.is_empty() {
         "A lofianime picture".to_owned()
@@ -59,6 +65,7 @@ fn SharedImage(page: crate::wire::ImagePage) -> impl IntoView {
             <p class="site-name">
                 <a href="/">"lofianime"</a>
             </p>
+            {account_bar}
         </header>
         <main class="image-page">
             <h1 class="visually-hidden">{prompt}</h1>

@@ -6,11 +6,13 @@
 //!
 //! - [`shell`]: the HTML document, the Content-Security-Policy, the routes;
 //! - `home`: the front page around the studio (header, notice, footer);
+//! - `account`: the header's sign-in corner and the sign-in prompt;
 //! - `studio`: the island, and `generation`: its client-side state in one place;
 //! - `form`, `quota`, `result`, `recent`: the studio's parts;
 //! - `image_page`: `/i/{id}`, the shareable page of one image; `not_found`: 404;
 //! - `words`: how times, windows and file names read.
 
+mod account;
 mod form;
 mod generation;
 mod home;

@@ -20,12 +20,14 @@ pub fn Studio(
     /// The sentence of the error that post came back with (rendered by the
     /// server: a page without JavaScript is never hydrated).
     first_error: Option<String>,
+    /// The signed-in account's e-mail, if any (the quota line names it).
+    account: Option<String>,
 ) -> impl IntoView {
     let state = StudioState::new(reading, recent);
     let result_figure = state.result_figure;
     view! {
         <PromptForm state max_chars=max_prompt_chars typed_prompt />
-        <StatusRegion state first_error />
+        <StatusRegion state first_error account />
         {move || {
             state
                 .shown

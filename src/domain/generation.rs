@@ -103,6 +103,9 @@ pub enum StudioError {
     /// run cancelled and the visitor's credit given back.
     #[error("the server is shutting down")]
     ShuttingDown { decision: Option<Decision> },
+    /// Signed-out visitors may not generate: nothing was taken.
+    #[error("the visitor must sign in to generate")]
+    SignInRequired,
 }
 
 impl StudioError {
@@ -156,11 +159,14 @@ impl Spoiled {
 }
 
 /// One request to generate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Order<'a> {
     /// Whose quota pays: the limiter's identifier (the visitor, or one shared
     /// identifier for everyone).
     pub payer: &'a str,
+    /// The quota the payer's credit comes from (signed-out visitors may have
+    /// one of their own).
+    pub quota: &'a Arc<RateLimiter>,
     /// Who asked: the visitor (their job records and recent images).
     pub visitor: &'a str,
     pub prompt: &'a str,
@@ -263,7 +269,7 @@ impl Generation {
         if self.shutdown.is_draining() {
             return Err(StudioError::ShuttingDown { decision: None });
         }
-        let (charge, decision) = self.take_credits(order.payer).await?;
+        let (charge, decision) = self.take_credits(order.payer, order.quota).await?;
         let record = match order.job {
             Some(id) => match self.open_record(id, order.visitor).await {
                 Ok(record) => record,
@@ -360,11 +366,15 @@ impl Generation {
 
     /// One credit from the payer, then one from the shared budget. A refusal or
     /// an outage of the second gives the first back before answering.
-    async fn take_credits(&self, payer: &str) -> Result<(Charge, Option<Decision>), StudioError> {
+    async fn take_credits(
+        &self,
+        payer: &str,
+        quota: &Arc<RateLimiter>,
+    ) -> Result<(Charge, Option<Decision>), StudioError> {
         let mut charge = Charge::default().with_allowance(self.refund_allowance.clone());
-        let decision = match self.limiter.limit(payer, 1).await {
+        let decision = match quota.limit(payer, 1).await {
             Ok(decision) if decision.success => {
-                charge.payer(self.limiter.clone(), payer, decision);
+                charge.payer(quota.clone(), payer, decision);
                 Some(decision)
             }
             Ok(decision) => {

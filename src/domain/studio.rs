@@ -15,7 +15,7 @@ use crate::domain::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::domain::shared::SharedState;
 use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, ImageStream, ObjectImageStore};
 use crate::domain::store::MemoryStore;
-use crate::domain::visitor::{Visitor, WhoPays};
+use crate::domain::visitor::{SignedOut, Visitor, WhoPays};
 use crate::progress::{JobId, JobProgress};
 use crate::wire::Variant;
 use std::sync::Arc;
@@ -86,6 +86,8 @@ pub struct Policy {
     /// The budget shared by all visitors (`None`: no budget).
     pub budget: Option<Algorithm>,
     pub who_pays: WhoPays,
+    /// What signed-out visitors may do when sign-in is on.
+    pub signed_out: SignedOut,
     pub on_store_failure: FailurePolicy,
     pub max_prompt_chars: usize,
     /// How long a generation's record lives (longer than any generation runs).
@@ -110,6 +112,10 @@ pub struct RecentEntry {
 pub struct Studio {
     generation: Generation,
     who_pays: WhoPays,
+    /// Signed-out visitors' own quota (`auth.mode = "optional"`), if they have one.
+    signed_out_quota: Option<Arc<RateLimiter>>,
+    /// Signed-out visitors may not generate.
+    must_sign_in: bool,
     /// The limiter's store, for readiness checks.
     limiter_store: Arc<dyn LimiterStore>,
 }
@@ -147,6 +153,10 @@ impl Studio {
             };
             limiter(window, REFUNDS_PREFIX, false)
         });
+        let signed_out_quota = match policy.signed_out {
+            SignedOut::OwnQuota(algorithm) => Some(quota(algorithm)),
+            SignedOut::SameQuota | SignedOut::MustSignIn => None,
+        };
         Self {
             generation: Generation {
                 limiter: quota(policy.algorithm),
@@ -166,7 +176,24 @@ impl Studio {
                 shutdown: Shutdown::default(),
             },
             who_pays: policy.who_pays,
+            signed_out_quota,
+            must_sign_in: policy.signed_out == SignedOut::MustSignIn,
             limiter_store: components.limiter_store,
+        }
+    }
+
+    /// Whether `visitor` may generate at all (signed-out visitors may have to sign in).
+    pub fn may_generate(&self, visitor: &Visitor) -> bool {
+        visitor.is_signed_in() || !self.must_sign_in
+    }
+
+    /// The quota `visitor`'s generations come from: a signed-out visitor's own
+    /// when they have one, else the one quota (shared by everyone under
+    /// [`WhoPays::Everyone`]).
+    fn quota_of(&self, visitor: &Visitor) -> &Arc<RateLimiter> {
+        match (&self.signed_out_quota, self.who_pays) {
+            (Some(own), WhoPays::EachVisitor) if !visitor.is_signed_in() => own,
+            _ => &self.generation.limiter,
         }
     }
 
@@ -240,9 +267,13 @@ impl Studio {
         prompt: &str,
         job: Option<&JobId>,
     ) -> Result<Generated, StudioError> {
+        if !self.may_generate(visitor) {
+            return Err(StudioError::SignInRequired);
+        }
         self.generation
             .run(Order {
                 payer: self.who_pays.payer(visitor),
+                quota: self.quota_of(visitor),
                 visitor: visitor.id(),
                 prompt,
                 job,
@@ -252,8 +283,10 @@ impl Studio {
 
     /// What `visitor` has left, without spending anything.
     pub async fn quota(&self, visitor: &Visitor) -> Result<Decision, StudioError> {
-        self.generation
-            .limiter
+        if !self.may_generate(visitor) {
+            return Err(StudioError::SignInRequired);
+        }
+        self.quota_of(visitor)
             .remaining(self.who_pays.payer(visitor))
             .await
             .map_err(StudioError::LimiterUnavailable)
@@ -362,6 +395,7 @@ mod tests {
             ephemeral_cache: true,
             budget: budget.map(window),
             who_pays: WhoPays::EachVisitor,
+            signed_out: SignedOut::SameQuota,
             on_store_failure: FailurePolicy::Deny,
             max_prompt_chars: 20,
             job_ttl_ms: 600_000,
@@ -479,6 +513,55 @@ mod tests {
         }
         assert_eq!(model.calls(), 3, "each failure gave the budget back");
         assert_eq!(budget_left(&studio).await, 1);
+    }
+
+    #[tokio::test]
+    async fn signed_out_visitors_get_their_own_quota_and_accounts_the_full_one() {
+        let mut optional = policy(3, Some(10));
+        optional.signed_out = SignedOut::OwnQuota(Algorithm::FixedWindow {
+            limit: 1,
+            window_ms: 60_000,
+        });
+        let model = Arc::new(FakeModel::default());
+        let studio = studio_with(model.clone(), optional);
+        let address = Visitor::new("203.0.113.7");
+        let account = Visitor::account("ana@example.com");
+        assert_eq!(studio.quota(&address).await.unwrap().limit, 1);
+        assert_eq!(studio.quota(&account).await.unwrap().limit, 3);
+        studio.generate(&address, "one", None).await.unwrap();
+        let refused = studio.generate(&address, "two", None).await.unwrap_err();
+        assert!(
+            matches!(refused, StudioError::Denied { scope: LimitScope::Visitor, decision } if decision.limit == 1),
+            "{refused:?}"
+        );
+        for prompt in ["a", "b", "c"] {
+            studio.generate(&account, prompt, None).await.unwrap();
+        }
+        assert!(studio.generate(&account, "d", None).await.is_err());
+        assert_eq!(model.calls(), 4, "1 signed out + 3 signed in");
+        assert_eq!(budget_left(&studio).await, 6, "the budget counts everyone");
+    }
+
+    #[tokio::test]
+    async fn must_sign_in_refuses_signed_out_visitors_before_anything_is_spent() {
+        let mut required = policy(3, Some(10));
+        required.signed_out = SignedOut::MustSignIn;
+        let model = Arc::new(FakeModel::default());
+        let studio = studio_with(model.clone(), required);
+        let address = Visitor::new("203.0.113.7");
+        assert!(matches!(
+            studio.generate(&address, "one", None).await,
+            Err(StudioError::SignInRequired)
+        ));
+        assert!(matches!(
+            studio.quota(&address).await,
+            Err(StudioError::SignInRequired)
+        ));
+        assert_eq!(model.calls(), 0);
+        assert_eq!(budget_left(&studio).await, 10);
+        let account = Visitor::account("ana@example.com");
+        studio.generate(&account, "one", None).await.unwrap();
+        assert_eq!(studio.quota(&account).await.unwrap().remaining, 2);
     }
 
     #[tokio::test]

@@ -1,33 +1,67 @@
 //! Who asks, and who pays. A visitor is known by an identifier the server works
-//! out (their address, IPv6 per /64); the shared store keeps only a hash of it.
+//! out: a signed-in account's (its verified e-mail or the provider's subject), or
+//! else their address (IPv6 per /64); the shared store keeps only a hash of it.
 
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// The visitor behind a request, as the domain knows them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Visitor(String);
+pub struct Visitor {
+    identifier: String,
+    signed_in: bool,
+}
 
 impl Visitor {
+    /// A signed-out visitor, known by their address.
     pub fn new(identifier: impl Into<String>) -> Self {
-        Self(identifier.into())
+        Self {
+            identifier: identifier.into(),
+            signed_in: false,
+        }
+    }
+
+    /// A signed-in account, known by its e-mail or subject (an address never
+    /// looks like either: an e-mail has an `@`, and the server makes sure a
+    /// subject is not an address).
+    pub fn account(identifier: impl Into<String>) -> Self {
+        Self {
+            identifier: identifier.into(),
+            signed_in: true,
+        }
     }
 
     pub fn id(&self) -> &str {
-        &self.0
+        &self.identifier
+    }
+
+    pub fn is_signed_in(&self) -> bool {
+        self.signed_in
     }
 
     /// The visitor as stored in job records and recent-image keys: a hash, so the
     /// shared store holds no addresses.
     pub fn tag(&self) -> String {
-        tag(&self.0)
+        tag(&self.identifier)
     }
 }
 
 impl fmt::Display for Visitor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.identifier)
     }
+}
+
+/// What signed-out visitors may do when sign-in is on.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum SignedOut {
+    /// The same quota as everyone (no sign-in, or sign-in changes nothing).
+    #[default]
+    SameQuota,
+    /// A quota of their own, by address (`auth.mode = "optional"`).
+    OwnQuota(crate::domain::ratelimit::Algorithm),
+    /// Nothing: they must sign in to generate.
+    MustSignIn,
 }
 
 /// The first 16 bytes of the SHA-256 of `identifier`, in hex: how a visitor

@@ -9,10 +9,11 @@ use crate::domain::ratelimit::{parse_window, Algorithm};
 use crate::domain::storage::{ObjectImageStore, StorageError};
 use crate::domain::store::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
 use crate::domain::studio::{Components, Policy, RemoteStore, Studio};
-use crate::domain::visitor::WhoPays;
+use crate::domain::visitor::{SignedOut, WhoPays};
+use crate::server::auth::Auth;
 use crate::server::client_ip::TrustedProxies;
 use crate::server::settings::StorageUrl;
-use crate::server::settings::{IdentifyBy, KeyLocking, Secrets, Settings, SettingsError};
+use crate::server::settings::{AuthMode, IdentifyBy, KeyLocking, Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
 use crate::wire::AppInfo;
 use leptos::config::LeptosOptions;
@@ -214,6 +215,14 @@ pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
             IdentifyBy::Visitor => WhoPays::EachVisitor,
             IdentifyBy::Shared => WhoPays::Everyone,
         },
+        signed_out: match settings.auth.mode {
+            AuthMode::Off => SignedOut::SameQuota,
+            AuthMode::Required => SignedOut::MustSignIn,
+            AuthMode::Optional if limits.anonymous_limit == 0 => SignedOut::MustSignIn,
+            AuthMode::Optional => {
+                SignedOut::OwnQuota(settings.algorithm_with_limit(limits.anonymous_limit)?)
+            }
+        },
         on_store_failure: limits.on_store_failure,
         max_prompt_chars: settings.prompt.max_chars,
         // Longer than any generation may take.
@@ -227,9 +236,11 @@ impl AppState {
     /// The app on `components`, with the settings' policies.
     pub fn new(
         settings: &Settings,
+        secrets: &Secrets,
         components: Components,
         leptos_options: LeptosOptions,
     ) -> Result<Self, SettingsError> {
+        let auth = Auth::new(settings, secrets)?;
         let policy = policy(settings)?;
         let studio = Studio::new(policy.clone(), components);
         let info = AppInfo {
@@ -251,6 +262,10 @@ impl AppState {
             public_origin: settings.site.public_origin(),
             images_base: settings.storage.public_base(),
             metrics: None,
+            auth: Arc::new(auth),
+            signed_out_limit: (settings.auth.mode == AuthMode::Optional
+                && settings.ratelimit.anonymous_limit > 0)
+                .then_some(settings.ratelimit.anonymous_limit),
         })
     }
 }

@@ -76,6 +76,7 @@ impl From<&StudioError> for ApiError {
             StudioError::JobBoard(_) => Self::JobBoardUnavailable,
             StudioError::Gallery(_) => Self::RecentImagesUnavailable,
             StudioError::ShuttingDown { .. } => Self::ShuttingDown,
+            StudioError::SignInRequired => Self::SignInRequired,
         }
     }
 }
@@ -94,7 +95,10 @@ pub fn log(failure: &StudioError) {
             // A metric for whichever recorder the process installs.
             metrics::counter!("lofianime_refusals_total", "scope" => label).increment(1);
         }
-        StudioError::InvalidPrompt(_) | StudioError::Canceled { .. } | StudioError::JobIdTaken => {
+        StudioError::InvalidPrompt(_)
+        | StudioError::Canceled { .. }
+        | StudioError::JobIdTaken
+        | StudioError::SignInRequired => {
             tracing::debug!(%failure, "request refused")
         }
         StudioError::ShuttingDown { .. } => {
@@ -131,6 +135,7 @@ pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
         ) => "invalid",
         Err(ApiError::LimiterUnavailable) => "unavailable",
         Err(ApiError::ShuttingDown) => "shutdown",
+        Err(ApiError::SignInRequired) => "sign_in_required",
         Err(_) => "failed",
     }
 }

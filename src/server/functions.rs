@@ -11,12 +11,12 @@ use crate::domain::ratelimit::Decision;
 use crate::domain::storage::{ImageKey, ImageRecord};
 use crate::domain::visitor::Visitor;
 use crate::progress::{JobId, JobProgress};
-use crate::server::client_ip::ClientIp;
+use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
 use crate::server::state::AppState;
 use crate::wire::{
     image_page_path, ApiError, AppInfo, CreatedImage, ImagePage, QuotaReading, RecentImage,
-    ShownImage, Variant,
+    ShownImage, SignedInAs, Variant, Viewer,
 };
 use axum::http::{header, HeaderName, HeaderValue};
 use leptos::prelude::*;
@@ -24,15 +24,17 @@ use leptos::server_fn::error::ServerFnUrlError;
 use leptos::server_fn::ServerFn;
 use leptos_axum::ResponseOptions;
 
+/// Who is calling the current server function (an account, or an address).
+async fn calling() -> Result<Caller, ApiError> {
+    leptos_axum::extract::<Caller>().await.map_err(|error| {
+        tracing::error!(%error, "a server function ran without its caller");
+        ApiError::Internal
+    })
+}
+
 /// The visitor calling the current server function.
 async fn caller() -> Result<Visitor, ApiError> {
-    match leptos_axum::extract::<ClientIp>().await {
-        Ok(client) => Ok(Visitor::new(client.to_string())),
-        Err(error) => {
-            tracing::error!(%error, "a server function ran without the visitor's address");
-            Err(ApiError::Internal)
-        }
-    }
+    calling().await.map(|caller| caller.visitor)
 }
 
 /// Reads a generation id sent by the page.
@@ -217,6 +219,20 @@ impl Backend for AppState {
         Ok(QuotaReading {
             quota,
             now_ms: self.studio.now_ms(),
+        })
+    }
+
+    async fn viewer(&self) -> Result<Viewer, ApiError> {
+        let caller = calling().await?;
+        let on = self.auth.is_on();
+        Ok(Viewer {
+            sign_in_with: on.then(|| self.auth.provider_name.clone()),
+            may_generate: self.studio.may_generate(&caller.visitor),
+            signed_out_limit: self.signed_out_limit,
+            account: caller.account.map(|account| SignedInAs {
+                email: account.email,
+                name: account.name,
+            }),
         })
     }
 

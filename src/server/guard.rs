@@ -12,6 +12,9 @@ use axum::response::{IntoResponse, Response};
 pub const CROSS_SITE_REFUSED: &str =
     "Requests from other sites are not accepted: open the app itself to generate images.";
 
+/// The route that redirects to the OpenID provider.
+pub const SIGN_IN_PATH: &str = "/auth/login";
+
 /// Largest request body any endpoint reads (a prompt is at most a few KB).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -81,8 +84,14 @@ pub async fn no_store_for_visitor_data(request: Request, next: Next) -> Response
 
 /// A redirect never leaves the site: an absolute `Location` (Leptos sends form
 /// posts back to whatever `Referer` came with them) keeps only its path and query.
+/// The one exception is sign-in, which sends the visitor to the provider the
+/// owner configured (its own `return_to` is checked to be a path on this site).
 pub async fn redirects_stay_on_site(request: Request, next: Next) -> Response {
+    let to_provider = request.uri().path() == SIGN_IN_PATH;
     let mut response = next.run(request).await;
+    if to_provider {
+        return response;
+    }
     let off_site = response
         .headers()
         .get(header::LOCATION)

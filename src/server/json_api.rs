@@ -1,11 +1,10 @@
 //! The plain Axum routes: the original app's JSON API (`POST /api/ai`, `GET
 //! /api/remaining`) and the stored images (`GET /images/{file}`). Each gets the
-//! caller from the [`ClientIp`] extractor, calls one use case of the studio, and
+//! caller from the [`Caller`] extractor (an account's session, else the address), calls one use case of the studio, and
 //! maps a failure in one place.
 
 use crate::domain::storage::ImageKey;
-use crate::domain::visitor::Visitor;
-use crate::server::client_ip::ClientIp;
+use crate::server::auth::Caller;
 use crate::server::errors;
 use crate::server::functions::{rate_limit_headers, run_generation};
 use crate::server::state::AppState;
@@ -46,11 +45,7 @@ fn json_error(error: &ApiError, headers: Vec<(HeaderName, HeaderValue)>) -> Resp
 /// The body is JSON whatever the `Content-Type` says (the original page sent it
 /// with `fetch` and no content type, which browsers label `text/plain`).
 /// 200 answers a JSON array of the app's image URLs.
-pub async fn generate_json(
-    State(state): State<AppState>,
-    client: ClientIp,
-    body: Bytes,
-) -> Response {
+pub async fn generate_json(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
     let prompt = match serde_json::from_slice::<AiRequest>(&body) {
         Ok(request) => request.prompt,
         Err(error) => {
@@ -64,8 +59,7 @@ pub async fn generate_json(
             );
         }
     };
-    let visitor = Visitor::new(client.to_string());
-    match run_generation(&state, &visitor, &prompt, None).await {
+    match run_generation(&state, &caller.visitor, &prompt, None).await {
         (Ok(created), headers) => json_answer(
             StatusCode::OK,
             headers,
@@ -76,9 +70,8 @@ pub async fn generate_json(
 }
 
 /// `GET /api/remaining`: the calling visitor's quota, read without consuming.
-pub async fn remaining_json(State(state): State<AppState>, client: ClientIp) -> Response {
-    let visitor = Visitor::new(client.to_string());
-    match state.studio.quota(&visitor).await {
+pub async fn remaining_json(State(state): State<AppState>, caller: Caller) -> Response {
+    match state.studio.quota(&caller.visitor).await {
         Ok(decision) => {
             // A reading, not a refusal: no Retry-After.
             let mut reading = decision;

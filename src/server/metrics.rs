@@ -55,18 +55,23 @@ impl MetricsEndpoint {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .unwrap_or_default();
-        // Digests of equal length, compared without an early exit.
-        digest(presented)
-            .iter()
-            .zip(self.token_digest.iter())
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0
-            && !presented.is_empty()
+        same_digest(&digest(presented), &self.token_digest) && !presented.is_empty()
     }
 }
 
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
+}
+
+/// Digests of equal length, compared without an early exit.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |differ, (a, b)| differ | (a ^ b)) == 0
+}
+
+/// Whether two secrets (a token, a sign-in state) are equal, compared through
+/// their digests so the time taken says nothing about where they differ.
+pub fn same_secret(presented: &str, expected: &str) -> bool {
+    same_digest(&digest(presented), &digest(expected))
 }
 
 /// `GET /metrics`.

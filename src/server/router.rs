@@ -4,6 +4,7 @@
 
 use crate::api::Backend;
 use crate::app::{shell, App, ImagesOrigin, InlineCss};
+use crate::server::auth;
 use crate::server::client_ip::identify_visitor;
 use crate::server::guard;
 use crate::server::health::{healthz, readyz};
@@ -95,6 +96,9 @@ fn app_routes(state: AppState) -> Router {
         .route(&format!("{IMAGES_PATH}{{file}}"), get(serve_image))
         .route("/api/ai", post(generate_json))
         .route("/api/remaining", get(remaining_json))
+        .route(guard::SIGN_IN_PATH, get(auth::routes::login))
+        .route("/auth/callback", get(auth::routes::callback))
+        .route("/auth/logout", post(auth::routes::logout))
         // The site's JS, WASM and CSS: the brotli file written at build time
         // (quality 11, `--precompress`) to browsers that take brotli; everyone
         // else gets the compression layer's gzip.
@@ -133,6 +137,11 @@ fn app_routes(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.leptos_options.hash_files,
             cache_static_files,
+        ))
+        // Inside identify_visitor: the caller is the account, else the address.
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::identify_caller,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.trusted_proxies.clone(),

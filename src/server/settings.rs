@@ -32,6 +32,49 @@ pub struct Settings {
     pub site: SiteSettings,
     pub shutdown: ShutdownSettings,
     pub workers: WorkerSettings,
+    pub auth: AuthSettings,
+}
+
+/// Sign-in (OpenID Connect) and what it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// `off` (no sign-in), `optional` (accounts get `ratelimit.limit`, signed-out
+    /// visitors `ratelimit.anonymous_limit`) or `required` (only accounts generate).
+    pub mode: AuthMode,
+    /// What names an account in the limiter's keys: its verified `email` (as
+    /// lofianime.com wrote them) or the provider's `subject` (`sub`).
+    pub identify_accounts_by: AccountKey,
+    /// How long a sign-in lasts, in days.
+    pub session_days: u32,
+    /// The provider's name on the page: "Sign in with Google".
+    pub provider_name: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Off,
+            identify_accounts_by: AccountKey::Email,
+            session_days: 30,
+            provider_name: "Google".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountKey {
+    Email,
+    Subject,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +170,9 @@ pub struct RateLimitSettings {
     pub identify_by: IdentifyBy,
     /// How many failures per window give the visitor's credit back (default: `limit`).
     pub max_refunds_per_window: Option<u64>,
+    /// With `auth.mode = "optional"`: generations per window for a signed-out
+    /// visitor (by address); 0: signed-out visitors must sign in to generate.
+    pub anonymous_limit: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +346,7 @@ impl Default for RateLimitSettings {
             global_window: "1440 m".into(),
             identify_by: IdentifyBy::Visitor,
             max_refunds_per_window: None,
+            anonymous_limit: 1,
         }
     }
 }
@@ -597,6 +644,24 @@ impl Settings {
                 );
             }
         }
+        if !(1..=400).contains(&self.auth.session_days) {
+            return invalid(
+                "auth.session_days (LOFIANIME_AUTH__SESSION_DAYS)",
+                "must be between 1 and 400",
+            );
+        }
+        if self.auth.provider_name.trim().is_empty() {
+            return invalid(
+                "auth.provider_name (LOFIANIME_AUTH__PROVIDER_NAME)",
+                "must not be empty",
+            );
+        }
+        if self.auth.mode != AuthMode::Off && self.site.public_origin().is_none() {
+            return invalid(
+                "site.public_url (LOFIANIME_SITE__PUBLIC_URL)",
+                "must be set when sign-in is on (auth.mode): the provider sends visitors back to {public_url}/auth/callback",
+            );
+        }
         for (name, value) in [
             ("image.width (LOFIANIME_IMAGE__WIDTH)", self.image.width),
             ("image.height (LOFIANIME_IMAGE__HEIGHT)", self.image.height),
@@ -610,7 +675,11 @@ impl Settings {
 
     /// The limiter policy these settings describe.
     pub fn algorithm(&self) -> Result<Algorithm, WindowError> {
-        let limit = self.ratelimit.limit;
+        self.algorithm_with_limit(self.ratelimit.limit)
+    }
+
+    /// The same policy with another limit (signed-out visitors' quota).
+    pub fn algorithm_with_limit(&self, limit: u64) -> Result<Algorithm, WindowError> {
         let window_ms = parse_window(&self.ratelimit.window)?;
         Ok(match self.ratelimit.algorithm {
             AlgorithmName::FixedWindow => Algorithm::FixedWindow { limit, window_ms },
@@ -637,6 +706,13 @@ pub struct Secrets {
     /// Not a secret, but an environment matter: where the Replicate API lives
     /// (tests and proxies point it elsewhere).
     pub replicate_base_url: Option<String>,
+    /// Sign-in: the OpenID provider (`OIDC_ISSUER_URL`, default Google's) and
+    /// this app's client at it (`OIDC_CLIENT_ID`, `OIDC_CLIENT_SECRET`).
+    pub oidc_issuer_url: Option<String>,
+    pub oidc_client_id: Option<String>,
+    pub oidc_client_secret: Option<SecretString>,
+    /// The key that encrypts and authenticates session cookies (64 bytes or more).
+    pub session_secret: Option<SecretString>,
 }
 
 impl Secrets {
@@ -647,15 +723,23 @@ impl Secrets {
                 .filter(|value| !value.trim().is_empty())
                 .map(SecretString::from)
         };
+        let plain = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
         Self {
             replicate_api_token: non_empty("REPLICATE_API_TOKEN"),
             redis_url: non_empty("REDIS_URL"),
             upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
             upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),
             metrics_token: non_empty("METRICS_TOKEN"),
-            replicate_base_url: std::env::var("REPLICATE_BASE_URL")
-                .ok()
-                .filter(|v| !v.trim().is_empty()),
+            replicate_base_url: plain("REPLICATE_BASE_URL"),
+            oidc_issuer_url: plain("OIDC_ISSUER_URL"),
+            oidc_client_id: plain("OIDC_CLIENT_ID"),
+            oidc_client_secret: non_empty("OIDC_CLIENT_SECRET"),
+            session_secret: non_empty("SESSION_SECRET"),
         }
     }
 }

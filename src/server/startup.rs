@@ -66,7 +66,10 @@ pub async fn run() -> Result<(), StartupError> {
         on_store_failure = ?settings.ratelimit.on_store_failure,
         "rate limiter"
     );
-    let mut state = AppState::new(&settings, components, leptos_options)?;
+    let mut state = AppState::new(&settings, &secrets, components, leptos_options)?;
+    if let Some(issuer) = state.auth.issuer() {
+        tracing::info!(mode = ?settings.auth.mode, %issuer, accounts_by = ?settings.auth.identify_accounts_by, "sign-in is on");
+    }
     if let Some(token) = &secrets.metrics_token {
         state.metrics = Some(MetricsEndpoint::install(token).map_err(StartupError::Metrics)?);
         tracing::info!("metrics at /metrics (Authorization: Bearer METRICS_TOKEN)");

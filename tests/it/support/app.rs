@@ -51,7 +51,13 @@ pub fn spawn_app_on(settings: Settings, components: Components) -> TestApp {
 /// The app's router on `components` (connections bring their own address).
 pub fn app_router(settings: &Settings, components: Components) -> Router {
     let options = LeptosOptions::builder().output_name("lofianime").build();
-    let state = AppState::new(settings, components, options).expect("valid test settings");
+    let state = AppState::new(
+        settings,
+        &lofianime::server::settings::Secrets::default(),
+        components,
+        options,
+    )
+    .expect("valid test settings");
     router(state)
 }
 

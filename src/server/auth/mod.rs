@@ -1,0 +1,184 @@
+//! Sign-in with an OpenID Connect provider (Google by default), and who the
+//! caller of each request is: a signed-in account, or a signed-out visitor
+//! known by their address.
+//!
+//! `auth.mode = "off"` (the default) changes nothing: no routes, no cookies,
+//! every visitor known by their address.
+
+pub mod provider;
+pub mod routes;
+pub mod session;
+
+use crate::domain::visitor::Visitor;
+use crate::server::client_ip::{ClientIp, MissingVisitor};
+use crate::server::settings::{AccountKey, AuthMode, Secrets, Settings, SettingsError};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use provider::{Provider, GOOGLE_ISSUER};
+use session::{now_secs, Account, Sessions};
+use std::sync::Arc;
+
+/// Sign-in as the settings describe it.
+pub struct Auth {
+    pub mode: AuthMode,
+    identify_accounts_by: AccountKey,
+    /// "Google": the page's "Sign in with Google".
+    pub provider_name: String,
+    /// Present whenever `mode` is not `Off`.
+    signed_in: Option<SignIn>,
+}
+
+struct SignIn {
+    sessions: Sessions,
+    provider: Provider,
+}
+
+/// Who is calling: the visitor the domain sees, and their account if signed in.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub visitor: Visitor,
+    pub account: Option<Account>,
+}
+
+fn invalid(name: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        name,
+        problem: problem.into(),
+    }
+}
+
+impl Auth {
+    /// No sign-in.
+    pub fn off() -> Self {
+        Self {
+            mode: AuthMode::Off,
+            identify_accounts_by: AccountKey::Email,
+            provider_name: String::new(),
+            signed_in: None,
+        }
+    }
+
+    /// Sign-in from the settings and the environment; with sign-in on, a
+    /// missing client or a short `SESSION_SECRET` stops start-up, named.
+    pub fn new(settings: &Settings, secrets: &Secrets) -> Result<Self, SettingsError> {
+        let auth = &settings.auth;
+        if auth.mode == AuthMode::Off {
+            return Ok(Self::off());
+        }
+        let origin = settings.site.public_origin().ok_or_else(|| {
+            invalid(
+                "site.public_url (LOFIANIME_SITE__PUBLIC_URL)",
+                "must be set when sign-in is on",
+            )
+        })?;
+        let client_id = secrets.oidc_client_id.clone().ok_or_else(|| {
+            invalid(
+                "OIDC_CLIENT_ID",
+                "must be set when sign-in is on (auth.mode): the client id of this app at the provider",
+            )
+        })?;
+        let client_secret = secrets.oidc_client_secret.clone().ok_or_else(|| {
+            invalid(
+                "OIDC_CLIENT_SECRET",
+                "must be set when sign-in is on (auth.mode): the client secret of this app at the provider",
+            )
+        })?;
+        let secret = secrets.session_secret.as_ref().ok_or_else(|| {
+            invalid(
+                "SESSION_SECRET",
+                "must be set when sign-in is on (auth.mode): 64 random bytes or more (openssl rand -base64 64)",
+            )
+        })?;
+        let secure = origin.starts_with("https://");
+        let lifetime = u64::from(auth.session_days) * 24 * 3600;
+        let sessions = Sessions::new(secret, secure, lifetime)
+            .map_err(|short| invalid("SESSION_SECRET", short.to_string()))?;
+        let issuer = secrets.oidc_issuer_url.as_deref().unwrap_or(GOOGLE_ISSUER);
+        let provider = Provider::new(
+            issuer,
+            client_id,
+            client_secret,
+            format!("{origin}{}", session::CALLBACK_PATH),
+        )
+        .map_err(|problem| invalid("OIDC_ISSUER_URL", problem))?;
+        Ok(Self {
+            mode: auth.mode,
+            identify_accounts_by: auth.identify_accounts_by,
+            provider_name: auth.provider_name.trim().to_owned(),
+            signed_in: Some(SignIn { sessions, provider }),
+        })
+    }
+
+    /// The session cookies and the provider, when sign-in is on.
+    pub fn parts(&self) -> Option<(&Sessions, &Provider)> {
+        self.signed_in
+            .as_ref()
+            .map(|on| (&on.sessions, &on.provider))
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.signed_in.is_some()
+    }
+
+    /// The provider's issuer, when sign-in is on (for the start-up log).
+    pub fn issuer(&self) -> Option<&str> {
+        self.signed_in.as_ref().map(|s| s.provider.issuer())
+    }
+
+    /// The limiter identifier of an account: its e-mail (lofianime.com's keys)
+    /// or its subject.
+    pub fn identifier(&self, account: &Account) -> String {
+        match self.identify_accounts_by {
+            AccountKey::Email => account.email.clone(),
+            AccountKey::Subject => account.subject.clone(),
+        }
+    }
+
+    /// The caller of a request with these headers from `client`.
+    pub fn caller(&self, headers: &axum::http::HeaderMap, client: ClientIp) -> Caller {
+        let account = self
+            .signed_in
+            .as_ref()
+            .and_then(|on| on.sessions.account(headers, now_secs()));
+        let visitor = match &account {
+            Some(account) => Visitor::account(self.identifier(account)),
+            None => Visitor::new(client.to_string()),
+        };
+        Caller { visitor, account }
+    }
+}
+
+/// Middleware: works out the [`Caller`] (after `identify_visitor` found the
+/// address) and puts it in the request's extensions.
+pub async fn identify_caller(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or_else(ClientIp::unknown);
+    let caller = auth.caller(request.headers(), client);
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The caller, as [`identify_caller`] worked it out: an extractor for Axum
+/// handlers, and for server functions through `leptos_axum::extract`.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
+    type Rejection = MissingVisitor;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or(MissingVisitor)
+    }
+}
