@@ -418,6 +418,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "MalformedRequest" => ApiError::MalformedRequest(data(&mut map)?),
             "BadJobId" => ApiError::BadJobId,
             "JobIdTaken" => ApiError::JobIdTaken,
+            "SignInRequired" => ApiError::SignInRequired,
             "ShuttingDown" => ApiError::ShuttingDown,
             "Network" => ApiError::Network,
             _ => ApiError::Internal,
@@ -521,6 +522,7 @@ mod tests {
             ApiError::BadJobId,
             ApiError::JobIdTaken,
             ApiError::ShuttingDown,
+            ApiError::SignInRequired,
             ApiError::Network,
             ApiError::Internal,
         ] {

@@ -923,6 +923,18 @@ mod tests {
                 "7200",
                 "LOFIANIME_SHUTDOWN__GRACE_SECS",
             ),
+            ("LOFIANIME_AUTH__MODE", "sometimes", "AUTH.MODE"),
+            (
+                "LOFIANIME_AUTH__SESSION_DAYS",
+                "0",
+                "LOFIANIME_AUTH__SESSION_DAYS",
+            ),
+            // Sign-in on without the public address its redirect URI needs.
+            (
+                "LOFIANIME_AUTH__MODE",
+                "required",
+                "LOFIANIME_SITE__PUBLIC_URL",
+            ),
         ] {
             Jail::expect_with(|jail| {
                 jail.set_env(variable, value);

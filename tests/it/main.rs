@@ -4,6 +4,7 @@
 //! the source tree's layering.
 
 mod api;
+mod auth;
 mod instances;
 mod layering;
 mod limiter_stores;

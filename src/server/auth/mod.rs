@@ -182,3 +182,75 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
             .ok_or(MissingVisitor)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn settings(mode: AuthMode) -> Settings {
+        let mut settings = Settings::default();
+        settings.auth.mode = mode;
+        settings.site.public_url = Some("https://lofianime.example".into());
+        settings
+    }
+
+    fn secrets(session_secret: Option<&str>) -> Secrets {
+        Secrets {
+            oidc_client_id: Some("id".into()),
+            oidc_client_secret: Some(SecretString::from("secret")),
+            session_secret: session_secret.map(|s| SecretString::from(s.to_owned())),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(settings: &Settings, secrets: &Secrets) -> String {
+        match Auth::new(settings, secrets) {
+            Ok(_) => panic!("start-up should have been refused"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn off_needs_nothing_and_identifies_by_address() {
+        let auth = Auth::new(&Settings::default(), &Secrets::default()).unwrap();
+        assert!(!auth.is_on());
+        let caller = auth.caller(
+            &axum::http::HeaderMap::new(),
+            ClientIp::new("203.0.113.7".parse().unwrap()),
+        );
+        assert_eq!(caller.visitor, Visitor::new("203.0.113.7"));
+        assert!(caller.account.is_none());
+    }
+
+    #[test]
+    fn sign_in_refuses_to_start_without_its_secrets_naming_them() {
+        let optional = settings(AuthMode::Optional);
+        assert!(refusal(&optional, &secrets(None)).starts_with("SESSION_SECRET: must be set"));
+        let short = refusal(&optional, &secrets(Some("too short")));
+        assert!(
+            short.contains("at least 64 bytes") && short.contains("it is 9 bytes"),
+            "{short}"
+        );
+        assert!(!short.contains("too short"), "the secret is never repeated");
+        let mut no_client = secrets(Some(&"k".repeat(64)));
+        no_client.oidc_client_id = None;
+        assert!(refusal(&optional, &no_client).starts_with("OIDC_CLIENT_ID"));
+        let mut no_secret = secrets(Some(&"k".repeat(64)));
+        no_secret.oidc_client_secret = None;
+        assert!(refusal(&optional, &no_secret).starts_with("OIDC_CLIENT_SECRET"));
+        let mut bad_issuer = secrets(Some(&"k".repeat(64)));
+        bad_issuer.oidc_issuer_url = Some("not a url".into());
+        assert!(refusal(&optional, &bad_issuer).starts_with("OIDC_ISSUER_URL"));
+        let auth = Auth::new(
+            &settings(AuthMode::Required),
+            &secrets(Some(&"k".repeat(64))),
+        )
+        .unwrap();
+        assert_eq!(
+            auth.issuer(),
+            Some(GOOGLE_ISSUER),
+            "Google unless told otherwise"
+        );
+    }
+}

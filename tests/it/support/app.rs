@@ -11,7 +11,7 @@ use lofianime::domain::generator::{ImageGenerator, OfflineGenerator};
 use lofianime::domain::storage::ObjectImageStore;
 use lofianime::domain::studio::Components;
 use lofianime::server::router::router;
-use lofianime::server::settings::Settings;
+use lofianime::server::settings::{Secrets, Settings};
 use lofianime::server::state::AppState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,23 +42,31 @@ pub fn spawn_app_with(settings: Settings) -> TestApp {
 
 /// The app on the given components, reached from [`VISITOR`].
 pub fn spawn_app_on(settings: Settings, components: Components) -> TestApp {
+    spawn_app_with_secrets(settings, &Secrets::default(), components)
+}
+
+/// The app with these secrets (sign-in's client and session key) in its
+/// environment, reached from [`VISITOR`].
+pub fn spawn_app_with_secrets(
+    settings: Settings,
+    secrets: &Secrets,
+    components: Components,
+) -> TestApp {
     let peer: SocketAddr = VISITOR.parse().unwrap();
     TestApp {
-        router: app_router(&settings, components).layer(MockConnectInfo(peer)),
+        router: router(app_state(&settings, secrets, components)).layer(MockConnectInfo(peer)),
     }
+}
+
+/// The app's state on `components`.
+pub fn app_state(settings: &Settings, secrets: &Secrets, components: Components) -> AppState {
+    let options = LeptosOptions::builder().output_name("lofianime").build();
+    AppState::new(settings, secrets, components, options).expect("valid test settings")
 }
 
 /// The app's router on `components` (connections bring their own address).
 pub fn app_router(settings: &Settings, components: Components) -> Router {
-    let options = LeptosOptions::builder().output_name("lofianime").build();
-    let state = AppState::new(
-        settings,
-        &lofianime::server::settings::Secrets::default(),
-        components,
-        options,
-    )
-    .expect("valid test settings");
-    router(state)
+    router(app_state(settings, &Secrets::default(), components))
 }
 
 pub fn spawn_app() -> TestApp {
