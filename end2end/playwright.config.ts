@@ -8,13 +8,31 @@ import { defineConfig } from "@playwright/test";
 // - "untrusting" (3303): the built-in defaults, which trust no proxy;
 // - "budget" (3304): a shared budget of 2 generations and a 30 s visitor window;
 // - "returning" (3305): 768 px offline pictures and 20 generations per visitor,
-//   for first-load.spec.ts's returning visitor with 12 recent images.
+//   for first-load.spec.ts's returning visitor with 12 recent images;
+// - "optional" (3306) and "required" (3307): sign-in on, against a real OpenID
+//   provider (3310), for sign-in.spec.ts.
 const offlinePort = 3300;
 const replicatePort = 3301;
 const standInPort = 3302;
 const untrustingPort = 3303;
 const budgetPort = 3304;
 const returningPort = 3305;
+// Sign-in: the app with auth.mode "optional" and "required", and a real
+// OpenID provider (tests/oidc/provider.mjs, oauth2-mock-server).
+const optionalPort = 3306;
+const requiredPort = 3307;
+const providerPort = 3310;
+const signIn = (port: number, mode: string) =>
+  app(port, {
+    LOFIANIME_CONFIG: "end2end/lofianime.signin.toml",
+    REPLICATE_API_TOKEN: "",
+    LOFIANIME_AUTH__MODE: mode,
+    LOFIANIME_SITE__PUBLIC_URL: `http://127.0.0.1:${port}`,
+    OIDC_ISSUER_URL: `http://127.0.0.1:${providerPort}`,
+    OIDC_CLIENT_ID: "lofianime-e2e",
+    OIDC_CLIENT_SECRET: "e2e-client-secret",
+    SESSION_SECRET: "an end-to-end session secret of sixty-four bytes or more, for tests",
+  });
 const standInToken = "r8_stand_in_token";
 
 const app = (port: number, extra: Record<string, string>) => ({
@@ -76,6 +94,11 @@ export default defineConfig({
       testMatch: "replicate.spec.ts",
       use: { baseURL: `http://127.0.0.1:${replicatePort}` },
     },
+    {
+      name: "sign-in",
+      testMatch: "sign-in.spec.ts",
+      use: { baseURL: `http://127.0.0.1:${optionalPort}` },
+    },
   ],
   webServer: [
     {
@@ -85,6 +108,14 @@ export default defineConfig({
       timeout: 30_000,
       env: { PORT: String(standInPort), MODEL_DELAY_MS: "800", TOKEN: standInToken },
     },
+    {
+      command: `node ../tests/oidc/provider.mjs ${providerPort}`,
+      url: `http://127.0.0.1:${providerPort}/.well-known/openid-configuration`,
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    signIn(optionalPort, "optional"),
+    signIn(requiredPort, "required"),
     app(offlinePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
       REPLICATE_API_TOKEN: "",
