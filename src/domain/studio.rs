@@ -15,7 +15,7 @@ use crate::domain::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::domain::shared::SharedState;
 use crate::domain::storage::{ImageKey, ImageRecord, ImageStore, ImageStream, ObjectImageStore};
 use crate::domain::store::MemoryStore;
-use crate::domain::visitor::{SignedOut, Visitor, WhoPays};
+use crate::domain::visitor::{Visitor, WhoPays};
 use crate::progress::{JobId, JobProgress};
 use crate::wire::Variant;
 use std::sync::Arc;
@@ -96,6 +96,18 @@ pub struct Policy {
     pub cancel_check: Duration,
     /// How many failures per window give the payer's credit back (`None`: every one).
     pub max_refunds_per_window: Option<u64>,
+}
+
+/// What signed-out visitors may do when sign-in is on.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum SignedOut {
+    /// The same quota as everyone (no sign-in, or sign-in changes nothing).
+    #[default]
+    SameQuota,
+    /// A quota of their own, by address (`auth.mode = "optional"`).
+    OwnQuota(Algorithm),
+    /// Nothing: they must sign in to generate.
+    MustSignIn,
 }
 
 /// Key prefix of the refund allowance's counters.

@@ -52,18 +52,6 @@ impl fmt::Display for Visitor {
     }
 }
 
-/// What signed-out visitors may do when sign-in is on.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum SignedOut {
-    /// The same quota as everyone (no sign-in, or sign-in changes nothing).
-    #[default]
-    SameQuota,
-    /// A quota of their own, by address (`auth.mode = "optional"`).
-    OwnQuota(crate::domain::ratelimit::Algorithm),
-    /// Nothing: they must sign in to generate.
-    MustSignIn,
-}
-
 /// The first 16 bytes of the SHA-256 of `identifier`, in hex: how a visitor
 /// appears in the shared store and in logs (never their address).
 pub fn tag(identifier: &str) -> String {

@@ -8,8 +8,9 @@ use crate::domain::generator::{
 use crate::domain::ratelimit::{parse_window, Algorithm};
 use crate::domain::storage::{ObjectImageStore, StorageError};
 use crate::domain::store::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
+use crate::domain::studio::SignedOut;
 use crate::domain::studio::{Components, Policy, RemoteStore, Studio};
-use crate::domain::visitor::{SignedOut, WhoPays};
+use crate::domain::visitor::WhoPays;
 use crate::server::auth::Auth;
 use crate::server::client_ip::TrustedProxies;
 use crate::server::settings::StorageUrl;
@@ -263,8 +264,10 @@ impl AppState {
             images_base: settings.storage.public_base(),
             metrics: None,
             auth: Arc::new(auth),
+            // (Under identify_by = "shared" everyone spends the one quota.)
             signed_out_limit: (settings.auth.mode == AuthMode::Optional
-                && settings.ratelimit.anonymous_limit > 0)
+                && settings.ratelimit.anonymous_limit > 0
+                && settings.ratelimit.identify_by == IdentifyBy::Visitor)
                 .then_some(settings.ratelimit.anonymous_limit),
         })
     }

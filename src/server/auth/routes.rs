@@ -157,11 +157,13 @@ pub async fn callback(
         Ok((account, return_to)) => {
             let (account, session) = sessions.start(account, now_secs());
             tracing::info!(account = %tag(&account.email), "signed in");
+            metrics::counter!("lofianime_sign_ins_total", "result" => "ok").increment(1);
             let jar = sessions.forget_attempt(session);
             (jar, see_other(&return_to)).into_response()
         }
         Err(error) => {
             tracing::info!(%error, "a sign-in was refused");
+            metrics::counter!("lofianime_sign_ins_total", "result" => "refused").increment(1);
             (forget, problem_page(error.status(), &error.to_string())).into_response()
         }
     }
