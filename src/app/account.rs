@@ -38,7 +38,7 @@ pub fn SignInPrompt(provider: String, return_to: String) -> impl IntoView {
     view! {
         <section class="sign-in-prompt" aria-labelledby="sign-in-title">
             <h2 id="sign-in-title">"Sign in to generate images"</h2>
-            <p>"Each account gets its own daily quota, on every device you sign in from."</p>
+            <p>"Each account gets its own quota, on every device you sign in from."</p>
             <p>
                 <a class="button" href=format!("/auth/login?return_to={return_to}")>
                     {format!("Sign in with {provider}")}

@@ -1,7 +1,7 @@
 //! The plain Axum routes: the original app's JSON API (`POST /api/ai`, `GET
 //! /api/remaining`) and the stored images (`GET /images/{file}`). Each gets the
-//! caller from the [`Caller`] extractor (an account's session, else the address), calls one use case of the studio, and
-//! maps a failure in one place.
+//! caller from the [`Caller`] extractor (the signed-in account, else the
+//! address), calls one use case of the studio, and maps a failure in one place.
 
 use crate::domain::storage::ImageKey;
 use crate::server::auth::Caller;

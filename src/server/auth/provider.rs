@@ -260,9 +260,11 @@ impl Provider {
             tracing::info!(%error, "refused an ID token");
             SignInError::TokenRefused(reason(&error))
         })?;
+        // An address has no `@`: an account's e-mail never names a signed-out count.
         let email = claims
             .email()
             .map(|email| email.as_str().to_owned())
+            .filter(|email| email.contains('@'))
             .ok_or(SignInError::NoEmail)?;
         if claims.email_verified() != Some(true) {
             return Err(SignInError::EmailNotVerified);
