@@ -356,3 +356,37 @@ async fn with_every_painter_busy_a_generation_waits_in_line_and_leaving_the_line
         "only the first one counts"
     );
 }
+
+#[tokio::test]
+async fn start_up_refuses_sign_in_without_a_long_enough_session_secret() {
+    let sign_in = |secret: &str| {
+        vec![
+            ("LOFIANIME_AUTH__MODE", "required".to_owned()),
+            (
+                "LOFIANIME_SITE__PUBLIC_URL",
+                "https://lofianime.example".into(),
+            ),
+            ("OIDC_CLIENT_ID", "client".into()),
+            ("OIDC_CLIENT_SECRET", "client-secret-never-logged".into()),
+            ("SESSION_SECRET", secret.to_owned()),
+        ]
+    };
+    let (status, output) = AppProcess::run_to_exit(
+        &sign_in("short-secret-never-logged"),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!status.success());
+    assert!(
+        output.contains("SESSION_SECRET must be at least 64 bytes"),
+        "{output}"
+    );
+    assert!(!output.contains("short-secret-never-logged"), "{output}");
+    assert!(!output.contains("client-secret-never-logged"), "{output}");
+
+    let mut no_client = sign_in(&"k".repeat(64));
+    no_client.retain(|(name, _)| *name != "OIDC_CLIENT_ID");
+    let (status, output) = AppProcess::run_to_exit(&no_client, Duration::from_secs(30)).await;
+    assert!(!status.success());
+    assert!(output.contains("OIDC_CLIENT_ID: must be set"), "{output}");
+}
