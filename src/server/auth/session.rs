@@ -13,9 +13,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha512};
 
-/// The session cookie's name.
+/// The session cookie's name (over https: `__Host-lofianime_session`, which a
+/// browser accepts only from this very host, Secure, for `/`: no sibling
+/// subdomain can plant a session of its own).
 pub const SESSION_COOKIE: &str = "lofianime_session";
-/// The sign-in attempt's cookie (only sent to `/auth/callback`).
+/// The sign-in attempt's cookie (only sent to `/auth/callback`; over https:
+/// `__Secure-lofianime_sign_in`).
 pub const SIGN_IN_COOKIE: &str = "lofianime_sign_in";
 /// Where the sign-in attempt's cookie is sent.
 pub const CALLBACK_PATH: &str = "/auth/callback";
@@ -57,6 +60,9 @@ pub struct Sessions {
     secure: bool,
     /// How long a session lasts, in seconds.
     lifetime_secs: u64,
+    /// The two cookies' names (prefixed over https).
+    session_name: &'static str,
+    attempt_name: &'static str,
 }
 
 /// Why `SESSION_SECRET` was refused.
@@ -84,10 +90,17 @@ impl Sessions {
             return Err(ShortSecret(bytes.len()));
         }
         let key = Key::from(Sha512::digest(bytes).as_slice());
+        let (session_name, attempt_name) = if secure {
+            ("__Host-lofianime_session", "__Secure-lofianime_sign_in")
+        } else {
+            (SESSION_COOKIE, SIGN_IN_COOKIE)
+        };
         Ok(Self {
             key,
             secure,
             lifetime_secs,
+            session_name,
+            attempt_name,
         })
     }
 
@@ -102,7 +115,7 @@ impl Sessions {
 
     /// The request's account, if its session cookie is genuine and current.
     pub fn account(&self, headers: &HeaderMap, now: u64) -> Option<Account> {
-        let cookie = self.jar(headers).get(SESSION_COOKIE)?;
+        let cookie = self.jar(headers).get(self.session_name)?;
         let account: Account = serde_json::from_str(cookie.value()).ok()?;
         (account.expires > now).then_some(account)
     }
@@ -111,14 +124,14 @@ impl Sessions {
     pub fn start(&self, mut account: Account, now: u64) -> (Account, PrivateCookieJar) {
         account.expires = now + self.lifetime_secs;
         let value = serde_json::to_string(&account).unwrap_or_default();
-        let cookie = self.cookie(SESSION_COOKIE, value, "/", self.lifetime_secs);
+        let cookie = self.cookie(self.session_name, value, "/", self.lifetime_secs);
         (account, PrivateCookieJar::new(self.key.clone()).add(cookie))
     }
 
     /// Ends the session (and any sign-in attempt).
     pub fn end(&self) -> PrivateCookieJar {
         PrivateCookieJar::new(self.key.clone()).add(self.cookie(
-            SESSION_COOKIE,
+            self.session_name,
             String::new(),
             "/",
             0,
@@ -128,20 +141,20 @@ impl Sessions {
     /// Remembers a sign-in attempt until the provider sends the visitor back.
     pub fn remember_attempt(&self, attempt: &SignInAttempt) -> PrivateCookieJar {
         let value = serde_json::to_string(attempt).unwrap_or_default();
-        let cookie = self.cookie(SIGN_IN_COOKIE, value, CALLBACK_PATH, SIGN_IN_TTL_SECS);
+        let cookie = self.cookie(self.attempt_name, value, CALLBACK_PATH, SIGN_IN_TTL_SECS);
         PrivateCookieJar::new(self.key.clone()).add(cookie)
     }
 
     /// The request's sign-in attempt, if genuine and current.
     pub fn attempt(&self, headers: &HeaderMap, now: u64) -> Option<SignInAttempt> {
-        let cookie = self.jar(headers).get(SIGN_IN_COOKIE)?;
+        let cookie = self.jar(headers).get(self.attempt_name)?;
         let attempt: SignInAttempt = serde_json::from_str(cookie.value()).ok()?;
         (attempt.expires > now).then_some(attempt)
     }
 
     /// Forgets the sign-in attempt (it is used once), on `jar`.
     pub fn forget_attempt(&self, jar: PrivateCookieJar) -> PrivateCookieJar {
-        jar.add(self.cookie(SIGN_IN_COOKIE, String::new(), CALLBACK_PATH, 0))
+        jar.add(self.cookie(self.attempt_name, String::new(), CALLBACK_PATH, 0))
     }
 
     fn cookie(
@@ -226,6 +239,8 @@ mod tests {
         let response = jar.into_response();
         let set = response.headers()[header::SET_COOKIE].to_str().unwrap();
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Secure"));
+        assert!(set.starts_with("__Host-lofianime_session="), "{set}");
+        assert!(!set.contains("Domain="), "a __Host- cookie names no domain");
         assert!(set.contains("Max-Age=3600") && set.contains("Path=/"));
         assert!(!set.contains("ana") && !set.contains("sub-1"), "{set}");
     }
@@ -254,7 +269,7 @@ mod tests {
         let json = serde_json::to_string(&account()).unwrap();
         plain.insert(
             header::COOKIE,
-            format!("{SESSION_COOKIE}={json}").parse().unwrap(),
+            format!("__Host-lofianime_session={json}").parse().unwrap(),
         );
         assert_eq!(sessions.account(&plain, 1_001), None);
         // The sign-in attempt's cookie is not a session, even sealed by us.
@@ -268,7 +283,7 @@ mod tests {
         let renamed = sent_back(sessions.remember_attempt(&attempt))[header::COOKIE]
             .to_str()
             .unwrap()
-            .replace(SIGN_IN_COOKIE, SESSION_COOKIE);
+            .replace("__Secure-lofianime_sign_in", "__Host-lofianime_session");
         let mut swapped = HeaderMap::new();
         swapped.insert(header::COOKIE, renamed.parse().unwrap());
         assert_eq!(sessions.account(&swapped, 1_001), None);
