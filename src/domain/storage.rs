@@ -360,27 +360,37 @@ struct Original {
 /// What a failed storage check means, for the owner.
 fn explain(error: &StorageError) -> String {
     let text = error.to_string();
+    format!("{}: {text}", meaning(&text))
+}
+
+/// What a storage error's text says went wrong, in the owner's words.
+fn meaning(text: &str) -> &'static str {
     let has = |needle: &str| text.contains(needle);
-    let meaning = if has("NoSuchBucket") || has("bucket does not exist") {
-        "the bucket does not exist"
-    } else if has("InvalidAccessKeyId")
-        || has("SignatureDoesNotMatch")
-        || has("InvalidClientTokenId")
-        || has("AccessDenied")
-        || has("403")
-        || has("401")
-    {
-        "the credentials were refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
-    } else if has("error sending request")
+    // Status codes are matched as words: the text also carries a random object
+    // name, a port and a duration, whose digits may contain "401" or "403".
+    let status = |code: &str| {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == code)
+    };
+    if has("error sending request")
         || has("onnection refused")
         || has("dns error")
         || has("timed out")
     {
         "the endpoint cannot be reached (AWS_ENDPOINT, AWS_REGION)"
+    } else if has("NoSuchBucket") || has("bucket does not exist") {
+        "the bucket does not exist"
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("InvalidClientTokenId")
+        || has("AccessDenied")
+        || status("403")
+        || status("401")
+    {
+        "the credentials were refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
     } else {
         "the store refused a test write"
-    };
-    format!("{meaning}: {text}")
+    }
 }
 
 /// [`make_variants`] on a CPU worker (see [`crate::domain::cpu`]).
@@ -471,6 +481,22 @@ impl ImageStore for ObjectImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_check_is_named_by_its_cause_not_by_digits_in_names() {
+        // The object's random name and the duration held "401" once, and an
+        // unreachable endpoint was reported as refused credentials.
+        let unreachable = "Generic S3 error: Error performing PUT http://127.0.0.1:46773/pictures/lofianime-check/4019ab in 1.876401s after 10 retries: HTTP error: error sending request";
+        assert!(meaning(unreachable).starts_with("the endpoint cannot be reached"));
+        let refused = "Generic S3 error: Error performing PUT http://127.0.0.1:9000/b/x in 5ms - Client error with status 403 Forbidden: <Error/>";
+        assert!(meaning(refused).starts_with("the credentials were refused"));
+        let missing = "Generic S3 error: ... NoSuchBucket ... 4031";
+        assert_eq!(meaning(missing), "the bucket does not exist");
+        assert_eq!(
+            meaning("HTTP 500 in 1.403s"),
+            "the store refused a test write"
+        );
+    }
 
     #[test]
     fn keys_parse_only_the_shape_the_store_makes() {
