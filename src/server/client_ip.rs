@@ -194,38 +194,6 @@ impl TrustedProxies {
     }
 }
 
-/// The visitor's address, as [`identify_visitor`] worked it out: an extractor for
-/// Axum handlers, and for server functions through `leptos_axum::extract`.
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
-    type Rejection = MissingVisitor;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<ClientIp>()
-            .copied()
-            .ok_or(MissingVisitor)
-    }
-}
-
-/// A request that did not pass through [`identify_visitor`] (a wiring mistake).
-#[derive(Debug)]
-pub struct MissingVisitor;
-
-impl axum::response::IntoResponse for MissingVisitor {
-    fn into_response(self) -> Response {
-        tracing::error!("a request reached a handler without a visitor address; is the identify_visitor layer installed?");
-        (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            crate::wire::GENERIC_FAILURE,
-        )
-            .into_response()
-    }
-}
-
 /// Middleware: works out the visitor's [`ClientIp`] and puts it in the request's
 /// extensions, where the handlers find it.
 pub async fn identify_visitor(

@@ -10,7 +10,7 @@ pub mod routes;
 pub mod session;
 
 use crate::domain::visitor::Visitor;
-use crate::server::client_ip::{ClientIp, MissingVisitor};
+use crate::server::client_ip::ClientIp;
 use crate::server::settings::{AccountKey, AuthMode, Secrets, Settings, SettingsError};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -166,10 +166,25 @@ pub async fn identify_caller(
     next.run(request).await
 }
 
+/// A request that did not pass through [`identify_caller`] (a wiring mistake).
+#[derive(Debug)]
+pub struct MissingCaller;
+
+impl axum::response::IntoResponse for MissingCaller {
+    fn into_response(self) -> Response {
+        tracing::error!("a request reached a handler without its caller; is the identify_caller layer installed?");
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            crate::wire::GENERIC_FAILURE,
+        )
+            .into_response()
+    }
+}
+
 /// The caller, as [`identify_caller`] worked it out: an extractor for Axum
 /// handlers, and for server functions through `leptos_axum::extract`.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
-    type Rejection = MissingVisitor;
+    type Rejection = MissingCaller;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
@@ -179,7 +194,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
             .extensions
             .get::<Caller>()
             .cloned()
-            .ok_or(MissingVisitor)
+            .ok_or(MissingCaller)
     }
 }
 
