@@ -195,7 +195,7 @@ impl TrustedProxies {
 }
 
 /// Middleware: works out the visitor's [`ClientIp`] and puts it in the request's
-/// extensions, where the handlers find it.
+/// extensions, where [`crate::server::auth::identify_caller`] finds it.
 pub async fn identify_visitor(
     State(proxies): State<Arc<TrustedProxies>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
