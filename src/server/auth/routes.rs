@@ -8,7 +8,7 @@ use crate::server::auth::session::now_secs;
 use crate::server::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -53,13 +53,11 @@ pub fn same_site_path(candidate: &str) -> Option<String> {
 
 /// A 303 to `location`, never cached.
 fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, value);
-    }
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Redirect::to(location),
+    )
+        .into_response()
 }
 
 /// A small page that says what went wrong, with a way to try again.
