@@ -199,12 +199,25 @@ impl Studio {
         visitor.is_signed_in() || !self.must_sign_in
     }
 
+    /// Generations per window of a signed-out visitor's own quota, when they
+    /// have one (under [`WhoPays::Everyone`] everyone spends the one quota).
+    pub fn signed_out_limit(&self) -> Option<u64> {
+        self.signed_out_own_quota()
+            .map(|own| own.algorithm().limit())
+    }
+
+    fn signed_out_own_quota(&self) -> Option<&Arc<RateLimiter>> {
+        self.signed_out_quota
+            .as_ref()
+            .filter(|_| self.who_pays == WhoPays::EachVisitor)
+    }
+
     /// The quota `visitor`'s generations come from: a signed-out visitor's own
     /// when they have one, else the one quota (shared by everyone under
     /// [`WhoPays::Everyone`]).
     fn quota_of(&self, visitor: &Visitor) -> &Arc<RateLimiter> {
-        match (&self.signed_out_quota, self.who_pays) {
-            (Some(own), WhoPays::EachVisitor) if !visitor.is_signed_in() => own,
+        match self.signed_out_own_quota() {
+            Some(own) if !visitor.is_signed_in() => own,
             _ => &self.generation.limiter,
         }
     }
@@ -540,6 +553,7 @@ mod tests {
         let account = Visitor::account("ana@example.com");
         assert_eq!(studio.quota(&address).await.unwrap().limit, 1);
         assert_eq!(studio.quota(&account).await.unwrap().limit, 3);
+        assert_eq!(studio.signed_out_limit(), Some(1));
         studio.generate(&address, "one", None).await.unwrap();
         let refused = studio.generate(&address, "two", None).await.unwrap_err();
         assert!(

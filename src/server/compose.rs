@@ -264,11 +264,6 @@ impl AppState {
             images_base: settings.storage.public_base(),
             metrics: None,
             auth: Arc::new(auth),
-            // (Under identify_by = "shared" everyone spends the one quota.)
-            signed_out_limit: (settings.auth.mode == AuthMode::Optional
-                && settings.ratelimit.anonymous_limit > 0
-                && settings.ratelimit.identify_by == IdentifyBy::Visitor)
-                .then_some(settings.ratelimit.anonymous_limit),
         })
     }
 }

@@ -228,7 +228,7 @@ impl Backend for AppState {
         Ok(Viewer {
             sign_in_with: on.then(|| self.auth.provider_name.clone()),
             may_generate: self.studio.may_generate(&caller.visitor),
-            signed_out_limit: self.signed_out_limit,
+            signed_out_limit: self.studio.signed_out_limit(),
             account: caller.account.map(|account| SignedInAs {
                 email: account.email,
                 name: account.name,

@@ -28,8 +28,6 @@ pub struct AppState {
     pub metrics: Option<Arc<crate::server::metrics::MetricsEndpoint>>,
     /// Sign-in (off unless `auth.mode` says otherwise).
     pub auth: Arc<crate::server::auth::Auth>,
-    /// Signed-out visitors' own limit (`auth.mode = "optional"`), if they have one.
-    pub signed_out_limit: Option<u64>,
 }
 
 impl AppState {
