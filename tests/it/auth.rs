@@ -251,6 +251,11 @@ async fn signing_in_gives_a_session_that_returns_to_the_page_and_names_the_accou
     assert!(!session.contains("Secure"), "the test site is http");
     assert!(session.contains(&format!("Max-Age={}", 30 * 24 * 3600)));
     assert!(!session.contains("ana@example.com"), "sealed, not readable");
+    assert!(
+        set.iter()
+            .any(|v| v.starts_with("lofianime_sign_in=") && v.contains("Max-Age=0")),
+        "the sign-in attempt is used once: {set:?}"
+    );
 
     let page = body_text(browser.get(&site, "/").await).await;
     assert!(page.contains("ana@example.com") && page.contains("Sign out"));

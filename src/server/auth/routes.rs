@@ -124,9 +124,6 @@ pub async fn callback(
         return not_found();
     };
     let attempt = sessions.attempt(&headers, now_secs());
-    // The attempt is used once, whatever happens next.
-    let forget =
-        sessions.forget_attempt(axum_extra::extract::PrivateCookieJar::new(sessions.key()));
     let outcome = async {
         let attempt = attempt.ok_or(SignInError::NoAttempt)?;
         let state_matches = query
@@ -156,13 +153,17 @@ pub async fn callback(
             let (account, session) = sessions.start(account, now_secs());
             tracing::info!(account = %tag(&account.email), "signed in");
             metrics::counter!("lofianime_sign_ins_total", "result" => "ok").increment(1);
-            let jar = sessions.forget_attempt(session);
-            (jar, see_other(&return_to)).into_response()
+            (session, see_other(&return_to)).into_response()
         }
         Err(error) => {
             tracing::info!(%error, "a sign-in was refused");
             metrics::counter!("lofianime_sign_ins_total", "result" => "refused").increment(1);
-            (forget, problem_page(error.status(), &error.to_string())).into_response()
+            // The attempt is used once, whatever its outcome.
+            (
+                sessions.forget_attempt(),
+                problem_page(error.status(), &error.to_string()),
+            )
+                .into_response()
         }
     }
 }

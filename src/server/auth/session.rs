@@ -104,13 +104,13 @@ impl Sessions {
         })
     }
 
-    /// The cookie key (for an empty jar to add cookies to).
-    pub fn key(&self) -> Key {
-        self.key.clone()
-    }
-
     fn jar(&self, headers: &HeaderMap) -> PrivateCookieJar {
         PrivateCookieJar::from_headers(headers, self.key.clone())
+    }
+
+    /// An answer's jar holding `cookie`.
+    fn setting(&self, cookie: Cookie<'static>) -> PrivateCookieJar {
+        PrivateCookieJar::new(self.key.clone()).add(cookie)
     }
 
     /// The request's account, if its session cookie is genuine and current.
@@ -120,29 +120,25 @@ impl Sessions {
         (account.expires > now).then_some(account)
     }
 
-    /// A session for `account` (its `expires` set from the lifetime).
+    /// A session for `account` (its `expires` set from the lifetime), which
+    /// ends the sign-in attempt that led to it.
     pub fn start(&self, mut account: Account, now: u64) -> (Account, PrivateCookieJar) {
         account.expires = now + self.lifetime_secs;
         let value = serde_json::to_string(&account).unwrap_or_default();
         let cookie = self.cookie(self.session_name, value, "/", self.lifetime_secs);
-        (account, PrivateCookieJar::new(self.key.clone()).add(cookie))
+        let jar = self.setting(cookie).add(self.attempt_cleared());
+        (account, jar)
     }
 
-    /// Ends the session (and any sign-in attempt).
+    /// Ends the session.
     pub fn end(&self) -> PrivateCookieJar {
-        PrivateCookieJar::new(self.key.clone()).add(self.cookie(
-            self.session_name,
-            String::new(),
-            "/",
-            0,
-        ))
+        self.setting(self.cookie(self.session_name, String::new(), "/", 0))
     }
 
     /// Remembers a sign-in attempt until the provider sends the visitor back.
     pub fn remember_attempt(&self, attempt: &SignInAttempt) -> PrivateCookieJar {
         let value = serde_json::to_string(attempt).unwrap_or_default();
-        let cookie = self.cookie(self.attempt_name, value, CALLBACK_PATH, SIGN_IN_TTL_SECS);
-        PrivateCookieJar::new(self.key.clone()).add(cookie)
+        self.setting(self.cookie(self.attempt_name, value, CALLBACK_PATH, SIGN_IN_TTL_SECS))
     }
 
     /// The request's sign-in attempt, if genuine and current.
@@ -152,9 +148,13 @@ impl Sessions {
         (attempt.expires > now).then_some(attempt)
     }
 
-    /// Forgets the sign-in attempt (it is used once), on `jar`.
-    pub fn forget_attempt(&self, jar: PrivateCookieJar) -> PrivateCookieJar {
-        jar.add(self.cookie(self.attempt_name, String::new(), CALLBACK_PATH, 0))
+    /// Forgets the sign-in attempt (it is used once, whatever its outcome).
+    pub fn forget_attempt(&self) -> PrivateCookieJar {
+        self.setting(self.attempt_cleared())
+    }
+
+    fn attempt_cleared(&self) -> Cookie<'static> {
+        self.cookie(self.attempt_name, String::new(), CALLBACK_PATH, 0)
     }
 
     fn cookie(
