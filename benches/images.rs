@@ -7,9 +7,9 @@
 //!
 //!     cargo bench --features ssr --bench images
 
-use lofianime::domain::generator::{ImageGenerator, OfflineGenerator};
-use lofianime::domain::variants::make_variants;
 use lofianime::prompt::Prompt;
+use lofianime_domain::make_variants;
+use lofianime_domain::{ImageGenerator, OfflineGenerator};
 use std::time::{Duration, Instant};
 
 fn main() {

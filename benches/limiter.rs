@@ -8,9 +8,9 @@
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use lofianime::domain::clock::SystemClock;
-use lofianime::domain::ratelimit::{Algorithm, LimiterStore, RateLimiter, DEFAULT_PREFIX};
-use lofianime::domain::store::{MemoryStore, RedisStore, UpstashRestStore, UpstashSettings};
+use lofianime_domain::SystemClock;
+use lofianime_domain::{Algorithm, LimiterStore, RateLimiter, DEFAULT_PREFIX};
+use lofianime_domain::{MemoryStore, RedisStore, UpstashRestStore, UpstashSettings};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

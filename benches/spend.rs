@@ -19,11 +19,9 @@ use axum::http::{Request, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use lofianime::domain::generator::{
-    ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
-};
 use lofianime::prompt::Prompt;
 use lofianime::server::settings::Settings;
+use lofianime_domain::{ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;

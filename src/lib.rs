@@ -1,23 +1,23 @@
 //! lofianime: a prompt goes in, a lofi-anime image comes out, and every visitor is
 //! rate-limited so the owner's model bill stays bounded.
 //!
-//! Layout: `app` (UI components), `api` (server-function signatures), `wire` (the
-//! types and id/URL shapes both sides exchange), `progress` and `prompt` compile
-//! for both the server and the browser and import no server-only module.
-//! Everything that only runs on the server is gated once, here: `domain` (limiter, generator, storage; no Leptos inside) and
-//! `server` (settings, router, the glue between Axum, Leptos and the domain).
+//! Layout: `app` (UI components), `api` (server-function signatures) and `wire`
+//! (the server-function error type and codec, over the `lofianime_wire` crate's
+//! shared types, whose `progress` and `prompt` are re-exported here) compile for
+//! both the server and the browser. Everything that only runs on the server is
+//! gated once, here: `server` (settings, router, the glue between Axum, Leptos
+//! and the `lofianime_domain` crate, which holds the limiter, generators and
+//! storage and cannot reach Leptos).
 
 // Leptos' typed views nest deeply; the WASM build lays them out past the default.
 #![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;
-pub mod progress;
-pub mod prompt;
 pub mod wire;
 
-#[cfg(feature = "ssr")]
-pub mod domain;
+pub use lofianime_wire::{progress, prompt};
+
 #[cfg(feature = "ssr")]
 pub mod server;
 

@@ -1,16 +1,9 @@
 //! Composition: the settings and secrets decide which store, generator and image
 //! storage the studio runs on, and with which policy. Nothing here serves HTTP.
 
-use crate::domain::clock::{Clock, SystemClock};
-use crate::domain::generator::{
-    ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings,
-};
-use crate::domain::ratelimit::{parse_window, Algorithm};
-use crate::domain::storage::{ObjectImageStore, StorageError};
-use crate::domain::store::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
-use crate::domain::studio::SignedOut;
-use crate::domain::studio::{Components, Policy, RemoteStore, Studio};
-use crate::domain::visitor::WhoPays;
+use lofianime_domain::{Clock, SystemClock};
+use lofianime_domain::{ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings};
+
 use crate::server::auth::Auth;
 use crate::server::client_ip::TrustedProxies;
 use crate::server::settings::StorageUrl;
@@ -18,6 +11,11 @@ use crate::server::settings::{AuthMode, IdentifyBy, KeyLocking, Secrets, Setting
 use crate::server::state::AppState;
 use crate::wire::AppInfo;
 use leptos::config::LeptosOptions;
+use lofianime_domain::SignedOut;
+use lofianime_domain::WhoPays;
+use lofianime_domain::{Components, Policy, RemoteStore, Studio};
+use lofianime_domain::{ObjectImageStore, StorageError};
+use lofianime_domain::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,10 +101,10 @@ async fn warn_if_evicting(store: &RedisStore) {
     let command = ["CONFIG", "GET", "maxmemory-policy"]
         .map(String::from)
         .to_vec();
-    let Ok(crate::domain::store::Reply::List(items)) = store.send(command).await else {
+    let Ok(lofianime_domain::Reply::List(items)) = store.send(command).await else {
         return;
     };
-    if let Some(crate::domain::store::Reply::Text(policy)) = items.get(1) {
+    if let Some(lofianime_domain::Reply::Text(policy)) = items.get(1) {
         if policy != "noeviction" {
             tracing::warn!(
                 %policy,
@@ -197,21 +195,13 @@ pub async fn components(
 }
 
 /// The studio's policy, from the settings.
-pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
+pub fn policy(settings: &Settings) -> Policy {
     let limits = &settings.ratelimit;
-    let budget = if limits.global_limit > 0 {
-        Some(Algorithm::FixedWindow {
-            limit: limits.global_limit,
-            window_ms: parse_window(&limits.global_window)?,
-        })
-    } else {
-        None
-    };
-    Ok(Policy {
-        algorithm: settings.algorithm()?,
+    Policy {
+        algorithm: settings.algorithm(),
         prefix: limits.prefix.clone(),
         ephemeral_cache: limits.ephemeral_cache,
-        budget,
+        budget: limits.budget(),
         who_pays: match limits.identify_by {
             IdentifyBy::Visitor => WhoPays::EachVisitor,
             IdentifyBy::Shared => WhoPays::Everyone,
@@ -221,7 +211,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
             AuthMode::Required => SignedOut::MustSignIn,
             AuthMode::Optional if limits.anonymous_limit == 0 => SignedOut::MustSignIn,
             AuthMode::Optional => {
-                SignedOut::OwnQuota(settings.algorithm_with_limit(limits.anonymous_limit)?)
+                SignedOut::OwnQuota(settings.algorithm_with_limit(limits.anonymous_limit))
             }
         },
         on_store_failure: limits.on_store_failure,
@@ -230,7 +220,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, SettingsError> {
         job_ttl_ms: (settings.model.deadline_secs + 600) * 1000,
         cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
         max_refunds_per_window: Some(limits.max_refunds_per_window.unwrap_or(limits.limit)),
-    })
+    }
 }
 
 impl AppState {
@@ -242,13 +232,13 @@ impl AppState {
         leptos_options: LeptosOptions,
     ) -> Result<Self, SettingsError> {
         let auth = Auth::new(settings, secrets)?;
-        let policy = policy(settings)?;
+        let policy = policy(settings);
         let studio = Studio::new(policy.clone(), components);
         let info = AppInfo {
             offline_generator: studio.is_offline(),
             max_prompt_chars: settings.prompt.max_chars,
             limit: settings.ratelimit.limit,
-            window: settings.ratelimit.window.clone(),
+            window: settings.ratelimit.window.to_string(),
             window_ms: policy.algorithm.window_ms(),
             recent_images: settings.recent.keep,
         };

@@ -2,10 +2,10 @@
 //! mapping to [`ApiError`] (pure), and the log line with the detail that the
 //! visitor never sees (one per failure, at a level that says who must act).
 
-use crate::domain::generation::{LimitScope, StudioError};
-use crate::domain::generator::ModelError;
-use crate::domain::ratelimit::Decision;
 use crate::wire::{ApiError, Quota};
+use lofianime_domain::Decision;
+use lofianime_domain::ModelError;
+use lofianime_domain::{LimitScope, StudioError};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Requests refused since the last summary: by the visitor's own limit, and by
@@ -171,7 +171,7 @@ pub fn answer(failure: &StudioError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ratelimit::{Decision, Reason};
+    use lofianime_domain::{Decision, Reason};
 
     #[test]
     fn refusals_are_counted_not_logged_one_by_one() {

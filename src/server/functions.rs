@@ -5,11 +5,6 @@
 
 use crate::api::Backend;
 use crate::app::download_name;
-use crate::domain::generation::Generated;
-use crate::domain::jobs::CancelOutcome;
-use crate::domain::ratelimit::Decision;
-use crate::domain::storage::{ImageKey, ImageRecord};
-use crate::domain::visitor::Visitor;
 use crate::progress::{JobId, JobProgress};
 use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
@@ -23,6 +18,11 @@ use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;
 use leptos::server_fn::ServerFn;
 use leptos_axum::ResponseOptions;
+use lofianime_domain::CancelOutcome;
+use lofianime_domain::Decision;
+use lofianime_domain::Generated;
+use lofianime_domain::Visitor;
+use lofianime_domain::{ImageKey, ImageRecord};
 
 /// Who is calling the current server function (an account, or an address).
 async fn calling() -> Result<Caller, ApiError> {

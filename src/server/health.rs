@@ -8,12 +8,29 @@ use crate::server::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long each dependency may take to answer a readiness check.
 const READY_BOUND: Duration = Duration::from_millis(1500);
+
+/// `/healthz`, `/readyz`, and `/metrics` when `METRICS_TOKEN` is set.
+pub fn routes(state: AppState) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone());
+    match state.metrics {
+        Some(endpoint) => probes.merge(
+            Router::new()
+                .route("/metrics", get(crate::server::metrics::metrics))
+                .with_state(endpoint),
+        ),
+        None => probes,
+    }
+}
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Response {

@@ -1,19 +1,26 @@
-//! The plain Axum routes: the original app's JSON API (`POST /api/ai`, `GET
-//! /api/remaining`) and the stored images (`GET /images/{file}`). Each gets the
-//! caller from the [`Caller`] extractor (the signed-in account, else the
-//! address), calls one use case of the studio, and maps a failure in one place.
+//! The original app's JSON API (`POST /api/ai`, `GET /api/remaining`). Each
+//! route gets the caller from the [`Caller`] extractor (the signed-in account,
+//! else the address), calls one use case of the studio, and maps a failure in
+//! one place.
 
-use crate::domain::storage::ImageKey;
 use crate::server::auth::Caller;
 use crate::server::errors;
 use crate::server::functions::{rate_limit_headers, run_generation};
 use crate::server::state::AppState;
-use crate::wire::{ApiError, GENERIC_FAILURE};
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use crate::wire::ApiError;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+/// The JSON API's routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/ai", post(generate_json))
+        .route("/api/remaining", get(remaining_json))
+}
 
 /// What the original front end posts to `/api/ai`.
 #[derive(serde::Deserialize)]
@@ -88,33 +95,5 @@ pub async fn remaining_json(State(state): State<AppState>, caller: Caller) -> Re
             )
         }
         Err(failure) => json_error(&errors::answer(&failure), Vec::new()),
-    }
-}
-
-/// `GET /images/{file}`: a stored image, streamed from the store, cacheable for a
-/// year (keys are never reused).
-pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>) -> Response {
-    let Some(key) = ImageKey::parse(&file) else {
-        return (StatusCode::NOT_FOUND, "No such image.").into_response();
-    };
-    match state.studio.open_image(&key).await {
-        Ok(Some(image)) => (
-            [
-                (header::CONTENT_TYPE, key.format().content_type().to_owned()),
-                (
-                    header::CACHE_CONTROL,
-                    "public, max-age=31536000, immutable".to_owned(),
-                ),
-                (header::CONTENT_LENGTH, image.size.to_string()),
-            ],
-            // Passed on as the store sends it, never held whole.
-            Body::from_stream(image.chunks),
-        )
-            .into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
-        Err(failure) => {
-            errors::log(&failure);
-            (StatusCode::INTERNAL_SERVER_ERROR, GENERIC_FAILURE).into_response()
-        }
     }
 }

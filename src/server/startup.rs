@@ -2,13 +2,13 @@
 //! (`compose`), logs what it runs on, and serves the router until Ctrl-C or
 //! SIGTERM.
 
-use crate::domain::on_drop::cleanups_done;
 use crate::server::compose::{self, ComposeError};
 use crate::server::metrics::MetricsEndpoint;
 use crate::server::router::router;
 use crate::server::serve::{serve_until, Draining, Limits};
 use crate::server::settings::{Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
+use lofianime_domain::runtime::cleanups_done;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -52,8 +52,8 @@ pub async fn run() -> Result<(), StartupError> {
     let cpu_workers = settings
         .workers
         .cpu
-        .unwrap_or_else(crate::domain::cpu::default_workers);
-    crate::domain::cpu::configure(cpu_workers);
+        .unwrap_or_else(lofianime_domain::runtime::default_workers);
+    lofianime_domain::runtime::configure_cpu_pool(cpu_workers);
     tracing::info!(
         cpu_workers,
         "CPU-bound work (painting, image variants) runs on at most this many threads at once"
@@ -61,7 +61,7 @@ pub async fn run() -> Result<(), StartupError> {
     let components = compose::components(&settings, &secrets).await?;
     tracing::info!(
         store = %components.limiter_store.describe(),
-        algorithm = %settings.algorithm().map_err(SettingsError::from)?,
+        algorithm = %settings.algorithm(),
         window = %settings.ratelimit.window,
         on_store_failure = ?settings.ratelimit.on_store_failure,
         "rate limiter"

@@ -1,12 +1,12 @@
 //! What every handler and server function shares: the domain's front door, the
 //! proxies whose forwarding header is believed, and what the page may know.
 
-use crate::domain::storage::ImageKey;
-use crate::domain::studio::Studio;
 use crate::server::client_ip::TrustedProxies;
 use crate::wire::AppInfo;
 use axum::extract::FromRef;
 use leptos::config::LeptosOptions;
+use lofianime_domain::ImageKey;
+use lofianime_domain::Studio;
 use std::sync::Arc;
 
 #[derive(Clone)]

@@ -5,11 +5,9 @@
 
 use crate::support::redis_server::RedisServer;
 use crate::support::upstash_bridge::Bridge;
-use lofianime::domain::clock::{Clock, ManualClock};
-use lofianime::domain::ratelimit::{Algorithm, LimiterStore, RateLimiter, Reason, DEFAULT_PREFIX};
-use lofianime::domain::store::{
-    MemoryStore, RedisStore, StoreError, UpstashRestStore, UpstashSettings,
-};
+use lofianime_domain::{Algorithm, LimiterStore, RateLimiter, Reason, DEFAULT_PREFIX};
+use lofianime_domain::{Clock, ManualClock};
+use lofianime_domain::{MemoryStore, RedisStore, StoreError, UpstashRestStore, UpstashSettings};
 use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -657,9 +655,9 @@ async fn the_bridge_speaks_the_upstash_protocol() {
 
 #[tokio::test]
 async fn the_store_is_chosen_from_the_environment() {
-    use lofianime::domain::studio::RemoteStore;
     use lofianime::server::compose::remote_store;
     use lofianime::server::settings::{Secrets, Settings};
+    use lofianime_domain::RemoteStore;
     let stores = Stores::start().await;
     let settings = Settings::default();
     let secret = |s: &str| Some(SecretString::from(s.to_owned()));
@@ -740,8 +738,8 @@ async fn the_store_is_chosen_from_the_environment() {
 async fn five_hundred_concurrent_generations_on_two_app_instances_admit_exactly_five() {
     use crate::support::app::spawn_app_on;
     use axum::http::StatusCode;
-    use lofianime::domain::clock::SystemClock;
-    use lofianime::domain::generator::FakeModel;
+    use lofianime_domain::testing::FakeModel;
+    use lofianime_domain::SystemClock;
 
     use lofianime::server::settings::Settings;
 

@@ -5,8 +5,8 @@
 use crate::support::app::{body_bytes, body_text, spawn_app, spawn_app_on, spawn_app_with};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use lofianime::domain::generator::OfflineGenerator;
 use lofianime::server::settings::Settings;
+use lofianime_domain::OfflineGenerator;
 use std::sync::Arc;
 use std::time::Duration;
 

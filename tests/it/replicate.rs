@@ -3,11 +3,11 @@
 //! the retry rules, cancellation and output handling.
 
 use base64::Engine;
-use lofianime::domain::generator::{
+use lofianime::prompt::Prompt;
+use lofianime_domain::{
     GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ReplicateGenerator,
     ReplicateSettings,
 };
-use lofianime::prompt::Prompt;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -631,8 +631,8 @@ async fn a_visitor_who_leaves_while_the_create_is_held_open_still_gets_it_cancel
 
 #[tokio::test]
 async fn the_phases_follow_the_prediction_and_its_progress_bar() {
-    use lofianime::domain::generator::ProgressReporter;
     use lofianime::progress::Phase;
+    use lofianime_domain::ProgressReporter;
     let server = MockServer::start().await;
     on_create(
         &server,

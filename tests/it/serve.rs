@@ -3,9 +3,9 @@
 //! connection cap makes extra clients wait rather than exhaust the process.
 
 use crate::support::app::{app_router, local_components};
-use lofianime::domain::generator::FakeModel;
 use lofianime::server::serve::{serve, Limits};
 use lofianime::server::settings::Settings;
+use lofianime_domain::testing::FakeModel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,9 +4,9 @@
 
 use crate::support::redis_server::RedisServer;
 use crate::support::upstash_bridge::Bridge;
-use lofianime::domain::clock::SystemClock;
-use lofianime::domain::ratelimit::{Algorithm, RateLimiter, DEFAULT_PREFIX};
-use lofianime::domain::store::{UpstashRestStore, UpstashSettings};
+use lofianime_domain::SystemClock;
+use lofianime_domain::{Algorithm, RateLimiter, DEFAULT_PREFIX};
+use lofianime_domain::{UpstashRestStore, UpstashSettings};
 use secrecy::SecretString;
 use serde_json::Value;
 use std::path::Path;

@@ -9,12 +9,12 @@ pub mod provider;
 pub mod routes;
 pub mod session;
 
-use crate::domain::visitor::Visitor;
 use crate::server::client_ip::ClientIp;
-use crate::server::settings::{AccountKey, AuthMode, Secrets, Settings, SettingsError};
+use crate::server::settings::{AccountKey, AuthMode, Secrets, Setting, Settings, SettingsError};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use lofianime_domain::Visitor;
 use provider::{Provider, GOOGLE_ISSUER};
 use session::{now_secs, Account, Sessions};
 use std::sync::Arc;
@@ -41,9 +41,10 @@ pub struct Caller {
     pub account: Option<Account>,
 }
 
-fn invalid(name: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid {
-        name,
+/// A sign-in variable (a secret or the provider's address) that stops start-up.
+fn invalid(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Variable {
+        variable,
         problem: problem.into(),
     }
 }
@@ -66,12 +67,13 @@ impl Auth {
         if auth.mode == AuthMode::Off {
             return Ok(Self::off());
         }
-        let origin = settings.site.public_origin().ok_or_else(|| {
-            invalid(
-                "site.public_url (LOFIANIME_SITE__PUBLIC_URL)",
-                "must be set when sign-in is on",
-            )
-        })?;
+        let origin = settings
+            .site
+            .public_origin()
+            .ok_or_else(|| SettingsError::Invalid {
+                setting: Setting::new("site.public_url"),
+                problem: "must be set when sign-in is on".into(),
+            })?;
         let client_id = secrets.oidc_client_id.clone().ok_or_else(|| {
             invalid(
                 "OIDC_CLIENT_ID",

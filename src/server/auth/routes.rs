@@ -2,13 +2,15 @@
 //! registered at the provider) and `POST /auth/logout`. Sign-out is a POST,
 //! refused from other sites by the router's same-site guard like every POST.
 
-use crate::domain::visitor::tag;
 use crate::server::auth::provider::SignInError;
-use crate::server::auth::session::now_secs;
+use crate::server::auth::session::{self, now_secs};
 use crate::server::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use lofianime_domain::tag;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +96,14 @@ fn not_found() -> Response {
 }
 
 /// `GET /auth/login`: sends the visitor to the provider.
+/// Sign-in's routes: start, come back from the provider, sign out.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(crate::server::guard::SIGN_IN_PATH, get(login))
+        .route(session::CALLBACK_PATH, get(callback))
+        .route("/auth/logout", post(logout))
+}
+
 pub async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
     let Some((sessions, provider)) = state.auth.parts() else {
         return not_found();

@@ -6,13 +6,13 @@ use axum::http::{header, Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
 use leptos::config::LeptosOptions;
-use lofianime::domain::clock::SystemClock;
-use lofianime::domain::generator::{ImageGenerator, OfflineGenerator};
-use lofianime::domain::storage::ObjectImageStore;
-use lofianime::domain::studio::Components;
 use lofianime::server::router::router;
 use lofianime::server::settings::{Secrets, Settings};
 use lofianime::server::state::AppState;
+use lofianime_domain::Components;
+use lofianime_domain::ObjectImageStore;
+use lofianime_domain::SystemClock;
+use lofianime_domain::{ImageGenerator, OfflineGenerator};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,7 @@ pub fn local_components(generator: Arc<dyn ImageGenerator>) -> Components {
         generator,
         ObjectImageStore::in_memory(),
         Arc::new(SystemClock),
-        lofianime::domain::gallery::DEFAULT_KEEP,
+        lofianime_domain::DEFAULT_RECENT_KEEP,
     )
 }
 

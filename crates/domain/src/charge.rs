@@ -1,0 +1,352 @@
+//! What one generation cost: the credit taken from the payer's quota and the one
+//! taken from the budget shared by all visitors. A [`Charge`] is a value that is
+//! settled once, by how the generation ended, and that settles itself when it is
+//! dropped (the visitor left, a panic), so no exit path can forget it.
+//!
+//! The rules follow the owner's bill, not the images delivered (the generator's
+//! [`Meter`] says what may have been billed):
+//! - the shared budget counts every model run that may have been billed: it is
+//!   given back only when no request that can start paid work was sent (a
+//!   create that could not be sent, a refusal before the model);
+//! - the payer's credit comes back for failures that are not the visitor's doing
+//!   (the model failing, timeouts, provider errors, our own outages), at most
+//!   `max_refunds_per_window` times per window;
+//! - a visitor who cancels or leaves gets the credit back only if the model had
+//!   not started processing, within the same allowance; a prompt the model flags
+//!   unsafe always counts;
+//! - a request refused before anything ran (a reused generation id) gives both
+//!   back.
+//!
+//! Every refund goes back to the window or bucket it was taken from
+//! ([`RateLimiter::refund`]).
+
+use crate::generator::Meter;
+use crate::ratelimit::{Decision, RateLimiter};
+use std::sync::Arc;
+
+/// How a charged generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The image was delivered: everything stays spent.
+    Delivered,
+    /// The model, its provider or the app failed: not the visitor's doing.
+    OurFailure,
+    /// The visitor cancelled, or left.
+    VisitorStopped,
+    /// The model flagged the prompt as unsafe.
+    Unsafe,
+    /// Refused before anything ran.
+    NothingRan,
+    /// The server stopped it while shutting down: never the visitor's doing,
+    /// so their credit always comes back (outside the refund allowance).
+    ServerStopped,
+}
+
+/// One credit taken from one limiter for one identifier, and the limiter's answer
+/// then (which window or bucket it came from).
+struct Credit {
+    limiter: Arc<RateLimiter>,
+    identifier: String,
+    taken: Decision,
+}
+
+impl Credit {
+    /// Gives the credit back; the identifier's standing after it, when the store answered.
+    async fn give_back(self) -> Option<Decision> {
+        match self.limiter.refund(&self.identifier, &self.taken).await {
+            Ok(decision) => {
+                tracing::debug!(identifier = %crate::visitor::tag(&self.identifier), remaining = decision.remaining, "refunded a credit");
+                Some(decision)
+            }
+            Err(error) => {
+                tracing::error!(identifier = %crate::visitor::tag(&self.identifier), %error, "could not refund a credit");
+                None
+            }
+        }
+    }
+}
+
+/// What settling a charge did for the payer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The payer's quota afterwards, when the limiter answered.
+    pub payer_after: Option<Decision>,
+    /// False when the payer's credit stayed spent (the generation counted).
+    pub payer_refunded: bool,
+    /// The model had started processing (billing) when it ended.
+    pub model_started: bool,
+}
+
+/// Credits taken for one generation.
+#[derive(Default)]
+pub struct Charge {
+    payer: Option<Credit>,
+    budget: Option<Credit>,
+    /// Bounds how many failures per window give the payer's credit back.
+    allowance: Option<Arc<RateLimiter>>,
+    /// What the model may have cost so far.
+    meter: Arc<Meter>,
+}
+
+impl Charge {
+    /// Records the credit just taken from the payer's quota.
+    pub fn payer(&mut self, limiter: Arc<RateLimiter>, identifier: &str, taken: Decision) {
+        self.payer = Some(Credit {
+            limiter,
+            identifier: identifier.to_owned(),
+            taken,
+        });
+    }
+
+    /// Records the credit just taken from the shared budget.
+    pub fn budget(&mut self, limiter: Arc<RateLimiter>, identifier: &str, taken: Decision) {
+        self.budget = Some(Credit {
+            limiter,
+            identifier: identifier.to_owned(),
+            taken,
+        });
+    }
+
+    /// Failures give the payer's credit back only while this allows.
+    pub fn with_allowance(mut self, allowance: Option<Arc<RateLimiter>>) -> Self {
+        self.allowance = allowance;
+        self
+    }
+
+    /// The meter the generator reports what it may have cost on.
+    pub fn metered_by(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// Settles the charge by how the generation ended (see the module's rules).
+    pub async fn settle(mut self, ending: Ending) -> Settled {
+        let model_started = self.meter.processing();
+        let refund_budget = match ending {
+            Ending::Delivered => false,
+            Ending::NothingRan => true,
+            _ => !self.meter.may_bill(),
+        };
+        let refund_payer = match (ending, &self.payer) {
+            (_, None) | (Ending::Delivered | Ending::Unsafe, _) => false,
+            (Ending::NothingRan | Ending::ServerStopped, _) => true,
+            (Ending::VisitorStopped, _) if model_started => false,
+            (Ending::VisitorStopped | Ending::OurFailure, Some(payer)) => {
+                allowance_permits(self.allowance.as_ref(), &payer.identifier).await
+            }
+        };
+        let budget = self.budget.take();
+        let payer = self.payer.take();
+        if let (true, Some(budget)) = (refund_budget, budget) {
+            metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
+            budget.give_back().await;
+        }
+        if refund_payer && payer.is_some() {
+            metrics::counter!("lofianime_refunds_total", "to" => "visitor").increment(1);
+        }
+        let taken = payer.as_ref().map(|credit| credit.taken);
+        let payer_after = match (refund_payer, payer) {
+            (true, Some(payer)) => payer.give_back().await.or(taken),
+            _ => taken,
+        };
+        Settled {
+            payer_after,
+            payer_refunded: refund_payer,
+            model_started,
+        }
+    }
+}
+
+/// True while the allowance lets one more failure or stop be refunded.
+async fn allowance_permits(allowance: Option<&Arc<RateLimiter>>, identifier: &str) -> bool {
+    let Some(allowance) = allowance else {
+        return true;
+    };
+    match allowance.limit(identifier, 1).await {
+        Ok(decision) if decision.success => true,
+        Ok(_) => {
+            tracing::info!(identifier = %crate::visitor::tag(identifier), "refund allowance used up for this window: this one counts");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(identifier = %crate::visitor::tag(identifier), %error, "could not read the refund allowance: this one counts");
+            false
+        }
+    }
+}
+
+impl Drop for Charge {
+    /// Dropped unsettled: the visitor left (or a panic ended the generation).
+    /// Settled as a stop, in the background.
+    fn drop(&mut self) {
+        let refund_budget = !self.meter.may_bill();
+        let payer = self.payer.take().filter(|_| !self.meter.processing());
+        let budget = self.budget.take().filter(|_| refund_budget);
+        if payer.is_none() && budget.is_none() {
+            return;
+        }
+        let allowance = self.allowance.take();
+        tracing::info!(
+            "a generation ended without an image before the model started; settling its credits"
+        );
+        let spawned = crate::on_drop::spawn_cleanup(async move {
+            if let Some(budget) = budget {
+                metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
+                budget.give_back().await;
+            }
+            if let Some(payer) = payer {
+                if allowance_permits(allowance.as_ref(), &payer.identifier).await {
+                    metrics::counter!("lofianime_refunds_total", "to" => "visitor").increment(1);
+                    payer.give_back().await;
+                }
+            }
+        });
+        if !spawned {
+            tracing::error!(
+                "a generation ended outside the runtime; its credits could not be given back"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ratelimit::Algorithm;
+    use crate::store::MemoryStore;
+    use std::time::Duration;
+
+    fn limiter(limit: u64, prefix: &str, store: &Arc<MemoryStore>) -> Arc<RateLimiter> {
+        Arc::new(RateLimiter::new(
+            store.clone(),
+            Algorithm::FixedWindow {
+                limit,
+                window_ms: 60_000,
+            },
+            prefix,
+            store.clock().clone(),
+        ))
+    }
+
+    struct Setup {
+        payer: Arc<RateLimiter>,
+        budget: Arc<RateLimiter>,
+        allowance: Arc<RateLimiter>,
+    }
+
+    fn setup(allowance: u64) -> Setup {
+        let store = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1_000))));
+        Setup {
+            payer: limiter(3, "payer", &store),
+            budget: limiter(10, "budget", &store),
+            allowance: limiter(allowance, "allowance", &store),
+        }
+    }
+
+    impl Setup {
+        async fn charge(&self, meter: Arc<Meter>) -> Charge {
+            let mut charge = Charge::default().with_allowance(Some(self.allowance.clone()));
+            let taken = self.payer.limit("v", 1).await.unwrap();
+            charge.payer(self.payer.clone(), "v", taken);
+            let taken = self.budget.limit("all", 1).await.unwrap();
+            charge.budget(self.budget.clone(), "all", taken);
+            charge.metered_by(meter)
+        }
+
+        async fn left(&self) -> (u64, u64) {
+            (
+                self.payer.remaining("v").await.unwrap().remaining,
+                self.budget.remaining("all").await.unwrap().remaining,
+            )
+        }
+    }
+
+    const NOTHING_SENT: (bool, bool) = (false, false);
+    const BOOTING: (bool, bool) = (true, false);
+    const PROCESSING: (bool, bool) = (true, true);
+
+    fn meter((may_bill, processing): (bool, bool)) -> Arc<Meter> {
+        Meter::reading(may_bill, processing)
+    }
+
+    #[tokio::test]
+    async fn each_ending_settles_by_the_bill() {
+        // (ending, meter, payer left after, budget left after, refunded?)
+        let cases = [
+            (Ending::Delivered, PROCESSING, 2, 9, false),
+            (Ending::OurFailure, PROCESSING, 3, 9, true),
+            (Ending::OurFailure, BOOTING, 3, 9, true),
+            (Ending::OurFailure, NOTHING_SENT, 3, 10, true),
+            (Ending::VisitorStopped, PROCESSING, 2, 9, false),
+            (Ending::VisitorStopped, BOOTING, 3, 9, true),
+            (Ending::VisitorStopped, NOTHING_SENT, 3, 10, true),
+            (Ending::Unsafe, PROCESSING, 2, 9, false),
+            (Ending::NothingRan, NOTHING_SENT, 3, 10, true),
+        ];
+        for (ending, reading, payer, budget, refunded) in cases {
+            let s = setup(5);
+            let settled = s.charge(meter(reading)).await.settle(ending).await;
+            assert_eq!(settled.payer_refunded, refunded, "{ending:?} {reading:?}");
+            assert_eq!(settled.model_started, reading.1);
+            assert_eq!(settled.payer_after.unwrap().remaining, payer, "{ending:?}");
+            assert_eq!(s.left().await, (payer, budget), "{ending:?} {reading:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_and_stops_are_refunded_only_within_the_allowance() {
+        let s = setup(2);
+        let failed = s
+            .charge(meter(PROCESSING))
+            .await
+            .settle(Ending::OurFailure)
+            .await;
+        assert!(failed.payer_refunded);
+        let stopped = s
+            .charge(meter(BOOTING))
+            .await
+            .settle(Ending::VisitorStopped)
+            .await;
+        assert!(stopped.payer_refunded);
+        let again = s
+            .charge(meter(BOOTING))
+            .await
+            .settle(Ending::VisitorStopped)
+            .await;
+        assert!(!again.payer_refunded, "the allowance is used up");
+        assert_eq!(s.left().await, (2, 7));
+    }
+
+    async fn wait_for(s: &Setup, want: (u64, u64)) {
+        for _ in 0..100 {
+            if s.left().await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(s.left().await, want);
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_before_anything_was_sent_gives_everything_back() {
+        let s = setup(5);
+        drop(s.charge(meter(NOTHING_SENT)).await);
+        wait_for(&s, (3, 10)).await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_while_the_model_booted_keeps_the_budget() {
+        let s = setup(5);
+        drop(s.charge(meter(BOOTING)).await);
+        wait_for(&s, (3, 9)).await;
+    }
+
+    #[tokio::test]
+    async fn a_charge_dropped_after_the_model_started_counts() {
+        let s = setup(5);
+        drop(s.charge(meter(PROCESSING)).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.left().await, (2, 9));
+    }
+}

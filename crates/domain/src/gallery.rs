@@ -1,0 +1,250 @@
+//! "Your recent images": each visitor's last few generations (image, prompt,
+//! time; how many is the `recent.keep` setting). Kept in Redis / Upstash when the app uses one (shared by every instance),
+//! otherwise as one small JSON file per visitor next to the images, so the list
+//! survives reloads and restarts either way.
+
+use crate::shared::SharedState;
+use crate::storage::{ImageKey, ObjectImageStore};
+use crate::store::StoreError;
+use crate::visitor::tag as owner_tag;
+use async_trait::async_trait;
+use object_store::{path::Path, ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How many images a list keeps per visitor unless the settings say otherwise.
+pub const DEFAULT_KEEP: usize = 12;
+/// How long a visitor's list lives after their last generation.
+const TTL_MS: u64 = 30 * 24 * 3_600_000;
+
+/// One generation in a visitor's list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    /// The stored image's file name (`{32 hex}.png`).
+    pub image: String,
+    pub prompt: String,
+    pub created_ms: u64,
+}
+
+impl Kept {
+    /// The image's key, if the entry names one the store could have made.
+    pub fn key(&self) -> Option<ImageKey> {
+        ImageKey::parse(&self.image)
+    }
+}
+
+/// Why a visitor's list could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleryError {
+    #[error("the recent-images list in the shared store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the recent-images file: {0}")]
+    File(String),
+}
+
+#[async_trait]
+pub trait Gallery: Send + Sync + 'static {
+    fn describe(&self) -> String;
+    /// Adds `kept` at the head of `visitor`'s list (dropping the oldest past the
+    /// list's length).
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError>;
+    /// `visitor`'s list, newest first.
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError>;
+}
+
+/// The entries that are what this app writes (anything else is skipped).
+fn valid(entries: impl IntoIterator<Item = Option<Kept>>, keep: usize) -> Vec<Kept> {
+    entries
+        .into_iter()
+        .flatten()
+        .filter(|kept| kept.key().is_some())
+        .take(keep)
+        .collect()
+}
+
+/// `lofianime:recent:{visitor hash}`.
+fn list_key(visitor: &str) -> String {
+    format!("lofianime:recent:{}", owner_tag(visitor))
+}
+
+/// The list in the shared store: `lofianime:recent:{visitor hash}`.
+pub struct SharedGallery {
+    state: Arc<dyn SharedState>,
+    keep: usize,
+}
+
+impl SharedGallery {
+    pub fn new(state: Arc<dyn SharedState>, keep: usize) -> Self {
+        Self {
+            state,
+            keep: keep.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl Gallery for SharedGallery {
+    fn describe(&self) -> String {
+        self.state.describe()
+    }
+
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
+        let entry = serde_json::to_string(kept)
+            .map_err(|e| StoreError::Protocol(format!("could not encode an entry: {e}")))?;
+        Ok(self
+            .state
+            .push_capped(&list_key(visitor), &entry, self.keep, TTL_MS)
+            .await?)
+    }
+
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
+        let entries = self.state.read_list(&list_key(visitor)).await?;
+        Ok(valid(
+            entries
+                .iter()
+                .map(|text| serde_json::from_str::<Kept>(text).ok()),
+            self.keep,
+        ))
+    }
+}
+
+/// The list as `recent/{visitor hash}.json` in an object store (the image
+/// directory by default). One instance writes it; a lock keeps its
+/// read-modify-write whole.
+pub struct FileGallery {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+    keep: usize,
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl FileGallery {
+    pub fn new(store: Arc<dyn ObjectStore>, description: String, keep: usize) -> Self {
+        Self {
+            store,
+            description,
+            keep: keep.max(1),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The lists kept in the same place as `images`, under `recent/`.
+    pub fn beside(images: &ObjectImageStore, keep: usize) -> Self {
+        Self::new(
+            images.object_store(),
+            format!("{} (recent/)", images.description()),
+            keep,
+        )
+    }
+
+    fn path(visitor: &str) -> Path {
+        Path::from(format!("recent/{}.json", owner_tag(visitor)))
+    }
+
+    fn error(error: impl std::fmt::Display) -> GalleryError {
+        GalleryError::File(error.to_string())
+    }
+}
+
+#[async_trait]
+impl Gallery for FileGallery {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
+        let _writing = self.writing.lock().await;
+        let mut list = self.list(visitor).await?;
+        list.insert(0, kept.clone());
+        list.truncate(self.keep);
+        let json = serde_json::to_vec(&list).map_err(Self::error)?;
+        self.store
+            .put(&Self::path(visitor), PutPayload::from(json))
+            .await
+            .map_err(Self::error)?;
+        Ok(())
+    }
+
+    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
+        let bytes = match self.store.get(&Self::path(visitor)).await {
+            Ok(found) => found.bytes().await.map_err(Self::error)?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(error) => return Err(Self::error(error)),
+        };
+        // A damaged file reads as an empty list (and is replaced by the next add).
+        let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        Ok(valid(
+            values
+                .into_iter()
+                .map(|value| serde_json::from_value::<Kept>(value).ok()),
+            self.keep,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::MemoryStore;
+
+    fn kept(n: u64) -> Kept {
+        Kept {
+            image: format!("{n:032x}.png"),
+            prompt: format!("scene {n}"),
+            created_ms: 1_000 + n,
+        }
+    }
+
+    async fn keeps_the_last_twelve_per_visitor(gallery: &dyn Gallery) {
+        assert!(gallery.list("a").await.unwrap().is_empty());
+        for n in 1..=15 {
+            gallery.add("a", &kept(n)).await.unwrap();
+        }
+        gallery.add("b", &kept(99)).await.unwrap();
+        let list = gallery.list("a").await.unwrap();
+        assert_eq!(list.len(), DEFAULT_KEEP);
+        assert_eq!(list[0], kept(15));
+        assert_eq!(list[DEFAULT_KEEP - 1], kept(4));
+        assert_eq!(gallery.list("b").await.unwrap(), [kept(99)]);
+    }
+
+    #[tokio::test]
+    async fn the_shared_gallery_keeps_the_last_twelve() {
+        let state = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))));
+        keeps_the_last_twelve_per_visitor(&SharedGallery::new(state, DEFAULT_KEEP)).await;
+    }
+
+    #[tokio::test]
+    async fn the_file_gallery_keeps_the_last_twelve_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let store = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+            FileGallery::new(Arc::new(store), "test".into(), DEFAULT_KEEP)
+        };
+        keeps_the_last_twelve_per_visitor(&open()).await;
+        // A new process reads what the last one wrote.
+        assert_eq!(open().list("b").await.unwrap(), [kept(99)]);
+    }
+
+    #[tokio::test]
+    async fn entries_that_name_no_image_are_skipped() {
+        let state = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))));
+        let gallery = SharedGallery::new(state.clone(), DEFAULT_KEEP);
+        let key = list_key("a");
+        state
+            .push_capped(
+                &key,
+                r#"{"image":"../x.png","prompt":"p","created_ms":1}"#,
+                12,
+                1_000,
+            )
+            .await
+            .unwrap();
+        state
+            .push_capped(&key, "not json", 12, 1_000)
+            .await
+            .unwrap();
+        assert!(gallery.list("a").await.unwrap().is_empty());
+    }
+}

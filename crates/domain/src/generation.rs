@@ -1,0 +1,484 @@
+//! One generation, start to finish: validate the prompt, open its record, take
+//! the credits, make the image, keep it. The order is the product's promise: bad
+//! input is refused before anything is spent, nothing is generated without a
+//! credit, and a credit spent on a generation that delivered nothing goes back.
+//! The credits are a [`Charge`] and the record a [`JobRecord`]: both settle
+//! themselves when dropped, so no exit path (an error, a cancel, the visitor
+//! leaving, a panic) can forget a refund.
+
+use crate::charge::{Charge, Ending, Settled};
+use crate::gallery::{Gallery, Kept};
+use crate::generator::{ImageGenerator, ModelError, ProgressReporter};
+use crate::jobs::{JobBoard, JobRecord};
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::storage::{ImageKey, ImageRecord, ImageStore, StorageError};
+use crate::store::StoreError;
+use lofianime_wire::progress::{JobId, JobState, Phase};
+use lofianime_wire::prompt::{Prompt, PromptError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What to do when the limiter's store cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// Refuse to generate (the default: nothing is spent that was not counted).
+    #[default]
+    Deny,
+    /// Generate without counting (the owner prefers availability to cost control).
+    Allow,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub prompt: Prompt,
+    pub image: ImageKey,
+    /// What its page shows (prompt, size).
+    pub record: ImageRecord,
+    /// The limiter's answer when the credit was spent; `None` when the store was
+    /// down and the failure policy let the generation through uncounted.
+    pub decision: Option<Decision>,
+}
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitScope {
+    /// The visitor's own quota.
+    Visitor,
+    /// The budget shared by all visitors.
+    Everyone,
+}
+
+/// Why a use case of the studio did not deliver. The generation variants say
+/// whether a credit was spent (and carry the payer's quota after any refund).
+#[derive(Debug, thiserror::Error)]
+pub enum StudioError {
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(#[from] PromptError),
+    #[error("rate limit reached")]
+    Denied {
+        /// The refusing limiter's answer.
+        decision: Decision,
+        scope: LimitScope,
+    },
+    #[error("rate limiter unavailable: {0}")]
+    LimiterUnavailable(#[source] StoreError),
+    #[error("the model failed: {source}")]
+    Model {
+        #[source]
+        source: ModelError,
+        /// The payer's quota after the refund.
+        decision: Option<Decision>,
+    },
+    #[error("storing the image failed: {source}")]
+    Storage {
+        #[source]
+        source: StorageError,
+        decision: Option<Decision>,
+    },
+    /// The visitor cancelled it; `counted` when its credit stayed spent (the
+    /// model had started processing, or the refund allowance was used up).
+    #[error("cancelled by the visitor")]
+    Canceled {
+        decision: Option<Decision>,
+        counted: bool,
+        model_started: bool,
+    },
+    /// The page sent a generation id that is already in use.
+    #[error("the generation id is already in use")]
+    JobIdTaken,
+    /// The record of generations in flight could not be read or written.
+    #[error("the generation records are unavailable: {0}")]
+    JobBoard(#[source] StoreError),
+    /// The visitor's recent images could not be read.
+    #[error("the recent images are unavailable: {0}")]
+    Gallery(#[source] crate::gallery::GalleryError),
+    /// A stored image could not be read.
+    #[error("reading a stored image failed: {0}")]
+    ImageStore(#[source] StorageError),
+    /// The server is shutting down: a new generation is refused before it
+    /// takes anything; a running one past the grace period is stopped, its model
+    /// run cancelled and the visitor's credit given back.
+    #[error("the server is shutting down")]
+    ShuttingDown { decision: Option<Decision> },
+    /// Signed-out visitors may not generate: nothing was taken.
+    #[error("the visitor must sign in to generate")]
+    SignInRequired,
+}
+
+impl StudioError {
+    /// The payer's quota to report with this failure, when the limiter answered.
+    pub fn decision(&self) -> Option<Decision> {
+        match self {
+            Self::Denied { decision, .. } => Some(*decision),
+            Self::Model { decision, .. }
+            | Self::Storage { decision, .. }
+            | Self::Canceled { decision, .. }
+            | Self::ShuttingDown { decision } => *decision,
+            _ => None,
+        }
+    }
+}
+
+/// The identifier of the budget shared by all visitors.
+pub const EVERYONE: &str = "global";
+
+/// How a charged generation ended without an image.
+enum Spoiled {
+    Model(ModelError),
+    Storage(StorageError),
+    Canceled,
+    ServerStopped,
+}
+
+impl Spoiled {
+    /// Whose doing the ending was, for the charge.
+    fn ending(&self) -> Ending {
+        match self {
+            Self::Model(ModelError::Unsafe(_)) => Ending::Unsafe,
+            Self::Model(_) | Self::Storage(_) => Ending::OurFailure,
+            Self::Canceled => Ending::VisitorStopped,
+            Self::ServerStopped => Ending::ServerStopped,
+        }
+    }
+
+    fn into_error(self, decision: Option<Decision>, settled: Settled) -> StudioError {
+        match self {
+            Self::Model(source) => StudioError::Model { source, decision },
+            Self::Storage(source) => StudioError::Storage { source, decision },
+            Self::Canceled => StudioError::Canceled {
+                decision,
+                counted: !settled.payer_refunded,
+                model_started: settled.model_started,
+            },
+            Self::ServerStopped => StudioError::ShuttingDown { decision },
+        }
+    }
+}
+
+/// One request to generate.
+#[derive(Clone, Copy)]
+pub struct Order<'a> {
+    /// Whose quota pays: the limiter's identifier (the visitor, or one shared
+    /// identifier for everyone).
+    pub payer: &'a str,
+    /// The quota the payer's credit comes from (signed-out visitors may have
+    /// one of their own).
+    pub quota: &'a Arc<RateLimiter>,
+    /// Who asked: the visitor (their job records and recent images).
+    pub visitor: &'a str,
+    pub prompt: &'a str,
+    /// The id the page chose, so it can follow and cancel the generation.
+    pub job: Option<&'a JobId>,
+}
+
+/// One call of the generator, counted and timed (`lofianime_model_calls_total`,
+/// `lofianime_model_duration_seconds`) however it ends, when dropped.
+struct ModelCall {
+    started: Instant,
+    generator: &'static str,
+}
+
+impl ModelCall {
+    fn start(offline: bool) -> Self {
+        let generator = if offline { "offline" } else { "model" };
+        metrics::counter!("lofianime_model_calls_total", "generator" => generator).increment(1);
+        Self {
+            started: Instant::now(),
+            generator,
+        }
+    }
+}
+
+impl Drop for ModelCall {
+    fn drop(&mut self) {
+        metrics::histogram!("lofianime_model_duration_seconds", "generator" => self.generator)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The parts a generation needs.
+pub struct Generation {
+    pub limiter: Arc<RateLimiter>,
+    /// The budget shared by all visitors, if the owner set one.
+    pub budget: Option<Arc<RateLimiter>>,
+    pub generator: Arc<dyn ImageGenerator>,
+    pub images: Arc<dyn ImageStore>,
+    pub max_prompt_chars: usize,
+    pub on_store_failure: FailurePolicy,
+    /// Generations in flight: their phases and cancel requests.
+    pub jobs: Arc<JobBoard>,
+    /// Each visitor's recent images.
+    pub gallery: Arc<dyn Gallery>,
+    /// How often a running generation checks whether it was cancelled.
+    pub cancel_check: Duration,
+    /// How many failures per window give the payer's credit back (`None`: all).
+    pub refund_allowance: Option<Arc<RateLimiter>>,
+    /// The server's shutdown: draining refuses new generations, stopping ends
+    /// the running ones.
+    pub shutdown: Shutdown,
+}
+
+/// Where a server's shutdown is: running, draining (no new generations; the
+/// running ones may finish), stopping (the running ones are stopped).
+#[derive(Clone)]
+pub struct Shutdown(Arc<watch::Sender<u8>>);
+
+const DRAINING: u8 = 1;
+const STOPPING: u8 = 2;
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+}
+
+impl Shutdown {
+    /// No new generations from now on.
+    pub fn drain(&self) {
+        self.0.send_if_modified(|stage| {
+            let was = *stage;
+            *stage = (*stage).max(DRAINING);
+            was != *stage
+        });
+    }
+
+    /// Stops the generations still running.
+    pub fn stop(&self) {
+        self.0.send_replace(STOPPING);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.0.borrow() >= DRAINING
+    }
+
+    /// Resolves once the running generations are to stop.
+    async fn stopped(&self) {
+        let mut stage = self.0.subscribe();
+        let _ = stage.wait_for(|stage| *stage >= STOPPING).await;
+    }
+}
+
+impl Generation {
+    /// Runs one generation. Nothing is written for a request the limits refuse:
+    /// the record the page follows is opened only after admission.
+    pub async fn run(&self, order: Order<'_>) -> Result<Generated, StudioError> {
+        let prompt = Prompt::parse(order.prompt, self.max_prompt_chars)?;
+        if self.shutdown.is_draining() {
+            return Err(StudioError::ShuttingDown { decision: None });
+        }
+        let (charge, decision) = self.take_credits(order.payer, order.quota).await?;
+        let record = match order.job {
+            Some(id) => match self.open_record(id, order.visitor).await {
+                Ok(record) => record,
+                Err(taken) => {
+                    charge.settle(Ending::NothingRan).await;
+                    return Err(taken);
+                }
+            },
+            None => None,
+        };
+        let result = self
+            .deliver(order.visitor, prompt, charge, decision, record.as_ref())
+            .await;
+        if let Some(record) = record {
+            record
+                .end(match &result {
+                    Ok(_) => JobState::Finished,
+                    Err(StudioError::Canceled { .. } | StudioError::ShuttingDown { .. }) => {
+                        JobState::Canceled
+                    }
+                    Err(_) => JobState::Failed,
+                })
+                .await;
+        }
+        result
+    }
+
+    /// The record the page follows; a store that cannot keep it costs the
+    /// visitor the progress line, not the generation.
+    async fn open_record(
+        &self,
+        id: &JobId,
+        visitor: &str,
+    ) -> Result<Option<JobRecord>, StudioError> {
+        match self.jobs.open(id, visitor).await {
+            Ok(Some(record)) => Ok(Some(record)),
+            Ok(None) => Err(StudioError::JobIdTaken),
+            Err(error) => {
+                tracing::warn!(%error, "could not record the generation; its progress cannot be followed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes and keeps the image, and settles the charge by how that ended.
+    async fn deliver(
+        &self,
+        visitor: &str,
+        prompt: Prompt,
+        charge: Charge,
+        decision: Option<Decision>,
+        record: Option<&JobRecord>,
+    ) -> Result<Generated, StudioError> {
+        let started = Instant::now();
+        let (progress, phases) = ProgressReporter::channel();
+        let charge = charge.metered_by(progress.meter());
+        let (key, stored) = match self.produce(&prompt, &progress, phases, record).await {
+            Ok(stored) => stored,
+            Err(spoiled) => {
+                let settled = charge.settle(spoiled.ending()).await;
+                if matches!(spoiled, Spoiled::Canceled) {
+                    tracing::info!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        counted = !settled.payer_refunded,
+                        "the visitor cancelled the generation"
+                    );
+                }
+                let after = settled.payer_after.or(decision);
+                return Err(spoiled.into_error(after, settled));
+            }
+        };
+        charge.settle(Ending::Delivered).await;
+        let kept = Kept {
+            image: key.to_string(),
+            prompt: prompt.to_string(),
+            created_ms: stored.created_ms,
+        };
+        if let Err(error) = self.gallery.add(visitor, &kept).await {
+            tracing::warn!(%error, "could not add the image to the visitor's recent images");
+        }
+        tracing::info!(
+            image = %key,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            remaining = decision.map(|d| d.remaining),
+            "generated image"
+        );
+        Ok(Generated {
+            prompt,
+            image: key,
+            record: stored,
+            decision,
+        })
+    }
+
+    /// One credit from the payer, then one from the shared budget. A refusal or
+    /// an outage of the second gives the first back before answering.
+    async fn take_credits(
+        &self,
+        payer: &str,
+        quota: &Arc<RateLimiter>,
+    ) -> Result<(Charge, Option<Decision>), StudioError> {
+        let mut charge = Charge::default().with_allowance(self.refund_allowance.clone());
+        let decision = match quota.limit(payer, 1).await {
+            Ok(decision) if decision.success => {
+                charge.payer(quota.clone(), payer, decision);
+                Some(decision)
+            }
+            Ok(decision) => {
+                tracing::debug!(reset_ms = decision.reset_ms, reason = ?decision.reason, "generation denied: no generations remaining");
+                return Err(StudioError::Denied {
+                    decision,
+                    scope: LimitScope::Visitor,
+                });
+            }
+            Err(error) => self.uncounted(error)?,
+        };
+        let Some(budget) = &self.budget else {
+            return Ok((charge, decision));
+        };
+        let refused = match budget.limit(EVERYONE, 1).await {
+            Ok(spent) if spent.success => {
+                charge.budget(budget.clone(), EVERYONE, spent);
+                return Ok((charge, decision));
+            }
+            Ok(spent) => {
+                tracing::warn!(
+                    reset_ms = spent.reset_ms,
+                    "generation denied: the budget for all visitors is spent"
+                );
+                StudioError::Denied {
+                    decision: spent,
+                    scope: LimitScope::Everyone,
+                }
+            }
+            Err(error) => match self.uncounted(error) {
+                Ok(_) => return Ok((charge, decision)),
+                Err(unavailable) => unavailable,
+            },
+        };
+        // The payer's credit was not used: it goes back before the answer.
+        charge.settle(Ending::NothingRan).await;
+        Err(refused)
+    }
+
+    /// The failure policy's answer to a store outage: refuse, or go on uncounted.
+    fn uncounted(&self, error: StoreError) -> Result<Option<Decision>, StudioError> {
+        match self.on_store_failure {
+            FailurePolicy::Deny => Err(StudioError::LimiterUnavailable(error)),
+            FailurePolicy::Allow => {
+                tracing::warn!(%error, "rate-limit store unavailable; going on uncounted (on_store_failure = allow)");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Makes the image while watching for a cancel, then keeps it.
+    async fn produce(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+        phases: watch::Receiver<Phase>,
+        record: Option<&JobRecord>,
+    ) -> Result<(ImageKey, ImageRecord), Spoiled> {
+        let call = ModelCall::start(self.generator.is_offline());
+        let image = tokio::select! {
+            made = self.generator.generate_with_progress(prompt, progress) => made.map_err(Spoiled::Model)?,
+            // Dropping the generator's future stops it (a hosted model's
+            // prediction is cancelled on its side).
+            () = self.watch(record, phases) => return Err(Spoiled::Canceled),
+            // Past the shutdown's grace period: dropping the generator's future
+            // cancels the model run; the visitor's credit comes back.
+            () = self.shutdown.stopped() => return Err(Spoiled::ServerStopped),
+        };
+        drop(call);
+        if let Some(record) = record {
+            record.report(JobState::Running(Phase::Saving)).await;
+        }
+        let stored = self
+            .images
+            .put(&image, prompt.as_str(), self.limiter.now_ms())
+            .await
+            .map_err(Spoiled::Storage)?;
+        tracing::debug!(image = %stored.0, bytes = image.bytes.len(), "stored the image and its variants");
+        Ok(stored)
+    }
+
+    /// Reports `phases` to the record and returns when a cancel was requested
+    /// (never, without a record).
+    async fn watch(&self, record: Option<&JobRecord>, mut phases: watch::Receiver<Phase>) {
+        let Some(record) = record else {
+            return std::future::pending().await;
+        };
+        let mut check = tokio::time::interval(self.cancel_check);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reporting = true;
+        loop {
+            tokio::select! {
+                changed = phases.changed(), if reporting => {
+                    if changed.is_err() {
+                        reporting = false;
+                        continue;
+                    }
+                    let phase = *phases.borrow_and_update();
+                    record.report(JobState::Running(phase)).await;
+                }
+                _ = check.tick() => if record.cancel_requested().await {
+                    return;
+                },
+            }
+        }
+    }
+}

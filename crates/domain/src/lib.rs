@@ -1,0 +1,62 @@
+//! The product's core, free of any web framework (no Leptos, `server_fn`, Axum
+//! or tower-http in this crate's dependency tree). The web side talks to one
+//! front door, [`Studio`], whose use cases (generate, quota, progress, cancel,
+//! recent images, image) run on the parts below: the rate limiter that guards the
+//! owner's bill, the image generators, image storage, generations in flight and
+//! recent images, over a neutral store layer (memory, Redis, Upstash).
+//!
+//! What a composer needs is re-exported here: the studio and the values it takes
+//! and returns, the ports it plugs in (stores, generators, image storage, clock)
+//! and the adapters that implement them. Everything else stays private.
+
+mod charge;
+mod clock;
+mod cpu;
+mod gallery;
+mod generation;
+mod generator;
+mod jobs;
+mod on_drop;
+mod ratelimit;
+mod shared;
+mod storage;
+mod store;
+mod studio;
+mod variants;
+mod visitor;
+
+// The front door and its vocabulary.
+pub use generation::{FailurePolicy, Generated, LimitScope, Shutdown, StudioError};
+pub use jobs::CancelOutcome;
+pub use ratelimit::{Decision, Reason};
+pub use storage::{ImageKey, ImageRecord, ImageStream};
+pub use studio::{Components, Policy, Readiness, RecentEntry, RemoteStore, SignedOut, Studio};
+pub use visitor::{tag, Visitor, WhoPays};
+
+// Ports a composer plugs in, and their adapters.
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use generator::{
+    GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ProgressReporter,
+    ReplicateGenerator, ReplicateSettings,
+};
+pub use ratelimit::{
+    parse_window, Algorithm, LimiterStore, RateLimiter, WindowError, DEFAULT_PREFIX,
+};
+pub use storage::{ObjectImageStore, StorageError};
+pub use store::{MemoryStore, RedisStore, Reply, StoreError, UpstashRestStore, UpstashSettings};
+pub use variants::make_variants;
+
+/// How many recent images each visitor keeps unless the settings say otherwise.
+pub use gallery::DEFAULT_KEEP as DEFAULT_RECENT_KEEP;
+
+/// Process-wide start-up and shutdown hooks: the CPU pool for image work, and
+/// the background clean-ups a shutdown waits for.
+pub mod runtime {
+    pub use crate::cpu::{configure as configure_cpu_pool, default_workers};
+    pub use crate::on_drop::cleanups_done;
+}
+
+/// Test doubles for the app's own tests and benchmarks: a scripted model.
+pub mod testing {
+    pub use crate::generator::fake::{FakeModel, FAKE_PERCENT};
+}

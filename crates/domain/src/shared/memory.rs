@@ -1,0 +1,116 @@
+//! [`SharedState`] in this process's memory (the store layer's [`MemoryStore`],
+//! the same one the limiter counts in): right for a single instance.
+
+use super::SharedState;
+use crate::store::{MemoryStore, StoreError, Value};
+use async_trait::async_trait;
+use std::collections::{HashMap, VecDeque};
+
+#[async_trait]
+impl SharedState for MemoryStore {
+    fn describe(&self) -> String {
+        MemoryStore::describe(self)
+    }
+
+    async fn create_hash(
+        &self,
+        key: &str,
+        fields: &[(&str, String)],
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|entries| {
+            if entries.get(key).is_some() {
+                return false;
+            }
+            let hash = fields
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), value.clone()))
+                .collect();
+            let expires_at = entries.now_ms() + ttl_ms;
+            entries.set(key, Value::Hash(hash), Some(expires_at));
+            true
+        }))
+    }
+
+    async fn update_hash(&self, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+        Ok(self.with(|entries| {
+            let Some(Value::Hash(hash)) = entries.get_mut(key) else {
+                return false;
+            };
+            for (name, value) in fields {
+                hash.insert((*name).to_owned(), value.clone());
+            }
+            true
+        }))
+    }
+
+    async fn read_hash(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        Ok(self.with(|entries| match entries.get(key) {
+            Some(Value::Hash(hash)) => hash.clone(),
+            _ => HashMap::new(),
+        }))
+    }
+
+    async fn push_capped(
+        &self,
+        key: &str,
+        value: &str,
+        keep: usize,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|entries| {
+            let expires_at = entries.now_ms() + ttl_ms;
+            if let Some(Value::List(list)) = entries.get_mut(key) {
+                list.push_front(value.to_owned());
+                list.truncate(keep.max(1));
+                entries.expire_at(key, expires_at);
+            } else {
+                let list = VecDeque::from([value.to_owned()]);
+                entries.set(key, Value::List(list), Some(expires_at));
+            }
+        });
+        Ok(())
+    }
+
+    async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.with(|entries| match entries.get(key) {
+            Some(Value::List(list)) => list.iter().cloned().collect(),
+            _ => Vec::new(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::shared::contract;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn memory_keeps_the_shared_state_contract() {
+        let state = MemoryStore::new(Arc::new(ManualClock::at(1_000)));
+        contract::hashes_are_created_once_updated_and_read(&state, "h").await;
+        contract::lists_keep_the_newest_entries(&state, "l").await;
+    }
+
+    #[tokio::test]
+    async fn entries_expire() {
+        let clock = Arc::new(ManualClock::at(1_000));
+        let state = MemoryStore::new(clock.clone());
+        assert!(state
+            .create_hash("h", &[("a", "1".into())], 500)
+            .await
+            .unwrap());
+        state.push_capped("l", "x", 5, 500).await.unwrap();
+        clock.advance(499);
+        assert!(!state.read_hash("h").await.unwrap().is_empty());
+        clock.advance(1);
+        assert!(state.read_hash("h").await.unwrap().is_empty());
+        assert!(state.read_list("l").await.unwrap().is_empty());
+        assert!(state
+            .create_hash("h", &[("a", "2".into())], 500)
+            .await
+            .unwrap());
+    }
+}

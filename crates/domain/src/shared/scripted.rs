@@ -1,0 +1,137 @@
+//! [`SharedState`] on Redis or Upstash: the same [`ScriptedStore`] that runs the
+//! limiter's scripts, so one connection (or one REST client) serves both. The
+//! two-step operations are Lua scripts (one round trip, atomic); reads are plain
+//! `HGETALL` / `LRANGE`.
+
+use super::SharedState;
+use crate::store::{Reply, Script, ScriptRunner, ScriptedStore, StoreError};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// KEYS[1] hash; ARGV ttl_ms, then field/value pairs. 1 when created.
+static CREATE_HASH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call("EXISTS", KEYS[1]) == 1 then
+  return 0
+end
+redis.call("HSET", KEYS[1], unpack(ARGV, 2))
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+return 1
+"#,
+        false,
+    )
+});
+
+/// KEYS[1] hash; ARGV field/value pairs. 1 when the hash existed and was updated.
+static UPDATE_HASH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  return 0
+end
+redis.call("HSET", KEYS[1], unpack(ARGV))
+return 1
+"#,
+        false,
+    )
+});
+
+/// KEYS[1] list; ARGV value, keep, ttl_ms.
+static PUSH_CAPPED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+redis.call("LPUSH", KEYS[1], ARGV[1])
+redis.call("LTRIM", KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call("PEXPIRE", KEYS[1], ARGV[3])
+return 1
+"#,
+        false,
+    )
+});
+
+fn pairs<'a>(fields: &'a [(&str, String)]) -> impl Iterator<Item = String> + 'a {
+    fields
+        .iter()
+        .flat_map(|(name, value)| [(*name).to_owned(), value.clone()])
+}
+
+fn texts(reply: Reply) -> Result<Vec<String>, StoreError> {
+    match reply {
+        Reply::Nil => Ok(Vec::new()),
+        Reply::List(items) => items
+            .into_iter()
+            .map(|item| match item {
+                Reply::Text(text) => Ok(text),
+                Reply::Int(n) => Ok(n.to_string()),
+                other => Err(StoreError::Protocol(format!(
+                    "expected text, got {other:?}"
+                ))),
+            })
+            .collect(),
+        other => Err(StoreError::Protocol(format!(
+            "expected a list, got {other:?}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
+    fn describe(&self) -> String {
+        ScriptedStore::describe(self)
+    }
+
+    async fn create_hash(
+        &self,
+        key: &str,
+        fields: &[(&str, String)],
+        ttl_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let args: Vec<String> = std::iter::once(ttl_ms.max(1).to_string())
+            .chain(pairs(fields))
+            .collect();
+        Ok(self.run(&CREATE_HASH, &[key], &args).await? == Reply::Int(1))
+    }
+
+    async fn update_hash(&self, key: &str, fields: &[(&str, String)]) -> Result<bool, StoreError> {
+        let args: Vec<String> = pairs(fields).collect();
+        Ok(self.run(&UPDATE_HASH, &[key], &args).await? == Reply::Int(1))
+    }
+
+    async fn read_hash(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        let flat = texts(self.send(vec!["HGETALL".into(), key.to_owned()]).await?)?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect())
+    }
+
+    async fn push_capped(
+        &self,
+        key: &str,
+        value: &str,
+        keep: usize,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let args = [
+            value.to_owned(),
+            keep.max(1).to_string(),
+            ttl_ms.max(1).to_string(),
+        ];
+        self.run(&PUSH_CAPPED, &[key], &args).await?;
+        Ok(())
+    }
+
+    async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        texts(
+            self.send(vec![
+                "LRANGE".into(),
+                key.to_owned(),
+                "0".into(),
+                "-1".into(),
+            ])
+            .await?,
+        )
+    }
+}

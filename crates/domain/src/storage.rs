@@ -1,0 +1,636 @@
+//! Where generated images are kept, so the page never depends on a model's
+//! short-lived URLs. Backed by the `object_store` crate: a local directory by
+//! default, memory in tests, a cloud bucket later by configuration.
+
+use crate::generator::{GeneratedImage, ImageFormat};
+use crate::variants::{make_variants, VariantError, Variants};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
+use lofianime_wire::{is_hex_id, Variant};
+use object_store::{path::Path, ObjectStore, PutPayload};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// The name of a stored image or one of its variants: 32 lowercase hex digits,
+/// then `.png` (the original, or `.jpg` / `.webp`), `-display.webp` or
+/// `-thumb.webp`. Parsing it is the only way to make one from visitor input, so a
+/// request can never name a path outside the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ImageKey {
+    id: String,
+    variant: Variant,
+    format: ImageFormat,
+}
+
+impl ImageKey {
+    fn new_random(format: ImageFormat) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            variant: Variant::Original,
+            format,
+        }
+    }
+
+    /// Parses a file name such as `3f0c…9a.png` (the shapes [`lofianime_wire`] defines).
+    pub fn parse(file_name: &str) -> Option<Self> {
+        let (id, variant, extension) = lofianime_wire::split_image_name(file_name)?;
+        Some(Self {
+            id: id.to_owned(),
+            variant,
+            format: ImageFormat::from_extension(extension)?,
+        })
+    }
+
+    /// The original of image `id` stored as `format`.
+    pub fn original(id: &str, format: ImageFormat) -> Option<Self> {
+        is_hex_id(id).then(|| Self {
+            id: id.to_owned(),
+            variant: Variant::Original,
+            format,
+        })
+    }
+
+    /// The same image's `variant` (a WebP; the original keeps its format).
+    pub fn variant(&self, variant: Variant) -> Self {
+        Self {
+            id: self.id.clone(),
+            variant,
+            format: ImageFormat::Webp,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn which(&self) -> Variant {
+        self.variant
+    }
+
+    pub fn format(&self) -> ImageFormat {
+        self.format
+    }
+
+    /// The app's own URL for this image.
+    pub fn url(&self) -> String {
+        format!("{}{self}", lofianime_wire::IMAGES_PATH)
+    }
+}
+
+impl fmt::Display for ImageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.variant {
+            Variant::Original => write!(f, "{}.{}", self.id, self.format.extension()),
+            variant => {
+                let url = lofianime_wire::variant_url(&self.id, variant);
+                f.write_str(url.trim_start_matches(lofianime_wire::IMAGES_PATH))
+            }
+        }
+    }
+}
+
+/// What is known of a stored image besides its bytes, kept beside it as
+/// `{id}.json`: what its page shows to anyone holding the link (no visitor data).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// The original's file name (`{id}.png`).
+    pub original: String,
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+    pub created_ms: u64,
+    /// The original's size in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl ImageRecord {
+    pub fn key(&self) -> Option<ImageKey> {
+        ImageKey::parse(&self.original).filter(|key| key.which() == Variant::Original)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("image storage failed: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("image variants: {0}")]
+    Variants(#[from] VariantError),
+    #[error("image record {0}: {1}")]
+    Record(String, String),
+}
+
+#[async_trait]
+pub trait ImageStore: Send + Sync + 'static {
+    fn describe(&self) -> String;
+
+    /// Stores an image under a new key, with its record and its variants.
+    async fn put(
+        &self,
+        image: &GeneratedImage,
+        prompt: &str,
+        created_ms: u64,
+    ) -> Result<(ImageKey, ImageRecord), StorageError>;
+
+    /// The bytes of a stored image or variant, or `None` when there is no such
+    /// image. A missing variant of a stored image is made (once) and kept.
+    async fn get(&self, key: &ImageKey) -> Result<Option<Bytes>, StorageError>;
+
+    /// The record of image `id`, or `None` when there is no such image.
+    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError>;
+
+    /// A stored image or variant as a stream of its bytes, to pass on without
+    /// holding it whole (a missing variant is made as [`ImageStore::get`] does).
+    async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
+        Ok(self.get(key).await?.map(ImageStream::whole))
+    }
+}
+
+/// An image's bytes as they arrive from the store, and how many there are.
+pub struct ImageStream {
+    pub size: u64,
+    pub chunks: BoxStream<'static, Result<Bytes, StorageError>>,
+}
+
+impl ImageStream {
+    /// Bytes already in memory, as one chunk.
+    pub fn whole(bytes: Bytes) -> Self {
+        Self {
+            size: bytes.len() as u64,
+            chunks: futures_util::stream::once(async move { Ok(bytes) }).boxed(),
+        }
+    }
+}
+
+/// An [`ImageStore`] over any `object_store` backend.
+pub struct ObjectImageStore {
+    store: Arc<dyn ObjectStore>,
+    description: String,
+    /// One image's missing variants are made at a time (CPU work; and two
+    /// requests for the same image find the first one's result).
+    making_variants: tokio::sync::Mutex<()>,
+}
+
+impl ObjectImageStore {
+    fn over(store: Arc<dyn ObjectStore>, description: String) -> Self {
+        Self {
+            store,
+            description,
+            making_variants: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Images as files in `dir` (created if missing).
+    pub fn local_dir(dir: &std::path::Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir).map_err(|source| {
+            StorageError::Store(object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(source),
+            })
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+        Ok(Self::over(
+            Arc::new(store),
+            format!("local directory {}", dir.display()),
+        ))
+    }
+
+    /// The object store underneath (other files may live beside the images).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Images in an S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, B2),
+    /// under `prefix` if given. Credentials, region and endpoint come from the
+    /// standard variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`), read by `object_store`.
+    pub fn s3(bucket: &str, prefix: Option<&str>) -> Result<Self, StorageError> {
+        let s3 = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()?;
+        let endpoint = std::env::var("AWS_ENDPOINT")
+            .ok()
+            .and_then(|url| url::Url::parse(&url).ok())
+            .map(|url| format!(" at {}", url.origin().ascii_serialization()))
+            .unwrap_or_default();
+        let place = match prefix {
+            Some(prefix) => format!("s3://{bucket}/{prefix}"),
+            None => format!("s3://{bucket}"),
+        };
+        let store: Arc<dyn ObjectStore> = match prefix {
+            Some(prefix) => Arc::new(object_store::prefix::PrefixStore::new(s3, prefix)),
+            None => Arc::new(s3),
+        };
+        Ok(Self::over(store, format!("S3 bucket {place}{endpoint}")))
+    }
+
+    /// Checks that the store answers and takes a write (a small object written,
+    /// read back and deleted), within `bound`; the error says what is wrong.
+    pub async fn check_writable(&self, bound: std::time::Duration) -> Result<(), String> {
+        let name = format!("lofianime-check/{}", uuid::Uuid::new_v4().simple());
+        let check = async {
+            self.write(&name, Bytes::from_static(b"ok")).await?;
+            self.read(&name).await?;
+            self.store.delete(&Path::from(name.as_str())).await?;
+            Ok::<(), StorageError>(())
+        };
+        match tokio::time::timeout(bound, check).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(explain(&error)),
+            Err(_) => Err(format!(
+                "the endpoint cannot be reached: no answer within {} s (AWS_ENDPOINT, AWS_REGION)",
+                bound.as_secs()
+            )),
+        }
+    }
+
+    /// Images in this process's memory; for tests.
+    pub fn in_memory() -> Self {
+        Self::over(
+            Arc::new(object_store::memory::InMemory::new()),
+            "in memory".into(),
+        )
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.store.get(&Path::from(name)).await {
+            Ok(result) => Ok(Some(result.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&Path::from(name), PutPayload::from_bytes(bytes))
+            .await?;
+        Ok(())
+    }
+
+    async fn write_record(&self, id: &str, record: &ImageRecord) -> Result<(), StorageError> {
+        let json = serde_json::to_vec(record)
+            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))?;
+        self.write(&format!("{id}.json"), json.into()).await
+    }
+
+    async fn write_variants(
+        &self,
+        key: &ImageKey,
+        variants: &Variants,
+    ) -> Result<(), StorageError> {
+        for variant in [Variant::Display, Variant::Thumb] {
+            if let Some(bytes) = variants.bytes(variant) {
+                self.write(&key.variant(variant).to_string(), bytes.clone())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The original of image `id`: the one its record names, else whichever
+    /// format is there (images stored before records were kept).
+    async fn find_original(&self, id: &str) -> Result<Option<Original>, StorageError> {
+        let record = self.record(id).await?;
+        let has_record = record.is_some();
+        let candidates = match record.and_then(|record| record.key()) {
+            Some(key) => vec![key],
+            None => [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
+                .into_iter()
+                .filter_map(|format| ImageKey::original(id, format))
+                .collect(),
+        };
+        for key in candidates {
+            if let Some(bytes) = self.read(&key.to_string()).await? {
+                return Ok(Some(Original {
+                    key,
+                    bytes,
+                    has_record,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes and keeps the variants (and a record, if there is none) of the
+    /// original `key` holding `original`, stored without them.
+    async fn make_missing(&self, original: Original) -> Result<Variants, StorageError> {
+        let Original {
+            key,
+            bytes,
+            has_record,
+        } = original;
+        let id = key.id();
+        let started = std::time::Instant::now();
+        let original_bytes = bytes.len() as u64;
+        let variants = made_off_thread(bytes).await?;
+        self.write_variants(&key, &variants).await?;
+        if !has_record {
+            let record = ImageRecord {
+                original: key.to_string(),
+                prompt: String::new(),
+                width: variants.width,
+                height: variants.height,
+                created_ms: 0,
+                bytes: original_bytes,
+            };
+            self.write_record(id, &record).await?;
+        }
+        tracing::info!(
+            image = %key,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "made the missing variants of an image"
+        );
+        Ok(variants)
+    }
+}
+
+/// A stored original found by its id, and whether it has a record.
+struct Original {
+    key: ImageKey,
+    bytes: Bytes,
+    has_record: bool,
+}
+
+/// What a failed storage check means, for the owner.
+fn explain(error: &StorageError) -> String {
+    let text = error.to_string();
+    format!("{}: {text}", meaning(&text))
+}
+
+/// What a storage error's text says went wrong, in the owner's words.
+fn meaning(text: &str) -> &'static str {
+    let has = |needle: &str| text.contains(needle);
+    // Status codes are matched as words: the text also carries a random object
+    // name, a port and a duration, whose digits may contain "401" or "403".
+    let status = |code: &str| {
+        text.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| word == code)
+    };
+    if has("error sending request")
+        || has("onnection refused")
+        || has("dns error")
+        || has("timed out")
+    {
+        "the endpoint cannot be reached (AWS_ENDPOINT, AWS_REGION)"
+    } else if has("NoSuchBucket") || has("bucket does not exist") {
+        "the bucket does not exist"
+    } else if has("InvalidAccessKeyId")
+        || has("SignatureDoesNotMatch")
+        || has("InvalidClientTokenId")
+        || has("AccessDenied")
+        || status("403")
+        || status("401")
+    {
+        "the credentials were refused (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    } else {
+        "the store refused a test write"
+    }
+}
+
+/// [`make_variants`] on a CPU worker (see [`crate::cpu`]).
+async fn made_off_thread(original: Bytes) -> Result<Variants, StorageError> {
+    crate::cpu::run(move || make_variants(&original))
+        .await
+        .map_err(|e| StorageError::Variants(VariantError::Encode(e.to_string())))?
+        .map_err(StorageError::Variants)
+}
+
+#[async_trait]
+impl ImageStore for ObjectImageStore {
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn put(
+        &self,
+        image: &GeneratedImage,
+        prompt: &str,
+        created_ms: u64,
+    ) -> Result<(ImageKey, ImageRecord), StorageError> {
+        let key = ImageKey::new_random(image.format);
+        // The variants first: an image that cannot be decoded is not kept.
+        let variants = made_off_thread(image.bytes.clone()).await?;
+        self.write(&key.to_string(), image.bytes.clone()).await?;
+        self.write_variants(&key, &variants).await?;
+        let record = ImageRecord {
+            original: key.to_string(),
+            prompt: prompt.to_owned(),
+            width: variants.width,
+            height: variants.height,
+            created_ms,
+            bytes: image.bytes.len() as u64,
+        };
+        self.write_record(key.id(), &record).await?;
+        metrics::counter!("lofianime_images_stored_total").increment(1);
+        Ok((key, record))
+    }
+
+    async fn get(&self, key: &ImageKey) -> Result<Option<Bytes>, StorageError> {
+        if let Some(bytes) = self.read(&key.to_string()).await? {
+            return Ok(Some(bytes));
+        }
+        if key.which() == Variant::Original {
+            return Ok(None);
+        }
+        // No such image: answered without waiting for the variant makers (a
+        // flood of made-up ids queues behind nothing).
+        let Some(original) = self.find_original(key.id()).await? else {
+            return Ok(None);
+        };
+        let _one_at_a_time = self.making_variants.lock().await;
+        // Someone else may have made it while this request waited.
+        if let Some(bytes) = self.read(&key.to_string()).await? {
+            return Ok(Some(bytes));
+        }
+        let variants = self.make_missing(original).await?;
+        Ok(variants.bytes(key.which()).cloned())
+    }
+
+    async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
+        match self.store.get(&Path::from(key.to_string())).await {
+            Ok(found) => Ok(Some(ImageStream {
+                size: found.meta.size,
+                chunks: found.into_stream().map_err(StorageError::from).boxed(),
+            })),
+            Err(object_store::Error::NotFound { .. }) => {
+                Ok(self.get(key).await?.map(ImageStream::whole))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError> {
+        if !is_hex_id(id) {
+            return Ok(None);
+        }
+        let Some(bytes) = self.read(&format!("{id}.json")).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_check_is_named_by_its_cause_not_by_digits_in_names() {
+        // The object's random name and the duration held "401" once, and an
+        // unreachable endpoint was reported as refused credentials.
+        let unreachable = "Generic S3 error: Error performing PUT http://127.0.0.1:46773/pictures/lofianime-check/4019ab in 1.876401s after 10 retries: HTTP error: error sending request";
+        assert!(meaning(unreachable).starts_with("the endpoint cannot be reached"));
+        let refused = "Generic S3 error: Error performing PUT http://127.0.0.1:9000/b/x in 5ms - Client error with status 403 Forbidden: <Error/>";
+        assert!(meaning(refused).starts_with("the credentials were refused"));
+        let missing = "Generic S3 error: ... NoSuchBucket ... 4031";
+        assert_eq!(meaning(missing), "the bucket does not exist");
+        assert_eq!(
+            meaning("HTTP 500 in 1.403s"),
+            "the store refused a test write"
+        );
+    }
+
+    #[test]
+    fn keys_parse_only_the_shape_the_store_makes() {
+        let key = ImageKey::parse("0123456789abcdef0123456789abcdef.png").unwrap();
+        assert_eq!(key.format(), ImageFormat::Png);
+        assert_eq!(key.url(), "/images/0123456789abcdef0123456789abcdef.png");
+        for bad in [
+            "",
+            "x.png",
+            "0123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef.gif",
+            "0123456789ABCDEF0123456789ABCDEF.png",
+            "../../etc/passwd.png",
+            "0123456789abcdef0123456789abcde/.png",
+            "0123456789abcdef0123456789abcdef.png.png",
+        ] {
+            assert!(ImageKey::parse(bad).is_none(), "{bad:?} should be refused");
+        }
+    }
+
+    fn png(width: u32, height: u32) -> Bytes {
+        let image = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        });
+        let mut png = Vec::new();
+        image
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        png.into()
+    }
+
+    #[test]
+    fn variant_names_parse_back_to_their_key() {
+        let original = ImageKey::parse("0123456789abcdef0123456789abcdef.png").unwrap();
+        for variant in [Variant::Display, Variant::Thumb] {
+            let key = original.variant(variant);
+            assert_eq!(key.format(), ImageFormat::Webp);
+            assert_eq!(ImageKey::parse(&key.to_string()), Some(key.clone()));
+            assert_eq!(
+                key.url(),
+                lofianime_wire::variant_url(original.id(), variant)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_images_come_back_byte_for_byte_with_variants_and_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectImageStore::local_dir(&dir.path().join("images")).unwrap();
+        let image = GeneratedImage {
+            bytes: png(400, 300),
+            format: ImageFormat::Png,
+        };
+        let (key, record) = store.put(&image, "a harbour", 42).await.unwrap();
+        assert_eq!(record.key(), Some(key.clone()));
+        assert_eq!(store.get(&key).await.unwrap().unwrap(), image.bytes);
+        assert_eq!(
+            (
+                record.prompt.as_str(),
+                record.width,
+                record.height,
+                record.created_ms
+            ),
+            ("a harbour", 400, 300, 42)
+        );
+        assert_eq!(store.record(key.id()).await.unwrap(), Some(record.clone()));
+        for variant in [Variant::Display, Variant::Thumb] {
+            let name = key.variant(variant).to_string();
+            assert!(
+                dir.path().join("images").join(&name).exists(),
+                "{name} is made when the image is stored"
+            );
+            let bytes = store.get(&key.variant(variant)).await.unwrap().unwrap();
+            assert_eq!(&bytes[8..12], b"WEBP");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_decoded_is_not_kept() {
+        let store = ObjectImageStore::in_memory();
+        let image = GeneratedImage {
+            bytes: Bytes::from_static(b"\x89PNG not really"),
+            format: ImageFormat::Png,
+        };
+        assert!(matches!(
+            store.put(&image, "x", 0).await,
+            Err(StorageError::Variants(_))
+        ));
+        let listed = store.store.list_with_delimiter(None).await.unwrap();
+        assert!(listed.objects.is_empty(), "nothing written");
+    }
+
+    #[tokio::test]
+    async fn images_stored_without_variants_get_them_on_first_request() {
+        let store = ObjectImageStore::in_memory();
+        let id = "0123456789abcdef0123456789abcdef";
+        let original = ImageKey::original(id, ImageFormat::Png).unwrap();
+        store
+            .write(&original.to_string(), png(800, 800))
+            .await
+            .unwrap();
+        assert_eq!(store.record(id).await.unwrap(), None);
+        let thumb = store
+            .get(&original.variant(Variant::Thumb))
+            .await
+            .unwrap()
+            .unwrap();
+        let decoded = image::load_from_memory(&thumb).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (320, 320));
+        let record = store
+            .record(id)
+            .await
+            .unwrap()
+            .expect("a record is written");
+        assert_eq!((record.width, record.height), (800, 800));
+        assert_eq!(record.key(), Some(original));
+        // Kept: the second request reads it.
+        let again = store
+            .get(&ImageKey::parse(&format!("{id}-thumb.webp")).unwrap())
+            .await;
+        assert_eq!(again.unwrap().unwrap(), thumb);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_is_none() {
+        let store = ObjectImageStore::in_memory();
+        let key = ImageKey::parse("0123456789abcdef0123456789abcdef.png").unwrap();
+        assert!(store.get(&key).await.unwrap().is_none());
+        assert!(store
+            .get(&key.variant(Variant::Display))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.record(key.id()).await.unwrap().is_none());
+        assert!(store.record("../etc").await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,263 @@
+//! What the server and the page exchange, compiled for both the server and the
+//! browser bundle and free of any web framework: the values the server functions
+//! return, the rules both sides share (ids, image names, prompts, progress), and
+//! the sentences a visitor reads. The server-function glue (the error type's
+//! codec) lives in the app crate.
+
+pub mod progress;
+pub mod prompt;
+
+use serde::{Deserialize, Serialize};
+
+/// The sentence a visitor sees when their generations are used up.
+pub const NO_GENERATIONS_REMAINING: &str = "No generations remaining.";
+/// The sentence for every failure whose detail belongs in the server log only.
+pub const GENERIC_FAILURE: &str = "An error occurred. Please try again later.";
+
+/// Where the app serves stored images: `/images/{file name}`.
+pub const IMAGES_PATH: &str = "/images/";
+
+/// True for the ids the app makes: 32 lowercase hexadecimal digits (128 random
+/// bits). Generation ids and image names share the rule.
+pub fn is_hex_id(text: &str) -> bool {
+    text.len() == 32
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The image file extensions the app stores and serves as originals.
+pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
+
+/// The sizes an image is served in: the original as the model made it (Download,
+/// link previews), a lossy WebP to show on a page, and a small WebP for lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    Original,
+    /// At most 1024 px wide: the result on a page, sharp on 2x screens.
+    Display,
+    /// 320 px wide: a 160 px tile on a 2x screen.
+    Thumb,
+}
+
+impl Variant {
+    /// The widest this variant gets (originals keep their size).
+    pub const fn max_width(self) -> Option<u32> {
+        match self {
+            Self::Original => None,
+            Self::Display => Some(1024),
+            Self::Thumb => Some(320),
+        }
+    }
+
+    /// What follows the id in a variant's file name.
+    const fn suffix(self) -> &'static str {
+        match self {
+            Self::Original => "",
+            Self::Display => "-display.webp",
+            Self::Thumb => "-thumb.webp",
+        }
+    }
+
+    /// This variant's size for an original of `width` x `height` (never enlarged).
+    pub fn size_of(self, width: u32, height: u32) -> (u32, u32) {
+        match self.max_width() {
+            Some(max) if width > max => {
+                let scaled = (u64::from(height) * u64::from(max) + u64::from(width) / 2)
+                    / u64::from(width.max(1));
+                (max, (scaled as u32).max(1))
+            }
+            _ => (width, height),
+        }
+    }
+}
+
+/// Splits an image file name into its id, variant and extension, if it has a
+/// shape the server gives images: `{32 hex}.{png|jpg|webp}` (an original),
+/// `{32 hex}-display.webp` or `{32 hex}-thumb.webp`.
+pub fn split_image_name(file_name: &str) -> Option<(&str, Variant, &str)> {
+    let (stem, extension) = file_name.split_once('.')?;
+    let (id, variant) = match stem.split_once('-') {
+        None if IMAGE_EXTENSIONS.contains(&extension) => (stem, Variant::Original),
+        Some((id, "display")) if extension == "webp" => (id, Variant::Display),
+        Some((id, "thumb")) if extension == "webp" => (id, Variant::Thumb),
+        _ => return None,
+    };
+    is_hex_id(id).then_some((id, variant, extension))
+}
+
+/// The app's URL for the display or thumbnail variant of image `id`.
+pub fn variant_url(id: &str, variant: Variant) -> String {
+    format!("{IMAGES_PATH}{id}{}", variant.suffix())
+}
+
+/// The page of image `id`: `/i/{id}`, the link a visitor shares.
+pub fn image_page_path(id: &str) -> String {
+    format!("/i/{id}")
+}
+
+/// A stored image as a page shows it: its original's URL (Download), its prompt
+/// (title and alt text) and the original's size (the variants' sizes follow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShownImage {
+    /// 32 hex digits; the variants' and the image page's URLs are built from it.
+    pub id: String,
+    /// The original's URL (`/images/{id}.png`, or under `storage.public_base_url`).
+    pub url: String,
+    /// The display and thumbnail variants' URLs (the server builds every image
+    /// URL, so the page follows wherever the images are served from).
+    pub display_url: String,
+    pub thumb_url: String,
+    pub prompt: String,
+    pub width: u32,
+    pub height: u32,
+    /// The file name Download saves the original as (`a-quiet-harbour.png`).
+    pub download_name: String,
+}
+
+/// An image's own page (`/i/{id}`): the image, and the absolute addresses a
+/// link preview needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePage {
+    pub image: ShownImage,
+    /// This page's absolute URL (`og:url`).
+    pub page_url: String,
+    /// The picture's absolute URL for previews (`og:image`): the original, or
+    /// the display variant when the original is larger than chat apps take.
+    pub preview_url: String,
+}
+
+/// A visitor's generations: how many the policy allows, how many are left, and
+/// when more become available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the visitor gets more (window end or next refill), epoch milliseconds.
+    pub reset_ms: u64,
+}
+
+/// A finished generation as the page sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedImage {
+    /// The image; its prompt is the one validated (trimmed).
+    pub image: ShownImage,
+    /// The visitor's quota after this generation; `None` when the limiter's store
+    /// was down and the owner chose to generate uncounted.
+    pub quota: Option<Quota>,
+    /// The visitor's recent images with this one (the page needs no second call).
+    pub recent: Vec<RecentImage>,
+}
+
+/// One of the visitor's recent images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentImage {
+    /// The image's id (its page is `/i/{id}`).
+    pub id: String,
+    /// Its thumbnail's URL.
+    pub thumb_url: String,
+    pub prompt: String,
+    /// When it was made, epoch milliseconds.
+    pub created_ms: u64,
+}
+
+/// A visitor's quota as read by the server, with the server's clock at that
+/// moment (so the page's first countdown renders the same on server and client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaReading {
+    /// `None` when the limiter's store could not be read.
+    pub quota: Option<Quota>,
+    pub now_ms: u64,
+}
+
+/// Who the page is for, as far as sign-in goes. Read by the server while it
+/// renders the page (never by the browser bundle).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    /// Sign-in is on: the provider's name, for "Sign in with Google".
+    pub sign_in_with: Option<String>,
+    /// The signed-in account.
+    pub account: Option<SignedInAs>,
+    /// Whether this visitor may generate now (signed out in `required` mode, or
+    /// with no signed-out quota, they may not).
+    pub may_generate: bool,
+    /// Generations per window for a signed-out visitor, when sign-in is on and
+    /// they have a quota of their own.
+    pub signed_out_limit: Option<u64>,
+}
+
+/// A signed-in account as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedInAs {
+    pub email: String,
+    pub name: Option<String>,
+}
+
+/// What the page needs to know about the server's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    /// True when images come from the offline generator, not a hosted model.
+    pub offline_generator: bool,
+    pub max_prompt_chars: usize,
+    pub limit: u64,
+    /// The window as written in the settings, e.g. "1440 m".
+    pub window: String,
+    /// The same window in milliseconds.
+    pub window_ms: u64,
+    /// How many recent images the server keeps per visitor.
+    pub recent_images: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_image_names_have_one_shape() {
+        assert!(is_hex_id("0123456789abcdef0123456789abcdef"));
+        for bad in [
+            "",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdefa",
+            "0123456789abcdef0123456789abcdeg",
+        ] {
+            assert!(!is_hex_id(bad), "{bad:?}");
+        }
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            split_image_name(&format!("{id}.png")),
+            Some((id, Variant::Original, "png"))
+        );
+        for variant in [Variant::Display, Variant::Thumb] {
+            let url = variant_url(id, variant);
+            let name = url.strip_prefix(IMAGES_PATH).unwrap();
+            assert_eq!(split_image_name(name), Some((id, variant, "webp")));
+        }
+        for bad in [
+            "0123456789abcdef0123456789abcdef.gif",
+            "0123456789abcdef0123456789abcdef-display.png",
+            "0123456789abcdef0123456789abcdef-large.webp",
+            "0123456789abcdef0123456789abcdef",
+            "../x.png",
+            "x-thumb.webp",
+        ] {
+            assert_eq!(split_image_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn variants_shrink_to_their_width_and_keep_the_shape() {
+        assert_eq!(Variant::Display.size_of(1024, 1024), (1024, 1024));
+        assert_eq!(
+            Variant::Display.size_of(768, 768),
+            (768, 768),
+            "never enlarged"
+        );
+        assert_eq!(Variant::Display.size_of(2048, 1536), (1024, 768));
+        assert_eq!(Variant::Thumb.size_of(768, 768), (320, 320));
+        assert_eq!(Variant::Thumb.size_of(1024, 576), (320, 180));
+        assert_eq!(Variant::Original.size_of(4000, 3000), (4000, 3000));
+        assert_eq!(Variant::Thumb.size_of(100_000, 1), (320, 1), "never zero");
+    }
+}

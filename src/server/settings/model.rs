@@ -1,0 +1,162 @@
+//! `[model]`, `[prompt]`, `[image]`, `[offline]`, `[progress]`: which model
+//! makes the images and how it is asked, what a prompt may be, and the offline
+//! painter's picture.
+
+use super::{invalid, within, SettingsError};
+use crate::prompt::DEFAULT_MAX_CHARS;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptSettings {
+    pub max_chars: usize,
+}
+
+impl Default for PromptSettings {
+    fn default() -> Self {
+        Self {
+            max_chars: DEFAULT_MAX_CHARS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// `owner/name` of the Replicate model.
+    pub id: String,
+    /// The model version (64 hex digits).
+    pub version: String,
+    /// Put in front of every visitor prompt; the model was trained on this phrase.
+    pub prompt_prefix: String,
+    /// Overall bound on one generation, from create to stored image (seconds).
+    pub deadline_secs: u64,
+    /// How long the create request is held open for a synchronous answer (1–60 s).
+    pub wait_secs: u64,
+    /// Pause between polls once the prediction runs asynchronously (milliseconds).
+    pub poll_interval_ms: u64,
+    /// Largest output image accepted (bytes).
+    pub max_image_bytes: usize,
+    /// The model's inputs besides the prompt, passed as they are.
+    pub input: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        let serde_json::Value::Object(input) = serde_json::json!({
+            "negative_prompt": "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, poorly drawn hands, missing fingers, text, watermark, signature, low quality, jpeg artifacts",
+            "width": 1024,
+            "height": 1024,
+            "num_outputs": 1,
+            "scheduler": "K_EULER",
+            "num_inference_steps": 50,
+            "guidance_scale": 7.5,
+            "prompt_strength": 0.8,
+            "refine": "no_refiner",
+            "high_noise_frac": 0.8,
+            "apply_watermark": true,
+            "lora_scale": 0.6,
+        }) else {
+            unreachable!("a JSON object literal")
+        };
+        Self {
+            id: "doriandarko/sdxl-hiroshinagai".into(),
+            version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
+            prompt_prefix: "In the style of HISGH. ".into(),
+            deadline_secs: 120,
+            wait_secs: 5,
+            poll_interval_ms: 500,
+            max_image_bytes: 20_000_000,
+            input,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageSettings {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        Self {
+            width: 768,
+            height: 768,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineSettings {
+    /// Extra latency for the offline generator, to imitate a model (milliseconds).
+    pub delay_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProgressSettings {
+    /// How often a running generation looks for a cancel request (milliseconds):
+    /// the longest a cancel waits, and with Redis / Upstash one read per period
+    /// per running generation.
+    pub cancel_check_ms: u64,
+}
+
+impl Default for ProgressSettings {
+    fn default() -> Self {
+        Self {
+            cancel_check_ms: 500,
+        }
+    }
+}
+
+impl ModelSettings {
+    pub(super) fn check(&self) -> Result<(), SettingsError> {
+        within("model.wait_secs", self.wait_secs, 1..=60)?;
+        for (path, zero) in [
+            ("model.deadline_secs", self.deadline_secs == 0),
+            ("model.poll_interval_ms", self.poll_interval_ms == 0),
+            ("model.max_image_bytes", self.max_image_bytes == 0),
+        ] {
+            if zero {
+                return invalid(path, "must be greater than 0");
+            }
+        }
+        let version_ok =
+            self.version.len() == 64 && self.version.bytes().all(|b| b.is_ascii_hexdigit());
+        if !version_ok {
+            return invalid("model.version", "must be the 64-hex-digit version id");
+        }
+        Ok(())
+    }
+}
+
+impl PromptSettings {
+    pub(super) fn check(&self) -> Result<(), SettingsError> {
+        within("prompt.max_chars", self.max_chars, 1..=10_000)
+    }
+}
+
+impl ProgressSettings {
+    pub(super) fn check(&self) -> Result<(), SettingsError> {
+        within(
+            "progress.cancel_check_ms",
+            self.cancel_check_ms,
+            50..=10_000,
+        )
+    }
+}
+
+impl ImageSettings {
+    pub(super) fn check(&self) -> Result<(), SettingsError> {
+        let problem = "must be between 16 and 2048 pixels";
+        for (path, value) in [("image.width", self.width), ("image.height", self.height)] {
+            if !(16..=2048).contains(&value) {
+                return invalid(path, problem);
+            }
+        }
+        Ok(())
+    }
+}
