@@ -10,8 +10,8 @@ use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
 use crate::server::state::AppState;
 use crate::wire::{
-    image_page_path, ApiError, AppInfo, CreatedImage, ImagePage, QuotaReading, RecentImage,
-    ShownImage, SignedInAs, Variant, Viewer,
+    image_page_path, ApiError, AppInfo, CreatedImage, ImageId, ImagePage, QuotaReading,
+    RecentImage, ShownImage, SignedInAs, Variant, Viewer,
 };
 use axum::http::{header, HeaderName, HeaderValue};
 use leptos::prelude::*;
@@ -79,7 +79,7 @@ fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
 fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
     let url = state.image_url(key);
     ShownImage {
-        id: key.id().to_owned(),
+        id: key.id().to_string(),
         download_name: download_name(&record.prompt, &url),
         display_url: state.image_url(&key.variant(Variant::Display)),
         thumb_url: state.image_url(&key.variant(Variant::Thumb)),
@@ -198,7 +198,7 @@ impl Backend for AppState {
         Ok(recent
             .into_iter()
             .map(|entry| RecentImage {
-                id: entry.image.id().to_owned(),
+                id: entry.image.id().to_string(),
                 thumb_url: self.image_url(&entry.image.variant(Variant::Thumb)),
                 prompt: entry.prompt,
                 created_ms: entry.created_ms,
@@ -237,6 +237,10 @@ impl Backend for AppState {
     }
 
     async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError> {
+        // Anything but an image id names no image (and never reaches the store).
+        let Some(id) = ImageId::parse(&id) else {
+            return Ok(None);
+        };
         let record = match self.studio.image_record(&id).await {
             Ok(found) => found,
             Err(failure) => return Err(errors::answer(&failure)),
@@ -259,7 +263,7 @@ impl Backend for AppState {
             }
         };
         Ok(Some(ImagePage {
-            page_url: format!("{origin}{}", image_page_path(key.id())),
+            page_url: format!("{origin}{}", image_page_path(key.id().as_str())),
             preview_url: absolute(preview),
             image: shown_image(self, &key, record),
         }))

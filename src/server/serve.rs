@@ -107,21 +107,46 @@ pub async fn serve_until(
         let watcher = graceful.watcher();
         let timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            // A client that sends nothing at all is closed too (hyper's timer
-            // starts only with the first byte of a request).
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return drop(slot),
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%error, "a connection ended with an error");
-            }
+            serve_connection(&builder, stream, service, timeout, watcher).await;
             drop(slot);
         });
     }
     drop(listener);
+    drain(graceful, draining).await;
+}
+
+/// Serves one connection under `watcher`. A client that sends nothing at all
+/// within `timeout` is closed too (hyper's timer starts only with the first
+/// byte of a request).
+async fn serve_connection<S>(
+    builder: &Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    service: S,
+    timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        _ => return,
+    }
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%error, "a connection ended with an error");
+    }
+}
+
+/// After the signal: connections in flight get the grace period, then the
+/// generations still running are stopped and get a little longer to answer.
+async fn drain(graceful: GracefulShutdown, draining: Draining) {
     (draining.on_signal)();
     let in_flight = graceful.shutdown();
     tokio::pin!(in_flight);

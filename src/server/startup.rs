@@ -49,6 +49,32 @@ pub async fn run() -> Result<(), StartupError> {
         .map_err(|e| StartupError::Leptos(e.to_string()))?
         .leptos_options;
     let addr = leptos_options.site_addr;
+    let state = build(&settings, &secrets, leptos_options).await?;
+    tokio::spawn(summarise_refusals());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })?;
+    tracing::info!("lofianime is listening on http://{addr}");
+    let limits = Limits {
+        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
+        max_connections: settings.server.max_connections,
+    };
+    let draining = draining(&state, Duration::from_secs(settings.shutdown.grace_secs));
+    serve_until(listener, router(state), limits, shutdown_signal(), draining).await;
+    // Model runs being cancelled at their provider and credits being given back.
+    if !cleanups_done(AFTER_GRACE).await {
+        tracing::warn!("some clean-up work (cancelling model runs, refunds) did not finish");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The app's state from the settings, each part logged as it is chosen.
+async fn build(
+    settings: &Settings,
+    secrets: &Secrets,
+    leptos_options: leptos::config::LeptosOptions,
+) -> Result<AppState, StartupError> {
     let cpu_workers = settings
         .workers
         .cpu
@@ -58,7 +84,7 @@ pub async fn run() -> Result<(), StartupError> {
         cpu_workers,
         "CPU-bound work (painting, image variants) runs on at most this many threads at once"
     );
-    let components = compose::components(&settings, &secrets).await?;
+    let components = compose::components(settings, secrets).await?;
     tracing::info!(
         store = %components.limiter_store.describe(),
         algorithm = %settings.algorithm(),
@@ -66,7 +92,7 @@ pub async fn run() -> Result<(), StartupError> {
         on_store_failure = ?settings.ratelimit.on_store_failure,
         "rate limiter"
     );
-    let mut state = AppState::new(&settings, &secrets, components, leptos_options)?;
+    let mut state = AppState::new(settings, secrets, components, leptos_options)?;
     if let Some(issuer) = state.auth.issuer() {
         tracing::info!(mode = ?settings.auth.mode, %issuer, accounts_by = ?settings.auth.identify_accounts_by, "sign-in is on");
     }
@@ -74,60 +100,46 @@ pub async fn run() -> Result<(), StartupError> {
         state.metrics = Some(MetricsEndpoint::install(token).map_err(StartupError::Metrics)?);
         tracing::info!("metrics at /metrics (Authorization: Bearer METRICS_TOKEN)");
     }
-    // Refusals are counted, and summed up once a minute instead of one line each.
-    tokio::spawn(async {
-        const PERIOD_SECS: u64 = 60;
-        let mut every = tokio::time::interval(std::time::Duration::from_secs(PERIOD_SECS));
-        every.tick().await;
-        loop {
-            every.tick().await;
-            crate::server::errors::log_refusal_summary(PERIOD_SECS);
-        }
-    });
     for (part, description) in state.studio.describe() {
         tracing::info!(%description, "{part}");
     }
     if !settings.visitors.trusted_proxies.is_empty() {
         tracing::info!(proxies = ?settings.visitors.trusted_proxies, header = ?settings.visitors.client_ip_header, "the forwarding header is believed from these proxies");
     }
+    Ok(state)
+}
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartupError::Bind { addr, source })?;
-    tracing::info!("lofianime is listening on http://{addr}");
-    let limits = Limits {
-        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
-        max_connections: settings.server.max_connections,
-    };
-    let grace = Duration::from_secs(settings.shutdown.grace_secs);
-    let draining = Draining {
+/// Refusals are counted, and summed up once a minute instead of one line each.
+async fn summarise_refusals() {
+    const PERIOD_SECS: u64 = 60;
+    let mut every = tokio::time::interval(Duration::from_secs(PERIOD_SECS));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        crate::server::errors::log_refusal_summary(PERIOD_SECS);
+    }
+}
+
+/// What a shutdown does: on the signal, no new generations (the running ones
+/// may finish); after `grace`, the running ones are stopped.
+fn draining(state: &AppState, grace: Duration) -> Draining {
+    let drain = state.studio.shutdown().clone();
+    let stop = state.studio.shutdown().clone();
+    Draining {
         grace,
         after_expiry: AFTER_GRACE,
-        on_signal: {
-            let shutdown = state.studio.shutdown().clone();
-            Box::new(move || {
-                tracing::info!(
-                    grace_secs = grace.as_secs(),
-                    "no longer accepting connections; letting generations in flight finish"
-                );
-                shutdown.drain();
-            })
-        },
-        on_expiry: {
-            let shutdown = state.studio.shutdown().clone();
-            Box::new(move || {
-                tracing::warn!("the grace period is over: stopping the generations still running and giving their credits back");
-                shutdown.stop();
-            })
-        },
-    };
-    serve_until(listener, router(state), limits, shutdown_signal(), draining).await;
-    // Model runs being cancelled at their provider and credits being given back.
-    if !cleanups_done(AFTER_GRACE).await {
-        tracing::warn!("some clean-up work (cancelling model runs, refunds) did not finish");
+        on_signal: Box::new(move || {
+            tracing::info!(
+                grace_secs = grace.as_secs(),
+                "no longer accepting connections; letting generations in flight finish"
+            );
+            drain.drain();
+        }),
+        on_expiry: Box::new(move || {
+            tracing::warn!("the grace period is over: stopping the generations still running and giving their credits back");
+            stop.stop();
+        }),
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,5 +1,5 @@
 //! "Your recent images": each visitor's last few generations (image, prompt,
-//! time; how many is the `recent.keep` setting). Kept in Redis / Upstash when the app uses one (shared by every instance),
+//! time; how many is the `recent.keep` setting). RecentEntry in Redis / Upstash when the app uses one (shared by every instance),
 //! otherwise as one small JSON file per visitor next to the images, so the list
 //! survives reloads and restarts either way.
 
@@ -17,20 +17,15 @@ pub const DEFAULT_KEEP: usize = 12;
 /// How long a visitor's list lives after their last generation.
 const TTL_MS: u64 = 30 * 24 * 3_600_000;
 
-/// One generation in a visitor's list.
+/// One of a visitor's recent images, as the list keeps it and the front door
+/// returns it: `{"image": "{32 hex}.png", "prompt": …, "created_ms": …}`. An
+/// entry whose image is not a name the store could have made is not read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Kept {
-    /// The stored image's file name (`{32 hex}.png`).
-    pub image: String,
+pub struct RecentEntry {
+    pub image: ImageKey,
     pub prompt: String,
+    /// When it was made, epoch milliseconds.
     pub created_ms: u64,
-}
-
-impl Kept {
-    /// The image's key, if the entry names one the store could have made.
-    pub fn key(&self) -> Option<ImageKey> {
-        ImageKey::parse(&self.image)
-    }
 }
 
 /// Why a visitor's list could not be read or written.
@@ -47,19 +42,14 @@ pub trait Gallery: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// Adds `kept` at the head of `visitor`'s list (dropping the oldest past the
     /// list's length).
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError>;
+    async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError>;
     /// `visitor`'s list, newest first.
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError>;
+    async fn list(&self, visitor: &str) -> Result<Vec<RecentEntry>, GalleryError>;
 }
 
 /// The entries that are what this app writes (anything else is skipped).
-fn valid(entries: impl IntoIterator<Item = Option<Kept>>, keep: usize) -> Vec<Kept> {
-    entries
-        .into_iter()
-        .flatten()
-        .filter(|kept| kept.key().is_some())
-        .take(keep)
-        .collect()
+fn valid(entries: impl IntoIterator<Item = Option<RecentEntry>>, keep: usize) -> Vec<RecentEntry> {
+    entries.into_iter().flatten().take(keep).collect()
 }
 
 /// `lofianime:recent:{visitor hash}`.
@@ -88,7 +78,7 @@ impl Gallery for SharedGallery {
         self.state.describe()
     }
 
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
+    async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError> {
         let entry = serde_json::to_string(kept)
             .map_err(|e| StoreError::Protocol(format!("could not encode an entry: {e}")))?;
         Ok(self
@@ -97,12 +87,12 @@ impl Gallery for SharedGallery {
             .await?)
     }
 
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
+    async fn list(&self, visitor: &str) -> Result<Vec<RecentEntry>, GalleryError> {
         let entries = self.state.read_list(&list_key(visitor)).await?;
         Ok(valid(
             entries
                 .iter()
-                .map(|text| serde_json::from_str::<Kept>(text).ok()),
+                .map(|text| serde_json::from_str::<RecentEntry>(text).ok()),
             self.keep,
         ))
     }
@@ -152,7 +142,7 @@ impl Gallery for FileGallery {
         self.description.clone()
     }
 
-    async fn add(&self, visitor: &str, kept: &Kept) -> Result<(), GalleryError> {
+    async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError> {
         let _writing = self.writing.lock().await;
         let mut list = self.list(visitor).await?;
         list.insert(0, kept.clone());
@@ -165,7 +155,7 @@ impl Gallery for FileGallery {
         Ok(())
     }
 
-    async fn list(&self, visitor: &str) -> Result<Vec<Kept>, GalleryError> {
+    async fn list(&self, visitor: &str) -> Result<Vec<RecentEntry>, GalleryError> {
         let bytes = match self.store.get(&Self::path(visitor)).await {
             Ok(found) => found.bytes().await.map_err(Self::error)?,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
@@ -176,7 +166,7 @@ impl Gallery for FileGallery {
         Ok(valid(
             values
                 .into_iter()
-                .map(|value| serde_json::from_value::<Kept>(value).ok()),
+                .map(|value| serde_json::from_value::<RecentEntry>(value).ok()),
             self.keep,
         ))
     }
@@ -188,9 +178,9 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::store::MemoryStore;
 
-    fn kept(n: u64) -> Kept {
-        Kept {
-            image: format!("{n:032x}.png"),
+    fn kept(n: u64) -> RecentEntry {
+        RecentEntry {
+            image: ImageKey::parse(&format!("{n:032x}.png")).unwrap(),
             prompt: format!("scene {n}"),
             created_ms: 1_000 + n,
         }

@@ -13,7 +13,6 @@ mod charge;
 mod clock;
 mod cpu;
 mod gallery;
-mod generation;
 mod generator;
 mod jobs;
 mod on_drop;
@@ -26,11 +25,14 @@ mod variants;
 mod visitor;
 
 // The front door and its vocabulary.
-pub use generation::{FailurePolicy, Generated, LimitScope, Shutdown, StudioError};
+pub use gallery::RecentEntry;
 pub use jobs::CancelOutcome;
 pub use ratelimit::{Decision, Reason};
 pub use storage::{ImageKey, ImageRecord, ImageStream};
-pub use studio::{Components, Policy, Readiness, RecentEntry, RemoteStore, SignedOut, Studio};
+pub use studio::{
+    Components, FailurePolicy, Generated, LimitScope, Policy, Readiness, RemoteStore, Shutdown,
+    SignedOut, Studio, StudioError,
+};
 pub use visitor::{tag, Visitor, WhoPays};
 
 // Ports a composer plugs in, and their adapters.

@@ -7,7 +7,7 @@ use crate::variants::{make_variants, VariantError, Variants};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
-use lofianime_wire::{is_hex_id, Variant};
+use lofianime_wire::{ImageId, Variant};
 use object_store::{path::Path, ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -17,9 +17,10 @@ use std::sync::Arc;
 /// then `.png` (the original, or `.jpg` / `.webp`), `-display.webp` or
 /// `-thumb.webp`. Parsing it is the only way to make one from visitor input, so a
 /// request can never name a path outside the store.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct ImageKey {
-    id: String,
+    id: ImageId,
     variant: Variant,
     format: ImageFormat,
 }
@@ -27,7 +28,8 @@ pub struct ImageKey {
 impl ImageKey {
     fn new_random(format: ImageFormat) -> Self {
         Self {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: ImageId::parse(&uuid::Uuid::new_v4().simple().to_string())
+                .expect("a simple UUID is 32 lowercase hex digits"),
             variant: Variant::Original,
             format,
         }
@@ -37,19 +39,19 @@ impl ImageKey {
     pub fn parse(file_name: &str) -> Option<Self> {
         let (id, variant, extension) = lofianime_wire::split_image_name(file_name)?;
         Some(Self {
-            id: id.to_owned(),
+            id: ImageId::parse(id)?,
             variant,
             format: ImageFormat::from_extension(extension)?,
         })
     }
 
     /// The original of image `id` stored as `format`.
-    pub fn original(id: &str, format: ImageFormat) -> Option<Self> {
-        is_hex_id(id).then(|| Self {
-            id: id.to_owned(),
+    pub fn original(id: &ImageId, format: ImageFormat) -> Self {
+        Self {
+            id: id.clone(),
             variant: Variant::Original,
             format,
-        })
+        }
     }
 
     /// The same image's `variant` (a WebP; the original keeps its format).
@@ -61,7 +63,7 @@ impl ImageKey {
         }
     }
 
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &ImageId {
         &self.id
     }
 
@@ -79,12 +81,26 @@ impl ImageKey {
     }
 }
 
+impl TryFrom<String> for ImageKey {
+    type Error = &'static str;
+
+    fn try_from(file_name: String) -> Result<Self, Self::Error> {
+        Self::parse(&file_name).ok_or("not the name of a stored image")
+    }
+}
+
+impl From<ImageKey> for String {
+    fn from(key: ImageKey) -> Self {
+        key.to_string()
+    }
+}
+
 impl fmt::Display for ImageKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.variant {
             Variant::Original => write!(f, "{}.{}", self.id, self.format.extension()),
             variant => {
-                let url = lofianime_wire::variant_url(&self.id, variant);
+                let url = lofianime_wire::variant_url(self.id.as_str(), variant);
                 f.write_str(url.trim_start_matches(lofianime_wire::IMAGES_PATH))
             }
         }
@@ -139,7 +155,7 @@ pub trait ImageStore: Send + Sync + 'static {
     async fn get(&self, key: &ImageKey) -> Result<Option<Bytes>, StorageError>;
 
     /// The record of image `id`, or `None` when there is no such image.
-    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError>;
+    async fn record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StorageError>;
 
     /// A stored image or variant as a stream of its bytes, to pass on without
     /// holding it whole (a missing variant is made as [`ImageStore::get`] does).
@@ -273,9 +289,9 @@ impl ObjectImageStore {
         Ok(())
     }
 
-    async fn write_record(&self, id: &str, record: &ImageRecord) -> Result<(), StorageError> {
+    async fn write_record(&self, id: &ImageId, record: &ImageRecord) -> Result<(), StorageError> {
         let json = serde_json::to_vec(record)
-            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))?;
+            .map_err(|e| StorageError::Record(id.to_string(), e.to_string()))?;
         self.write(&format!("{id}.json"), json.into()).await
     }
 
@@ -295,14 +311,14 @@ impl ObjectImageStore {
 
     /// The original of image `id`: the one its record names, else whichever
     /// format is there (images stored before records were kept).
-    async fn find_original(&self, id: &str) -> Result<Option<Original>, StorageError> {
+    async fn find_original(&self, id: &ImageId) -> Result<Option<Original>, StorageError> {
         let record = self.record(id).await?;
         let has_record = record.is_some();
         let candidates = match record.and_then(|record| record.key()) {
             Some(key) => vec![key],
             None => [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
                 .into_iter()
-                .filter_map(|format| ImageKey::original(id, format))
+                .map(|format| ImageKey::original(id, format))
                 .collect(),
         };
         for key in candidates {
@@ -465,16 +481,13 @@ impl ImageStore for ObjectImageStore {
         }
     }
 
-    async fn record(&self, id: &str) -> Result<Option<ImageRecord>, StorageError> {
-        if !is_hex_id(id) {
-            return Ok(None);
-        }
+    async fn record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StorageError> {
         let Some(bytes) = self.read(&format!("{id}.json")).await? else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| StorageError::Record(id.to_owned(), e.to_string()))
+            .map_err(|e| StorageError::Record(id.to_string(), e.to_string()))
     }
 }
 
@@ -537,7 +550,7 @@ mod tests {
             assert_eq!(ImageKey::parse(&key.to_string()), Some(key.clone()));
             assert_eq!(
                 key.url(),
-                lofianime_wire::variant_url(original.id(), variant)
+                lofianime_wire::variant_url(original.id().as_str(), variant)
             );
         }
     }
@@ -592,8 +605,8 @@ mod tests {
     #[tokio::test]
     async fn images_stored_without_variants_get_them_on_first_request() {
         let store = ObjectImageStore::in_memory();
-        let id = "0123456789abcdef0123456789abcdef";
-        let original = ImageKey::original(id, ImageFormat::Png).unwrap();
+        let id = &ImageId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let original = ImageKey::original(id, ImageFormat::Png);
         store
             .write(&original.to_string(), png(800, 800))
             .await
@@ -631,6 +644,7 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(store.record(key.id()).await.unwrap().is_none());
-        assert!(store.record("../etc").await.unwrap().is_none());
+        // A path is no id: the store is never asked for it.
+        assert_eq!(ImageId::parse("../etc"), None);
     }
 }

@@ -21,14 +21,24 @@ impl Visitor {
         }
     }
 
-    /// A signed-in account, known by its e-mail or subject (an address never
-    /// looks like either: an e-mail has an `@`, and the server makes sure a
-    /// subject is not an address).
-    pub fn account(identifier: impl Into<String>) -> Self {
-        Self {
-            identifier: identifier.into(),
+    /// A signed-in account, known by its e-mail or subject; `None` when the
+    /// identifier could be an address (see [`Visitor::may_name_an_account`]).
+    pub fn account(identifier: impl Into<String>) -> Option<Self> {
+        let identifier = identifier.into();
+        Self::may_name_an_account(&identifier).then_some(Self {
+            identifier,
             signed_in: true,
-        }
+        })
+    }
+
+    /// Whether `identifier` may name a signed-in account: never anything a
+    /// signed-out visitor's identifier could be (an address, or an IPv6 /64
+    /// network), so an account never shares a signed-out visitor's count. An
+    /// e-mail always may (it has an `@`).
+    pub fn may_name_an_account(identifier: &str) -> bool {
+        !identifier.trim().is_empty()
+            && identifier.parse::<std::net::IpAddr>().is_err()
+            && !identifier.contains('/')
     }
 
     pub fn id(&self) -> &str {
@@ -96,6 +106,19 @@ mod tests {
         assert!(!visitor.tag().contains("203"));
         assert_eq!(visitor.tag(), Visitor::new("203.0.113.7").tag());
         assert_ne!(visitor.tag(), Visitor::new("203.0.113.8").tag());
+    }
+
+    #[test]
+    fn an_account_is_never_named_like_an_address() {
+        for address in ["203.0.113.7", "2001:db8::1", "2001:db8:1:2::/64", "", " "] {
+            assert!(!Visitor::may_name_an_account(address), "{address:?}");
+            assert_eq!(Visitor::account(address), None, "{address:?}");
+        }
+        for account in ["ada@example.com", "108234573321", "auth0|5f7c"] {
+            let visitor = Visitor::account(account).expect(account);
+            assert!(visitor.is_signed_in());
+            assert_eq!(visitor.id(), account);
+        }
     }
 
     #[test]

@@ -26,6 +26,28 @@ pub fn is_hex_id(text: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// A stored image's id: 32 lowercase hexadecimal digits. Parsing is the only
+/// way to make one from outside input, so an id can never name a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImageId(String);
+
+impl ImageId {
+    /// `text` as an image id, if it has the shape ([`is_hex_id`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        is_hex_id(text).then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ImageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The image file extensions the app stores and serves as originals.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
 
@@ -243,6 +265,16 @@ mod tests {
             "x-thumb.webp",
         ] {
             assert_eq!(split_image_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn image_ids_are_parsed_once_by_the_shared_rule() {
+        let id = ImageId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(id.as_str(), "0123456789abcdef0123456789abcdef");
+        assert_eq!(id.to_string(), id.as_str());
+        for bad in ["../etc/passwd", "", "0123456789ABCDEF0123456789ABCDEF"] {
+            assert_eq!(ImageId::parse(bad), None, "{bad:?}");
         }
     }
 

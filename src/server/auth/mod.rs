@@ -139,15 +139,23 @@ impl Auth {
 
     /// The caller of a request with these headers from `client`.
     pub fn caller(&self, headers: &axum::http::HeaderMap, client: ClientIp) -> Caller {
-        let account = self
+        // A session whose identifier could be an address (none is ever
+        // issued) counts as signed out.
+        let signed_in = self
             .signed_in
             .as_ref()
-            .and_then(|on| on.sessions.account(headers, now_secs()));
-        let visitor = match &account {
-            Some(account) => Visitor::account(self.identifier(account)),
-            None => Visitor::new(client.to_string()),
-        };
-        Caller { visitor, account }
+            .and_then(|on| on.sessions.account(headers, now_secs()))
+            .and_then(|account| Some((Visitor::account(self.identifier(&account))?, account)));
+        match signed_in {
+            Some((visitor, account)) => Caller {
+                visitor,
+                account: Some(account),
+            },
+            None => Caller {
+                visitor: Visitor::new(client.to_string()),
+                account: None,
+            },
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 //! issuer, audience, expiry, nonce; a verified e-mail).
 
 use crate::server::auth::session::{now_secs, Account, SignInAttempt, SIGN_IN_TTL_SECS};
-use openidconnect::core::{CoreClient, CoreProviderMetadata, CoreResponseType};
+use lofianime_domain::Visitor;
+use openidconnect::core::{
+    CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata, CoreResponseType,
+};
 use openidconnect::{
     AuthenticationFlow, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, IssuerUrl, JsonWebKeySet, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
@@ -240,50 +243,37 @@ impl Provider {
             .id_token()
             .ok_or(SignInError::TokenRefused("no ID token"))?;
         let nonce = Nonce::new(attempt.nonce.clone());
-        let checked = match id_token.claims(&client.id_token_verifier(), &nonce) {
-            Ok(claims) => Ok(claims.clone()),
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
-            )) => match self.refetch_keys().await {
-                Some(fresh) => {
-                    let client = self.client(fresh);
-                    let verifier = client.id_token_verifier();
-                    id_token.claims(&verifier, &nonce).cloned()
-                }
-                None => Err(ClaimsVerificationError::SignatureVerification(
-                    SignatureVerificationError::NoMatchingKey,
-                )),
-            },
-            Err(other) => Err(other),
-        };
-        let claims = checked.map_err(|error| {
+            )) => self.with_fresh_keys(id_token, &nonce).await,
+            checked => checked.cloned(),
+        }
+        .map_err(|error| {
             tracing::info!(%error, "refused an ID token");
             SignInError::TokenRefused(reason(&error))
         })?;
-        // An address has no `@`: an account's e-mail never names a signed-out count.
-        let email = claims
-            .email()
-            .map(|email| email.as_str().to_owned())
-            .filter(|email| email.contains('@'))
-            .ok_or(SignInError::NoEmail)?;
-        if claims.email_verified() != Some(true) {
-            return Err(SignInError::EmailNotVerified);
+        account_from(&claims)
+    }
+
+    /// Checks `id_token` again after refetching the provider's keys (a key id
+    /// it did not know: the provider may have rotated its keys).
+    async fn with_fresh_keys(
+        &self,
+        id_token: &CoreIdToken,
+        nonce: &Nonce,
+    ) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
+        match self.refetch_keys().await {
+            Some(fresh) => {
+                let client = self.client(fresh);
+                let verifier = client.id_token_verifier();
+                let claims = id_token.claims(&verifier, nonce).cloned();
+                claims
+            }
+            None => Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )),
         }
-        let subject = claims.subject().as_str().to_owned();
-        // An address-shaped subject could share a signed-out visitor's quota.
-        if subject.parse::<std::net::IpAddr>().is_ok() || subject.contains('/') {
-            return Err(SignInError::TokenRefused("unusable subject"));
-        }
-        let name = claims
-            .name()
-            .and_then(|names| names.get(None))
-            .map(|name| name.as_str().to_owned());
-        Ok(Account {
-            subject,
-            email,
-            name,
-            expires: 0,
-        })
     }
 }
 
@@ -312,4 +302,33 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// The account a checked ID token names: a verified e-mail is required, and a
+/// subject must be able to name an account (never an address: it could share a
+/// signed-out visitor's count).
+fn account_from(claims: &CoreIdTokenClaims) -> Result<Account, SignInError> {
+    // An address has no `@`: an account's e-mail never names a signed-out count.
+    let email = claims
+        .email()
+        .map(|email| email.as_str().to_owned())
+        .filter(|email| email.contains('@'))
+        .ok_or(SignInError::NoEmail)?;
+    if claims.email_verified() != Some(true) {
+        return Err(SignInError::EmailNotVerified);
+    }
+    let subject = claims.subject().as_str().to_owned();
+    if !Visitor::may_name_an_account(&subject) {
+        return Err(SignInError::TokenRefused("unusable subject"));
+    }
+    let name = claims
+        .name()
+        .and_then(|names| names.get(None))
+        .map(|name| name.as_str().to_owned());
+    Ok(Account {
+        subject,
+        email,
+        name,
+        expires: 0,
+    })
 }

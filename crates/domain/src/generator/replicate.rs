@@ -198,6 +198,23 @@ fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     }
 }
 
+/// The bytes of a `data:` URI's payload (`rest` follows `data:`), refused
+/// unread when it would decode to more than `max` bytes.
+fn decode_data_uri(rest: &str, max: usize) -> Result<Bytes, ModelError> {
+    let (_, encoded) = rest
+        .split_once(";base64,")
+        .ok_or_else(|| ModelError::BadOutput("a data URI that is not base64".into()))?;
+    if encoded.len() / 4 * 3 > max + 3 {
+        return Err(ModelError::BadOutput(format!(
+            "output larger than {max} bytes"
+        )));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map(Bytes::from)
+        .map_err(|e| ModelError::BadOutput(format!("bad base64 in the data URI: {e}")))
+}
+
 fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
@@ -317,49 +334,61 @@ impl Api {
                     )))
                 }
             };
-            let status = response.status();
-            if status.is_success() {
+            if response.status().is_success() {
                 return response
                     .json::<Prediction>()
                     .await
                     .map_err(|e| ModelError::Unavailable(format!("unreadable prediction: {e}")));
             }
-            let headers = response.headers().clone();
-            let text = response.text().await.unwrap_or_default();
-            let problem_body = headers
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("json"));
-            match status {
-                StatusCode::TOO_MANY_REQUESTS => {
-                    let wait_for = retry_after(&headers, &text);
-                    let delay = wait_for.unwrap_or_else(|| backoff(self.settings.backoff, attempt));
-                    if attempt + 1 == ATTEMPTS || delay >= Self::remaining(deadline) {
-                        return Err(ModelError::Busy {
-                            retry_after: wait_for,
-                        });
-                    }
-                    tracing::warn!(
-                        delay_ms = delay.as_millis() as u64,
-                        "Replicate is throttling; waiting before trying again"
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                s if s.is_server_error() && problem_body && attempt + 1 < ATTEMPTS => {
-                    tokio::time::sleep(backoff(self.settings.backoff, attempt)).await;
-                }
-                s if s.is_server_error() => {
-                    return Err(ModelError::Unavailable(format!(
-                        "HTTP {s}: {}",
-                        problem(&text)
-                    )))
-                }
-                other => return Err(self.owner_problem(other, &text)),
-            }
+            let delay = self.create_refused(response, attempt, deadline).await?;
+            tokio::time::sleep(delay).await;
         }
         Err(ModelError::Unavailable(
             "create failed after retries".into(),
         ))
+    }
+
+    /// After a create Replicate refused: how long to wait before trying again,
+    /// or why not to (throttled past the deadline, a failure it says is final,
+    /// a problem only the owner can fix).
+    async fn create_refused(
+        &self,
+        response: reqwest::Response,
+        attempt: u32,
+        deadline: Instant,
+    ) -> Result<Duration, ModelError> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let problem_body = headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("json"));
+        let last = attempt + 1 == ATTEMPTS;
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait_for = retry_after(&headers, &text);
+                let delay = wait_for.unwrap_or_else(|| backoff(self.settings.backoff, attempt));
+                if last || delay >= Self::remaining(deadline) {
+                    return Err(ModelError::Busy {
+                        retry_after: wait_for,
+                    });
+                }
+                tracing::warn!(
+                    delay_ms = delay.as_millis() as u64,
+                    "Replicate is throttling; waiting before trying again"
+                );
+                Ok(delay)
+            }
+            s if s.is_server_error() && problem_body && !last => {
+                Ok(backoff(self.settings.backoff, attempt))
+            }
+            s if s.is_server_error() => Err(ModelError::Unavailable(format!(
+                "HTTP {s}: {}",
+                problem(&text)
+            ))),
+            other => Err(self.owner_problem(other, &text)),
+        }
     }
 
     /// A 4xx from Replicate's API, which the owner must fix, with what to do.
@@ -494,64 +523,51 @@ impl Api {
         deadline: Instant,
     ) -> Result<GeneratedImage, ModelError> {
         let max = self.settings.max_image_bytes;
-        let bytes = if let Some(rest) = output.strip_prefix("data:") {
-            let (_, encoded) = rest
-                .split_once(";base64,")
-                .ok_or_else(|| ModelError::BadOutput("a data URI that is not base64".into()))?;
-            if encoded.len() / 4 * 3 > max + 3 {
-                return Err(ModelError::BadOutput(format!(
-                    "output larger than {max} bytes"
-                )));
-            }
-            Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .map_err(|e| {
-                        ModelError::BadOutput(format!("bad base64 in the data URI: {e}"))
-                    })?,
-            )
-        } else {
-            let url = url::Url::parse(output)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "https" | "http"))
-                .ok_or_else(|| {
-                    ModelError::BadOutput("output is neither a data URI nor a URL".into())
-                })?;
-            let response = self
-                .request_safely(
-                    || self.client.get(url.clone()),
-                    deadline,
-                    Target::OutputFile,
-                )
-                .await?;
-            if response.content_length().is_some_and(|n| n as usize > max) {
-                return Err(ModelError::BadOutput(format!(
-                    "output larger than {max} bytes"
-                )));
-            }
-            let mut body = BytesMut::new();
-            let mut response = response;
-            while let Some(chunk) = response.chunk().await.map_err(|e| {
-                ModelError::Unavailable(format!("reading the output failed: {}", without_url(&e)))
-            })? {
-                if body.len() + chunk.len() > max {
-                    return Err(ModelError::BadOutput(format!(
-                        "output larger than {max} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            body.freeze()
+        let too_large = || ModelError::BadOutput(format!("output larger than {max} bytes"));
+        let bytes = match output.strip_prefix("data:") {
+            Some(rest) => decode_data_uri(rest, max)?,
+            None => self.download(output, deadline).await?,
         };
         if bytes.len() > max {
-            return Err(ModelError::BadOutput(format!(
-                "output larger than {max} bytes"
-            )));
+            return Err(too_large());
         }
         let format = sniff(&bytes).ok_or_else(|| {
             ModelError::BadOutput("output is not a PNG, JPEG or WebP image".into())
         })?;
         Ok(GeneratedImage { bytes, format })
+    }
+
+    /// The output file at `output` (an http(s) URL), never more than
+    /// `max_image_bytes` of it held.
+    async fn download(&self, output: &str, deadline: Instant) -> Result<Bytes, ModelError> {
+        let max = self.settings.max_image_bytes;
+        let too_large = || ModelError::BadOutput(format!("output larger than {max} bytes"));
+        let url = url::Url::parse(output)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "https" | "http"))
+            .ok_or_else(|| {
+                ModelError::BadOutput("output is neither a data URI nor a URL".into())
+            })?;
+        let mut response = self
+            .request_safely(
+                || self.client.get(url.clone()),
+                deadline,
+                Target::OutputFile,
+            )
+            .await?;
+        if response.content_length().is_some_and(|n| n as usize > max) {
+            return Err(too_large());
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            ModelError::Unavailable(format!("reading the output failed: {}", without_url(&e)))
+        })? {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     }
 
     /// Polls until the prediction is done or the deadline passes.

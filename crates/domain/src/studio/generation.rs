@@ -6,121 +6,20 @@
 //! themselves when dropped, so no exit path (an error, a cancel, the visitor
 //! leaving, a panic) can forget a refund.
 
+use super::answers::{FailurePolicy, Generated, LimitScope, StudioError};
+use super::parts::Parts;
 use crate::charge::{Charge, Ending, Settled};
-use crate::gallery::{Gallery, Kept};
-use crate::generator::{ImageGenerator, ModelError, ProgressReporter};
-use crate::jobs::{JobBoard, JobRecord};
+use crate::gallery::RecentEntry;
+use crate::generator::{ModelError, ProgressReporter};
+use crate::jobs::JobRecord;
 use crate::ratelimit::{Decision, RateLimiter};
-use crate::storage::{ImageKey, ImageRecord, ImageStore, StorageError};
+use crate::storage::{ImageKey, ImageRecord, StorageError};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
-use lofianime_wire::prompt::{Prompt, PromptError};
+use lofianime_wire::prompt::Prompt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::watch;
-
-/// What to do when the limiter's store cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FailurePolicy {
-    /// Refuse to generate (the default: nothing is spent that was not counted).
-    #[default]
-    Deny,
-    /// Generate without counting (the owner prefers availability to cost control).
-    Allow,
-}
-
-/// A finished generation.
-#[derive(Debug, Clone)]
-pub struct Generated {
-    pub prompt: Prompt,
-    pub image: ImageKey,
-    /// What its page shows (prompt, size).
-    pub record: ImageRecord,
-    /// The limiter's answer when the credit was spent; `None` when the store was
-    /// down and the failure policy let the generation through uncounted.
-    pub decision: Option<Decision>,
-}
-
-/// Which limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitScope {
-    /// The visitor's own quota.
-    Visitor,
-    /// The budget shared by all visitors.
-    Everyone,
-}
-
-/// Why a use case of the studio did not deliver. The generation variants say
-/// whether a credit was spent (and carry the payer's quota after any refund).
-#[derive(Debug, thiserror::Error)]
-pub enum StudioError {
-    #[error("invalid prompt: {0}")]
-    InvalidPrompt(#[from] PromptError),
-    #[error("rate limit reached")]
-    Denied {
-        /// The refusing limiter's answer.
-        decision: Decision,
-        scope: LimitScope,
-    },
-    #[error("rate limiter unavailable: {0}")]
-    LimiterUnavailable(#[source] StoreError),
-    #[error("the model failed: {source}")]
-    Model {
-        #[source]
-        source: ModelError,
-        /// The payer's quota after the refund.
-        decision: Option<Decision>,
-    },
-    #[error("storing the image failed: {source}")]
-    Storage {
-        #[source]
-        source: StorageError,
-        decision: Option<Decision>,
-    },
-    /// The visitor cancelled it; `counted` when its credit stayed spent (the
-    /// model had started processing, or the refund allowance was used up).
-    #[error("cancelled by the visitor")]
-    Canceled {
-        decision: Option<Decision>,
-        counted: bool,
-        model_started: bool,
-    },
-    /// The page sent a generation id that is already in use.
-    #[error("the generation id is already in use")]
-    JobIdTaken,
-    /// The record of generations in flight could not be read or written.
-    #[error("the generation records are unavailable: {0}")]
-    JobBoard(#[source] StoreError),
-    /// The visitor's recent images could not be read.
-    #[error("the recent images are unavailable: {0}")]
-    Gallery(#[source] crate::gallery::GalleryError),
-    /// A stored image could not be read.
-    #[error("reading a stored image failed: {0}")]
-    ImageStore(#[source] StorageError),
-    /// The server is shutting down: a new generation is refused before it
-    /// takes anything; a running one past the grace period is stopped, its model
-    /// run cancelled and the visitor's credit given back.
-    #[error("the server is shutting down")]
-    ShuttingDown { decision: Option<Decision> },
-    /// Signed-out visitors may not generate: nothing was taken.
-    #[error("the visitor must sign in to generate")]
-    SignInRequired,
-}
-
-impl StudioError {
-    /// The payer's quota to report with this failure, when the limiter answered.
-    pub fn decision(&self) -> Option<Decision> {
-        match self {
-            Self::Denied { decision, .. } => Some(*decision),
-            Self::Model { decision, .. }
-            | Self::Storage { decision, .. }
-            | Self::Canceled { decision, .. }
-            | Self::ShuttingDown { decision } => *decision,
-            _ => None,
-        }
-    }
-}
 
 /// The identifier of the budget shared by all visitors.
 pub const EVERYONE: &str = "global";
@@ -199,28 +98,6 @@ impl Drop for ModelCall {
     }
 }
 
-/// The parts a generation needs.
-pub struct Generation {
-    pub limiter: Arc<RateLimiter>,
-    /// The budget shared by all visitors, if the owner set one.
-    pub budget: Option<Arc<RateLimiter>>,
-    pub generator: Arc<dyn ImageGenerator>,
-    pub images: Arc<dyn ImageStore>,
-    pub max_prompt_chars: usize,
-    pub on_store_failure: FailurePolicy,
-    /// Generations in flight: their phases and cancel requests.
-    pub jobs: Arc<JobBoard>,
-    /// Each visitor's recent images.
-    pub gallery: Arc<dyn Gallery>,
-    /// How often a running generation checks whether it was cancelled.
-    pub cancel_check: Duration,
-    /// How many failures per window give the payer's credit back (`None`: all).
-    pub refund_allowance: Option<Arc<RateLimiter>>,
-    /// The server's shutdown: draining refuses new generations, stopping ends
-    /// the running ones.
-    pub shutdown: Shutdown,
-}
-
 /// Where a server's shutdown is: running, draining (no new generations; the
 /// running ones may finish), stopping (the running ones are stopped).
 #[derive(Clone)]
@@ -261,7 +138,7 @@ impl Shutdown {
     }
 }
 
-impl Generation {
+impl Parts {
     /// Runs one generation. Nothing is written for a request the limits refuse:
     /// the record the page follows is opened only after admission.
     pub async fn run(&self, order: Order<'_>) -> Result<Generated, StudioError> {
@@ -342,8 +219,8 @@ impl Generation {
             }
         };
         charge.settle(Ending::Delivered).await;
-        let kept = Kept {
-            image: key.to_string(),
+        let kept = RecentEntry {
+            image: key.clone(),
             prompt: prompt.to_string(),
             created_ms: stored.created_ms,
         };

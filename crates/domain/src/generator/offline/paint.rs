@@ -1,99 +1,13 @@
-//! The offline generator: paints a calm lofi landscape from the prompt alone, so the
-//! app works on a fresh machine with no account. The same prompt always gives the
-//! same picture; words in the prompt steer it ("night", "city", "sea", "rain", …).
+//! The painter's brushes: colours, the palettes of the times of day, and a
+//! floating-point canvas whose helpers take fractions of its size, so a picture
+//! looks the same at every size.
 
-use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
-use crate::cpu;
-use async_trait::async_trait;
-use bytes::Bytes;
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
-use lofianime_wire::progress::Phase;
-use lofianime_wire::prompt::Prompt;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use sha2::{Digest, Sha256};
-use std::time::Duration;
 
-/// Paints pictures locally. `delay` imitates a model's latency (0 by default).
-#[derive(Debug, Clone)]
-pub struct OfflineGenerator {
-    width: u32,
-    height: u32,
-    delay: Duration,
-}
+pub(super) type Rgb = [f32; 3];
 
-impl OfflineGenerator {
-    pub fn new(width: u32, height: u32, delay: Duration) -> Self {
-        Self {
-            width,
-            height,
-            delay,
-        }
-    }
-}
-
-#[async_trait]
-impl ImageGenerator for OfflineGenerator {
-    fn describe(&self) -> String {
-        format!(
-            "offline generator ({}x{} PNG painted locally, no model calls; set REPLICATE_API_TOKEN to use the real model)",
-            self.width, self.height
-        )
-    }
-
-    fn is_offline(&self) -> bool {
-        true
-    }
-
-    /// Starting for the first quarter of the configured delay; then, once a CPU
-    /// worker is free (queued until then), generating: the rest of the delay
-    /// and the painting itself, on that worker.
-    async fn generate_with_progress(
-        &self,
-        prompt: &Prompt,
-        progress: &ProgressReporter,
-    ) -> Result<GeneratedImage, ModelError> {
-        progress.report(Phase::Starting);
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay / 4).await;
-        }
-        // Painting and PNG encoding are CPU work: on a CPU worker, off the async
-        // threads. Until one is free the generation is queued, not drawing (so
-        // leaving or cancelling costs nothing).
-        if cpu::all_busy() {
-            progress.report(Phase::Queued);
-        }
-        let worker = cpu::worker().await;
-        progress.report(Phase::Generating { percent: None });
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay - self.delay / 4).await;
-        }
-        let (width, height) = (self.width, self.height);
-        let text = prompt.as_str().to_owned();
-        let bytes = cpu::run_with(worker, move || render_png(&text, width, height))
-            .await
-            .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
-        Ok(GeneratedImage {
-            bytes: Bytes::from(bytes),
-            format: ImageFormat::Png,
-        })
-    }
-}
-
-/// Paints the scene for `prompt` and encodes it as PNG.
-pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, ModelError> {
-    let pixels = Scene::from_prompt(prompt).paint(width, height);
-    let mut png = Vec::new();
-    PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
-        .write_image(&pixels, width, height, ExtendedColorType::Rgb8)
-        .map_err(|e| ModelError::Render(format!("PNG encoding failed: {e}")))?;
-    Ok(png)
-}
-
-type Rgb = [f32; 3];
-
-fn hex(value: u32) -> Rgb {
+pub(super) fn hex(value: u32) -> Rgb {
     [
         ((value >> 16) & 0xff) as f32 / 255.0,
         ((value >> 8) & 0xff) as f32 / 255.0,
@@ -101,7 +15,7 @@ fn hex(value: u32) -> Rgb {
     ]
 }
 
-fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
+pub(super) fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
     let t = t.clamp(0.0, 1.0);
     [
         a[0] + (b[0] - a[0]) * t,
@@ -110,30 +24,30 @@ fn mix(a: Rgb, b: Rgb, t: f32) -> Rgb {
     ]
 }
 
-fn smoothstep(t: f32) -> f32 {
+pub(super) fn smoothstep(t: f32) -> f32 {
     let t = t.clamp(0.0, 1.0);
     t * t * (3.0 - 2.0 * t)
 }
 
 /// Colours of one time of day.
 #[derive(Debug, Clone, Copy)]
-struct Palette {
-    sky_top: Rgb,
-    sky_mid: Rgb,
-    horizon: Rgb,
-    sun: Rgb,
+pub(super) struct Palette {
+    pub(super) sky_top: Rgb,
+    pub(super) sky_mid: Rgb,
+    pub(super) horizon: Rgb,
+    pub(super) sun: Rgb,
     /// Far, middle and near land, before haze.
-    land: [Rgb; 3],
-    window_light: Rgb,
-    stars: bool,
-    sun_stripes: bool,
-    rain: bool,
+    pub(super) land: [Rgb; 3],
+    pub(super) window_light: Rgb,
+    pub(super) stars: bool,
+    pub(super) sun_stripes: bool,
+    pub(super) rain: bool,
     /// How much of the sun shows (0 under heavy cloud).
-    sun_strength: f32,
+    pub(super) sun_strength: f32,
 }
 
 impl Palette {
-    fn sunset() -> Self {
+    pub(super) fn sunset() -> Self {
         Self {
             sky_top: hex(0x2b1e4a),
             sky_mid: hex(0xb24a7a),
@@ -147,7 +61,7 @@ impl Palette {
             sun_strength: 1.0,
         }
     }
-    fn dusk() -> Self {
+    pub(super) fn dusk() -> Self {
         Self {
             sky_top: hex(0x1d2b53),
             sky_mid: hex(0x7e5a9b),
@@ -161,7 +75,7 @@ impl Palette {
             sun_strength: 0.9,
         }
     }
-    fn golden() -> Self {
+    pub(super) fn golden() -> Self {
         Self {
             sky_top: hex(0x3a6ea5),
             sky_mid: hex(0xf2b880),
@@ -175,7 +89,7 @@ impl Palette {
             sun_strength: 1.0,
         }
     }
-    fn night() -> Self {
+    pub(super) fn night() -> Self {
         Self {
             sky_top: hex(0x070b1f),
             sky_mid: hex(0x16224a),
@@ -189,7 +103,7 @@ impl Palette {
             sun_strength: 0.8,
         }
     }
-    fn morning() -> Self {
+    pub(super) fn morning() -> Self {
         Self {
             sky_top: hex(0x7fb8e0),
             sky_mid: hex(0xc2e0ef),
@@ -203,7 +117,7 @@ impl Palette {
             sun_strength: 1.0,
         }
     }
-    fn rain() -> Self {
+    pub(super) fn rain() -> Self {
         Self {
             sky_top: hex(0x343b4d),
             sky_mid: hex(0x5d6680),
@@ -219,119 +133,17 @@ impl Palette {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Setting {
-    Hills,
-    City,
-    Sea,
-}
-
-/// Everything that decides a picture, derived from the prompt.
-struct Scene {
-    palette: Palette,
-    setting: Setting,
-    seed: [u8; 32],
-}
-
-impl Scene {
-    fn from_prompt(prompt: &str) -> Self {
-        let seed: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
-        let lower = prompt.to_lowercase();
-        let words: Vec<&str> = lower
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .collect();
-        // A keyword matches the start of a word: "rainy" is rain, "train" is not.
-        let has = |keywords: &[&str]| {
-            keywords
-                .iter()
-                .any(|k| words.iter().any(|w| w.starts_with(k)))
-        };
-        let palette = if has(&["rain", "storm", "cloudy", "grey", "gray", "fog"]) {
-            Palette::rain()
-        } else if has(&["night", "moon", "star", "midnight", "dark", "neon"]) {
-            Palette::night()
-        } else if has(&["morning", "sunrise", "dawn", "noon", "day"]) {
-            Palette::morning()
-        } else if has(&["sunset", "evening"]) {
-            Palette::sunset()
-        } else if has(&["dusk", "twilight", "purple"]) {
-            Palette::dusk()
-        } else if has(&["golden", "autumn", "afternoon", "summer", "warm"]) {
-            Palette::golden()
-        } else {
-            [Palette::sunset(), Palette::dusk(), Palette::golden()][seed[0] as usize % 3]
-        };
-        let setting = if has(&[
-            "city", "street", "tokyo", "town", "building", "rooftop", "skyline", "shop", "cafe",
-            "station", "train", "alley", "downtown",
-        ]) {
-            Setting::City
-        } else if has(&[
-            "sea", "ocean", "beach", "lake", "river", "water", "harbor", "harbour", "shore", "bay",
-            "coast", "pool",
-        ]) {
-            Setting::Sea
-        } else if has(&[
-            "mountain",
-            "hill",
-            "field",
-            "meadow",
-            "forest",
-            "valley",
-            "countryside",
-        ]) {
-            Setting::Hills
-        } else {
-            [Setting::Hills, Setting::City, Setting::Sea][seed[1] as usize % 3]
-        };
-        Self {
-            palette,
-            setting,
-            seed,
-        }
-    }
-
-    /// Paints the scene into RGB8 pixels, row by row.
-    fn paint(&self, width: u32, height: u32) -> Vec<u8> {
-        let mut canvas = Canvas::new(width as usize, height as usize, self.palette);
-        let mut rng = ChaCha8Rng::from_seed(self.seed);
-        let horizon = match self.setting {
-            Setting::Sea => 0.58,
-            _ => 0.66,
-        };
-        canvas.sky(horizon);
-        if self.palette.stars {
-            canvas.stars(&mut rng);
-        }
-        let sun_x = rng.random_range(0.22..0.78);
-        let sun_y = horizon - rng.random_range(0.06..0.16);
-        let sun_r = rng.random_range(0.07..0.11);
-        canvas.sun(sun_x, sun_y, sun_r);
-        canvas.clouds(&mut rng, horizon);
-        match self.setting {
-            Setting::Hills => canvas.hills(&mut rng, horizon),
-            Setting::City => canvas.city(&mut rng, horizon),
-            Setting::Sea => canvas.sea(&mut rng, horizon, sun_x),
-        }
-        if self.palette.rain {
-            canvas.rain(&mut rng);
-        }
-        canvas.finish(&mut rng)
-    }
-}
-
 /// A floating-point RGB canvas; coordinates in the paint helpers are fractions of
 /// the canvas so a picture looks the same at every size.
-struct Canvas {
-    w: usize,
-    h: usize,
-    px: Vec<Rgb>,
-    palette: Palette,
+pub(super) struct Canvas {
+    pub(super) w: usize,
+    pub(super) h: usize,
+    pub(super) px: Vec<Rgb>,
+    pub(super) palette: Palette,
 }
 
 impl Canvas {
-    fn new(w: usize, h: usize, palette: Palette) -> Self {
+    pub(super) fn new(w: usize, h: usize, palette: Palette) -> Self {
         Self {
             w,
             h,
@@ -340,14 +152,14 @@ impl Canvas {
         }
     }
 
-    fn blend(&mut self, x: usize, y: usize, color: Rgb, alpha: f32) {
+    pub(super) fn blend(&mut self, x: usize, y: usize, color: Rgb, alpha: f32) {
         if x < self.w && y < self.h {
             let p = &mut self.px[y * self.w + x];
             *p = mix(*p, color, alpha);
         }
     }
 
-    fn add(&mut self, x: usize, y: usize, color: Rgb, amount: f32) {
+    pub(super) fn add(&mut self, x: usize, y: usize, color: Rgb, amount: f32) {
         if x < self.w && y < self.h {
             let p = &mut self.px[y * self.w + x];
             for c in 0..3 {
@@ -356,7 +168,7 @@ impl Canvas {
         }
     }
 
-    fn sky_at(&self, fy: f32, horizon: f32) -> Rgb {
+    pub(super) fn sky_at(&self, fy: f32, horizon: f32) -> Rgb {
         let t = fy / horizon;
         if t < 0.55 {
             mix(
@@ -373,7 +185,7 @@ impl Canvas {
         }
     }
 
-    fn sky(&mut self, horizon: f32) {
+    pub(super) fn sky(&mut self, horizon: f32) {
         for y in 0..self.h {
             let color = self.sky_at(y as f32 / self.h as f32, horizon);
             for x in 0..self.w {
@@ -382,7 +194,7 @@ impl Canvas {
         }
     }
 
-    fn stars(&mut self, rng: &mut ChaCha8Rng) {
+    pub(super) fn stars(&mut self, rng: &mut ChaCha8Rng) {
         let count = (self.w * self.h) / 900;
         for _ in 0..count {
             let x = rng.random_range(0..self.w);
@@ -401,7 +213,7 @@ impl Canvas {
         }
     }
 
-    fn sun(&mut self, cx: f32, cy: f32, r: f32) {
+    pub(super) fn sun(&mut self, cx: f32, cy: f32, r: f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         let strength = self.palette.sun_strength;
         let sun = self.palette.sun;
@@ -434,7 +246,7 @@ impl Canvas {
         }
     }
 
-    fn clouds(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
+    pub(super) fn clouds(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         let tint = mix(self.palette.horizon, hex(0xffffff), 0.35);
         let shadow = mix(self.palette.sky_mid, self.palette.sky_top, 0.3);
@@ -474,7 +286,7 @@ impl Canvas {
 
     /// A land silhouette: everything below `ridge(x)` takes `color`, darkening a
     /// little towards the bottom.
-    fn layer(&mut self, color: Rgb, ridge: impl Fn(f32) -> f32) {
+    pub(super) fn layer(&mut self, color: Rgb, ridge: impl Fn(f32) -> f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         let deep = mix(color, hex(0x000000), 0.25);
         for x in 0..self.w {
@@ -489,11 +301,11 @@ impl Canvas {
     }
 
     /// Land colour with distance haze towards the horizon colour.
-    fn hazed(&self, index: usize, haze: f32) -> Rgb {
+    pub(super) fn hazed(&self, index: usize, haze: f32) -> Rgb {
         mix(self.palette.land[index], self.palette.horizon, haze)
     }
 
-    fn hills(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
+    pub(super) fn hills(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
         for (i, haze) in [(0usize, 0.45f32), (1, 0.2), (2, 0.0)] {
             let base = horizon + i as f32 * 0.075;
             let amp = rng.random_range(0.03f32..0.07) * (1.0 + i as f32 * 0.3);
@@ -519,7 +331,7 @@ impl Canvas {
     }
 
     /// Utility poles and sagging wires in the foreground: the lofi signature.
-    fn power_line(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
+    pub(super) fn power_line(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         let color = mix(self.palette.land[2], hex(0x000000), 0.35);
         let pole_x = rng.random_range(0.12f32..0.3);
@@ -571,7 +383,7 @@ impl Canvas {
         }
     }
 
-    fn city(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
+    pub(super) fn city(&mut self, rng: &mut ChaCha8Rng, horizon: f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         // Two rows of buildings: a hazy far one and a darker near one with lit windows.
         for (row, haze) in [(0usize, 0.5f32), (2, 0.0)] {
@@ -629,7 +441,7 @@ impl Canvas {
         self.power_line(rng, horizon + 0.1);
     }
 
-    fn sea(&mut self, rng: &mut ChaCha8Rng, horizon: f32, sun_x: f32) {
+    pub(super) fn sea(&mut self, rng: &mut ChaCha8Rng, horizon: f32, sun_x: f32) {
         let (w, h) = (self.w as f32, self.h as f32);
         // A distant island on the horizon.
         let island_x = rng.random_range(0.1f32..0.9);
@@ -676,7 +488,7 @@ impl Canvas {
         self.layer(sand, |x| 0.88 - shore_amp * (x * 5.0 + phase).sin());
     }
 
-    fn rain(&mut self, rng: &mut ChaCha8Rng) {
+    pub(super) fn rain(&mut self, rng: &mut ChaCha8Rng) {
         let (w, h) = (self.w as f32, self.h as f32);
         let color = hex(0xdfe6f5);
         let drops = (self.w * self.h) / 500;
@@ -697,7 +509,7 @@ impl Canvas {
     }
 
     /// Vignette and film grain, then 8-bit output.
-    fn finish(self, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    pub(super) fn finish(self, rng: &mut ChaCha8Rng) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.w * self.h * 3);
         let (w, h) = (self.w as f32, self.h as f32);
         for (i, p) in self.px.iter().enumerate() {
@@ -711,80 +523,5 @@ impl Canvas {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decode(png: &[u8]) -> image::RgbImage {
-        image::load_from_memory_with_format(png, image::ImageFormat::Png)
-            .expect("a valid PNG")
-            .to_rgb8()
-    }
-
-    #[test]
-    fn renders_a_png_of_the_requested_size() {
-        let png = render_png("a quiet train station at dusk", 96, 64).unwrap();
-        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
-        let image = decode(&png);
-        assert_eq!((image.width(), image.height()), (96, 64));
-    }
-
-    #[test]
-    fn the_same_prompt_gives_the_same_picture() {
-        assert_eq!(
-            render_png("rainy street", 64, 64).unwrap(),
-            render_png("rainy street", 64, 64).unwrap()
-        );
-    }
-
-    #[test]
-    fn different_prompts_give_different_pictures() {
-        assert_ne!(
-            render_png("rainy street", 64, 64).unwrap(),
-            render_png("rainy streets", 64, 64).unwrap()
-        );
-    }
-
-    #[test]
-    fn a_night_prompt_is_darker_than_a_morning_prompt() {
-        let brightness = |prompt: &str| {
-            let image = decode(&render_png(prompt, 64, 64).unwrap());
-            image
-                .pixels()
-                .map(|p| p.0.iter().map(|&c| c as u64).sum::<u64>())
-                .sum::<u64>()
-        };
-        assert!(brightness("a lake at night") < brightness("a lake in the morning"));
-    }
-
-    #[test]
-    fn the_picture_is_not_flat() {
-        // A real scene has many colours; a blank or test-pattern image has few.
-        let image = decode(&render_png("hills", 128, 128).unwrap());
-        let distinct: std::collections::HashSet<_> = image.pixels().map(|p| p.0).collect();
-        assert!(distinct.len() > 500, "only {} colours", distinct.len());
-    }
-
-    #[test]
-    fn keywords_match_whole_words_from_their_start() {
-        assert!(Scene::from_prompt("a rainy street").palette.rain);
-        assert!(!Scene::from_prompt("a quiet train station").palette.rain);
-        assert_eq!(
-            Scene::from_prompt("a quiet train station").setting,
-            Setting::City
-        );
-        assert_eq!(Scene::from_prompt("Ocean waves").setting, Setting::Sea);
-    }
-
-    #[tokio::test]
-    async fn the_generator_returns_png_bytes() {
-        let generator = OfflineGenerator::new(48, 48, Duration::ZERO);
-        let prompt = Prompt::parse("a cat on a rooftop", 500).unwrap();
-        let image = generator.generate(&prompt).await.unwrap();
-        assert_eq!(image.format, ImageFormat::Png);
-        assert_eq!(decode(&image.bytes).width(), 48);
     }
 }

@@ -1,0 +1,289 @@
+//! The domain's front door: every use case the web side needs, each taking the
+//! visitor who asks and returning domain values. The studio owns the policies
+//! the HTTP side must not decide: who pays for a generation, the budget shared
+//! by all visitors, what happens when the limiter's store is down.
+
+mod answers;
+mod generation;
+mod parts;
+#[cfg(test)]
+mod tests;
+
+pub use answers::{FailurePolicy, Generated, LimitScope, StudioError};
+pub use generation::Shutdown;
+pub use parts::{Components, Policy, RemoteStore, SignedOut};
+
+use crate::gallery::RecentEntry;
+use crate::generator::ImageFormat;
+use crate::jobs::{CancelOutcome, JobBoard};
+use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
+use crate::storage::{ImageKey, ImageRecord, ImageStream};
+use crate::visitor::{Visitor, WhoPays};
+use generation::Order;
+use lofianime_wire::progress::{JobId, JobProgress};
+use lofianime_wire::{ImageId, Variant};
+use parts::{Parts, REFUNDS_PREFIX};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Studio {
+    parts: Parts,
+    who_pays: WhoPays,
+    /// Signed-out visitors' own quota (`auth.mode = "optional"`), if they have one.
+    signed_out_quota: Option<Arc<RateLimiter>>,
+    /// Signed-out visitors may not generate.
+    must_sign_in: bool,
+    /// The limiter's store, for readiness checks.
+    limiter_store: Arc<dyn LimiterStore>,
+}
+
+/// A dependency's answer to a readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// "limiter store" or "image store".
+    pub dependency: &'static str,
+    /// `None` when it answered; otherwise what went wrong.
+    pub problem: Option<String>,
+}
+
+impl Studio {
+    pub fn new(policy: Policy, components: Components) -> Self {
+        let limiter = |algorithm, prefix: &str, cache: bool| {
+            let limiter = RateLimiter::new(
+                components.limiter_store.clone(),
+                algorithm,
+                prefix,
+                components.clock.clone(),
+            );
+            Arc::new(if cache {
+                limiter
+            } else {
+                limiter.without_cache()
+            })
+        };
+        let quota = |algorithm| limiter(algorithm, &policy.prefix, policy.ephemeral_cache);
+        // Without the cache: a used-up allowance must not hide a reset.
+        let refund_allowance = policy.max_refunds_per_window.map(|limit| {
+            let window = Algorithm::FixedWindow {
+                limit,
+                window_ms: policy.algorithm.window_ms(),
+            };
+            limiter(window, REFUNDS_PREFIX, false)
+        });
+        let signed_out_quota = match policy.signed_out {
+            SignedOut::OwnQuota(algorithm) => Some(quota(algorithm)),
+            SignedOut::SameQuota | SignedOut::MustSignIn => None,
+        };
+        Self {
+            parts: Parts {
+                limiter: quota(policy.algorithm),
+                budget: policy.budget.map(quota),
+                generator: components.generator,
+                images: components.images,
+                max_prompt_chars: policy.max_prompt_chars,
+                on_store_failure: policy.on_store_failure,
+                jobs: Arc::new(JobBoard::new(
+                    components.shared,
+                    components.clock,
+                    policy.job_ttl_ms,
+                )),
+                gallery: components.gallery,
+                cancel_check: policy.cancel_check,
+                refund_allowance,
+                shutdown: Shutdown::default(),
+            },
+            who_pays: policy.who_pays,
+            signed_out_quota,
+            must_sign_in: policy.signed_out == SignedOut::MustSignIn,
+            limiter_store: components.limiter_store,
+        }
+    }
+
+    /// Whether `visitor` may generate at all (signed-out visitors may have to sign in).
+    pub fn may_generate(&self, visitor: &Visitor) -> bool {
+        visitor.is_signed_in() || !self.must_sign_in
+    }
+
+    /// Generations per window of a signed-out visitor's own quota, when they
+    /// have one (under [`WhoPays::Everyone`] everyone spends the one quota).
+    pub fn signed_out_limit(&self) -> Option<u64> {
+        self.signed_out_own_quota()
+            .map(|own| own.algorithm().limit())
+    }
+
+    fn signed_out_own_quota(&self) -> Option<&Arc<RateLimiter>> {
+        self.signed_out_quota
+            .as_ref()
+            .filter(|_| self.who_pays == WhoPays::EachVisitor)
+    }
+
+    /// The quota `visitor`'s generations come from: a signed-out visitor's own
+    /// when they have one, else the one quota (shared by everyone under
+    /// [`WhoPays::Everyone`]).
+    fn quota_of(&self, visitor: &Visitor) -> &Arc<RateLimiter> {
+        match self.signed_out_own_quota() {
+            Some(own) if !visitor.is_signed_in() => own,
+            _ => &self.parts.limiter,
+        }
+    }
+
+    /// The server's shutdown, which the studio's generations follow.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.parts.shutdown
+    }
+
+    /// Whether the limiter's store and the image store answer, each within
+    /// `bound` (one read each: a counter and a missing image record).
+    pub async fn readiness(&self, bound: Duration) -> [Readiness; 2] {
+        let limiter = tokio::time::timeout(
+            bound,
+            self.limiter_store.fixed_window_used("lofianime:readyz"),
+        );
+        // An id no image has: the read answers "none" when the store works.
+        let nothing = ImageId::parse("00000000000000000000000000000000").expect("a hex id");
+        let images = tokio::time::timeout(bound, self.parts.images.record(&nothing));
+        let (limiter, images) = tokio::join!(limiter, images);
+        /// What went wrong with one check, if anything.
+        fn problem<T, E: std::fmt::Display>(
+            answer: Result<Result<T, E>, tokio::time::error::Elapsed>,
+            bound: Duration,
+        ) -> Option<String> {
+            match answer {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some(format!("no answer within {} ms", bound.as_millis())),
+            }
+        }
+        [
+            Readiness {
+                dependency: "limiter store",
+                problem: problem(limiter, bound),
+            },
+            Readiness {
+                dependency: "image store",
+                problem: problem(images, bound),
+            },
+        ]
+    }
+
+    /// What each part is, for the start-up log (never with credentials).
+    pub fn describe(&self) -> Vec<(&'static str, String)> {
+        let parts = &self.parts;
+        vec![
+            ("generator", parts.generator.describe()),
+            ("image storage", parts.images.describe()),
+            ("generations in flight", parts.jobs.describe()),
+            ("recent images", parts.gallery.describe()),
+        ]
+    }
+
+    /// True when no hosted model is involved.
+    pub fn is_offline(&self) -> bool {
+        self.parts.generator.is_offline()
+    }
+
+    /// The clock the limits are decided by (`Retry-After` arithmetic uses it too).
+    pub fn now_ms(&self) -> u64 {
+        self.parts.limiter.now_ms()
+    }
+
+    /// Generates an image for `visitor` if their quota and the shared budget allow.
+    pub async fn generate(
+        &self,
+        visitor: &Visitor,
+        prompt: &str,
+        job: Option<&JobId>,
+    ) -> Result<Generated, StudioError> {
+        if !self.may_generate(visitor) {
+            return Err(StudioError::SignInRequired);
+        }
+        self.parts
+            .run(Order {
+                payer: self.who_pays.payer(visitor),
+                quota: self.quota_of(visitor),
+                visitor: visitor.id(),
+                prompt,
+                job,
+            })
+            .await
+    }
+
+    /// What `visitor` has left, without spending anything.
+    pub async fn quota(&self, visitor: &Visitor) -> Result<Decision, StudioError> {
+        if !self.may_generate(visitor) {
+            return Err(StudioError::SignInRequired);
+        }
+        self.quota_of(visitor)
+            .remaining(self.who_pays.payer(visitor))
+            .await
+            .map_err(StudioError::LimiterUnavailable)
+    }
+
+    /// Where `visitor`'s generation `job` is (`None`: no such generation of theirs).
+    pub async fn progress(
+        &self,
+        visitor: &Visitor,
+        job: &JobId,
+    ) -> Result<Option<JobProgress>, StudioError> {
+        self.parts
+            .jobs
+            .read(job, visitor.id())
+            .await
+            .map_err(StudioError::JobBoard)
+    }
+
+    /// Asks whichever instance runs `visitor`'s generation `job` to stop it.
+    pub async fn cancel(
+        &self,
+        visitor: &Visitor,
+        job: &JobId,
+    ) -> Result<CancelOutcome, StudioError> {
+        let outcome = self
+            .parts
+            .jobs
+            .request_cancel(job, visitor.id())
+            .await
+            .map_err(StudioError::JobBoard)?;
+        if outcome == CancelOutcome::Requested {
+            tracing::info!(%job, "the visitor asked to cancel a generation");
+        }
+        Ok(outcome)
+    }
+
+    /// `visitor`'s recent images, newest first.
+    pub async fn recent(&self, visitor: &Visitor) -> Result<Vec<RecentEntry>, StudioError> {
+        self.parts
+            .gallery
+            .list(visitor.id())
+            .await
+            .map_err(StudioError::Gallery)
+    }
+
+    /// A stored image as a stream, to serve it without holding it whole.
+    pub async fn open_image(&self, key: &ImageKey) -> Result<Option<ImageStream>, StudioError> {
+        self.parts
+            .images
+            .open(key)
+            .await
+            .map_err(StudioError::ImageStore)
+    }
+
+    /// What the page of image `id` shows (`None`: no such image). An image
+    /// stored before records were kept gets one (and its variants) now.
+    pub async fn image_record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StudioError> {
+        let images = &self.parts.images;
+        if let Some(record) = images.record(id).await.map_err(StudioError::ImageStore)? {
+            return Ok(Some(record));
+        }
+        let original = ImageKey::original(id, ImageFormat::Png);
+        // Asking for a variant makes the missing ones, and the record.
+        let made = images
+            .get(&original.variant(Variant::Thumb))
+            .await
+            .map_err(StudioError::ImageStore)?;
+        if made.is_none() {
+            return Ok(None);
+        }
+        images.record(id).await.map_err(StudioError::ImageStore)
+    }
+}
