@@ -84,6 +84,12 @@ function view(p) {
     const steps = Math.floor(done * 50);
     logs = `Using seed: 1234\n${String(Math.floor(done * 100)).padStart(3)}%|${"█".repeat(steps / 5)}| ${steps}/50`;
   }
+  // What Replicate records of a run: when it started processing (billing),
+  // and once it is over, the billed seconds.
+  const terminal = p.status !== "starting" && p.status !== "processing";
+  const end = p.canceledAt ?? p.finishedAt ?? now;
+  const started = Math.min(end, now) >= p.processingAt;
+  const iso = (ms) => new Date(ms).toISOString();
   return {
     id: p.id,
     version: p.version,
@@ -92,6 +98,11 @@ function view(p) {
     output: p.output ?? null,
     logs,
     error: null,
+    source: "api",
+    created_at: iso(p.createdAt),
+    started_at: started ? iso(p.processingAt) : null,
+    completed_at: terminal ? iso(end) : null,
+    metrics: terminal && started ? { predict_time: (end - p.processingAt) / 1000 } : {},
     urls: {
       get: `http://127.0.0.1:${port}/v1/predictions/${p.id}`,
       cancel: `http://127.0.0.1:${port}/v1/predictions/${p.id}/cancel`,
@@ -148,7 +159,11 @@ const server = http.createServer((req, res) => {
     const p = match && predictions.get(match[1]);
     if (!p) return send(res, 404, { title: "Not found", status: 404 }, "application/problem+json");
     if (match[2] && req.method === "POST") {
-      if (p.status === "starting" || p.status === "processing") p.status = "canceled";
+      view(p); // brings the status up to now first
+      if (p.status === "starting" || p.status === "processing") {
+        p.status = "canceled";
+        p.canceledAt = Date.now();
+      }
       return send(res, 200, view(p));
     }
     return send(res, 200, view(p));

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod billing;
 mod instances;
 mod layering;
 mod limiter_stores;

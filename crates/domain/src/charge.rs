@@ -12,8 +12,10 @@
 //!   (the model failing, timeouts, provider errors, our own outages), at most
 //!   `max_refunds_per_window` times per window;
 //! - a visitor who cancels or leaves gets the credit back only if the model had
-//!   not started processing, within the same allowance; a prompt the model flags
-//!   unsafe always counts;
+//!   not started processing, within the same allowance, and when the provider
+//!   keeps a record of the run, only if that record says so (the settlement
+//!   waits for it: nothing is refunded first and taken back later); a prompt
+//!   the model flags unsafe always counts;
 //! - a request refused before anything ran (a reused generation id) gives both
 //!   back.
 //!
@@ -121,7 +123,13 @@ impl Charge {
 
     /// Settles the charge by how the generation ended (see the module's rules).
     pub async fn settle(mut self, ending: Ending) -> Settled {
-        let model_started = self.meter.processing();
+        // A stop is judged by the provider's record of the run when there is
+        // one (it may take a moment to arrive); every other ending by what
+        // the generator reported.
+        let model_started = match ending {
+            Ending::VisitorStopped => self.meter.processed().await,
+            _ => self.meter.processing(),
+        };
         let refund_budget = match ending {
             Ending::Delivered => false,
             Ending::NothingRan => true,
@@ -180,21 +188,23 @@ impl Drop for Charge {
     /// Settled as a stop, in the background.
     fn drop(&mut self) {
         let refund_budget = !self.meter.may_bill();
-        let payer = self.payer.take().filter(|_| !self.meter.processing());
+        let payer = self.payer.take();
         let budget = self.budget.take().filter(|_| refund_budget);
         if payer.is_none() && budget.is_none() {
             return;
         }
         let allowance = self.allowance.take();
-        tracing::info!(
-            "a generation ended without an image before the model started; settling its credits"
-        );
+        let meter = self.meter.clone();
+        tracing::info!("a generation ended without an image; settling its credits");
         let spawned = crate::on_drop::spawn_cleanup(async move {
             if let Some(budget) = budget {
                 metrics::counter!("lofianime_refunds_total", "to" => "budget").increment(1);
                 budget.give_back().await;
             }
-            if let Some(payer) = payer {
+            // The provider's record (when it keeps one) says whether the run
+            // was billed; the credit comes back only if it was not.
+            let processed = meter.processed().await;
+            if let Some(payer) = payer.filter(|_| !processed) {
                 if allowance_permits(allowance.as_ref(), &payer.identifier).await {
                     metrics::counter!("lofianime_refunds_total", "to" => "visitor").increment(1);
                     payer.give_back().await;
@@ -347,6 +357,64 @@ mod tests {
         let s = setup(5);
         drop(s.charge(meter(PROCESSING)).await);
         tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.left().await, (2, 9));
+    }
+
+    fn record(processed: bool) -> crate::generator::RunRecord {
+        crate::generator::RunRecord {
+            processed,
+            billed_secs: if processed { 1.5 } else { 0.0 },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_is_settled_by_the_providers_record_not_by_what_was_seen() {
+        // Nothing reported "processing" (the create was still open), yet the
+        // provider's record says the run processed: the stop counts.
+        let s = setup(5);
+        let meter = Meter::by_record();
+        let charge = s.charge(meter.clone()).await;
+        let later = meter.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            later.publish(record(true));
+        });
+        let settled = charge.settle(Ending::VisitorStopped).await;
+        assert!(!settled.payer_refunded && settled.model_started);
+        assert_eq!(s.left().await, (2, 9));
+        // A record that says it never processed gives the credit back.
+        let meter = Meter::by_record();
+        meter.publish(record(false));
+        let settled = s.charge(meter).await.settle(Ending::VisitorStopped).await;
+        assert!(settled.payer_refunded && !settled.model_started);
+        assert_eq!(s.left().await, (2, 8));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_charge_waits_for_the_record_before_refunding() {
+        let s = setup(5);
+        let meter = Meter::by_record();
+        drop(s.charge(meter.clone()).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.left().await, (2, 9), "nothing refunded before the record");
+        meter.publish(record(false));
+        wait_for(&s, (3, 9)).await;
+        let meter = Meter::by_record();
+        drop(s.charge(meter.clone()).await);
+        meter.publish(record(true));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(s.left().await, (2, 8), "a billed run counts");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_that_never_comes_counts_as_billed() {
+        let s = setup(5);
+        let settled = s
+            .charge(Meter::by_record())
+            .await
+            .settle(Ending::VisitorStopped)
+            .await;
+        assert!(!settled.payer_refunded, "counted after the wait ran out");
         assert_eq!(s.left().await, (2, 9));
     }
 }

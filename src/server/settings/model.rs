@@ -31,7 +31,9 @@ pub struct ModelSettings {
     pub prompt_prefix: String,
     /// Overall bound on one generation, from create to stored image (seconds).
     pub deadline_secs: u64,
-    /// How long the create request is held open for a synchronous answer (1–60 s).
+    /// How long the create request is held open for a synchronous answer
+    /// (`Prefer: wait`, 0–60 s). 0, the default: the create answers at once with
+    /// the prediction's id, so a run nobody wants is stopped before it bills.
     pub wait_secs: u64,
     /// Pause between polls once the prediction runs asynchronously (milliseconds).
     pub poll_interval_ms: u64,
@@ -64,7 +66,7 @@ impl Default for ModelSettings {
             version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
             prompt_prefix: "In the style of HISGH. ".into(),
             deadline_secs: 120,
-            wait_secs: 5,
+            wait_secs: 0,
             poll_interval_ms: 500,
             max_image_bytes: 20_000_000,
             input,
@@ -114,7 +116,7 @@ impl Default for ProgressSettings {
 
 impl ModelSettings {
     pub(super) fn check(&self) -> Result<(), SettingsError> {
-        within("model.wait_secs", self.wait_secs, 1..=60)?;
+        within("model.wait_secs", self.wait_secs, 0..=60)?;
         for (path, zero) in [
             ("model.deadline_secs", self.deadline_secs == 0),
             ("model.poll_interval_ms", self.poll_interval_ms == 0),

@@ -7,5 +7,6 @@ pub mod app;
 pub mod oidc_provider;
 pub mod process;
 pub mod redis_server;
+pub mod replicate_stand_in;
 pub mod s3_server;
 pub mod upstash_bridge;

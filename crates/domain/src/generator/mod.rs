@@ -94,14 +94,55 @@ pub enum ModelError {
     BadOutput(String),
 }
 
+/// What the provider recorded of one run once it ended: whether it processed
+/// (Replicate's `started_at`), and the seconds it billed
+/// (`metrics.predict_time`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RunRecord {
+    pub processed: bool,
+    pub billed_secs: f64,
+}
+
+impl RunRecord {
+    /// What a run costs the owner when its record cannot be had: billed, for
+    /// as long as it was allowed to run.
+    pub fn assumed_billed(deadline: std::time::Duration) -> Self {
+        Self {
+            processed: true,
+            billed_secs: deadline.as_secs_f64(),
+        }
+    }
+}
+
+/// The longest a settlement waits for the provider's record of a run that
+/// ended without an image. The generator bounds its own search for the record
+/// well within this; past it the run counts as billed.
+pub const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// What a generation may have cost the owner, as its generator tells it:
 /// `may_bill` once a request that can start paid work was sent (a Replicate
-/// create), `processing` once the model reported drawing (when Replicate bills).
-/// The flow's refund rules read it.
-#[derive(Debug, Default)]
+/// create), `processing` once the model reported drawing. A generator whose
+/// provider keeps a record of each run says so before it sends the request
+/// ([`ProgressReporter::settled_by_record`]) and publishes that record when the
+/// run ends; the refund rules then follow the record, never what the app
+/// happened to see.
+#[derive(Debug)]
 pub struct Meter {
     may_bill: AtomicBool,
     processing: AtomicBool,
+    by_record: AtomicBool,
+    record: watch::Sender<Option<RunRecord>>,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            may_bill: AtomicBool::new(false),
+            processing: AtomicBool::new(false),
+            by_record: AtomicBool::new(false),
+            record: watch::channel(None).0,
+        }
+    }
 }
 
 impl Meter {
@@ -113,12 +154,60 @@ impl Meter {
         self.processing.load(Ordering::SeqCst)
     }
 
+    /// The provider's record of the run, once published.
+    pub fn record(&self) -> Option<RunRecord> {
+        *self.record.borrow()
+    }
+
+    /// Publishes the provider's record of the run (the first one counts).
+    pub fn publish(&self, record: RunRecord) {
+        self.record.send_if_modified(|known| {
+            let first = known.is_none();
+            if first {
+                *known = Some(record);
+            }
+            first
+        });
+    }
+
+    /// Whether the model processed (was billed): by the provider's record when
+    /// the generator promised one, waiting for it up to [`RECORD_WAIT`] (a
+    /// record that does not come counts as processed); otherwise by what the
+    /// generator reported.
+    pub async fn processed(&self) -> bool {
+        if !self.by_record.load(Ordering::SeqCst) {
+            return self.processing();
+        }
+        let mut record = self.record.subscribe();
+        let found = tokio::time::timeout(RECORD_WAIT, record.wait_for(Option::is_some)).await;
+        match found
+            .ok()
+            .and_then(|seen| seen.ok().and_then(|record| *record))
+        {
+            Some(record) => record.processed,
+            None => {
+                tracing::warn!("no record of the run came from the provider: it counts as billed");
+                true
+            }
+        }
+    }
+
     /// A meter with both readings set as given (tests).
     pub fn reading(may_bill: bool, processing: bool) -> Arc<Self> {
-        Arc::new(Self {
-            may_bill: AtomicBool::new(may_bill || processing),
-            processing: AtomicBool::new(processing),
-        })
+        let meter = Self::default();
+        meter
+            .may_bill
+            .store(may_bill || processing, Ordering::SeqCst);
+        meter.processing.store(processing, Ordering::SeqCst);
+        Arc::new(meter)
+    }
+
+    /// A meter settled by a provider's record (tests): `record`, once published.
+    pub fn by_record() -> Arc<Self> {
+        let meter = Self::default();
+        meter.may_bill.store(true, Ordering::SeqCst);
+        meter.by_record.store(true, Ordering::SeqCst);
+        Arc::new(meter)
     }
 }
 
@@ -165,6 +254,14 @@ impl ProgressReporter {
     /// on the owner may be billed, even if the answer never arrives.
     pub fn may_bill(&self) {
         self.meter.may_bill.store(true, Ordering::SeqCst);
+    }
+
+    /// Said before sending the request that starts a run whose provider keeps
+    /// a record of it: the run will be settled by that record, which the
+    /// generator publishes on the meter however the run ends.
+    pub fn settled_by_record(&self) {
+        self.meter.may_bill.store(true, Ordering::SeqCst);
+        self.meter.by_record.store(true, Ordering::SeqCst);
     }
 
     pub fn meter(&self) -> Arc<Meter> {

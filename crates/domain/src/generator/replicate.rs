@@ -1,14 +1,19 @@
-//! The hosted model: Replicate's HTTP API. Creates a prediction (holding the
-//! request open with `Prefer: wait`), polls it to a terminal state within an
-//! overall deadline, cancels it when nobody will use the result, and copies the
-//! output bytes at once (Replicate deletes API outputs after about an hour).
+//! The hosted model: Replicate's HTTP API. Creates a prediction (by default
+//! without `Prefer: wait`, so its id is known at once), polls it to a terminal
+//! state within an overall deadline, cancels it when nobody will use the
+//! result, and copies the output bytes at once (Replicate deletes API outputs
+//! after about an hour). However a run ends, Replicate's own record of it
+//! (`started_at`, `metrics.predict_time`) is published on the generation's
+//! meter: that record, not what this client happened to see, settles it.
 //!
 //! Retries follow what the API allows: a create that was throttled (429) or
 //! refused with a problem body was not accepted and may be sent again; a create
 //! whose connection broke or timed out may have started a paid prediction and is
 //! never repeated. Reads and cancels are safe to repeat.
 
-use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
+use super::{
+    GeneratedImage, ImageFormat, ImageGenerator, Meter, ModelError, ProgressReporter, RunRecord,
+};
 use crate::on_drop::SpawnOnDrop;
 use async_trait::async_trait;
 use base64::Engine;
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant, SystemTime};
 const ATTEMPTS: u32 = 4;
 /// The longest `Prefer: wait` the API accepts.
 const MAX_WAIT_SECS: u64 = 60;
+/// How long a stopped run's final record is looked for (well within
+/// [`super::RECORD_WAIT`]).
+const RECORD_SEARCH: Duration = Duration::from_secs(25);
 
 /// Everything the Replicate generator needs; the token only from the environment.
 #[derive(Clone)]
@@ -43,7 +51,8 @@ pub struct ReplicateSettings {
     pub input: Map<String, Value>,
     /// Overall bound from create to a usable result.
     pub deadline: Duration,
-    /// Seconds the create request is held open (`Prefer: wait`), at most 60.
+    /// Seconds the create request is held open (`Prefer: wait`), at most 60;
+    /// zero: none (the create answers at once with the prediction's id).
     pub wait: Duration,
     pub poll_interval: Duration,
     /// The largest output accepted, in bytes.
@@ -62,6 +71,36 @@ struct Api {
     settings: ReplicateSettings,
 }
 
+/// A create that did not give us a prediction, and whether it may have started
+/// one all the same (then it counts as billed: its id is unknown, so it can be
+/// neither stopped nor read).
+struct CreateFailed {
+    error: ModelError,
+    may_have_started: bool,
+}
+
+impl CreateFailed {
+    /// Refused by the provider: no prediction was started.
+    fn refused(error: ModelError) -> Self {
+        Self {
+            error,
+            may_have_started: false,
+        }
+    }
+
+    /// What the owner is billed for a create that failed like this.
+    fn record(&self, deadline: Duration) -> RunRecord {
+        if self.may_have_started {
+            RunRecord::assumed_billed(deadline)
+        } else {
+            RunRecord {
+                processed: false,
+                billed_secs: 0.0,
+            }
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Prediction {
     id: String,
@@ -72,6 +111,18 @@ struct Prediction {
     error: Value,
     #[serde(default)]
     logs: Option<String>,
+    /// When it started processing (and billing); null while it has not.
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    metrics: Option<PredictionMetrics>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PredictionMetrics {
+    /// Billed seconds of a public time-billed model, once the run ended.
+    #[serde(default)]
+    predict_time: Option<f64>,
 }
 
 impl Prediction {
@@ -90,6 +141,23 @@ impl Prediction {
             self.status.as_str(),
             "succeeded" | "failed" | "canceled" | "aborted"
         )
+    }
+
+    /// What the provider billed for this run, once it is over.
+    fn record(&self) -> Option<RunRecord> {
+        if !self.is_terminal() {
+            return None;
+        }
+        let billed_secs = self
+            .metrics
+            .as_ref()
+            .and_then(|metrics| metrics.predict_time)
+            .unwrap_or(0.0)
+            .max(0.0);
+        Some(RunRecord {
+            processed: self.started_at.is_some() || billed_secs > 0.0,
+            billed_secs,
+        })
     }
 
     /// Terminal, or still `processing` but already holding its output (SDXL
@@ -251,16 +319,21 @@ impl ReplicateGenerator {
         &self,
         prompt: &Prompt,
         deadline: Instant,
+        meter: Arc<Meter>,
     ) -> Result<Prediction, ModelError> {
         let (answer, created) = tokio::sync::oneshot::channel();
         let api = self.api.clone();
         let prompt = prompt.clone();
         crate::on_drop::spawn_cleanup(async move {
-            let result = api.create(&prompt, deadline).await;
+            let result = api.create(&prompt, deadline).await.map_err(|failed| {
+                meter.publish(failed.record(api.settings.deadline));
+                failed.error
+            });
             if let Err(Ok(prediction)) = answer.send(result) {
-                if !prediction.is_terminal() {
-                    tracing::warn!(prediction = %prediction.id, "the generation was abandoned while the prediction was being created; cancelling it");
-                    api.cancel(&prediction.id).await;
+                tracing::warn!(prediction = %prediction.id, "the generation was abandoned while the prediction was being created; stopping it");
+                match prediction.record() {
+                    Some(record) => meter.publish(record),
+                    None => api.stop_and_record(&prediction.id, &meter).await,
                 }
             }
         });
@@ -295,29 +368,31 @@ impl Api {
             )),
         );
         let body = json!({ "version": self.settings.version, "input": input });
-        let wait = self
-            .settings
-            .wait
-            .min(Self::remaining(deadline))
-            .as_secs()
-            .clamp(1, MAX_WAIT_SECS);
         // The server cancels the prediction on its own past our deadline, even if
         // this process is gone by then.
         let cancel_after = self.settings.deadline.as_secs().max(1);
-        self.client
+        let request = self
+            .client
             .post(self.endpoint("predictions"))
             .bearer_auth(self.settings.token.expose_secret())
-            .header("Prefer", format!("wait={wait}"))
-            .header("Cancel-After", format!("{cancel_after}s"))
+            .header("Cancel-After", format!("{cancel_after}s"));
+        // Without a wait the create answers at once with the prediction's id, so
+        // a visitor who leaves or cancels can have it stopped before it bills.
+        let wait = self.settings.wait.min(Self::remaining(deadline)).as_secs();
+        let request = match wait {
+            0 => request,
+            wait => request.header("Prefer", format!("wait={}", wait.min(MAX_WAIT_SECS))),
+        };
+        request
             .timeout(
-                Duration::from_secs(wait + 15)
+                Duration::from_secs(wait.min(MAX_WAIT_SECS) + 15)
                     .min(Self::remaining(deadline).max(Duration::from_secs(1))),
             )
             .json(&body)
     }
 
     /// `POST /v1/predictions`, retried only when the API says it did not accept it.
-    async fn create(&self, prompt: &Prompt, deadline: Instant) -> Result<Prediction, ModelError> {
+    async fn create(&self, prompt: &Prompt, deadline: Instant) -> Result<Prediction, CreateFailed> {
         for attempt in 0..ATTEMPTS {
             let sent = self.create_request(prompt, deadline).send().await;
             let response = match sent {
@@ -328,24 +403,31 @@ impl Api {
                     continue;
                 }
                 Err(error) => {
-                    return Err(ModelError::Unavailable(format!(
-                        "create request failed and was not retried (it may have started a prediction): {}",
-                        without_url(&error)
-                    )))
+                    return Err(CreateFailed {
+                        may_have_started: !error.is_connect(),
+                        error: ModelError::Unavailable(format!(
+                            "create request failed and was not retried (it may have started a prediction): {}",
+                            without_url(&error)
+                        )),
+                    })
                 }
             };
             if response.status().is_success() {
                 return response
                     .json::<Prediction>()
                     .await
-                    .map_err(|e| ModelError::Unavailable(format!("unreadable prediction: {e}")));
+                    .map_err(|e| CreateFailed {
+                        may_have_started: true,
+                        error: ModelError::Unavailable(format!("unreadable prediction: {e}")),
+                    });
             }
             let delay = self.create_refused(response, attempt, deadline).await?;
             tokio::time::sleep(delay).await;
         }
-        Err(ModelError::Unavailable(
-            "create failed after retries".into(),
-        ))
+        Err(CreateFailed {
+            may_have_started: false,
+            error: ModelError::Unavailable("create failed after retries".into()),
+        })
     }
 
     /// After a create Replicate refused: how long to wait before trying again,
@@ -356,7 +438,7 @@ impl Api {
         response: reqwest::Response,
         attempt: u32,
         deadline: Instant,
-    ) -> Result<Duration, ModelError> {
+    ) -> Result<Duration, CreateFailed> {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
@@ -370,9 +452,9 @@ impl Api {
                 let wait_for = retry_after(&headers, &text);
                 let delay = wait_for.unwrap_or_else(|| backoff(self.settings.backoff, attempt));
                 if last || delay >= Self::remaining(deadline) {
-                    return Err(ModelError::Busy {
+                    return Err(CreateFailed::refused(ModelError::Busy {
                         retry_after: wait_for,
-                    });
+                    }));
                 }
                 tracing::warn!(
                     delay_ms = delay.as_millis() as u64,
@@ -383,11 +465,13 @@ impl Api {
             s if s.is_server_error() && problem_body && !last => {
                 Ok(backoff(self.settings.backoff, attempt))
             }
-            s if s.is_server_error() => Err(ModelError::Unavailable(format!(
-                "HTTP {s}: {}",
-                problem(&text)
-            ))),
-            other => Err(self.owner_problem(other, &text)),
+            // A problem body says the create was refused; without one it may
+            // have been accepted.
+            s if s.is_server_error() => Err(CreateFailed {
+                may_have_started: !problem_body,
+                error: ModelError::Unavailable(format!("HTTP {s}: {}", problem(&text))),
+            }),
+            other => Err(CreateFailed::refused(self.owner_problem(other, &text))),
         }
     }
 
@@ -492,8 +576,9 @@ impl Api {
             .map_err(|e| ModelError::Unavailable(format!("unreadable prediction: {e}")))
     }
 
-    /// Cancels a prediction; bounded by a few seconds of its own.
-    async fn cancel(&self, id: &str) {
+    /// Cancels a prediction; bounded by a few seconds of its own. The answer
+    /// is the prediction as the provider has it then, when it could be read.
+    async fn cancel(&self, id: &str) -> Option<Prediction> {
         let url = self.endpoint(&format!("predictions/{id}/cancel"));
         let deadline = Instant::now() + Duration::from_secs(10);
         let result = self
@@ -508,11 +593,50 @@ impl Api {
             )
             .await;
         match result {
-            Ok(_) => tracing::info!(prediction = %id, "cancelled the prediction"),
+            Ok(response) => {
+                tracing::info!(prediction = %id, "cancelled the prediction");
+                response.json::<Prediction>().await.ok()
+            }
             Err(error) => {
-                tracing::error!(prediction = %id, %error, "could not cancel the prediction")
+                tracing::error!(prediction = %id, %error, "could not cancel the prediction");
+                None
             }
         }
+    }
+
+    /// Stops prediction `id` (nobody will use it) and publishes on `meter` what
+    /// the provider billed for it.
+    async fn stop_and_record(&self, id: &str, meter: &Meter) {
+        let answer = self.cancel(id).await;
+        let record = self.final_record(id, answer).await;
+        tracing::info!(
+            prediction = %id,
+            processed = record.processed,
+            billed_secs = record.billed_secs,
+            "the provider's record of a stopped run"
+        );
+        meter.publish(record);
+    }
+
+    /// The provider's record of prediction `id` once it is over: the cancel's
+    /// `answer` when that is terminal, else reads with back-off until it is
+    /// (bounded); a record that cannot be had is taken as billed for the
+    /// whole deadline.
+    async fn final_record(&self, id: &str, answer: Option<Prediction>) -> RunRecord {
+        if let Some(record) = answer.as_ref().and_then(Prediction::record) {
+            return record;
+        }
+        let until = Instant::now() + RECORD_SEARCH;
+        let mut delay = Duration::from_millis(200);
+        while Instant::now() + delay < until {
+            tokio::time::sleep(delay).await;
+            if let Some(record) = self.read(id, until).await.ok().and_then(|p| p.record()) {
+                return record;
+            }
+            delay = (delay * 2).min(Duration::from_secs(3));
+        }
+        tracing::error!(prediction = %id, "no final record of the prediction could be read: it counts as billed for its whole deadline");
+        RunRecord::assumed_billed(self.settings.deadline)
     }
 
     /// Copies the output bytes: a `data:` URI is decoded, a URL is fetched (without
@@ -622,19 +746,22 @@ impl ImageGenerator for ReplicateGenerator {
         let deadline = started + api.settings.deadline;
         progress.report(Phase::Waiting);
         // From the create on, a prediction may run (and bill) even if its answer
-        // never reaches us.
-        progress.may_bill();
-        let created = self.create_detached(prompt, deadline).await?;
+        // never reaches us; however it ends, Replicate's record of it settles it.
+        progress.settled_by_record();
+        let meter = progress.meter();
+        let created = self
+            .create_detached(prompt, deadline, meter.clone())
+            .await?;
         progress.report(created.phase());
         let id = created.id.clone();
         tracing::info!(prediction = %id, status = %created.status, "created a Replicate prediction");
         // If the visitor goes away or cancels (this future is dropped) while the
         // model runs, cancel the prediction: nobody will use the result.
         let mut guard = {
-            let (api, id) = (api.clone(), id.clone());
+            let (api, id, meter) = (api.clone(), id.clone(), meter.clone());
             SpawnOnDrop::new(async move {
                 tracing::warn!(prediction = %id, "the generation was abandoned before the prediction finished; cancelling it");
-                api.cancel(&id).await;
+                api.stop_and_record(&id, &meter).await;
             })
         };
         let finished = api.wait_until_done(created, deadline, progress).await;
@@ -642,11 +769,14 @@ impl ImageGenerator for ReplicateGenerator {
             Ok(prediction) => prediction,
             Err(error) => {
                 guard.disarm();
-                api.cancel(&id).await;
+                api.stop_and_record(&id, &meter).await;
                 return Err(error);
             }
         };
         guard.disarm();
+        if let Some(record) = prediction.record() {
+            meter.publish(record);
+        }
         tracing::info!(prediction = %id, status = %prediction.status, elapsed_ms = started.elapsed().as_millis() as u64, "prediction finished");
         match prediction.status.as_str() {
             "failed" => {
@@ -713,6 +843,8 @@ mod tests {
             output,
             error: Value::Null,
             logs: None,
+            started_at: None,
+            metrics: None,
         };
         assert!(!p("starting", Value::Null).is_done());
         assert!(!p("processing", json!([])).is_done());
@@ -721,6 +853,46 @@ mod tests {
         assert!(
             !p("queued-in-the-future", Value::Null).is_done(),
             "unknown is not terminal"
+        );
+    }
+
+    #[test]
+    fn the_record_of_a_run_is_read_from_started_at_and_predict_time() {
+        let read = |json: &str| serde_json::from_str::<Prediction>(json).unwrap().record();
+        assert_eq!(
+            read(r#"{"id":"a","status":"processing","started_at":"2026-12-06T10:00:00Z"}"#),
+            None,
+            "not over yet"
+        );
+        assert_eq!(
+            read(r#"{"id":"a","status":"canceled","started_at":null,"metrics":{}}"#),
+            Some(RunRecord {
+                processed: false,
+                billed_secs: 0.0
+            }),
+            "stopped before it processed: not billed"
+        );
+        assert_eq!(
+            read(
+                r#"{"id":"a","status":"canceled","started_at":"2026-12-06T10:00:00Z","metrics":{"predict_time":2.5}}"#
+            ),
+            Some(RunRecord {
+                processed: true,
+                billed_secs: 2.5
+            })
+        );
+        assert_eq!(
+            read(r#"{"id":"a","status":"failed","metrics":{"predict_time":7.25}}"#)
+                .map(|record| record.processed),
+            Some(true),
+            "billed seconds mean it processed"
+        );
+        assert_eq!(
+            read(r#"{"id":"a","status":"aborted","started_at":null}"#),
+            Some(RunRecord {
+                processed: false,
+                billed_secs: 0.0
+            })
         );
     }
 

@@ -1,0 +1,225 @@
+//! What the owner is billed when a visitor stops a generation, settled by the
+//! provider's own record of the run. The app runs against the Replicate
+//! stand-in (`support::replicate_stand_in`), which records when each prediction
+//! started processing and for how many seconds it was billed; every assertion
+//! is on that record, and on what the visitor may still do.
+
+use crate::support::app::{body_bytes, form_body, local_components, spawn_app_on, TestApp};
+use crate::support::replicate_stand_in::{Model, ReplicateStandIn};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use lofianime::server::settings::Settings;
+use lofianime::wire::ApiError;
+use lofianime_domain::{ReplicateGenerator, ReplicateSettings};
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
+
+const VERSION: &str = "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec";
+const LIMIT: u64 = 5;
+
+/// The app on the stand-in; `wait` is the create's `Prefer: wait` (zero: the
+/// create answers at once with the prediction's id).
+fn app(stand_in: &ReplicateStandIn, wait: Duration) -> TestApp {
+    let generator = ReplicateGenerator::new(ReplicateSettings {
+        base_url: stand_in.base_url.parse().unwrap(),
+        token: SecretString::from("r8_test_token"),
+        model: "doriandarko/sdxl-hiroshinagai".into(),
+        version: VERSION.into(),
+        prompt_prefix: "In the style of HISGH. ".into(),
+        input: serde_json::Map::new(),
+        deadline: Duration::from_secs(20),
+        wait,
+        poll_interval: Duration::from_millis(50),
+        max_image_bytes: 1_000_000,
+        backoff: Duration::from_millis(10),
+    })
+    .unwrap();
+    let mut settings = Settings::default();
+    settings.ratelimit.limit = LIMIT;
+    settings.progress.cancel_check_ms = 50;
+    spawn_app_on(settings, local_components(Arc::new(generator)))
+}
+
+async fn remaining(app: &TestApp) -> u64 {
+    let body: serde_json::Value =
+        serde_json::from_slice(&body_bytes(app.get("/api/remaining").await).await).unwrap();
+    body["remainingGenerations"].as_u64().unwrap()
+}
+
+async fn post_form(app: &TestApp, path: &str, body: String) -> axum::http::Response<Body> {
+    app.send(
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+/// Sends a generation and leaves (drops the request, as a closed connection
+/// does) after `after`; `Some(status)` when it was answered before that.
+async fn generate_and_leave(app: &TestApp, after: Duration) -> Option<StatusCode> {
+    tokio::time::timeout(after, app.generate("a quiet harbour"))
+        .await
+        .ok()
+        .map(|response| response.status())
+}
+
+/// Waits until the stand-in's runs are over and the app has settled what they cost.
+async fn settled(stand_in: &ReplicateStandIn) {
+    stand_in.settle(Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_who_leaves_while_the_create_is_held_open_pays_for_a_run_that_started() {
+    // The create is held open for a second (Prefer: wait=1); the model starts
+    // at once and runs for two: the visitor leaves while the app does not yet
+    // know the prediction's id, after the provider started billing.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(50),
+        run: Duration::from_secs(2),
+    })
+    .await;
+    let app = app(&stand_in, Duration::from_secs(1));
+    let mut refused = 0;
+    for _ in 0..7 {
+        match generate_and_leave(&app, Duration::from_millis(600)).await {
+            Some(StatusCode::TOO_MANY_REQUESTS) => refused += 1,
+            Some(other) => panic!("answered {other} before the visitor left"),
+            None => settled(&stand_in).await,
+        }
+    }
+    let record = stand_in.record();
+    assert_eq!(
+        stand_in.processed(),
+        LIMIT as usize,
+        "at most the limit's runs reached processing: {record:?}"
+    );
+    assert!(
+        record
+            .iter()
+            .all(|run| run.status == "canceled" && run.seconds > 0.0),
+        "each was stopped, after the provider billed some of it: {record:?}"
+    );
+    assert_eq!(refused, 2, "the visitor's credits were spent, not refunded");
+    assert_eq!(remaining(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_the_model_started_counts_and_says_so() {
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(50),
+        run: Duration::from_secs(2),
+    })
+    .await;
+    let app = Arc::new(app(&stand_in, Duration::from_secs(1)));
+    let mut answers = Vec::new();
+    for n in 0..7u32 {
+        let job = format!("{:032x}", 0xabc0 + n);
+        let running = {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move {
+                let body = format!("{}&job={job}", form_body("a rainy street"));
+                app.generate_body(body, &[]).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        post_form(&app, "/api/cancel", format!("job={job}")).await;
+        let response = running.await.unwrap();
+        let status = response.status();
+        let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        answers.push((status, error));
+        settled(&stand_in).await;
+    }
+    assert_eq!(
+        stand_in.processed(),
+        LIMIT as usize,
+        "{:?}",
+        stand_in.record()
+    );
+    let counted = ApiError::Canceled {
+        counted: true,
+        model_started: true,
+    };
+    assert!(
+        answers[..LIMIT as usize]
+            .iter()
+            .all(|(status, error)| *status == StatusCode::CONFLICT && *error == counted),
+        "each cancel said it counted: {answers:?}"
+    );
+    assert!(
+        answers[LIMIT as usize..]
+            .iter()
+            .all(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS),
+        "{answers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_before_the_model_starts_bills_nothing_and_gives_the_credit_back() {
+    // The model starts processing two seconds after the create; the visitor
+    // leaves at 0.8 s. With the prediction's id known at once, the cancel lands
+    // before the provider starts billing.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_secs(2),
+        run: Duration::from_secs(1),
+    })
+    .await;
+    let app = app(&stand_in, Duration::ZERO);
+    for _ in 0..3 {
+        assert_eq!(
+            generate_and_leave(&app, Duration::from_millis(800)).await,
+            None
+        );
+        settled(&stand_in).await;
+    }
+    let record = stand_in.record();
+    assert_eq!(record.len(), 3, "{record:?}");
+    assert!(
+        record
+            .iter()
+            .all(|run| !run.processed && run.seconds == 0.0 && run.status == "canceled"),
+        "nothing was billed: {record:?}"
+    );
+    assert_eq!(remaining(&app).await, LIMIT, "every credit came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_before_the_model_starts_is_not_counted() {
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_secs(2),
+        run: Duration::from_secs(1),
+    })
+    .await;
+    let app = Arc::new(app(&stand_in, Duration::ZERO));
+    let job = format!("{:032x}", 0xdef0);
+    let running = {
+        let (app, job) = (app.clone(), job.clone());
+        tokio::spawn(async move {
+            let body = format!("{}&job={job}", form_body("a field at dawn"));
+            app.generate_body(body, &[]).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    post_form(&app, "/api/cancel", format!("job={job}")).await;
+    let response = running.await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(
+        error,
+        ApiError::Canceled {
+            counted: false,
+            model_started: false
+        }
+    );
+    settled(&stand_in).await;
+    let record = stand_in.record();
+    assert!(
+        record.len() == 1 && !record[0].processed && record[0].seconds == 0.0,
+        "{record:?}"
+    );
+    assert_eq!(remaining(&app).await, LIMIT);
+}

@@ -1,0 +1,330 @@
+//! A stand-in for Replicate's prediction API (Replicate's hosted API cannot run
+//! here), speaking the protocol from `shared/specs/replicate-api.md`: `POST
+//! /v1/predictions` (honouring `Prefer: wait=N`), `GET /v1/predictions/{id}`,
+//! `POST /v1/predictions/{id}/cancel`, and `GET /v1/predictions` (newest
+//! first, paginated by `next`). Its model boots, then processes for a while;
+//! it records what Replicate records and bills: `started_at` once processing
+//! began, and `metrics.predict_time`, the processing seconds until the run
+//! finished or was cancelled, on `succeeded`, `failed` and `canceled` runs.
+//! Tests assert on that record, never on what the app believes.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How the stand-in's model behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    /// From the create to `processing` (queue and boot: not billed).
+    pub boot: Duration,
+    /// Processing time of a run nobody stops (billed).
+    pub run: Duration,
+}
+
+/// One prediction as the stand-in keeps it.
+#[derive(Debug, Clone)]
+struct Run {
+    created: Instant,
+    created_wall: SystemTime,
+    model: Model,
+    unsafe_prompt: bool,
+    canceled_at: Option<Instant>,
+    version: String,
+}
+
+impl Run {
+    fn processing_at(&self) -> Instant {
+        self.created + self.model.boot
+    }
+
+    fn finishes_at(&self) -> Instant {
+        self.processing_at() + self.model.run
+    }
+
+    fn status(&self, now: Instant) -> &'static str {
+        match self.canceled_at {
+            Some(at) if at < self.finishes_at() => "canceled",
+            _ if now < self.processing_at() => "starting",
+            _ if now < self.finishes_at() => "processing",
+            _ if self.unsafe_prompt => "failed",
+            _ => "succeeded",
+        }
+    }
+
+    fn is_terminal(&self, now: Instant) -> bool {
+        !matches!(self.status(now), "starting" | "processing")
+    }
+
+    /// When the run ended (finished or cancelled), if it has.
+    fn ended_at(&self, now: Instant) -> Option<Instant> {
+        let end = self
+            .canceled_at
+            .unwrap_or(self.finishes_at())
+            .min(self.finishes_at());
+        (end <= now).then_some(end)
+    }
+
+    /// Whether it reached `processing` (Replicate's `started_at`).
+    fn started(&self, now: Instant) -> bool {
+        let stop = self.canceled_at.unwrap_or(now).min(now);
+        stop >= self.processing_at()
+    }
+
+    /// Billed processing time so far.
+    fn billed(&self, now: Instant) -> Duration {
+        if !self.started(now) {
+            return Duration::ZERO;
+        }
+        let end = self.ended_at(now).unwrap_or(now);
+        end.saturating_duration_since(self.processing_at())
+    }
+
+    fn wall(&self, at: Instant) -> SystemTime {
+        self.created_wall + at.saturating_duration_since(self.created)
+    }
+}
+
+/// What the stand-in recorded of one prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Billed {
+    pub id: String,
+    /// It reached `processing`.
+    pub processed: bool,
+    /// Billed seconds (`metrics.predict_time` once terminal).
+    pub seconds: f64,
+    pub status: &'static str,
+}
+
+#[derive(Clone)]
+pub struct ReplicateStandIn {
+    runs: Arc<Mutex<HashMap<String, Run>>>,
+    order: Arc<Mutex<Vec<String>>>,
+    model: Arc<Mutex<Model>>,
+    image: Arc<String>,
+    pub base_url: String,
+}
+
+/// `SystemTime` as RFC 3339 in UTC with microseconds, as Replicate writes it.
+pub fn rfc3339(at: SystemTime) -> String {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_micros()
+    )
+}
+
+impl ReplicateStandIn {
+    /// Starts the stand-in on a loopback port with `model`.
+    pub async fn start(model: Model) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stand_in = Self {
+            runs: Arc::default(),
+            order: Arc::default(),
+            model: Arc::new(Mutex::new(model)),
+            image: Arc::new(format!(
+                "data:image/png;base64,{}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tiny_png())
+            )),
+            base_url: format!("http://{addr}"),
+        };
+        let app = Router::new()
+            .route("/v1/predictions", post(create).get(list))
+            .route("/v1/predictions/{id}", get(read))
+            .route("/v1/predictions/{id}/cancel", post(cancel))
+            .with_state(stand_in.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        stand_in
+    }
+
+    /// Later predictions run with `model`.
+    pub fn set_model(&self, model: Model) {
+        *self.model.lock().unwrap() = model;
+    }
+
+    /// Every prediction created so far, oldest first, as the stand-in bills it.
+    pub fn record(&self) -> Vec<Billed> {
+        let now = Instant::now();
+        let runs = self.runs.lock().unwrap();
+        self.order
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|id| {
+                let run = &runs[id];
+                Billed {
+                    id: id.clone(),
+                    processed: run.started(now),
+                    seconds: run.billed(now).as_secs_f64(),
+                    status: run.status(now),
+                }
+            })
+            .collect()
+    }
+
+    /// How many predictions reached `processing`.
+    pub fn processed(&self) -> usize {
+        self.record().iter().filter(|run| run.processed).count()
+    }
+
+    /// Waits until every prediction is terminal (at most `bound`).
+    pub async fn settle(&self, bound: Duration) {
+        let until = Instant::now() + bound;
+        while Instant::now() < until {
+            let now = Instant::now();
+            if self
+                .runs
+                .lock()
+                .unwrap()
+                .values()
+                .all(|run| run.is_terminal(now))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn view(&self, id: &str) -> Value {
+        let now = Instant::now();
+        let runs = self.runs.lock().unwrap();
+        let run = &runs[id];
+        let status = run.status(now);
+        let terminal = run.is_terminal(now);
+        let progress = now
+            .saturating_duration_since(run.processing_at())
+            .as_secs_f64()
+            / run.model.run.as_secs_f64().max(0.001);
+        json!({
+            "id": id,
+            "version": run.version,
+            "source": "api",
+            "status": status,
+            "output": if status == "succeeded" { json!([*self.image]) } else { Value::Null },
+            "error": if status == "failed" { json!("NSFW content detected. Try running it again, or try a different prompt.") } else { Value::Null },
+            "logs": if status == "processing" { format!("{:>3}%|", (progress.min(1.0) * 100.0) as u32) } else { String::new() },
+            "created_at": rfc3339(run.created_wall),
+            "started_at": if run.started(now) { json!(rfc3339(run.wall(run.processing_at()))) } else { Value::Null },
+            "completed_at": match run.ended_at(now) { Some(end) if terminal => json!(rfc3339(run.wall(end))), _ => Value::Null },
+            "metrics": if terminal && run.started(now) { json!({"predict_time": run.billed(now).as_secs_f64()}) } else { json!({}) },
+            "urls": {"get": format!("{}/v1/predictions/{id}", self.base_url), "cancel": format!("{}/v1/predictions/{id}/cancel", self.base_url)},
+        })
+    }
+}
+
+async fn create(
+    State(s): State<ReplicateStandIn>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let prompt = body["input"]["prompt"].as_str().unwrap_or_default();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let model = *s.model.lock().unwrap();
+    s.runs.lock().unwrap().insert(
+        id.clone(),
+        Run {
+            created: Instant::now(),
+            created_wall: SystemTime::now(),
+            model,
+            unsafe_prompt: prompt.contains("[unsafe]"),
+            canceled_at: None,
+            version: body["version"].as_str().unwrap_or_default().to_owned(),
+        },
+    );
+    s.order.lock().unwrap().push(id.clone());
+    // Prefer: wait=N holds the answer until the run ends or N s pass.
+    let wait = headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("wait="))
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    if let Some(wait) = wait {
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if s.runs.lock().unwrap()[&id].is_terminal(Instant::now()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    (StatusCode::CREATED, Json(s.view(&id)))
+}
+
+async fn read(
+    State(s): State<ReplicateStandIn>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, StatusCode> {
+    if !s.runs.lock().unwrap().contains_key(&id) {
+        return Err(StatusCode::NOT_FOUND);
+    }
+    Ok(Json(s.view(&id)))
+}
+
+async fn cancel(
+    State(s): State<ReplicateStandIn>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, StatusCode> {
+    match s.runs.lock().unwrap().get_mut(&id) {
+        Some(run) => {
+            run.canceled_at.get_or_insert_with(Instant::now);
+        }
+        None => return Err(StatusCode::NOT_FOUND),
+    }
+    Ok(Json(s.view(&id)))
+}
+
+/// `GET /v1/predictions[?cursor=N]`: newest first, `page` a page, with `next`.
+async fn list(
+    State(s): State<ReplicateStandIn>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    const PAGE: usize = 2;
+    let ids: Vec<String> = s.order.lock().unwrap().iter().rev().cloned().collect();
+    let from: usize = query
+        .get("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let page: Vec<Value> = ids
+        .iter()
+        .skip(from)
+        .take(PAGE)
+        .map(|id| s.view(id))
+        .collect();
+    let next = (from + PAGE < ids.len())
+        .then(|| format!("{}/v1/predictions?cursor={}", s.base_url, from + PAGE));
+    Json(json!({ "results": page, "next": next, "previous": null }))
+}
+
+/// A 2x2 PNG.
+fn tiny_png() -> Vec<u8> {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&[200u8; 12], 2, 2, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    png
+}
+
+use image::ImageEncoder;
