@@ -64,6 +64,10 @@ pub enum ApiError {
     RateLimited(Quota),
     #[error("No generations remaining: the budget shared by all visitors is used up for now.")]
     BudgetSpent(Quota),
+    /// Today's dollar budget is spent (the quota's numbers are in cents; it
+    /// reopens at the next UTC midnight).
+    #[error("Today's image budget is used up.")]
+    DailyBudgetSpent(Quota),
     #[error("Rate limiter unavailable, please try again shortly.")]
     LimiterUnavailable,
     #[error("The model flagged this image as unsafe. Try a different prompt.")]
@@ -113,7 +117,9 @@ impl ApiError {
             | Self::MalformedRequest(_)
             | Self::BadJobId
             | Self::JobIdTaken => StatusCode::BAD_REQUEST,
-            Self::RateLimited(_) | Self::BudgetSpent(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::BudgetSpent(_) | Self::DailyBudgetSpent(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::LimiterUnavailable
             | Self::ModelBusy { .. }
             | Self::JobBoardUnavailable
@@ -203,6 +209,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "InvalidPrompt" => ApiError::InvalidPrompt(data(&mut map)?),
             "RateLimited" => ApiError::RateLimited(data(&mut map)?),
             "BudgetSpent" => ApiError::BudgetSpent(data(&mut map)?),
+            "DailyBudgetSpent" => ApiError::DailyBudgetSpent(data(&mut map)?),
             "LimiterUnavailable" => ApiError::LimiterUnavailable,
             "Unsafe" => ApiError::Unsafe,
             "ModelTimedOut" => ApiError::ModelTimedOut,
@@ -312,6 +319,7 @@ mod tests {
             ApiError::InvalidPrompt(PromptError::Empty),
             ApiError::RateLimited(quota),
             ApiError::BudgetSpent(quota),
+            ApiError::DailyBudgetSpent(quota),
             ApiError::LimiterUnavailable,
             ApiError::Unsafe,
             ApiError::ModelTimedOut,

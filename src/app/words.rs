@@ -18,7 +18,7 @@ pub fn describe_wait(now_ms: u64, reset_ms: u64) -> String {
 /// An error as the studio says it (the shared budget's refusal with when it reopens).
 pub fn error_sentence(error: &ApiError, now_ms: u64) -> String {
     match error {
-        ApiError::BudgetSpent(budget) => format!(
+        ApiError::BudgetSpent(budget) | ApiError::DailyBudgetSpent(budget) => format!(
             "{error} It reopens in {}.",
             describe_wait(now_ms, budget.reset_ms)
         ),

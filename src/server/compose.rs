@@ -11,11 +11,11 @@ use crate::server::settings::{AuthMode, IdentifyBy, KeyLocking, Secrets, Setting
 use crate::server::state::AppState;
 use crate::wire::AppInfo;
 use leptos::config::LeptosOptions;
-use lofianime_domain::SignedOut;
 use lofianime_domain::WhoPays;
 use lofianime_domain::{Components, Policy, RemoteStore, Studio};
 use lofianime_domain::{ObjectImageStore, StorageError};
 use lofianime_domain::{RedisStore, StoreError, UpstashRestStore, UpstashSettings};
+use lofianime_domain::{RunHistory, SignedOut, SpendPolicy};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,17 +114,23 @@ async fn warn_if_evicting(store: &RedisStore) {
     }
 }
 
+/// The image model and, for a hosted one, its provider's list of runs.
+pub struct Model {
+    pub generator: Arc<dyn ImageGenerator>,
+    pub history: Option<Arc<dyn RunHistory>>,
+}
+
 /// The Replicate model when `REPLICATE_API_TOKEN` is set, the offline painter otherwise.
-pub fn generator(
-    settings: &Settings,
-    secrets: &Secrets,
-) -> Result<Arc<dyn ImageGenerator>, ComposeError> {
+pub fn model(settings: &Settings, secrets: &Secrets) -> Result<Model, ComposeError> {
     let Some(token) = &secrets.replicate_api_token else {
-        return Ok(Arc::new(OfflineGenerator::new(
-            settings.image.width,
-            settings.image.height,
-            Duration::from_millis(settings.offline.delay_ms),
-        )));
+        return Ok(Model {
+            generator: Arc::new(OfflineGenerator::new(
+                settings.image.width,
+                settings.image.height,
+                Duration::from_millis(settings.offline.delay_ms),
+            )),
+            history: None,
+        });
     };
     let base = secrets
         .replicate_base_url
@@ -152,7 +158,11 @@ pub fn generator(
         backoff: Duration::from_millis(250),
     })
     .map_err(|e| ComposeError::Config(e.to_string()))?;
-    Ok(Arc::new(generator))
+    let replicate = Arc::new(generator);
+    Ok(Model {
+        generator: replicate.clone(),
+        history: Some(replicate),
+    })
 }
 
 /// How long the start-up check of the image store may take.
@@ -182,12 +192,11 @@ pub async fn components(
 ) -> Result<Components, ComposeError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let keep = settings.recent.keep;
-    let local = Components::local(
-        generator(settings, secrets)?,
-        image_store(settings).await?,
-        clock,
-        keep,
-    );
+    let model = model(settings, secrets)?;
+    let mut local = Components::local(model.generator, image_store(settings).await?, clock, keep);
+    if let Some(history) = model.history {
+        local = local.with_history(history);
+    }
     Ok(match remote_store(settings, secrets).await? {
         Some(store) => local.on_remote_store(store, keep),
         None => local,
@@ -220,6 +229,14 @@ pub fn policy(settings: &Settings) -> Policy {
         job_ttl_ms: (settings.model.deadline_secs + 600) * 1000,
         cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
         max_refunds_per_window: Some(limits.max_refunds_per_window.unwrap_or(limits.limit)),
+        spend: SpendPolicy {
+            usd_per_second: settings.spend.usd_per_second,
+            daily_usd: settings.spend.daily_usd,
+            expected_seconds: settings.spend.expected_seconds,
+            keep_days: settings.spend.keep_days,
+            reconcile_every: Duration::from_secs(settings.spend.reconcile_secs),
+            run_deadline: Duration::from_secs(settings.model.deadline_secs),
+        },
     }
 }
 

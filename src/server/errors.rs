@@ -54,6 +54,10 @@ impl From<&StudioError> for ApiError {
                 decision,
                 scope: LimitScope::Everyone,
             } => Self::BudgetSpent(quota(decision)),
+            StudioError::Denied {
+                decision,
+                scope: LimitScope::Dollars,
+            } => Self::DailyBudgetSpent(quota(decision)),
             StudioError::LimiterUnavailable(_) => Self::LimiterUnavailable,
             StudioError::Model { source, .. } => match source {
                 ModelError::Unsafe(_) => Self::Unsafe,
@@ -63,7 +67,9 @@ impl From<&StudioError> for ApiError {
                 },
                 _ => Self::Internal,
             },
-            StudioError::Storage { .. } | StudioError::ImageStore(_) => Self::Internal,
+            StudioError::Storage { .. } | StudioError::ImageStore(_) | StudioError::Ledger(_) => {
+                Self::Internal
+            }
             StudioError::Canceled {
                 counted,
                 model_started,
@@ -90,6 +96,7 @@ pub fn log(failure: &StudioError) {
             let (counter, label) = match scope {
                 LimitScope::Visitor => (&REFUSED_BY_LIMIT, "visitor_limit"),
                 LimitScope::Everyone => (&REFUSED_BY_BUDGET, "shared_budget"),
+                LimitScope::Dollars => (&REFUSED_BY_BUDGET, "dollar_budget"),
             };
             counter.fetch_add(1, Ordering::Relaxed);
             // A metric for whichever recorder the process installs.
@@ -111,7 +118,9 @@ pub fn log(failure: &StudioError) {
         StudioError::LimiterUnavailable(_) => {
             tracing::warn!(%failure, "refusing to generate: the rate limiter is unavailable")
         }
-        StudioError::JobBoard(_) | StudioError::Gallery(_) => tracing::warn!(%failure),
+        StudioError::JobBoard(_) | StudioError::Gallery(_) | StudioError::Ledger(_) => {
+            tracing::warn!(%failure)
+        }
         StudioError::Model { .. } | StudioError::Storage { .. } | StudioError::ImageStore(_) => {
             tracing::error!(%failure, "generation failed")
         }
@@ -123,7 +132,7 @@ pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
     match outcome {
         Ok(_) => "ok",
         Err(ApiError::RateLimited(_)) => "denied",
-        Err(ApiError::BudgetSpent(_)) => "budget",
+        Err(ApiError::BudgetSpent(_) | ApiError::DailyBudgetSpent(_)) => "budget",
         Err(ApiError::Unsafe) => "unsafe",
         Err(ApiError::ModelTimedOut) => "timeout",
         Err(ApiError::Canceled { .. }) => "cancelled",

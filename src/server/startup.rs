@@ -51,6 +51,10 @@ pub async fn run() -> Result<(), StartupError> {
     let addr = leptos_options.site_addr;
     let state = build(&settings, &secrets, leptos_options).await?;
     tokio::spawn(summarise_refusals());
+    // One instance at a time (a lock in the store) writes the rows of runs
+    // whose instance died before settling them.
+    let studio = state.studio.clone();
+    tokio::spawn(async move { studio.reconcile_forever().await });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;
@@ -91,6 +95,14 @@ async fn build(
         window = %settings.ratelimit.window,
         on_store_failure = ?settings.ratelimit.on_store_failure,
         "rate limiter"
+    );
+    let spend = &settings.spend;
+    tracing::info!(
+        usd_per_second = spend.usd_per_second,
+        daily_usd_budget = ?spend.daily_usd,
+        daily_generation_budget = settings.ratelimit.global_limit,
+        budget_window = %settings.ratelimit.global_window,
+        "spend: each run costs its billed seconds at this price (an estimate until checked on the model's page); the budgets (a generation budget of 0 is none)"
     );
     let mut state = AppState::new(settings, secrets, components, leptos_options)?;
     if let Some(issuer) = state.auth.issuer() {

@@ -22,8 +22,11 @@
 //! Every refund goes back to the window or bucket it was taken from
 //! ([`RateLimiter::refund`]).
 
+use crate::clock::Clock;
 use crate::generator::Meter;
 use crate::ratelimit::{Decision, RateLimiter};
+use crate::spend::{micros, SpendLedger, SpendRow};
+use crate::studio::SpendPolicy;
 use std::sync::Arc;
 
 /// How a charged generation ended.
@@ -88,6 +91,102 @@ pub struct Charge {
     allowance: Option<Arc<RateLimiter>>,
     /// What the model may have cost so far.
     meter: Arc<Meter>,
+    /// Where the run's row goes once the provider's record is in.
+    spend: Option<SpendTicket>,
+}
+
+/// Where a generation's row in the spend ledger goes, and the reservation
+/// against the daily dollar budget it releases.
+pub struct SpendTicket {
+    pub ledger: Arc<dyn SpendLedger>,
+    pub policy: SpendPolicy,
+    pub clock: Arc<dyn Clock>,
+    /// The UTC day the run was admitted on (its reservation's day).
+    pub day: String,
+    pub reservation: Option<String>,
+    /// Whose run it is: the visitor's tag or the account's e-mail.
+    pub who: String,
+}
+
+impl SpendTicket {
+    /// Writes the run's row in the background once the provider's record of
+    /// it is in (a run that never started paid work only releases its
+    /// reservation; a provider run whose id never reached us is left to
+    /// reconciliation).
+    fn account(self, meter: Arc<Meter>, ending: Ending) {
+        let spawned = crate::on_drop::spawn_cleanup(async move {
+            let outcome = match ending {
+                Ending::Delivered => "delivered",
+                Ending::OurFailure => "failed",
+                Ending::VisitorStopped => "stopped",
+                Ending::Unsafe => "unsafe",
+                Ending::ServerStopped => "shutdown",
+                Ending::NothingRan => return self.release().await,
+            };
+            let record = meter.settled_record().await;
+            let run_id = match (
+                record.as_ref().and_then(|r| r.run_id.clone()),
+                meter.by_record(),
+            ) {
+                (Some(id), _) => id,
+                (None, true) => return self.release().await,
+                (None, false) => uuid::Uuid::new_v4().simple().to_string(),
+            };
+            let billed_ms = record.map_or(0, |r| (r.billed_secs.max(0.0) * 1000.0).round() as u64);
+            self.write(SpendRow {
+                run_id,
+                day: self.day.clone(),
+                time_ms: self.clock.now_ms(),
+                outcome: outcome.into(),
+                billed_ms,
+                usd_micros: micros(billed_ms, self.policy.usd_per_second),
+                who: self.who.clone(),
+            })
+            .await;
+        });
+        if !spawned {
+            tracing::error!("a generation ended outside the runtime; its row was not written");
+        }
+    }
+
+    async fn release(self) {
+        if let Some(id) = &self.reservation {
+            if let Err(error) = self.ledger.release(&self.day, id).await {
+                tracing::warn!(%error, "could not release a reservation of the dollar budget (it lapses by itself)");
+            }
+        }
+    }
+
+    async fn write(&self, row: SpendRow) {
+        let keep_ms = self.policy.keep_ms();
+        match self
+            .ledger
+            .record(&row, self.reservation.as_deref(), keep_ms)
+            .await
+        {
+            Ok(true) => {
+                let seconds = row.billed_ms as f64 / 1000.0;
+                metrics::gauge!("lofianime_model_billed_seconds_total").increment(seconds);
+                metrics::gauge!("lofianime_spend_usd_total").increment(row.usd());
+                tracing::info!(run = %row.run_id, outcome = %row.outcome, billed_secs = seconds, usd = row.usd(), "the run's cost is in the ledger");
+            }
+            Ok(false) => tracing::debug!(run = %row.run_id, "the run was in the ledger already"),
+            Err(error) => {
+                tracing::error!(run = %row.run_id, %error, "could not write the run's row in the ledger")
+            }
+        }
+        if let Some(budget) = self.policy.budget_micros() {
+            if let Ok(day) = self.ledger.day(&self.day, self.clock.now_ms()).await {
+                record_budget_left(budget, day.usd_micros + day.reserved_micros);
+            }
+        }
+    }
+}
+
+/// `lofianime_spend_budget_remaining_usd`: today's dollars left.
+pub fn record_budget_left(budget_micros: u64, committed_micros: u64) {
+    let left = budget_micros.saturating_sub(committed_micros) as f64 / 1e6;
+    metrics::gauge!("lofianime_spend_budget_remaining_usd").set(left);
 }
 
 impl Charge {
@@ -121,6 +220,11 @@ impl Charge {
         self
     }
 
+    /// The run's row goes to the ledger on `ticket` once it is settled.
+    pub fn accounted_by(&mut self, ticket: SpendTicket) {
+        self.spend = Some(ticket);
+    }
+
     /// Settles the charge by how the generation ended (see the module's rules).
     pub async fn settle(mut self, ending: Ending) -> Settled {
         // A stop is judged by the provider's record of the run when there is
@@ -143,6 +247,9 @@ impl Charge {
                 allowance_permits(self.allowance.as_ref(), &payer.identifier).await
             }
         };
+        if let Some(ticket) = self.spend.take() {
+            ticket.account(self.meter.clone(), ending);
+        }
         let budget = self.budget.take();
         let payer = self.payer.take();
         if let (true, Some(budget)) = (refund_budget, budget) {
@@ -187,6 +294,9 @@ impl Drop for Charge {
     /// Dropped unsettled: the visitor left (or a panic ended the generation).
     /// Settled as a stop, in the background.
     fn drop(&mut self) {
+        if let Some(ticket) = self.spend.take() {
+            ticket.account(self.meter.clone(), Ending::VisitorStopped);
+        }
         let refund_budget = !self.meter.may_bill();
         let payer = self.payer.take();
         let budget = self.budget.take().filter(|_| refund_budget);
@@ -362,6 +472,7 @@ mod tests {
 
     fn record(processed: bool) -> crate::generator::RunRecord {
         crate::generator::RunRecord {
+            run_id: Some("p1".into()),
             processed,
             billed_secs: if processed { 1.5 } else { 0.0 },
         }
@@ -372,7 +483,7 @@ mod tests {
         // Nothing reported "processing" (the create was still open), yet the
         // provider's record says the run processed: the stop counts.
         let s = setup(5);
-        let meter = Meter::by_record();
+        let meter = Meter::awaiting_record();
         let charge = s.charge(meter.clone()).await;
         let later = meter.clone();
         tokio::spawn(async move {
@@ -383,7 +494,7 @@ mod tests {
         assert!(!settled.payer_refunded && settled.model_started);
         assert_eq!(s.left().await, (2, 9));
         // A record that says it never processed gives the credit back.
-        let meter = Meter::by_record();
+        let meter = Meter::awaiting_record();
         meter.publish(record(false));
         let settled = s.charge(meter).await.settle(Ending::VisitorStopped).await;
         assert!(settled.payer_refunded && !settled.model_started);
@@ -393,13 +504,13 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_charge_waits_for_the_record_before_refunding() {
         let s = setup(5);
-        let meter = Meter::by_record();
+        let meter = Meter::awaiting_record();
         drop(s.charge(meter.clone()).await);
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(s.left().await, (2, 9), "nothing refunded before the record");
         meter.publish(record(false));
         wait_for(&s, (3, 9)).await;
-        let meter = Meter::by_record();
+        let meter = Meter::awaiting_record();
         drop(s.charge(meter.clone()).await);
         meter.publish(record(true));
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -410,7 +521,7 @@ mod tests {
     async fn a_record_that_never_comes_counts_as_billed() {
         let s = setup(5);
         let settled = s
-            .charge(Meter::by_record())
+            .charge(Meter::awaiting_record())
             .await
             .settle(Ending::VisitorStopped)
             .await;

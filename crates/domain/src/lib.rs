@@ -18,6 +18,7 @@ mod jobs;
 mod on_drop;
 mod ratelimit;
 mod shared;
+mod spend;
 mod storage;
 mod store;
 mod studio;
@@ -28,10 +29,14 @@ mod visitor;
 pub use gallery::RecentEntry;
 pub use jobs::CancelOutcome;
 pub use ratelimit::{Decision, Reason};
+pub use spend::{
+    micros, next_midnight_ms, utc_day, DayTotals, ListedRun, OutcomeTotals, RunHistory,
+    SpendLedger, SpendRow,
+};
 pub use storage::{ImageKey, ImageRecord, ImageStream};
 pub use studio::{
     Components, FailurePolicy, Generated, LimitScope, Policy, Readiness, RemoteStore, Shutdown,
-    SignedOut, Studio, StudioError,
+    SignedOut, SpendPolicy, Studio, StudioError,
 };
 pub use visitor::{tag, Visitor, WhoPays};
 
@@ -61,4 +66,7 @@ pub mod runtime {
 /// Test doubles for the app's own tests and benchmarks: a scripted model.
 pub mod testing {
     pub use crate::generator::fake::{FakeModel, FAKE_PERCENT};
+    /// What every spend ledger must do, to run against real stores.
+    #[cfg(feature = "testing")]
+    pub use crate::spend::contract as spend_ledger_contract;
 }

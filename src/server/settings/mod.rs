@@ -11,6 +11,7 @@ mod model;
 mod ratelimit;
 mod secrets;
 mod server;
+mod spend;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ pub use model::{ImageSettings, ModelSettings, OfflineSettings, ProgressSettings,
 pub use ratelimit::{AlgorithmName, IdentifyBy, KeyLocking, RateLimitSettings, Window};
 pub use secrets::Secrets;
 pub use server::{ServerSettings, ShutdownSettings, SiteSettings, WorkerSettings};
+pub use spend::SpendSettings;
 pub use storage::{RecentSettings, StorageSettings, StorageUrl};
 pub use visitors::VisitorSettings;
 
@@ -50,6 +52,7 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     pub workers: WorkerSettings,
     pub auth: AuthSettings,
+    pub spend: SpendSettings,
 }
 
 /// A setting, by its path in the settings file (`ratelimit.window`); the
@@ -181,6 +184,7 @@ impl Settings {
         self.shutdown.check()?;
         self.site.check()?;
         self.auth.check()?;
+        self.spend.check()?;
         if self.auth.mode != AuthMode::Off && self.site.public_origin().is_none() {
             return invalid(
                 "site.public_url",

@@ -97,17 +97,21 @@ pub enum ModelError {
 /// What the provider recorded of one run once it ended: whether it processed
 /// (Replicate's `started_at`), and the seconds it billed
 /// (`metrics.predict_time`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
+    /// The provider's id of the run, when it is known (a create that failed
+    /// may have started a run whose id never reached us).
+    pub run_id: Option<String>,
     pub processed: bool,
     pub billed_secs: f64,
 }
 
 impl RunRecord {
-    /// What a run costs the owner when its record cannot be had: billed, for
-    /// as long as it was allowed to run.
-    pub fn assumed_billed(deadline: std::time::Duration) -> Self {
+    /// What run `run_id` costs the owner when its record cannot be had:
+    /// billed, for as long as it was allowed to run.
+    pub fn assumed_billed(run_id: Option<String>, deadline: std::time::Duration) -> Self {
         Self {
+            run_id,
             processed: true,
             billed_secs: deadline.as_secs_f64(),
         }
@@ -156,7 +160,7 @@ impl Meter {
 
     /// The provider's record of the run, once published.
     pub fn record(&self) -> Option<RunRecord> {
-        *self.record.borrow()
+        self.record.borrow().clone()
     }
 
     /// Publishes the provider's record of the run (the first one counts).
@@ -175,21 +179,35 @@ impl Meter {
     /// record that does not come counts as processed); otherwise by what the
     /// generator reported.
     pub async fn processed(&self) -> bool {
-        if !self.by_record.load(Ordering::SeqCst) {
+        if !self.by_record() {
             return self.processing();
         }
-        let mut record = self.record.subscribe();
-        let found = tokio::time::timeout(RECORD_WAIT, record.wait_for(Option::is_some)).await;
-        match found
-            .ok()
-            .and_then(|seen| seen.ok().and_then(|record| *record))
-        {
+        match self.settled_record().await {
             Some(record) => record.processed,
             None => {
                 tracing::warn!("no record of the run came from the provider: it counts as billed");
                 true
             }
         }
+    }
+
+    /// Whether the provider's record settles this run.
+    pub fn by_record(&self) -> bool {
+        self.by_record.load(Ordering::SeqCst)
+    }
+
+    /// The provider's record of the run: waited for (up to [`RECORD_WAIT`])
+    /// when the generator promised one; `None` when it did not, or the record
+    /// did not come.
+    pub async fn settled_record(&self) -> Option<RunRecord> {
+        if !self.by_record() {
+            return self.record();
+        }
+        let mut record = self.record.subscribe();
+        let found = tokio::time::timeout(RECORD_WAIT, record.wait_for(Option::is_some)).await;
+        found
+            .ok()
+            .and_then(|seen| seen.ok().and_then(|record| record.clone()))
     }
 
     /// A meter with both readings set as given (tests).
@@ -203,7 +221,7 @@ impl Meter {
     }
 
     /// A meter settled by a provider's record (tests): `record`, once published.
-    pub fn by_record() -> Arc<Self> {
+    pub fn awaiting_record() -> Arc<Self> {
         let meter = Self::default();
         meter.may_bill.store(true, Ordering::SeqCst);
         meter.by_record.store(true, Ordering::SeqCst);

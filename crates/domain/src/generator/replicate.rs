@@ -91,9 +91,10 @@ impl CreateFailed {
     /// What the owner is billed for a create that failed like this.
     fn record(&self, deadline: Duration) -> RunRecord {
         if self.may_have_started {
-            RunRecord::assumed_billed(deadline)
+            RunRecord::assumed_billed(None, deadline)
         } else {
             RunRecord {
+                run_id: None,
                 processed: false,
                 billed_secs: 0.0,
             }
@@ -155,6 +156,7 @@ impl Prediction {
             .unwrap_or(0.0)
             .max(0.0);
         Some(RunRecord {
+            run_id: Some(self.id.clone()),
             processed: self.started_at.is_some() || billed_secs > 0.0,
             billed_secs,
         })
@@ -636,7 +638,7 @@ impl Api {
             delay = (delay * 2).min(Duration::from_secs(3));
         }
         tracing::error!(prediction = %id, "no final record of the prediction could be read: it counts as billed for its whole deadline");
-        RunRecord::assumed_billed(self.settings.deadline)
+        RunRecord::assumed_billed(Some(id.to_owned()), self.settings.deadline)
     }
 
     /// Copies the output bytes: a `data:` URI is decoded, a URL is fetched (without
@@ -774,8 +776,15 @@ impl ImageGenerator for ReplicateGenerator {
             }
         };
         guard.disarm();
-        if let Some(record) = prediction.record() {
-            meter.publish(record);
+        match prediction.record() {
+            Some(record) => meter.publish(record),
+            // Done while still `processing`: its final record comes a moment later.
+            None => {
+                let (api, id, meter) = (api.clone(), id.clone(), meter.clone());
+                crate::on_drop::spawn_cleanup(async move {
+                    meter.publish(api.final_record(&id, None).await);
+                });
+            }
         }
         tracing::info!(prediction = %id, status = %prediction.status, elapsed_ms = started.elapsed().as_millis() as u64, "prediction finished");
         match prediction.status.as_str() {
@@ -798,6 +807,97 @@ impl ImageGenerator for ReplicateGenerator {
                 api.fetch_output(output, deadline).await
             }
         }
+    }
+}
+
+/// One page of `GET /v1/predictions`.
+#[derive(Debug, Deserialize)]
+struct PredictionPage {
+    #[serde(default)]
+    results: Vec<ListedPrediction>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedPrediction {
+    id: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    source: Option<String>,
+    status: String,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    metrics: Option<PredictionMetrics>,
+}
+
+/// The most pages one listing reads (100 runs a page).
+const MAX_PAGES: usize = 200;
+
+#[async_trait]
+impl crate::spend::RunHistory for ReplicateGenerator {
+    async fn runs_since(&self, since_ms: u64) -> Result<Vec<crate::spend::ListedRun>, ModelError> {
+        let api = &self.api;
+        let mut url = api.endpoint("predictions");
+        url.query_pairs_mut()
+            .append_pair("created_after", &crate::spend::rfc3339(since_ms));
+        let mut runs = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let page = api
+                .request_safely(
+                    || {
+                        api.client
+                            .get(url.clone())
+                            .bearer_auth(api.settings.token.expose_secret())
+                    },
+                    deadline,
+                    Target::Api,
+                )
+                .await?
+                .json::<PredictionPage>()
+                .await
+                .map_err(|e| {
+                    ModelError::Unavailable(format!("unreadable list of predictions: {e}"))
+                })?;
+            runs.extend(page.results.into_iter().map(listed));
+            // The next page, only on the API's own origin (the token goes with it).
+            match page.next.and_then(|next| url::Url::parse(&next).ok()) {
+                Some(next) if next.origin() == api.settings.base_url.origin() => url = next,
+                _ => return Ok(runs),
+            }
+        }
+        Ok(runs)
+    }
+
+    fn version(&self) -> &str {
+        &self.api.settings.version
+    }
+}
+
+fn listed(prediction: ListedPrediction) -> crate::spend::ListedRun {
+    crate::spend::ListedRun {
+        terminal: matches!(
+            prediction.status.as_str(),
+            "succeeded" | "failed" | "canceled" | "aborted"
+        ),
+        billed_secs: prediction
+            .metrics
+            .and_then(|metrics| metrics.predict_time)
+            .unwrap_or(0.0),
+        created_ms: prediction
+            .created_at
+            .as_deref()
+            .and_then(crate::spend::parse_rfc3339)
+            .unwrap_or(0),
+        from_api: prediction
+            .source
+            .as_deref()
+            .is_none_or(|source| source == "api"),
+        version: prediction.version,
+        id: prediction.id,
     }
 }
 
@@ -867,6 +967,7 @@ mod tests {
         assert_eq!(
             read(r#"{"id":"a","status":"canceled","started_at":null,"metrics":{}}"#),
             Some(RunRecord {
+                run_id: Some("a".into()),
                 processed: false,
                 billed_secs: 0.0
             }),
@@ -877,6 +978,7 @@ mod tests {
                 r#"{"id":"a","status":"canceled","started_at":"2026-12-06T10:00:00Z","metrics":{"predict_time":2.5}}"#
             ),
             Some(RunRecord {
+                run_id: Some("a".into()),
                 processed: true,
                 billed_secs: 2.5
             })
@@ -890,6 +992,7 @@ mod tests {
         assert_eq!(
             read(r#"{"id":"a","status":"aborted","started_at":null}"#),
             Some(RunRecord {
+                run_id: Some("a".into()),
                 processed: false,
                 billed_secs: 0.0
             })

@@ -39,6 +39,8 @@ pub enum LimitScope {
     Visitor,
     /// The budget shared by all visitors.
     Everyone,
+    /// The daily dollar budget (the decision's numbers are in cents).
+    Dollars,
 }
 
 /// Why a use case of the studio did not deliver. The generation variants say
@@ -93,6 +95,9 @@ pub enum StudioError {
     /// run cancelled and the visitor's credit given back.
     #[error("the server is shutting down")]
     ShuttingDown { decision: Option<Decision> },
+    /// The spend ledger could not be read.
+    #[error("the spend ledger is unavailable: {0}")]
+    Ledger(#[source] StoreError),
     /// Signed-out visitors may not generate: nothing was taken.
     #[error("the visitor must sign in to generate")]
     SignInRequired,

@@ -8,11 +8,12 @@
 
 use super::answers::{FailurePolicy, Generated, LimitScope, StudioError};
 use super::parts::Parts;
-use crate::charge::{Charge, Ending, Settled};
+use crate::charge::{record_budget_left, Charge, Ending, Settled, SpendTicket};
 use crate::gallery::RecentEntry;
 use crate::generator::{ModelError, ProgressReporter};
 use crate::jobs::JobRecord;
 use crate::ratelimit::{Decision, RateLimiter};
+use crate::spend::{micros, next_midnight_ms, p90, utc_day};
 use crate::storage::{ImageKey, ImageRecord, StorageError};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
@@ -146,7 +147,14 @@ impl Parts {
         if self.shutdown.is_draining() {
             return Err(StudioError::ShuttingDown { decision: None });
         }
-        let (charge, decision) = self.take_credits(order.payer, order.quota).await?;
+        let (mut charge, decision) = self.take_credits(order.payer, order.quota).await?;
+        match self.spend_ticket(order.visitor).await {
+            Ok(ticket) => charge.accounted_by(ticket),
+            Err(refused) => {
+                charge.settle(Ending::NothingRan).await;
+                return Err(refused);
+            }
+        }
         let record = match order.job {
             Some(id) => match self.open_record(id, order.visitor).await {
                 Ok(record) => record,
@@ -289,6 +297,78 @@ impl Parts {
         // The payer's credit was not used: it goes back before the answer.
         charge.settle(Ending::NothingRan).await;
         Err(refused)
+    }
+
+    /// Where this run's row goes; with a daily dollar budget, a reservation of
+    /// the run's expected cost first, refused when the day's spent and held
+    /// dollars would pass the budget.
+    async fn spend_ticket(&self, visitor: &str) -> Result<SpendTicket, StudioError> {
+        let now_ms = self.limiter.now_ms();
+        let mut ticket = SpendTicket {
+            ledger: self.ledger.clone(),
+            policy: self.spend.clone(),
+            clock: self.clock.clone(),
+            day: utc_day(now_ms),
+            reservation: None,
+            who: if visitor.contains('@') {
+                visitor.to_owned()
+            } else {
+                crate::visitor::tag(visitor)
+            },
+        };
+        let Some(budget) = self.spend.budget_micros() else {
+            return Ok(ticket);
+        };
+        let expected = match self.expected_cost().await {
+            Ok(expected) => expected,
+            Err(error) => return self.uncounted(error).map(|_| ticket),
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let lapses = now_ms + self.spend.run_deadline.as_millis() as u64 + 60_000;
+        let keep = self.spend.keep_ms();
+        let answer = self
+            .ledger
+            .reserve(&ticket.day, &id, expected, budget, now_ms, lapses, keep)
+            .await;
+        match answer {
+            Ok(reserved) if reserved.admitted => {
+                record_budget_left(budget, reserved.committed_micros);
+                ticket.reservation = Some(id);
+                Ok(ticket)
+            }
+            Ok(reserved) => {
+                record_budget_left(budget, reserved.committed_micros);
+                tracing::warn!(
+                    spent_and_held_usd = reserved.committed_micros as f64 / 1e6,
+                    budget_usd = budget as f64 / 1e6,
+                    "generation denied: today's dollar budget is used up"
+                );
+                let cents = |micros: u64| micros / 10_000;
+                Err(StudioError::Denied {
+                    decision: Decision {
+                        success: false,
+                        limit: cents(budget),
+                        remaining: cents(budget.saturating_sub(reserved.committed_micros)),
+                        reset_ms: next_midnight_ms(now_ms),
+                        reason: crate::ratelimit::Reason::Store,
+                    },
+                    scope: LimitScope::Dollars,
+                })
+            }
+            Err(error) => self.uncounted(error).map(|_| ticket),
+        }
+    }
+
+    /// What the next run is expected to cost, in micro-dollars: the 90th
+    /// percentile of the last 100 billed runs, or `spend.expected_seconds`
+    /// until there are 20.
+    async fn expected_cost(&self) -> Result<u64, StoreError> {
+        let recent = self.ledger.recent_billed_ms().await?;
+        let expected_ms = match p90(&recent) {
+            Some(p90) if recent.len() >= 20 => p90,
+            _ => (self.spend.expected_seconds * 1000.0).round() as u64,
+        };
+        Ok(micros(expected_ms, self.spend.usd_per_second))
     }
 
     /// The failure policy's answer to a store outage: refuse, or go on uncounted.

@@ -5,18 +5,20 @@
 
 mod answers;
 mod generation;
+mod ledger;
 mod parts;
 #[cfg(test)]
 mod tests;
 
 pub use answers::{FailurePolicy, Generated, LimitScope, StudioError};
 pub use generation::Shutdown;
-pub use parts::{Components, Policy, RemoteStore, SignedOut};
+pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
+use crate::spend::Reconciler;
 use crate::storage::{ImageKey, ImageRecord, ImageStream};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
@@ -35,6 +37,8 @@ pub struct Studio {
     must_sign_in: bool,
     /// The limiter's store, for readiness checks.
     limiter_store: Arc<dyn LimiterStore>,
+    /// Writes the rows of runs nobody settled, from the provider's list.
+    reconciler: Option<Reconciler>,
 }
 
 /// A dependency's answer to a readiness check.
@@ -84,18 +88,29 @@ impl Studio {
                 on_store_failure: policy.on_store_failure,
                 jobs: Arc::new(JobBoard::new(
                     components.shared,
-                    components.clock,
+                    components.clock.clone(),
                     policy.job_ttl_ms,
                 )),
                 gallery: components.gallery,
                 cancel_check: policy.cancel_check,
                 refund_allowance,
                 shutdown: Shutdown::default(),
+                ledger: components.ledger.clone(),
+                spend: policy.spend.clone(),
+                clock: components.clock.clone(),
             },
             who_pays: policy.who_pays,
             signed_out_quota,
             must_sign_in: policy.signed_out == SignedOut::MustSignIn,
             limiter_store: components.limiter_store,
+            reconciler: components.history.map(|history| Reconciler {
+                ledger: components.ledger,
+                history,
+                usd_per_second: policy.spend.usd_per_second,
+                keep_ms: policy.spend.keep_ms(),
+                every_ms: policy.spend.reconcile_every.as_millis() as u64,
+                overlap_ms: policy.spend.run_deadline.as_millis() as u64 + 600_000,
+            }),
         }
     }
 

@@ -10,6 +10,7 @@ use crate::generator::ImageGenerator;
 use crate::jobs::JobBoard;
 use crate::ratelimit::{Algorithm, LimiterStore, RateLimiter};
 use crate::shared::SharedState;
+use crate::spend::{RunHistory, SpendLedger};
 use crate::storage::{ImageStore, ObjectImageStore};
 use crate::store::MemoryStore;
 use crate::visitor::WhoPays;
@@ -17,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A Redis-compatible store: the limiter's counters and the shared state.
-pub trait RemoteStore: LimiterStore + SharedState {}
-impl<T: LimiterStore + SharedState> RemoteStore for T {}
+pub trait RemoteStore: LimiterStore + SharedState + SpendLedger {}
+impl<T: LimiterStore + SharedState + SpendLedger> RemoteStore for T {}
 
 /// The pieces a studio is built from; tests substitute any of them.
 pub struct Components {
@@ -30,6 +31,11 @@ pub struct Components {
     pub generator: Arc<dyn ImageGenerator>,
     pub images: Arc<dyn ImageStore>,
     pub clock: Arc<dyn Clock>,
+    /// What the model runs cost: one row per run, daily totals, reservations.
+    pub ledger: Arc<dyn SpendLedger>,
+    /// The provider's list of runs, for reconciliation (`None`: nothing to
+    /// reconcile with, as with the offline painter).
+    pub history: Option<Arc<dyn RunHistory>>,
 }
 
 impl Components {
@@ -44,7 +50,9 @@ impl Components {
         let memory = Arc::new(MemoryStore::new(clock.clone()));
         Self {
             limiter_store: memory.clone(),
-            shared: memory,
+            shared: memory.clone(),
+            ledger: memory,
+            history: None,
             gallery: Arc::new(FileGallery::beside(&images, recent_keep)),
             generator,
             images: Arc::new(images),
@@ -64,8 +72,58 @@ impl Components {
     pub fn on_remote_store(mut self, store: Arc<dyn RemoteStore>, recent_keep: usize) -> Self {
         self.shared = store.clone();
         self.gallery = Arc::new(SharedGallery::new(store.clone(), recent_keep));
+        self.ledger = store.clone();
         self.limiter_store = store;
         self
+    }
+
+    /// Reconciles the ledger with `history` (the provider's list of runs).
+    pub fn with_history(mut self, history: Arc<dyn RunHistory>) -> Self {
+        self.history = Some(history);
+        self
+    }
+}
+
+/// What runs cost and the owner's ceiling in dollars.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendPolicy {
+    /// The price of a second of the model's hardware (Replicate's L40S by
+    /// default: an estimate until the owner checks the model's page).
+    pub usd_per_second: f64,
+    /// Dollars all runs of a UTC day may cost (`None`: no dollar budget).
+    pub daily_usd: Option<f64>,
+    /// A run's expected seconds until the ledger has seen 20 billed runs.
+    pub expected_seconds: f64,
+    /// How long rows and daily totals are kept.
+    pub keep_days: u32,
+    /// How often one instance reconciles the ledger with the provider's list.
+    pub reconcile_every: Duration,
+    /// The longest a run may take (a reservation lapses after it, and
+    /// reconciliation looks back this far past its last pass).
+    pub run_deadline: Duration,
+}
+
+impl Default for SpendPolicy {
+    fn default() -> Self {
+        Self {
+            usd_per_second: 0.000975,
+            daily_usd: None,
+            expected_seconds: 10.0,
+            keep_days: 400,
+            reconcile_every: Duration::from_secs(600),
+            run_deadline: Duration::from_secs(120),
+        }
+    }
+}
+
+impl SpendPolicy {
+    pub fn keep_ms(&self) -> u64 {
+        u64::from(self.keep_days) * 86_400_000
+    }
+
+    /// The daily budget in micro-dollars.
+    pub fn budget_micros(&self) -> Option<u64> {
+        self.daily_usd.map(|usd| (usd * 1e6).round() as u64)
     }
 }
 
@@ -91,6 +149,8 @@ pub struct Policy {
     pub cancel_check: Duration,
     /// How many failures per window give the payer's credit back (`None`: every one).
     pub max_refunds_per_window: Option<u64>,
+    /// What runs cost and the daily dollar budget.
+    pub spend: SpendPolicy,
 }
 
 /// What signed-out visitors may do when sign-in is on.
@@ -129,4 +189,7 @@ pub(super) struct Parts {
     /// The server's shutdown: draining refuses new generations, stopping ends
     /// the running ones.
     pub(super) shutdown: Shutdown,
+    pub(super) ledger: Arc<dyn SpendLedger>,
+    pub(super) spend: SpendPolicy,
+    pub(super) clock: Arc<dyn Clock>,
 }
