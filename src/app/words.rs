@@ -111,6 +111,22 @@ mod tests {
     }
 
     #[test]
+    fn a_spent_daily_budget_says_when_it_reopens() {
+        use crate::wire::{ApiError, Quota};
+        let now_ms = 1_000_000;
+        let reset_ms = now_ms + (6 * 3600 + 2 * 60) * 1000;
+        let spent = ApiError::DailyBudgetSpent(Quota {
+            limit: 500,
+            remaining: 0,
+            reset_ms,
+        });
+        assert_eq!(
+            super::error_sentence(&spent, now_ms),
+            "Today's image budget is used up. It reopens in 6 h 2 min."
+        );
+    }
+
+    #[test]
     fn the_prompt_again_link_encodes_the_prompt() {
         assert_eq!(
             super::again_url("a cat & dog?"),

@@ -14,6 +14,7 @@ mod progress;
 mod replicate;
 mod serve;
 mod shutdown;
+mod spend;
 mod store_outage;
 mod support;
 mod upstash_compat;

@@ -1,7 +1,7 @@
 //! Behaviour every [`SpendLedger`] must have; run against memory here and
 //! against a real Redis and the Upstash REST bridge in `tests/`.
 
-use super::{SpendLedger, SpendRow};
+use super::{Reservation, SpendLedger, SpendRow};
 
 const DAY: &str = "2026-12-06";
 const KEEP_MS: u64 = 86_400_000;
@@ -63,10 +63,16 @@ pub async fn reservations_hold_the_budget_until_settled_or_lapsed(
 ) {
     let day = "2026-12-07";
     let reserve = |id: &'static str, micros: u64, expires_ms: u64| async move {
-        ledger
-            .reserve(day, id, micros, 30_000, now_ms, expires_ms, KEEP_MS)
-            .await
-            .unwrap()
+        let reservation = Reservation {
+            day: day.to_owned(),
+            id: id.to_owned(),
+            micros,
+            budget_micros: 30_000,
+            now_ms,
+            expires_ms,
+            keep_ms: KEEP_MS,
+        };
+        ledger.reserve(&reservation).await.unwrap()
     };
     let later = now_ms + 60_000;
     assert!(reserve("r1", 10_000, later).await.admitted);

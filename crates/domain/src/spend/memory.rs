@@ -1,7 +1,9 @@
 //! The ledger in this process's memory (the store layer's [`MemoryStore`], the
 //! same keyspace the limiter counts in): right for a single instance.
 
-use super::{keys, DayTotals, Reserved, SpendLedger, SpendRow, LATEST_KEPT, RECENT_KEPT};
+use super::{
+    keys, DayTotals, Reservation, Reserved, SpendLedger, SpendRow, LATEST_KEPT, RECENT_KEPT,
+};
 use crate::store::{Entries, MemoryStore, StoreError, Value};
 use async_trait::async_trait;
 use std::collections::{HashMap, VecDeque};
@@ -106,16 +108,17 @@ impl SpendLedger for MemoryStore {
         }))
     }
 
-    async fn reserve(
-        &self,
-        day: &str,
-        id: &str,
-        micros: u64,
-        budget_micros: u64,
-        _now_ms: u64,
-        expires_ms: u64,
-        keep_ms: u64,
-    ) -> Result<Reserved, StoreError> {
+    async fn reserve(&self, reservation: &Reservation) -> Result<Reserved, StoreError> {
+        let Reservation {
+            day,
+            id,
+            micros,
+            budget_micros,
+            expires_ms,
+            keep_ms,
+            ..
+        } = reservation;
+        let (micros, budget_micros) = (*micros, *budget_micros);
         Ok(self.with(|entries| {
             let held: u64 = reservations(entries, day).values().map(|v| amount(v)).sum();
             let spent = match entries.get(&keys::day(day)) {
@@ -137,7 +140,7 @@ impl SpendLedger for MemoryStore {
                 Some(Value::Hash(hash)) => hash.clone(),
                 _ => HashMap::new(),
             };
-            all.insert(id.to_owned(), format!("{micros}:{expires_ms}"));
+            all.insert(id.clone(), format!("{micros}:{expires_ms}"));
             let until = entries.now_ms() + keep_ms;
             entries.set(&key, Value::Hash(all), Some(until));
             Reserved {

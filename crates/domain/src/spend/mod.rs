@@ -113,6 +113,21 @@ impl DayTotals {
     }
 }
 
+/// A run's expected cost, held against a day's dollar budget until the run is
+/// settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub day: String,
+    pub id: String,
+    pub micros: u64,
+    pub budget_micros: u64,
+    pub now_ms: u64,
+    /// When it lapses if nobody settles it (an instance that died).
+    pub expires_ms: u64,
+    /// How long the day's reservations are kept at all.
+    pub keep_ms: u64,
+}
+
 /// A reservation's answer: admitted, or refused; with what the day holds
 /// (spent plus reserved) after it, in micro-dollars.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,19 +150,9 @@ pub trait SpendLedger: Send + Sync + 'static {
         keep_ms: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Reserves `micros` under id `id` on `day` unless what the day has spent
-    /// and holds, plus `micros`, would pass `budget_micros`. A reservation
-    /// lapses at `expires_ms` if nobody releases it (an instance that died).
-    async fn reserve(
-        &self,
-        day: &str,
-        id: &str,
-        micros: u64,
-        budget_micros: u64,
-        now_ms: u64,
-        expires_ms: u64,
-        keep_ms: u64,
-    ) -> Result<Reserved, StoreError>;
+    /// Takes `reservation` unless what its day has spent and holds, plus the
+    /// reservation, would pass its budget.
+    async fn reserve(&self, reservation: &Reservation) -> Result<Reserved, StoreError>;
 
     /// Releases reservation `id` on `day` (the run was refused, or never
     /// started a billed request).

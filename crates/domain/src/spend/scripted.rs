@@ -4,7 +4,9 @@
 //! each, atomic, so instances sharing the store never count a run twice or
 //! admit past the budget together.
 
-use super::{keys, DayTotals, Reserved, SpendLedger, SpendRow, LATEST_KEPT, RECENT_KEPT};
+use super::{
+    keys, DayTotals, Reservation, Reserved, SpendLedger, SpendRow, LATEST_KEPT, RECENT_KEPT,
+};
 use crate::store::{Reply, Script, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
 use std::sync::LazyLock;
@@ -159,24 +161,18 @@ impl<R: ScriptRunner> SpendLedger for ScriptedStore<R> {
         Ok(self.run(&RECORD, &keys, &args).await? == Reply::Int(1))
     }
 
-    async fn reserve(
-        &self,
-        day: &str,
-        id: &str,
-        micros: u64,
-        budget_micros: u64,
-        now_ms: u64,
-        expires_ms: u64,
-        keep_ms: u64,
-    ) -> Result<Reserved, StoreError> {
-        let keys = [keys::day(day), keys::reservations(day)];
+    async fn reserve(&self, reservation: &Reservation) -> Result<Reserved, StoreError> {
+        let keys = [
+            keys::day(&reservation.day),
+            keys::reservations(&reservation.day),
+        ];
         let args = [
-            id.to_owned(),
-            micros.to_string(),
-            budget_micros.to_string(),
-            now_ms.to_string(),
-            expires_ms.to_string(),
-            keep_ms.max(1).to_string(),
+            reservation.id.clone(),
+            reservation.micros.to_string(),
+            reservation.budget_micros.to_string(),
+            reservation.now_ms.to_string(),
+            reservation.expires_ms.to_string(),
+            reservation.keep_ms.max(1).to_string(),
         ];
         let (admitted, committed) = self
             .run(&RESERVE, &[&keys[0], &keys[1]], &args)

@@ -13,7 +13,7 @@ use crate::gallery::RecentEntry;
 use crate::generator::{ModelError, ProgressReporter};
 use crate::jobs::JobRecord;
 use crate::ratelimit::{Decision, RateLimiter};
-use crate::spend::{micros, next_midnight_ms, p90, utc_day};
+use crate::spend::{micros, next_midnight_ms, p90, utc_day, Reservation};
 use crate::storage::{ImageKey, ImageRecord, StorageError};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
@@ -323,17 +323,19 @@ impl Parts {
             Ok(expected) => expected,
             Err(error) => return self.uncounted(error).map(|_| ticket),
         };
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let lapses = now_ms + self.spend.run_deadline.as_millis() as u64 + 60_000;
-        let keep = self.spend.keep_ms();
-        let answer = self
-            .ledger
-            .reserve(&ticket.day, &id, expected, budget, now_ms, lapses, keep)
-            .await;
-        match answer {
+        let reservation = Reservation {
+            day: ticket.day.clone(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            micros: expected,
+            budget_micros: budget,
+            now_ms,
+            expires_ms: now_ms + self.spend.run_deadline.as_millis() as u64 + 60_000,
+            keep_ms: self.spend.keep_ms(),
+        };
+        match self.ledger.reserve(&reservation).await {
             Ok(reserved) if reserved.admitted => {
                 record_budget_left(budget, reserved.committed_micros);
-                ticket.reservation = Some(id);
+                ticket.reservation = Some(reservation.id);
                 Ok(ticket)
             }
             Ok(reserved) => {
