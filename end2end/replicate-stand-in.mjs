@@ -155,6 +155,11 @@ const server = http.createServer((req, res) => {
       }
       return;
     }
+    if (req.method === "GET" && url.pathname === "/v1/predictions") {
+      // The account's predictions, newest first (one page here).
+      const results = [...predictions.values()].reverse().map(view);
+      return send(res, 200, { results, next: null, previous: null });
+    }
     const match = url.pathname.match(/^\/v1\/predictions\/([^/]+)(\/cancel)?$/);
     const p = match && predictions.get(match[1]);
     if (!p) return send(res, 404, { title: "Not found", status: 404 }, "application/problem+json");

@@ -54,6 +54,22 @@ pub(crate) struct Reconciler {
 }
 
 impl Reconciler {
+    pub fn new(
+        ledger: Arc<dyn SpendLedger>,
+        history: Arc<dyn RunHistory>,
+        policy: &crate::studio::SpendPolicy,
+    ) -> Self {
+        Self {
+            ledger,
+            history,
+            usd_per_second: policy.usd_per_second,
+            keep_ms: policy.keep_ms(),
+            every_ms: policy.reconcile_every.as_millis() as u64,
+            // Runs in flight at the last pass end within their deadline.
+            overlap_ms: policy.run_deadline.as_millis() as u64 + 600_000,
+        }
+    }
+
     /// One pass at `now_ms`: the rows it wrote, or `None` when another
     /// instance holds the lock.
     pub async fn pass(&self, now_ms: u64) -> Result<Option<Vec<SpendRow>>, String> {

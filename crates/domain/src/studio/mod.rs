@@ -103,14 +103,9 @@ impl Studio {
             signed_out_quota,
             must_sign_in: policy.signed_out == SignedOut::MustSignIn,
             limiter_store: components.limiter_store,
-            reconciler: components.history.map(|history| Reconciler {
-                ledger: components.ledger,
-                history,
-                usd_per_second: policy.spend.usd_per_second,
-                keep_ms: policy.spend.keep_ms(),
-                every_ms: policy.spend.reconcile_every.as_millis() as u64,
-                overlap_ms: policy.spend.run_deadline.as_millis() as u64 + 600_000,
-            }),
+            reconciler: components
+                .history
+                .map(|history| Reconciler::new(components.ledger, history, &policy.spend)),
         }
     }
 

@@ -1,0 +1,188 @@
+//! The hosted model: Replicate's HTTP API. Creates a prediction (by default
+//! without `Prefer: wait`, so its id is known at once), polls it to a terminal
+//! state within an overall deadline, cancels it when nobody will use the
+//! result, and copies the output bytes at once (Replicate deletes API outputs
+//! after about an hour). However a run ends, Replicate's own record of it
+//! (`started_at`, `metrics.predict_time`) is published on the generation's
+//! meter: that record, not what this client happened to see, settles it.
+//!
+//! Retries follow what the API allows: a create that was throttled (429) or
+//! refused with a problem body was not accepted and may be sent again; a create
+//! whose connection broke or timed out may have started a paid prediction and is
+//! never repeated. Reads and cancels are safe to repeat.
+
+mod api;
+mod history;
+mod prediction;
+#[cfg(test)]
+mod tests;
+
+use super::{GeneratedImage, ImageGenerator, Meter, ModelError, ProgressReporter};
+use crate::on_drop::SpawnOnDrop;
+use async_trait::async_trait;
+use lofianime_wire::progress::Phase;
+use lofianime_wire::prompt::Prompt;
+use prediction::Prediction;
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many times one request is tried before giving up.
+const ATTEMPTS: u32 = 4;
+/// The longest `Prefer: wait` the API accepts.
+const MAX_WAIT_SECS: u64 = 60;
+/// How long a stopped run's final record is looked for (well within
+/// [`super::RECORD_WAIT`]).
+const RECORD_SEARCH: Duration = Duration::from_secs(25);
+
+/// Everything the Replicate generator needs; the token only from the environment.
+#[derive(Clone)]
+pub struct ReplicateSettings {
+    /// `https://api.replicate.com` unless `REPLICATE_BASE_URL` says otherwise.
+    pub base_url: url::Url,
+    pub token: SecretString,
+    /// `owner/name`, for logs.
+    pub model: String,
+    /// The 64-hex version id (community models are addressed by version).
+    pub version: String,
+    pub prompt_prefix: String,
+    /// The model's other inputs (size, scheduler, steps…); `prompt` is set per call.
+    pub input: Map<String, Value>,
+    /// Overall bound from create to a usable result.
+    pub deadline: Duration,
+    /// Seconds the create request is held open (`Prefer: wait`), at most 60;
+    /// zero: none (the create answers at once with the prediction's id).
+    pub wait: Duration,
+    pub poll_interval: Duration,
+    /// The largest output accepted, in bytes.
+    pub max_image_bytes: usize,
+    /// First delay of the exponential back-off between retries.
+    pub backoff: Duration,
+}
+
+pub struct ReplicateGenerator {
+    api: Arc<Api>,
+}
+
+/// The HTTP side, shared with the tasks a generation spawns.
+struct Api {
+    client: reqwest::Client,
+    settings: ReplicateSettings,
+}
+
+/// Whom a read request goes to: its 4xx answers mean different things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Replicate's API (predictions, cancels): a 4xx is the owner's to fix.
+    Api,
+    /// A prediction's output file: a 4xx means it expired or is missing.
+    OutputFile,
+    /// The account's list of predictions (reconciliation): a 4xx says the
+    /// list cannot be read, nothing about the model.
+    RunList,
+}
+
+impl ReplicateGenerator {
+    pub fn new(settings: ReplicateSettings) -> Result<Self, ModelError> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("lofianime/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ModelError::Owner(format!("could not build the HTTP client: {e}")))?;
+        Ok(Self {
+            api: Arc::new(Api { client, settings }),
+        })
+    }
+
+    /// Sends the create request from a task of its own: if the visitor goes away
+    /// (or cancels) while it is held open, the task still learns the prediction's
+    /// id and cancels it, so nothing runs on, billed, for nobody.
+    async fn create_detached(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+        meter: Arc<Meter>,
+    ) -> Result<Prediction, ModelError> {
+        let (answer, created) = tokio::sync::oneshot::channel();
+        let api = self.api.clone();
+        let prompt = prompt.clone();
+        crate::on_drop::spawn_cleanup(async move {
+            let result = api.create(&prompt, deadline).await.map_err(|failed| {
+                meter.publish(failed.record(api.settings.deadline));
+                failed.error
+            });
+            if let Err(Ok(prediction)) = answer.send(result) {
+                tracing::warn!(prediction = %prediction.id, "the generation was abandoned while the prediction was being created; stopping it");
+                match prediction.record() {
+                    Some(record) => meter.publish(record),
+                    None => api.stop_and_record(&prediction.id, &meter).await,
+                }
+            }
+        });
+        created.await.map_err(|_| {
+            ModelError::Unavailable("the create request's task stopped unexpectedly".into())
+        })?
+    }
+}
+
+#[async_trait]
+impl ImageGenerator for ReplicateGenerator {
+    fn describe(&self) -> String {
+        let settings = &self.api.settings;
+        // Only the origin: a base URL may carry credentials (user:password@).
+        format!(
+            "Replicate model {} (version {}…) at {}",
+            settings.model,
+            &settings.version[..settings.version.len().min(12)],
+            settings.base_url.origin().ascii_serialization()
+        )
+    }
+
+    fn is_offline(&self) -> bool {
+        false
+    }
+
+    async fn generate_with_progress(
+        &self,
+        prompt: &Prompt,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
+        let api = &self.api;
+        let started = Instant::now();
+        let deadline = started + api.settings.deadline;
+        progress.report(Phase::Waiting);
+        // From the create on, a prediction may run (and bill) even if its answer
+        // never reaches us; however it ends, Replicate's record of it settles it.
+        progress.settled_by_record();
+        let meter = progress.meter();
+        let created = self
+            .create_detached(prompt, deadline, meter.clone())
+            .await?;
+        progress.report(created.phase());
+        let id = created.id.clone();
+        tracing::info!(prediction = %id, status = %created.status, "created a Replicate prediction");
+        // If the visitor goes away or cancels (this future is dropped) while the
+        // model runs, cancel the prediction: nobody will use the result.
+        let mut guard = {
+            let (api, id, meter) = (api.clone(), id.clone(), meter.clone());
+            SpawnOnDrop::new(async move {
+                tracing::warn!(prediction = %id, "the generation was abandoned before the prediction finished; cancelling it");
+                api.stop_and_record(&id, &meter).await;
+            })
+        };
+        let finished = api.wait_until_done(created, deadline, progress).await;
+        let prediction = match finished {
+            Ok(prediction) => prediction,
+            Err(error) => {
+                guard.disarm();
+                api.stop_and_record(&id, &meter).await;
+                return Err(error);
+            }
+        };
+        guard.disarm();
+        api.publish_record(&prediction, meter);
+        tracing::info!(prediction = %id, status = %prediction.status, elapsed_ms = started.elapsed().as_millis() as u64, "prediction finished");
+        api.outcome(&prediction, deadline, progress).await
+    }
+}
