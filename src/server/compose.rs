@@ -170,7 +170,7 @@ const STORAGE_CHECK: Duration = Duration::from_secs(10);
 
 /// The image store `storage.url` names, checked: it must answer and take a write.
 pub async fn image_store(settings: &Settings) -> Result<ObjectImageStore, ComposeError> {
-    let store = match settings.storage.location()? {
+    let store = match settings.storage.location() {
         StorageUrl::Dir(dir) => ObjectImageStore::local_dir(&dir)?,
         StorageUrl::Memory => ObjectImageStore::in_memory(),
         StorageUrl::S3 { bucket, prefix } => ObjectImageStore::s3(&bucket, prefix.as_deref())?,

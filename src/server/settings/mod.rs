@@ -23,7 +23,7 @@ pub use ratelimit::{AlgorithmName, IdentifyBy, KeyLocking, RateLimitSettings, Wi
 pub use secrets::Secrets;
 pub use server::{ServerSettings, ShutdownSettings, SiteSettings, WorkerSettings};
 pub use spend::SpendSettings;
-pub use storage::{RecentSettings, StorageSettings, StorageUrl};
+pub use storage::{RecentSettings, StorageAddress, StorageSettings, StorageUrl};
 pub use visitors::VisitorSettings;
 
 use figment::providers::{Env, Format, Serialized, Toml};

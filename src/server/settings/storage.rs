@@ -12,8 +12,9 @@ pub struct StorageSettings {
     pub dir: PathBuf,
     /// Where images are kept, as a URL: `file://data/images`, `s3://bucket` or
     /// `s3://bucket/prefix` (credentials and endpoint from the standard AWS_*
-    /// variables), `memory://` (tests). Unset: `file://` + `dir`.
-    pub url: Option<String>,
+    /// variables), `memory://` (tests). Unset (or empty): `file://` + `dir`.
+    /// Read once, at load.
+    pub url: Option<StorageAddress>,
     /// Where visitors fetch images from instead of the app's `/images/`: a CDN
     /// or the bucket's public domain (`https://images.example/lofianime/`),
     /// serving the same file names. Unset: the app serves them.
@@ -41,6 +42,71 @@ pub enum StorageUrl {
     Memory,
 }
 
+/// `storage.url` as the owner wrote it, with what it names, read once at
+/// load (a bad one stops start-up, named).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct StorageAddress {
+    text: String,
+    /// `None`: written empty, which means unset.
+    names: Option<StorageUrl>,
+}
+
+impl TryFrom<String> for StorageAddress {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let names = match text.trim() {
+            "" => None,
+            url => Some(parse_storage_url(url)?),
+        };
+        Ok(Self { text, names })
+    }
+}
+
+impl From<StorageAddress> for String {
+    fn from(address: StorageAddress) -> Self {
+        address.text
+    }
+}
+
+/// What a `storage.url` names, or why it names nothing.
+fn parse_storage_url(url: &str) -> Result<StorageUrl, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err("file:// needs a directory, e.g. file://data/images".into());
+        }
+        return Ok(StorageUrl::Dir(PathBuf::from(path)));
+    }
+    if url == "memory://" {
+        return Ok(StorageUrl::Memory);
+    }
+    let Some(rest) = url.strip_prefix("s3://") else {
+        return Err("must start with file://, s3:// or be memory://".into());
+    };
+    let (bucket, prefix) = match rest.split_once('/') {
+        Some((bucket, prefix)) => (bucket, prefix.trim_matches('/')),
+        None => (rest, ""),
+    };
+    // S3's bucket naming rules, the parts that matter for a URL.
+    let valid_bucket = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if !valid_bucket {
+        return Err("s3:// needs a bucket name of 3 to 63 lowercase letters, digits, dots or dashes, e.g. s3://my-bucket/images".into());
+    }
+    if prefix.contains("..") || prefix.contains('?') || prefix.contains('#') {
+        return Err(
+            "the prefix after the bucket must be a plain path, e.g. s3://my-bucket/images".into(),
+        );
+    }
+    Ok(StorageUrl::S3 {
+        bucket: bucket.to_owned(),
+        prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
+    })
+}
+
 impl StorageSettings {
     /// `public_base_url`, ending in `/`, if set.
     pub fn public_base(&self) -> Option<String> {
@@ -49,46 +115,11 @@ impl StorageSettings {
     }
 
     /// The storage `url` names (or `dir`, when it is unset).
-    pub fn location(&self) -> Result<StorageUrl, SettingsError> {
-        let Some(url) = self.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
-            return Ok(StorageUrl::Dir(self.dir.clone()));
-        };
-        let problem = |problem: &str| invalid("storage.url", problem);
-        if let Some(path) = url.strip_prefix("file://") {
-            if path.is_empty() {
-                return problem("file:// needs a directory, e.g. file://data/images");
-            }
-            return Ok(StorageUrl::Dir(PathBuf::from(path)));
+    pub fn location(&self) -> StorageUrl {
+        match self.url.as_ref().and_then(|url| url.names.clone()) {
+            Some(names) => names,
+            None => StorageUrl::Dir(self.dir.clone()),
         }
-        if url == "memory://" {
-            return Ok(StorageUrl::Memory);
-        }
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = match rest.split_once('/') {
-                Some((bucket, prefix)) => (bucket, prefix.trim_matches('/')),
-                None => (rest, ""),
-            };
-            // S3's bucket naming rules, the parts that matter for a URL.
-            let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                });
-            if !valid_bucket {
-                return problem(
-                    "s3:// needs a bucket name of 3 to 63 lowercase letters, digits, dots or dashes, e.g. s3://my-bucket/images",
-                );
-            }
-            if prefix.contains("..") || prefix.contains('?') || prefix.contains('#') {
-                return problem(
-                    "the prefix after the bucket must be a plain path, e.g. s3://my-bucket/images",
-                );
-            }
-            return Ok(StorageUrl::S3 {
-                bucket: bucket.to_owned(),
-                prefix: (!prefix.is_empty()).then(|| prefix.to_owned()),
-            });
-        }
-        problem("must start with file://, s3:// or be memory://")
     }
 }
 
@@ -109,7 +140,6 @@ impl Default for RecentSettings {
 
 impl StorageSettings {
     pub(super) fn check(&self) -> Result<(), SettingsError> {
-        self.location()?;
         match self.public_base() {
             Some(base) if !is_plain_http_address(&base) => invalid(
                 "storage.public_base_url",

@@ -208,7 +208,7 @@ fn addresses_and_counts_of_the_operations_settings_are_checked() {
         );
         let settings = load_in(jail).unwrap();
         assert_eq!(
-            settings.storage.location().unwrap(),
+            settings.storage.location(),
             StorageUrl::S3 {
                 bucket: "my-bucket".into(),
                 prefix: Some("images".into())
