@@ -29,6 +29,11 @@ use crate::spend::{micros, SpendLedger, SpendRow};
 use crate::studio::SpendPolicy;
 use std::sync::Arc;
 
+/// The longest a visitor's Cancel waits for the provider's record before its
+/// answer (normally the cancel's own answer, one round trip); a record that
+/// has not come by then counts as billed.
+const CANCEL_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// How a charged generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -231,7 +236,7 @@ impl Charge {
         // one (it may take a moment to arrive); every other ending by what
         // the generator reported.
         let model_started = match ending {
-            Ending::VisitorStopped => self.meter.processed().await,
+            Ending::VisitorStopped => self.meter.processed_within(CANCEL_ANSWER_WAIT).await,
             _ => self.meter.processing(),
         };
         let refund_budget = match ending {

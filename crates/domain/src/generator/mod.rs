@@ -179,10 +179,17 @@ impl Meter {
     /// record that does not come counts as processed); otherwise by what the
     /// generator reported.
     pub async fn processed(&self) -> bool {
+        self.processed_within(RECORD_WAIT).await
+    }
+
+    /// [`Meter::processed`], waiting at most `bound` for the record (a
+    /// visitor waiting for their Cancel's answer is not kept long; a record
+    /// that has not come by then counts as billed).
+    pub async fn processed_within(&self, bound: std::time::Duration) -> bool {
         if !self.by_record() {
             return self.processing();
         }
-        match self.settled_record().await {
+        match self.settled_record_within(bound).await {
             Some(record) => record.processed,
             None => {
                 tracing::warn!("no record of the run came from the provider: it counts as billed");
@@ -200,11 +207,15 @@ impl Meter {
     /// when the generator promised one; `None` when it did not, or the record
     /// did not come.
     pub async fn settled_record(&self) -> Option<RunRecord> {
+        self.settled_record_within(RECORD_WAIT).await
+    }
+
+    async fn settled_record_within(&self, bound: std::time::Duration) -> Option<RunRecord> {
         if !self.by_record() {
             return self.record();
         }
         let mut record = self.record.subscribe();
-        let found = tokio::time::timeout(RECORD_WAIT, record.wait_for(Option::is_some)).await;
+        let found = tokio::time::timeout(bound, record.wait_for(Option::is_some)).await;
         found
             .ok()
             .and_then(|seen| seen.ok().and_then(|record| record.clone()))
