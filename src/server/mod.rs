@@ -14,6 +14,7 @@ pub mod json_api;
 pub mod metrics;
 pub mod middleware;
 pub mod pages;
+pub mod per_address;
 pub mod router;
 pub mod serve;
 pub mod settings;

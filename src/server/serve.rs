@@ -1,10 +1,12 @@
 //! The HTTP server around the router, with the limits a public endpoint needs:
-//! a cap on open connections (more wait in the listen queue), a bound on how
-//! long a client may take to send a request's headers (which also closes
-//! keep-alive connections left idle that long), and a graceful shutdown that
-//! lets requests in flight finish. Written on hyper-util's connection builder
+//! a cap on open connections (more wait in the listen queue) and on those of
+//! one client address, bounds on how long a client may take to send a
+//! request's headers (which also closes keep-alive connections left idle that
+//! long) and its body, and a graceful shutdown that lets requests in flight
+//! finish. Written on hyper-util's connection builder
 //! because `axum::serve` exposes neither limit.
 
+use crate::server::per_address::{AddressCap, BodyDeadline};
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,13 +20,18 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 /// The connection limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Longest a client may take to send a request's headers (and longest an
     /// idle keep-alive connection stays open).
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's body, from its headers on.
+    pub body_read_timeout: Duration,
     /// Most connections served at once; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Most connections one client address holds at once (trusted proxies
+    /// exempt); further ones are closed at once.
+    pub per_address: AddressCap,
 }
 
 /// What happens once the shutdown signal came: `on_signal` right away (after
@@ -98,17 +105,25 @@ pub async fn serve_until(
             },
             () = &mut shutdown => break,
         };
+        // One address holds at most its share of the slots.
+        let Some(admitted) = limits.per_address.admit(peer.ip()) else {
+            tracing::debug!(client = %peer.ip(), "closed a connection past the cap for its address");
+            continue;
+        };
         let router = router.clone();
+        let body_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
             request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let request =
+                request.map(|body| axum::body::Body::new(BodyDeadline::new(body, body_timeout)));
+            router.clone().oneshot(request)
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             serve_connection(&builder, stream, service, timeout, watcher).await;
-            drop(slot);
+            drop((slot, admitted));
         });
     }
     drop(listener);

@@ -4,6 +4,7 @@
 
 use crate::server::compose::{self, ComposeError};
 use crate::server::metrics::MetricsEndpoint;
+use crate::server::per_address::AddressCap;
 use crate::server::router::router;
 use crate::server::serve::{serve_until, Draining, Limits};
 use crate::server::settings::{Secrets, Settings, SettingsError};
@@ -59,9 +60,15 @@ pub async fn run() -> Result<(), StartupError> {
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;
     tracing::info!("lofianime is listening on http://{addr}");
+    let server = &settings.server;
     let limits = Limits {
-        header_read_timeout: Duration::from_secs(settings.server.header_read_timeout_secs),
-        max_connections: settings.server.max_connections,
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(server.body_read_timeout_secs),
+        max_connections: server.max_connections,
+        per_address: AddressCap::new(
+            server.max_connections_per_address,
+            settings.visitors.trusted_proxies.clone(),
+        ),
     };
     let draining = draining(&state, Duration::from_secs(settings.shutdown.grace_secs));
     serve_until(listener, router(state), limits, shutdown_signal(), draining).await;

@@ -53,6 +53,12 @@ pub struct ServerSettings {
     pub header_read_timeout_secs: u64,
     /// Most connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Longest a client may take to send a request's body, from its headers
+    /// on, in seconds: a body that stalls or trickles frees its connection.
+    pub body_read_timeout_secs: u64,
+    /// Most connections one client address (an IPv6 client by its /64) holds
+    /// at once; trusted proxies are exempt. Further ones are closed at once.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +66,8 @@ impl Default for ServerSettings {
         Self {
             header_read_timeout_secs: 10,
             max_connections: 1024,
+            body_read_timeout_secs: 10,
+            max_connections_per_address: 64,
         }
     }
 }
