@@ -626,7 +626,7 @@ async fn account_counts_are_lofianime_coms_redis_keys() {
     let provider = Arc::new(OidcProvider::start());
     for (key_by, identifier) in [
         (AccountKey::Email, "ana@example.com"),
-        (AccountKey::Subject, "sub-ana@example.com"),
+        (AccountKey::Subject, "sub:sub-ana@example.com"),
     ] {
         let mut settings = settings(AuthMode::Required);
         settings.auth.identify_accounts_by = key_by;
@@ -651,4 +651,44 @@ async fn account_counts_are_lofianime_coms_redis_keys() {
         let key = format!("@upstash/ratelimit:{identifier}:{day}");
         assert_eq!(redis.get(&key).as_deref(), Some("1"), "{key}");
     }
+}
+
+#[tokio::test]
+async fn subjects_named_like_reserved_identifiers_get_quotas_of_their_own() {
+    let redis = RedisServer::start();
+    let provider = Arc::new(OidcProvider::start());
+    let mut settings = settings(AuthMode::Required);
+    settings.auth.identify_accounts_by = AccountKey::Subject;
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let model = Arc::new(FakeModel::default());
+    let components = local_components(model.clone()).with_limiter_store(Arc::new(store));
+    let site = Site {
+        app: spawn_app_with_secrets(settings, &secrets(&provider), components),
+        model,
+        provider: provider.clone(),
+    };
+    let day = now_ms() / 86_400_000;
+    for (n, sub) in ["global", "unknown-client", "api-route"].iter().enumerate() {
+        let mut browser = Browser::default();
+        let email = format!("reserved{n}@example.com");
+        browser
+            .sign_in(&site, json!({ "email": email, "sub": sub }))
+            .await;
+        assert_eq!(
+            browser.generate(&site, "one").await.status(),
+            StatusCode::OK
+        );
+        let own = format!("@upstash/ratelimit:sub:{sub}:{day}");
+        assert_eq!(redis.get(&own).as_deref(), Some("1"), "{own}");
+    }
+    // The shared budget counted three generations, once each: no account
+    // spent from it as if it were its own quota.
+    let budget = format!("@upstash/ratelimit:global:{day}");
+    assert_eq!(redis.get(&budget).as_deref(), Some("3"), "{budget}");
+    assert_eq!(
+        redis.get(&format!("@upstash/ratelimit:unknown-client:{day}")),
+        None
+    );
 }

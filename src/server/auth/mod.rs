@@ -128,12 +128,15 @@ impl Auth {
         self.signed_in.as_ref().map(|s| s.provider.issuer())
     }
 
-    /// The limiter identifier of an account: its e-mail (lofianime.com's keys)
-    /// or its subject.
+    /// The limiter identifier of an account: its e-mail (lofianime.com's keys;
+    /// an e-mail has an `@`, so it never equals a reserved identifier) or its
+    /// subject under `sub:`, so that no subject reaches the shared budget's
+    /// counter (`global`), the visitors without an address (`unknown-client`),
+    /// the one shared quota (`api-route`) or an address.
     pub fn identifier(&self, account: &Account) -> String {
         match self.identify_accounts_by {
             AccountKey::Email => account.email.clone(),
-            AccountKey::Subject => account.subject.clone(),
+            AccountKey::Subject => format!("sub:{}", account.subject),
         }
     }
 
