@@ -50,10 +50,13 @@ impl MetricsEndpoint {
 
     /// True when `headers` present this endpoint's token.
     fn allows(&self, headers: &HeaderMap) -> bool {
+        // The scheme is case-insensitive (RFC 9110): `bearer` is `Bearer`.
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .unwrap_or_default();
         same_digest(&digest(presented), &self.token_digest) && !presented.is_empty()
     }

@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 /// `routes` inside the app's layers.
 pub fn around(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
     let routes = routes
+        .layer(from_fn(image_pages_need_an_id))
         .layer(from_fn(server_fn_status))
         .layer(from_fn(crate::server::metrics::count_in_flight))
         .layer(from_fn(guard::redirects_stay_on_site))
@@ -140,4 +141,25 @@ async fn cache_static_files(
             .insert(header::CACHE_CONTROL, HeaderValue::from_static(policy));
     }
     response
+}
+
+/// `/i/{id}` with anything but an image id is the image pages' "not found"
+/// (a percent-encoded `..` would otherwise be decoded and normalised by the
+/// page router into another page).
+async fn image_pages_need_an_id(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(rest) = request.uri().path().strip_prefix("/i/") {
+        if !rest.is_empty() && crate::wire::ImageId::parse(rest).is_none() {
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query = Some(axum::http::uri::PathAndQuery::from_static(
+                "/i/not-an-image",
+            ));
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    next.run(request).await
 }

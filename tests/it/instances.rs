@@ -249,6 +249,21 @@ async fn metrics_count_a_known_sequence_exactly_and_ask_for_the_token() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
+    // The scheme is case-insensitive; the token is not.
+    for (authorization, status) in [
+        ("bearer scrape-secret", 200),
+        ("BEARER scrape-secret", 200),
+        ("Bearer SCRAPE-SECRET", 401),
+        ("Basic scrape-secret", 401),
+    ] {
+        let answer = client
+            .get(app.url("/metrics"))
+            .header("authorization", authorization)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{authorization}");
+    }
     let scraped = client
         .get(app.url("/metrics"))
         .bearer_auth("scrape-secret")

@@ -90,6 +90,8 @@ async fn unknown_and_malformed_ids_are_a_404_page() {
         "/i/nope",
         "/i/0123456789ABCDEF0123456789ABCDEF",
         "/i/..%2F..%2Fetc",
+        "/i/%2e%2e",
+        "/i/%2E%2E/",
         "/i/",
     ] {
         let response = app.get(path).await;
