@@ -38,6 +38,12 @@ fn app(stand_in: &ReplicateStandIn, wait: Duration) -> TestApp {
     let mut settings = Settings::default();
     settings.ratelimit.limit = LIMIT;
     settings.progress.cancel_check_ms = 50;
+    // The test client is a proxy whose X-Forwarded-For names the visitor.
+    settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .ip()
+        .into()];
     spawn_app_on(settings, local_components(Arc::new(generator)))
 }
 
@@ -222,4 +228,50 @@ async fn a_cancel_before_the_model_starts_is_not_counted() {
         "{record:?}"
     );
     assert_eq!(remaining(&app).await, LIMIT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_throttles_then_fails_reads_for_six_seconds_loses_no_run() {
+    // 30 generations at once from 30 addresses; the provider throttles reads
+    // for 3 s, then answers them 503 for 3 s more. Every run it finished is
+    // delivered, none is cancelled and billed for nobody.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(50),
+        run: Duration::from_secs(1),
+    })
+    .await;
+    let router = Arc::new(app(&stand_in, Duration::ZERO));
+    stand_in.fail_reads(Duration::from_secs(3), Duration::from_secs(3));
+    let mut running = Vec::new();
+    for n in 0..30u8 {
+        let app = router.clone();
+        running.push(tokio::spawn(async move {
+            app.generate_body(
+                form_body(&format!("scene {n}")),
+                &[("x-forwarded-for", &format!("203.0.113.{}", n + 1))],
+            )
+            .await
+            .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for generation in running {
+        statuses.push(generation.await.unwrap());
+    }
+    assert!(
+        stand_in.refused_reads() > 30,
+        "the faults happened: {}",
+        stand_in.refused_reads()
+    );
+    let record = stand_in.record();
+    assert!(
+        record.iter().all(|run| run.status == "succeeded"),
+        "no run was cancelled: {record:?}"
+    );
+    let delivered = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(
+        delivered,
+        record.len(),
+        "every finished run was delivered: {statuses:?}"
+    );
 }

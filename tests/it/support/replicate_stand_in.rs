@@ -106,6 +106,10 @@ pub struct ReplicateStandIn {
     order: Arc<Mutex<Vec<String>>>,
     model: Arc<Mutex<Model>>,
     image: Arc<String>,
+    /// Reads answer 429 (`Retry-After: 1`) until the first instant, then 503
+    /// until the second (a provider's bad minute).
+    read_faults: Arc<Mutex<Option<(Instant, Instant)>>>,
+    refused_reads: Arc<std::sync::atomic::AtomicUsize>,
     pub base_url: String,
 }
 
@@ -144,6 +148,8 @@ impl ReplicateStandIn {
             runs: Arc::default(),
             order: Arc::default(),
             model: Arc::new(Mutex::new(model)),
+            read_faults: Arc::default(),
+            refused_reads: Arc::default(),
             image: Arc::new(format!(
                 "data:image/png;base64,{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tiny_png())
@@ -157,6 +163,19 @@ impl ReplicateStandIn {
             .with_state(stand_in.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         stand_in
+    }
+
+    /// From now on, reads are throttled (429) for `throttled`, then fail (503)
+    /// for `failing`; creates and cancels still work.
+    pub fn fail_reads(&self, throttled: Duration, failing: Duration) {
+        let now = Instant::now();
+        *self.read_faults.lock().unwrap() = Some((now + throttled, now + throttled + failing));
+    }
+
+    /// How many reads the faults refused.
+    pub fn refused_reads(&self) -> usize {
+        self.refused_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Later predictions run with `model`.
@@ -276,9 +295,25 @@ async fn create(
 async fn read(
     State(s): State<ReplicateStandIn>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, StatusCode> {
+) -> Result<Json<Value>, (StatusCode, HeaderMap)> {
+    let now = Instant::now();
+    let fault = *s.read_faults.lock().unwrap();
+    if let Some((throttled_until, failing_until)) = fault {
+        let mut headers = HeaderMap::new();
+        if now < throttled_until {
+            s.refused_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            headers.insert("retry-after", "1".parse().unwrap());
+            return Err((StatusCode::TOO_MANY_REQUESTS, headers));
+        }
+        if now < failing_until {
+            s.refused_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, headers));
+        }
+    }
     if !s.runs.lock().unwrap().contains_key(&id) {
-        return Err(StatusCode::NOT_FOUND);
+        return Err((StatusCode::NOT_FOUND, HeaderMap::new()));
     }
     Ok(Json(s.view(&id)))
 }

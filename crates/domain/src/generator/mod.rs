@@ -121,7 +121,7 @@ impl RunRecord {
 /// The longest a settlement waits for the provider's record of a run that
 /// ended without an image. The generator bounds its own search for the record
 /// well within this; past it the run counts as billed.
-pub const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(45);
+pub const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What a generation may have cost the owner, as its generator tells it:
 /// `may_bill` once a request that can start paid work was sent (a Replicate

@@ -5,13 +5,17 @@ use super::super::{GeneratedImage, Meter, ModelError, ProgressReporter, RunRecor
 use super::prediction::{
     backoff, decode_data_uri, problem, retry_after, sniff, without_url, CreateFailed, Prediction,
 };
-use super::{Api, Target, ATTEMPTS, MAX_WAIT_SECS, RECORD_SEARCH};
+use super::{
+    Api, Target, ATTEMPTS, CANCEL_PATIENCE, MAX_PAUSE, MAX_WAIT_SECS, READS_PER_SECOND,
+    RECORD_SEARCH,
+};
 use bytes::{Bytes, BytesMut};
 use lofianime_wire::progress::Phase;
 use lofianime_wire::prompt::Prompt;
 use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 impl Api {
@@ -185,12 +189,19 @@ impl Api {
         deadline: Instant,
         target: Target,
     ) -> Result<Response, ModelError> {
+        // Where money is at stake (a running prediction's reads, its cancel,
+        // its output) throttling and outages are waited out until the
+        // deadline; a run that may still deliver is never given up early.
+        let patient = !matches!(target, Target::RunList);
         let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
+        let mut attempt = 0;
+        while patient || attempt < ATTEMPTS {
             let left = Self::remaining(deadline);
             if left.is_zero() {
-                return Err(ModelError::TimedOut);
+                break;
             }
+            let pause = backoff(self.settings.backoff, attempt).min(MAX_PAUSE);
+            attempt += 1;
             match build()
                 .timeout(left.min(Duration::from_secs(30)))
                 .send()
@@ -200,17 +211,13 @@ impl Api {
                 Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
                     let headers = response.headers().clone();
                     let text = response.text().await.unwrap_or_default();
-                    let delay = retry_after(&headers, &text)
-                        .unwrap_or_else(|| backoff(self.settings.backoff, attempt));
+                    let delay = retry_after(&headers, &text).unwrap_or(pause);
                     last = "HTTP 429".into();
                     tokio::time::sleep(delay.min(Self::remaining(deadline))).await;
                 }
                 Ok(response) if response.status().is_server_error() => {
                     last = format!("HTTP {}", response.status());
-                    tokio::time::sleep(
-                        backoff(self.settings.backoff, attempt).min(Self::remaining(deadline)),
-                    )
-                    .await;
+                    tokio::time::sleep(pause.min(Self::remaining(deadline))).await;
                 }
                 Ok(response) => {
                     let status = response.status();
@@ -228,12 +235,12 @@ impl Api {
                 }
                 Err(error) => {
                     last = without_url(&error);
-                    tokio::time::sleep(
-                        backoff(self.settings.backoff, attempt).min(Self::remaining(deadline)),
-                    )
-                    .await;
+                    tokio::time::sleep(pause.min(Self::remaining(deadline))).await;
                 }
             }
+        }
+        if patient {
+            return Err(ModelError::TimedOut);
         }
         Err(ModelError::Unavailable(format!(
             "gave up after {ATTEMPTS} attempts: {last}"
@@ -263,7 +270,9 @@ impl Api {
     /// is the prediction as the provider has it then, when it could be read.
     pub(super) async fn cancel(&self, id: &str) -> Option<Prediction> {
         let url = self.endpoint(&format!("predictions/{id}/cancel"));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Retried until acknowledged (bounded): a dropped cancel is a run billed
+        // for nobody.
+        let deadline = Instant::now() + CANCEL_PATIENCE;
         let result = self
             .request_safely(
                 || {
@@ -388,12 +397,13 @@ impl Api {
         deadline: Instant,
         progress: &ProgressReporter,
     ) -> Result<Prediction, ModelError> {
+        let _polling = Polling::start(&self.polling);
         while !prediction.is_done() {
             let left = Self::remaining(deadline);
             if left.is_zero() {
                 return Err(ModelError::TimedOut);
             }
-            tokio::time::sleep(self.settings.poll_interval.min(left)).await;
+            tokio::time::sleep(self.poll_pause().min(left)).await;
             prediction = self.read(&prediction.id, deadline).await?;
             progress.report(prediction.phase());
             if !prediction.is_done()
@@ -450,5 +460,31 @@ impl Api {
                 self.fetch_output(output, deadline).await
             }
         }
+    }
+
+    /// The pause between two polls of one prediction: the setting, or longer
+    /// when so many are polled at once that the reads would pass
+    /// [`READS_PER_SECOND`].
+    fn poll_pause(&self) -> Duration {
+        let polled = self.polling.load(Ordering::Relaxed) as f64;
+        self.settings
+            .poll_interval
+            .max(Duration::from_secs_f64(polled / READS_PER_SECOND))
+    }
+}
+
+/// One prediction being polled, counted while it lasts.
+struct Polling<'a>(&'a AtomicUsize);
+
+impl<'a> Polling<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Polling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

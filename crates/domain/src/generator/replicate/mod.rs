@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 const ATTEMPTS: u32 = 4;
 /// The longest `Prefer: wait` the API accepts.
 const MAX_WAIT_SECS: u64 = 60;
+/// The longest pause between two tries of a patient request.
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How long a cancel is retried before it is given up (and logged).
+const CANCEL_PATIENCE: Duration = Duration::from_secs(20);
 /// How long a stopped run's final record is looked for (well within
 /// [`super::RECORD_WAIT`]).
 const RECORD_SEARCH: Duration = Duration::from_secs(25);
@@ -69,7 +73,14 @@ pub struct ReplicateGenerator {
 struct Api {
     client: reqwest::Client,
     settings: ReplicateSettings,
+    /// Predictions this process is polling now: polls slow down as they grow,
+    /// to keep the account under Replicate's read limit.
+    polling: std::sync::atomic::AtomicUsize,
 }
+
+/// Reads a second this process allows itself while polling (Replicate allows an
+/// account 3,000 non-create calls a minute, 50 a second).
+const READS_PER_SECOND: f64 = 40.0;
 
 /// Whom a read request goes to: its 4xx answers mean different things.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +102,11 @@ impl ReplicateGenerator {
             .build()
             .map_err(|e| ModelError::Owner(format!("could not build the HTTP client: {e}")))?;
         Ok(Self {
-            api: Arc::new(Api { client, settings }),
+            api: Arc::new(Api {
+                client,
+                settings,
+                polling: Default::default(),
+            }),
         })
     }
 
