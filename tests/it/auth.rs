@@ -620,6 +620,26 @@ async fn with_sign_in_off_the_routes_do_not_exist_and_cookies_are_ignored() {
     assert!(page.contains("Each visitor gets 5 generations per day."));
 }
 
+/// Sign-in required, accounts named by `key_by`, the counts in `redis`.
+async fn site_counting_in(
+    redis: &RedisServer,
+    provider: &Arc<OidcProvider>,
+    key_by: AccountKey,
+) -> Site {
+    let mut settings = settings(AuthMode::Required);
+    settings.auth.identify_accounts_by = key_by;
+    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let model = Arc::new(FakeModel::default());
+    let components = local_components(model.clone()).with_limiter_store(Arc::new(store));
+    Site {
+        app: spawn_app_with_secrets(settings, &secrets(provider), components),
+        model,
+        provider: provider.clone(),
+    }
+}
+
 #[tokio::test]
 async fn account_counts_are_lofianime_coms_redis_keys() {
     let redis = RedisServer::start();
@@ -628,18 +648,7 @@ async fn account_counts_are_lofianime_coms_redis_keys() {
         (AccountKey::Email, "ana@example.com"),
         (AccountKey::Subject, "sub:sub-ana@example.com"),
     ] {
-        let mut settings = settings(AuthMode::Required);
-        settings.auth.identify_accounts_by = key_by;
-        let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
-            .await
-            .unwrap();
-        let model = Arc::new(FakeModel::default());
-        let components = local_components(model.clone()).with_limiter_store(Arc::new(store));
-        let site = Site {
-            app: spawn_app_with_secrets(settings, &secrets(&provider), components),
-            model,
-            provider: provider.clone(),
-        };
+        let site = site_counting_in(&redis, &provider, key_by).await;
         let mut browser = Browser::default();
         browser.sign_in(&site, ana()).await;
         assert_eq!(
@@ -657,18 +666,7 @@ async fn account_counts_are_lofianime_coms_redis_keys() {
 async fn subjects_named_like_reserved_identifiers_get_quotas_of_their_own() {
     let redis = RedisServer::start();
     let provider = Arc::new(OidcProvider::start());
-    let mut settings = settings(AuthMode::Required);
-    settings.auth.identify_accounts_by = AccountKey::Subject;
-    let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
-        .await
-        .unwrap();
-    let model = Arc::new(FakeModel::default());
-    let components = local_components(model.clone()).with_limiter_store(Arc::new(store));
-    let site = Site {
-        app: spawn_app_with_secrets(settings, &secrets(&provider), components),
-        model,
-        provider: provider.clone(),
-    };
+    let site = site_counting_in(&redis, &provider, AccountKey::Subject).await;
     let day = now_ms() / 86_400_000;
     for (n, sub) in ["global", "unknown-client", "api-route"].iter().enumerate() {
         let mut browser = Browser::default();

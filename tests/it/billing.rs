@@ -6,35 +6,19 @@
 
 use crate::support::app::{body_bytes, form_body, local_components, spawn_app_on, TestApp};
 use crate::support::replicate_stand_in::{Model, ReplicateStandIn};
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+
+use axum::http::StatusCode;
 use lofianime::server::settings::Settings;
 use lofianime::wire::ApiError;
-use lofianime_domain::{ReplicateGenerator, ReplicateSettings};
-use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
 
-const VERSION: &str = "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec";
 const LIMIT: u64 = 5;
 
 /// The app on the stand-in; `wait` is the create's `Prefer: wait` (zero: the
 /// create answers at once with the prediction's id).
 fn app(stand_in: &ReplicateStandIn, wait: Duration) -> TestApp {
-    let generator = ReplicateGenerator::new(ReplicateSettings {
-        base_url: stand_in.base_url.parse().unwrap(),
-        token: SecretString::from("r8_test_token"),
-        model: "doriandarko/sdxl-hiroshinagai".into(),
-        version: VERSION.into(),
-        prompt_prefix: "In the style of HISGH. ".into(),
-        input: serde_json::Map::new(),
-        deadline: Duration::from_secs(20),
-        wait,
-        poll_interval: Duration::from_millis(50),
-        max_image_bytes: 1_000_000,
-        backoff: Duration::from_millis(10),
-    })
-    .unwrap();
+    let generator = stand_in.generator(wait);
     let mut settings = Settings::default();
     settings.ratelimit.limit = LIMIT;
     settings.progress.cancel_check_ms = 50;
@@ -51,17 +35,6 @@ async fn remaining(app: &TestApp) -> u64 {
     let body: serde_json::Value =
         serde_json::from_slice(&body_bytes(app.get("/api/remaining").await).await).unwrap();
     body["remainingGenerations"].as_u64().unwrap()
-}
-
-async fn post_form(app: &TestApp, path: &str, body: String) -> axum::http::Response<Body> {
-    app.send(
-        Request::post(path)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .body(Body::from(body))
-            .unwrap(),
-    )
-    .await
 }
 
 /// Sends a generation and leaves (drops the request, as a closed connection
@@ -133,7 +106,7 @@ async fn a_cancel_after_the_model_started_counts_and_says_so() {
             })
         };
         tokio::time::sleep(Duration::from_millis(600)).await;
-        post_form(&app, "/api/cancel", format!("job={job}")).await;
+        app.post_form("/api/cancel", format!("job={job}")).await;
         let response = running.await.unwrap();
         let status = response.status();
         let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
@@ -210,7 +183,7 @@ async fn a_cancel_before_the_model_starts_is_not_counted() {
         })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
-    post_form(&app, "/api/cancel", format!("job={job}")).await;
+    app.post_form("/api/cancel", format!("job={job}")).await;
     let response = running.await.unwrap();
     assert_eq!(response.status(), StatusCode::CONFLICT);
     let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();

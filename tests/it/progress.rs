@@ -6,8 +6,8 @@
 use crate::support::app::{body_bytes, body_text, form_body, spawn_app_on, TestApp};
 use crate::support::redis_server::RedisServer;
 use crate::support::upstash_bridge::Bridge;
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+
+use axum::http::StatusCode;
 use lofianime::progress::{JobId, JobProgress, JobState, Phase};
 use lofianime::server::settings::Settings;
 use lofianime_domain::RemoteStore;
@@ -65,17 +65,6 @@ async fn progress_of(app: &TestApp, job: &JobId) -> Option<JobProgress> {
     serde_json::from_slice(&body_bytes(response).await).unwrap()
 }
 
-async fn post_form(app: &TestApp, path: &str, body: String) -> axum::http::Response<Body> {
-    app.send(
-        Request::post(path)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .body(Body::from(body))
-            .unwrap(),
-    )
-    .await
-}
-
 async fn remaining(app: &TestApp) -> u64 {
     let body: serde_json::Value =
         serde_json::from_slice(&body_bytes(app.get("/api/remaining").await).await).unwrap();
@@ -110,7 +99,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
             let (first, job) = (first.clone(), job.clone());
             tokio::spawn(async move {
                 let body = format!("{}&job={job}", form_body("an endless night train"));
-                let response = post_form(&first, "/api/generate", body).await;
+                let response = first.post_form("/api/generate", body).await;
                 (response.status(), body_text(response).await)
             })
         };
@@ -144,7 +133,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
         );
 
         // ...and cancels it.
-        let cancelled = post_form(&second, "/api/cancel", format!("job={job}")).await;
+        let cancelled = second.post_form("/api/cancel", format!("job={job}")).await;
         assert_eq!(cancelled.status(), StatusCode::OK, "{kind:?}");
         assert_eq!(body_text(cancelled).await, "true", "{kind:?}");
 
@@ -170,7 +159,7 @@ async fn a_generation_started_on_one_instance_is_watched_and_cancelled_through_a
             "{kind:?}"
         );
         // Cancelling again finds nothing running.
-        let again = post_form(&second, "/api/cancel", format!("job={job}")).await;
+        let again = second.post_form("/api/cancel", format!("job={job}")).await;
         assert_eq!(body_text(again).await, "false", "{kind:?}");
         assert_eq!(model.calls(), 1, "{kind:?}");
     }
@@ -239,12 +228,12 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
         "../../../etc/passwd",
     ] {
         let encoded: String = url::form_urlencoded::byte_serialize(bad.as_bytes()).collect();
-        let generate = post_form(
-            &app,
-            "/api/generate",
-            format!("{}&job={encoded}", form_body("a cat")),
-        )
-        .await;
+        let generate = app
+            .post_form(
+                "/api/generate",
+                format!("{}&job={encoded}", form_body("a cat")),
+            )
+            .await;
         assert_eq!(generate.status(), StatusCode::BAD_REQUEST, "{bad}");
         assert!(
             body_text(generate)
@@ -254,7 +243,7 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
         );
         let progress = app.get(&format!("/api/progress?job={encoded}")).await;
         assert_eq!(progress.status(), StatusCode::BAD_REQUEST, "{bad}");
-        let cancel = post_form(&app, "/api/cancel", format!("job={encoded}")).await;
+        let cancel = app.post_form("/api/cancel", format!("job={encoded}")).await;
         assert_eq!(cancel.status(), StatusCode::BAD_REQUEST, "{bad}");
     }
     assert_eq!(model.calls(), 0);
@@ -262,17 +251,15 @@ async fn bad_generation_ids_get_a_clear_400_and_cost_nothing() {
     // An id nobody used reads as nothing, and cancels nothing.
     let unknown = JobId::from_bytes([9; 16]);
     assert_eq!(progress_of(&app, &unknown).await, None);
-    let cancel = post_form(&app, "/api/cancel", format!("job={unknown}")).await;
+    let cancel = app.post_form("/api/cancel", format!("job={unknown}")).await;
     assert_eq!(body_text(cancel).await, "false");
     // A reused id is refused before anything is spent.
     let body = format!("{}&job={unknown}", form_body("a cat"));
     assert_eq!(
-        post_form(&app, "/api/generate", body.clone())
-            .await
-            .status(),
+        app.post_form("/api/generate", body.clone()).await.status(),
         StatusCode::OK
     );
-    let reused = post_form(&app, "/api/generate", body).await;
+    let reused = app.post_form("/api/generate", body).await;
     assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
     assert!(body_text(reused).await.contains("already in use"));
     assert_eq!(remaining(&app).await, 4);
@@ -287,7 +274,7 @@ async fn refused_requests_with_fresh_generation_ids_write_nothing_to_redis() {
     for n in 0..5 {
         let body = format!("{}&job={:032x}", form_body("a cat"), n);
         assert_eq!(
-            post_form(&app, "/api/generate", body).await.status(),
+            app.post_form("/api/generate", body).await.status(),
             StatusCode::OK
         );
     }
@@ -295,7 +282,7 @@ async fn refused_requests_with_fresh_generation_ids_write_nothing_to_redis() {
     let commands = redis.total_calls();
     for n in 0..10_000u64 {
         let body = format!("{}&job={:032x}", form_body("a cat"), 1_000_000 + n);
-        let response = post_form(&app, "/api/generate", body).await;
+        let response = app.post_form("/api/generate", body).await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     // The first refusal reaches Redis (one EVALSHA, and the INCRBY inside it,

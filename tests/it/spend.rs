@@ -18,8 +18,8 @@ use lofianime::server::settings::Settings;
 use lofianime::wire::ApiError;
 use lofianime_domain::testing::spend_ledger_contract as contract;
 use lofianime_domain::{
-    utc_day, Components, MemoryStore, RedisStore, RemoteStore, ReplicateGenerator,
-    ReplicateSettings, SpendLedger, SystemClock, UpstashRestStore, UpstashSettings,
+    utc_day, Components, MemoryStore, RedisStore, RemoteStore, ReplicateGenerator, SpendLedger,
+    SystemClock, UpstashRestStore, UpstashSettings,
 };
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -27,26 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower::ServiceExt;
 
-const VERSION: &str = "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec";
 const PRICE: f64 = 0.000975;
 
 fn generator(stand_in: &ReplicateStandIn) -> Arc<ReplicateGenerator> {
-    Arc::new(
-        ReplicateGenerator::new(ReplicateSettings {
-            base_url: stand_in.base_url.parse().unwrap(),
-            token: SecretString::from("r8_test_token"),
-            model: "doriandarko/sdxl-hiroshinagai".into(),
-            version: VERSION.into(),
-            prompt_prefix: "In the style of HISGH. ".into(),
-            input: serde_json::Map::new(),
-            deadline: Duration::from_secs(20),
-            wait: Duration::ZERO,
-            poll_interval: Duration::from_millis(50),
-            max_image_bytes: 1_000_000,
-            backoff: Duration::from_millis(10),
-        })
-        .unwrap(),
-    )
+    Arc::new(stand_in.generator(Duration::ZERO))
 }
 
 async fn send(router: &Router, from: &str, request: Request<Body>) -> axum::http::Response<Body> {

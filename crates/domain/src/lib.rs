@@ -30,7 +30,7 @@ pub use gallery::RecentEntry;
 pub use jobs::CancelOutcome;
 pub use ratelimit::{Decision, Reason};
 pub use spend::{
-    micros, next_midnight_ms, utc_day, DayTotals, ListedRun, OutcomeTotals, RunHistory,
+    micros, next_midnight_ms, rfc3339, utc_day, DayTotals, ListedRun, OutcomeTotals, RunHistory,
     SpendLedger, SpendRow,
 };
 pub use storage::{ImageKey, ImageRecord, ImageStream};

@@ -110,6 +110,16 @@ impl TestApp {
         self.send(request).await
     }
 
+    /// A form POST as the page's script sends it (`accept: application/json`).
+    pub async fn post_form(&self, path: &str, body: String) -> Response<Body> {
+        let request = Request::post(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        self.send(request).await
+    }
+
     pub async fn get(&self, uri: &str) -> Response<Body> {
         self.send(Request::get(uri).body(Body::empty()).unwrap())
             .await

@@ -17,6 +17,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The model version the app asks for by default.
+pub const VERSION: &str = "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec";
+
 /// How the stand-in's model behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct Model {
@@ -113,30 +116,12 @@ pub struct ReplicateStandIn {
     pub base_url: String,
 }
 
-/// `SystemTime` as RFC 3339 in UTC with microseconds, as Replicate writes it.
+/// `SystemTime` as RFC 3339 in UTC, as Replicate writes it.
 pub fn rfc3339(at: SystemTime) -> String {
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_micros()
-    )
+    lofianime_domain::rfc3339(since.as_millis() as u64)
 }
 
 impl ReplicateStandIn {
@@ -176,6 +161,26 @@ impl ReplicateStandIn {
     pub fn refused_reads(&self) -> usize {
         self.refused_reads
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The app's Replicate client on this stand-in (the app's model version,
+    /// a 20 s deadline, polls every 50 ms); `wait` is the create's
+    /// `Prefer: wait` (zero: the create answers at once with the id).
+    pub fn generator(&self, wait: Duration) -> lofianime_domain::ReplicateGenerator {
+        lofianime_domain::ReplicateGenerator::new(lofianime_domain::ReplicateSettings {
+            base_url: self.base_url.parse().unwrap(),
+            token: secrecy::SecretString::from("r8_test_token"),
+            model: "doriandarko/sdxl-hiroshinagai".into(),
+            version: VERSION.into(),
+            prompt_prefix: "In the style of HISGH. ".into(),
+            input: serde_json::Map::new(),
+            deadline: Duration::from_secs(20),
+            wait,
+            poll_interval: Duration::from_millis(50),
+            max_image_bytes: 1_000_000,
+            backoff: Duration::from_millis(10),
+        })
+        .unwrap()
     }
 
     /// Later predictions run with `model`.

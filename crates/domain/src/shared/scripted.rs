@@ -57,25 +57,6 @@ fn pairs<'a>(fields: &'a [(&str, String)]) -> impl Iterator<Item = String> + 'a 
         .flat_map(|(name, value)| [(*name).to_owned(), value.clone()])
 }
 
-fn texts(reply: Reply) -> Result<Vec<String>, StoreError> {
-    match reply {
-        Reply::Nil => Ok(Vec::new()),
-        Reply::List(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Reply::Text(text) => Ok(text),
-                Reply::Int(n) => Ok(n.to_string()),
-                other => Err(StoreError::Protocol(format!(
-                    "expected text, got {other:?}"
-                ))),
-            })
-            .collect(),
-        other => Err(StoreError::Protocol(format!(
-            "expected a list, got {other:?}"
-        ))),
-    }
-}
-
 #[async_trait]
 impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
     fn describe(&self) -> String {
@@ -100,7 +81,7 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
     }
 
     async fn read_hash(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
-        let flat = texts(self.send(vec!["HGETALL".into(), key.to_owned()]).await?)?;
+        let flat = Reply::texts(self.send(vec!["HGETALL".into(), key.to_owned()]).await?)?;
         Ok(flat
             .chunks_exact(2)
             .map(|pair| (pair[0].clone(), pair[1].clone()))
@@ -124,7 +105,7 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
     }
 
     async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {
-        texts(
+        Reply::texts(
             self.send(vec![
                 "LRANGE".into(),
                 key.to_owned(),

@@ -102,29 +102,10 @@ return fields
     )
 });
 
-fn texts(reply: Reply) -> Result<Vec<String>, StoreError> {
-    match reply {
-        Reply::Nil => Ok(Vec::new()),
-        Reply::List(items) => items
-            .into_iter()
-            .map(|item| match item {
-                Reply::Text(text) => Ok(text),
-                Reply::Int(n) => Ok(n.to_string()),
-                other => Err(StoreError::Protocol(format!(
-                    "expected text, got {other:?}"
-                ))),
-            })
-            .collect(),
-        other => Err(StoreError::Protocol(format!(
-            "expected a list, got {other:?}"
-        ))),
-    }
-}
-
 impl<R: ScriptRunner> ScriptedStore<R> {
     async fn list(&self, key: String, count: usize) -> Result<Vec<String>, StoreError> {
         let last = count.max(1) - 1;
-        texts(
+        Reply::texts(
             self.send(vec!["LRANGE".into(), key, "0".into(), last.to_string()])
                 .await?,
         )
@@ -192,7 +173,7 @@ impl<R: ScriptRunner> SpendLedger for ScriptedStore<R> {
 
     async fn day(&self, day: &str, now_ms: u64) -> Result<DayTotals, StoreError> {
         let keys = [keys::day(day), keys::reservations(day)];
-        let flat = texts(
+        let flat = Reply::texts(
             self.run(&DAY, &[&keys[0], &keys[1]], &[now_ms.to_string()])
                 .await?,
         )?;

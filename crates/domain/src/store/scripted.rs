@@ -52,6 +52,26 @@ impl Reply {
         }
     }
 
+    /// A list of texts (an absent key's `Nil` is an empty list).
+    pub fn texts(self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Nil => Ok(Vec::new()),
+            Self::List(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Self::Text(text) => Ok(text),
+                    Self::Int(n) => Ok(n.to_string()),
+                    other => Err(StoreError::Protocol(format!(
+                        "expected text, got {other:?}"
+                    ))),
+                })
+                .collect(),
+            other => Err(StoreError::Protocol(format!(
+                "expected a list, got {other:?}"
+            ))),
+        }
+    }
+
     pub fn pair(&self) -> Result<(i64, i64), StoreError> {
         match self {
             Self::List(items) if items.len() == 2 => Ok((items[0].int()?, items[1].int()?)),
