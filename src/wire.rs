@@ -86,6 +86,8 @@ pub enum ApiError {
     Canceled { counted: bool, model_started: bool },
     #[error("The generation's progress cannot be reached right now; please try again shortly.")]
     JobBoardUnavailable,
+    #[error("Images cannot be saved right now, so nothing was generated or counted. Please try again shortly.")]
+    ImagesUnavailable,
     #[error("Your recent images cannot be loaded right now; please try again shortly.")]
     RecentImagesUnavailable,
     /// The body or query could not be decoded; the detail is data for API
@@ -123,6 +125,7 @@ impl ApiError {
             Self::LimiterUnavailable
             | Self::ModelBusy { .. }
             | Self::JobBoardUnavailable
+            | Self::ImagesUnavailable
             | Self::RecentImagesUnavailable
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
@@ -227,6 +230,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
                 }
             }
             "JobBoardUnavailable" => ApiError::JobBoardUnavailable,
+            "ImagesUnavailable" => ApiError::ImagesUnavailable,
             "RecentImagesUnavailable" => ApiError::RecentImagesUnavailable,
             "MalformedRequest" => ApiError::MalformedRequest(data(&mut map)?),
             "BadJobId" => ApiError::BadJobId,
@@ -331,6 +335,7 @@ mod tests {
                 model_started: false,
             },
             ApiError::JobBoardUnavailable,
+            ApiError::ImagesUnavailable,
             ApiError::RecentImagesUnavailable,
             ApiError::MalformedRequest("x".into()),
             ApiError::BadJobId,

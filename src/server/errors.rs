@@ -80,6 +80,7 @@ impl From<&StudioError> for ApiError {
             },
             StudioError::JobIdTaken => Self::JobIdTaken,
             StudioError::JobBoard(_) => Self::JobBoardUnavailable,
+            StudioError::ImagesUnwritable(_) => Self::ImagesUnavailable,
             StudioError::Gallery(_) => Self::RecentImagesUnavailable,
             StudioError::ShuttingDown { .. } => Self::ShuttingDown,
             StudioError::SignInRequired => Self::SignInRequired,
@@ -118,7 +119,10 @@ pub fn log(failure: &StudioError) {
         StudioError::LimiterUnavailable(_) => {
             tracing::warn!(%failure, "refusing to generate: the rate limiter is unavailable")
         }
-        StudioError::JobBoard(_) | StudioError::Gallery(_) | StudioError::Ledger(_) => {
+        StudioError::JobBoard(_)
+        | StudioError::Gallery(_)
+        | StudioError::Ledger(_)
+        | StudioError::ImagesUnwritable(_) => {
             tracing::warn!(%failure)
         }
         StudioError::Model { .. } | StudioError::Storage { .. } | StudioError::ImageStore(_) => {
@@ -142,7 +146,7 @@ pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
             | ApiError::BadJobId
             | ApiError::JobIdTaken,
         ) => "invalid",
-        Err(ApiError::LimiterUnavailable) => "unavailable",
+        Err(ApiError::LimiterUnavailable | ApiError::ImagesUnavailable) => "unavailable",
         Err(ApiError::ShuttingDown) => "shutdown",
         Err(ApiError::SignInRequired) => "sign_in_required",
         Err(_) => "failed",

@@ -120,8 +120,9 @@ pub async fn run_generation(
         Err(ApiError::ModelBusy { retry_after_secs }) => {
             headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
-        // Another instance (or this one, restarted) will take it in a moment.
-        Err(ApiError::ShuttingDown) => {
+        // Another instance (or this one, restarted) will take it in a moment;
+        // a store that cannot save images is probed again in a few seconds.
+        Err(ApiError::ShuttingDown | ApiError::ImagesUnavailable) => {
             headers.push((
                 header::RETRY_AFTER,
                 HeaderValue::from(RETRY_AFTER_RESTART_SECS),

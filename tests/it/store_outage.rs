@@ -199,3 +199,70 @@ async fn requests_that_timed_out_on_a_frozen_redis_are_not_counted_when_it_resum
     );
     assert_eq!(generator.calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_store_that_cannot_be_written_stops_the_spending() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let model = Arc::new(FakeModel::default());
+    let components = lofianime_domain::Components::local(
+        model.clone(),
+        lofianime_domain::ObjectImageStore::local_dir(&images).unwrap(),
+        Arc::new(lofianime_domain::SystemClock),
+        12,
+    );
+    let app = spawn_app_on(Settings::default(), components);
+    assert_eq!(app.generate("a harbour").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // The disk goes away under the app: where the directory was, a file.
+    std::fs::remove_dir_all(&images).unwrap();
+    std::fs::write(&images, b"not a directory").unwrap();
+    // Within the probe's few seconds (a generation already admitted may meet
+    // the failure when it saves, and is refunded), readiness and generations
+    // know.
+    let started = Instant::now();
+    let response = loop {
+        let response = app.generate("a lighthouse").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE
+            || started.elapsed() > Duration::from_secs(10)
+        {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header_str(&response, "retry-after"), "5");
+    let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    assert_eq!(error, ApiError::ImagesUnavailable);
+    let remaining = async || {
+        let body: serde_json::Value =
+            serde_json::from_slice(&body_bytes(app.get("/api/remaining").await).await).unwrap();
+        body["remainingGenerations"].as_u64()
+    };
+    let left = remaining().await;
+    let calls = model.calls();
+    for _ in 0..3 {
+        assert_eq!(
+            app.generate("a field").await.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert_eq!(
+        model.calls(),
+        calls,
+        "no model run is paid for while images cannot be kept"
+    );
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body_text(ready).await.contains("image store"));
+    assert_eq!(
+        remaining().await,
+        left,
+        "a refused generation takes nothing"
+    );
+}

@@ -142,6 +142,13 @@ pub enum StorageError {
 pub trait ImageStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 
+    /// Whether the store takes a write now (a small object, written, read and
+    /// removed within `bound`); the problem in words when it does not.
+    async fn probe_write(&self, bound: std::time::Duration) -> Result<(), String> {
+        let _ = bound;
+        Ok(())
+    }
+
     /// Stores an image under a new key, with its record and its variants.
     async fn put(
         &self,
@@ -419,6 +426,10 @@ async fn made_off_thread(original: Bytes) -> Result<Variants, StorageError> {
 
 #[async_trait]
 impl ImageStore for ObjectImageStore {
+    async fn probe_write(&self, bound: std::time::Duration) -> Result<(), String> {
+        self.check_writable(bound).await
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }
@@ -488,6 +499,44 @@ impl ImageStore for ObjectImageStore {
         serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| StorageError::Record(id.to_string(), e.to_string()))
+    }
+}
+
+/// Whether images can be saved, asked of the store at most once per
+/// [`Writability::TTL`]: readiness and every generation (before it pays for
+/// a model run) read the same answer.
+pub struct Writability {
+    images: Arc<dyn ImageStore>,
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), String>)>>,
+}
+
+impl Writability {
+    /// How long one probe's answer is believed.
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(3);
+    /// How long one probe may take.
+    const BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn new(images: Arc<dyn ImageStore>) -> Self {
+        Self {
+            images,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The store takes writes (as last probed, within the TTL).
+    pub async fn check(&self) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < Self::TTL {
+                return answer.clone();
+            }
+        }
+        let answer = self.images.probe_write(Self::BOUND).await;
+        if let Err(problem) = &answer {
+            tracing::warn!(%problem, "the image store does not take writes: generations are refused until it does");
+        }
+        *last = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 }
 

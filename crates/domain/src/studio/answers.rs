@@ -95,6 +95,10 @@ pub enum StudioError {
     /// run cancelled and the visitor's credit given back.
     #[error("the server is shutting down")]
     ShuttingDown { decision: Option<Decision> },
+    /// The image store does not take writes: refused before anything was
+    /// taken or run.
+    #[error("the image store does not take writes: {0}")]
+    ImagesUnwritable(String),
     /// The spend ledger could not be read.
     #[error("the spend ledger is unavailable: {0}")]
     Ledger(#[source] StoreError),

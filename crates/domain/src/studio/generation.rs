@@ -147,6 +147,10 @@ impl Parts {
         if self.shutdown.is_draining() {
             return Err(StudioError::ShuttingDown { decision: None });
         }
+        // Nothing is paid for that could not be kept.
+        if let Err(problem) = self.writable.check().await {
+            return Err(StudioError::ImagesUnwritable(problem));
+        }
         let (mut charge, decision) = self.take_credits(order.payer, order.quota).await?;
         match self.spend_ticket(order.visitor).await {
             Ok(ticket) => charge.accounted_by(ticket),

@@ -19,7 +19,7 @@ use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::spend::Reconciler;
-use crate::storage::{ImageKey, ImageRecord, ImageStream};
+use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
 use lofianime_wire::progress::{JobId, JobProgress};
@@ -83,6 +83,7 @@ impl Studio {
                 limiter: quota(policy.algorithm),
                 budget: policy.budget.map(quota),
                 generator: components.generator,
+                writable: Arc::new(Writability::new(components.images.clone())),
                 images: components.images,
                 max_prompt_chars: policy.max_prompt_chars,
                 on_store_failure: policy.on_store_failure,
@@ -149,9 +150,9 @@ impl Studio {
             bound,
             self.limiter_store.fixed_window_used("lofianime:readyz"),
         );
-        // An id no image has: the read answers "none" when the store works.
-        let nothing = ImageId::parse("00000000000000000000000000000000").expect("a hex id");
-        let images = tokio::time::timeout(bound, self.parts.images.record(&nothing));
+        // A small write (probed at most every few seconds): a store that
+        // answers reads but cannot save images is not ready.
+        let images = tokio::time::timeout(bound, self.parts.writable.check());
         let (limiter, images) = tokio::join!(limiter, images);
         /// What went wrong with one check, if anything.
         fn problem<T, E: std::fmt::Display>(

@@ -11,7 +11,7 @@ use crate::jobs::JobBoard;
 use crate::ratelimit::{Algorithm, LimiterStore, RateLimiter};
 use crate::shared::SharedState;
 use crate::spend::{RunHistory, SpendLedger};
-use crate::storage::{ImageStore, ObjectImageStore};
+use crate::storage::{ImageStore, ObjectImageStore, Writability};
 use crate::store::MemoryStore;
 use crate::visitor::WhoPays;
 use std::sync::Arc;
@@ -192,4 +192,6 @@ pub(super) struct Parts {
     pub(super) ledger: Arc<dyn SpendLedger>,
     pub(super) spend: SpendPolicy,
     pub(super) clock: Arc<dyn Clock>,
+    /// Whether images can be saved (probed, cached a few seconds).
+    pub(super) writable: Arc<Writability>,
 }
