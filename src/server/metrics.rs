@@ -62,6 +62,11 @@ impl MetricsEndpoint {
     }
 }
 
+/// The SHA-256 of `text` in hex (to key a secret in the store without it).
+pub fn digest_hex(text: &str) -> String {
+    digest(text).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn digest(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }

@@ -33,10 +33,7 @@ pub fn around(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
             cache_static_files,
         ))
         // Inside identify_visitor: the caller is the account, else the address.
-        .layer(from_fn_with_state(
-            state.auth.clone(),
-            auth::identify_caller,
-        ))
+        .layer(from_fn_with_state(state.clone(), auth::identify_caller))
         .layer(from_fn_with_state(
             state.trusted_proxies.clone(),
             identify_visitor,

@@ -379,6 +379,8 @@ async fn sign_out_ends_the_session_and_is_refused_from_another_site() {
     let mut browser = Browser::default();
     browser.sign_in(&site, ana()).await;
     assert!(browser.signed_in());
+    // A copy of the session cookie, kept by someone else before sign-out.
+    let mut kept = browser.clone();
     let forged = site
         .app
         .send(
@@ -414,6 +416,14 @@ async fn sign_out_ends_the_session_and_is_refused_from_another_site() {
     browser.absorb(&out);
     assert!(!browser.signed_in());
     assert_eq!(browser.remaining(&site).await.0, StatusCode::UNAUTHORIZED);
+    // Signed out for good: the kept copy of the cookie is signed out too.
+    assert!(kept.signed_in(), "the copy still holds the cookie");
+    assert_eq!(kept.remaining(&site).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        kept.generate(&site, "free images?").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(site.model.calls(), 0);
 }
 
 #[tokio::test]
@@ -454,13 +464,57 @@ async fn a_replayed_authorization_code_is_refused() {
         browser.callback(&site, &code, &state).await.status(),
         StatusCode::SEE_OTHER
     );
-    // The same callback again, with the attempt's cookie as it was.
+    // The same callback again, with the attempt's cookie as it was: refused
+    // by this app (an attempt is used once, on every instance) before the
+    // provider is even asked.
     let mut replay = saved;
     let refused = replay.callback(&site, &code, &state).await;
     assert_refused(
         &site,
         &mut replay,
         refused,
+        StatusCode::BAD_REQUEST,
+        "did not accept this sign-in",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_sign_in_attempt_is_used_once_even_with_a_fresh_code() {
+    // The provider answers the same authorization request twice (two codes
+    // for one state, one PKCE challenge); a copy of the attempt's cookie must
+    // not turn the second into a second session.
+    let site = site_with(settings(AuthMode::Required));
+    let mut browser = Browser::default();
+    let login = browser.get(&site, "/auth/login?return_to=/").await;
+    let authorize = location(&login);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let who =
+        url::form_urlencoded::byte_serialize(ana().to_string().as_bytes()).collect::<String>();
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let approved = http
+            .get(&authorize)
+            .header(header::COOKIE, format!("who={who}"))
+            .send()
+            .await
+            .unwrap();
+        let back = url::Url::parse(approved.headers()["location"].to_str().unwrap()).unwrap();
+        let query: BTreeMap<_, _> = back.query_pairs().into_owned().collect();
+        answers.push((query["code"].clone(), query["state"].clone()));
+    }
+    assert_ne!(answers[0].0, answers[1].0, "two codes");
+    let mut copy = browser.clone();
+    let first = browser.callback(&site, &answers[0].0, &answers[0].1).await;
+    assert_eq!(first.status(), StatusCode::SEE_OTHER);
+    let second = copy.callback(&site, &answers[1].0, &answers[1].1).await;
+    assert_refused(
+        &site,
+        &mut copy,
+        second,
         StatusCode::BAD_REQUEST,
         "did not accept this sign-in",
     )
@@ -558,6 +612,7 @@ async fn tampered_expired_or_foreign_session_cookies_mean_signed_out() {
         email: "ana@example.com".into(),
         name: None,
         expires: 0,
+        session: String::new(),
     };
     let long_ago = now_ms() / 1000 - 3600;
     let (_, jar) = sessions.start(account.clone(), long_ago);

@@ -17,7 +17,6 @@ use axum::response::Response;
 use lofianime_domain::Visitor;
 use provider::{Provider, GOOGLE_ISSUER};
 use session::{now_secs, Account, Sessions};
-use std::sync::Arc;
 
 /// Sign-in as the settings describe it.
 pub struct Auth {
@@ -140,6 +139,14 @@ impl Auth {
         }
     }
 
+    /// A signed-out caller from `client`.
+    pub fn signed_out(&self, client: ClientIp) -> Caller {
+        Caller {
+            visitor: Visitor::new(client.to_string()),
+            account: None,
+        }
+    }
+
     /// The caller of a request with these headers from `client`.
     pub fn caller(&self, headers: &axum::http::HeaderMap, client: ClientIp) -> Caller {
         // A session whose identifier could be an address (none is ever
@@ -154,10 +161,7 @@ impl Auth {
                 visitor,
                 account: Some(account),
             },
-            None => Caller {
-                visitor: Visitor::new(client.to_string()),
-                account: None,
-            },
+            None => self.signed_out(client),
         }
     }
 }
@@ -165,7 +169,7 @@ impl Auth {
 /// Middleware: works out the [`Caller`] (after `identify_visitor` found the
 /// address) and puts it in the request's extensions.
 pub async fn identify_caller(
-    State(auth): State<Arc<Auth>>,
+    State(state): State<crate::server::state::AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -174,9 +178,31 @@ pub async fn identify_caller(
         .get::<ClientIp>()
         .copied()
         .unwrap_or_else(ClientIp::unknown);
-    let caller = auth.caller(request.headers(), client);
+    let mut caller = state.auth.caller(request.headers(), client);
+    if let Some(account) = &caller.account {
+        if ended(&state, &account.session).await {
+            caller = state.auth.signed_out(client);
+        }
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// The name of the mark that ends session `id` for good.
+pub fn ended_mark(id: &str) -> String {
+    format!("session-ended:{id}")
+}
+
+/// Whether session `id` was signed out. A store that cannot say leaves the
+/// session as it is (the limiter decides what may be spent either way).
+async fn ended(state: &crate::server::state::AppState, id: &str) -> bool {
+    match state.studio.is_marked(&ended_mark(id)).await {
+        Ok(ended) => ended,
+        Err(error) => {
+            tracing::warn!(%error, "could not read whether a session was signed out");
+            false
+        }
+    }
 }
 
 /// A request that did not pass through [`identify_caller`] (a wiring mistake).

@@ -330,5 +330,6 @@ fn account_from(claims: &CoreIdTokenClaims) -> Result<Account, SignInError> {
         email,
         name,
         expires: 0,
+        session: String::new(),
     })
 }

@@ -3,7 +3,7 @@
 //! refused from other sites by the router's same-site guard like every POST.
 
 use crate::server::auth::provider::SignInError;
-use crate::server::auth::session::{self, now_secs};
+use crate::server::auth::session::{self, now_secs, SIGN_IN_TTL_SECS};
 use crate::server::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -143,6 +143,18 @@ pub async fn callback(
         if !state_matches {
             return Err(SignInError::WrongState);
         }
+        // An attempt is used once, even by a copy of its cookie.
+        let digest = crate::server::metrics::digest_hex(&attempt.state);
+        let first = state
+            .studio
+            .mark_once(&format!("sign-in-used:{digest}"), SIGN_IN_TTL_SECS * 1000)
+            .await
+            .map_err(|e| SignInError::ProviderUnreachable(e.to_string()))?;
+        if !first {
+            return Err(SignInError::CodeRefused(
+                "the sign-in attempt was used already".into(),
+            ));
+        }
         if let Some(error) = &query.error {
             let shown: String = error
                 .chars()
@@ -178,11 +190,21 @@ pub async fn callback(
     }
 }
 
-/// `POST /auth/logout`: ends the session and goes back to the front page.
-pub async fn logout(State(state): State<AppState>) -> Response {
+/// `POST /auth/logout`: ends the session for good (a copy of its cookie is
+/// signed out too, on every instance, for as long as it could have lived) and
+/// goes back to the front page.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some((sessions, _)) = state.auth.parts() else {
         return not_found();
     };
+    let now = now_secs();
+    if let Some(account) = sessions.account(&headers, now) {
+        let lifetime_ms = account.expires.saturating_sub(now) * 1000;
+        let name = super::ended_mark(&account.session);
+        if let Err(error) = state.studio.mark_once(&name, lifetime_ms).await {
+            tracing::error!(%error, "could not end the session for good; its cookie is cleared in this browser only");
+        }
+    }
     (sessions.end(), see_other("/")).into_response()
 }
 

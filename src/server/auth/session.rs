@@ -38,6 +38,10 @@ pub struct Account {
     pub name: Option<String>,
     /// When the session ends, in Unix seconds.
     pub expires: u64,
+    /// This session's own random id, so that signing out ends it for good
+    /// (a cookie without one, from before ids were given, is signed out).
+    #[serde(default)]
+    pub session: String,
 }
 
 /// One sign-in attempt, from `/auth/login` to `/auth/callback`.
@@ -117,13 +121,14 @@ impl Sessions {
     pub fn account(&self, headers: &HeaderMap, now: u64) -> Option<Account> {
         let cookie = self.jar(headers).get(self.session_name)?;
         let account: Account = serde_json::from_str(cookie.value()).ok()?;
-        (account.expires > now).then_some(account)
+        (account.expires > now && !account.session.is_empty()).then_some(account)
     }
 
     /// A session for `account` (its `expires` set from the lifetime), which
     /// ends the sign-in attempt that led to it.
     pub fn start(&self, mut account: Account, now: u64) -> (Account, PrivateCookieJar) {
         account.expires = now + self.lifetime_secs;
+        account.session = uuid::Uuid::new_v4().simple().to_string();
         let value = serde_json::to_string(&account).unwrap_or_default();
         let cookie = self.cookie(self.session_name, value, "/", self.lifetime_secs);
         let jar = self.setting(cookie).add(self.attempt_cleared());
@@ -196,6 +201,7 @@ mod tests {
             email: "ana@example.com".into(),
             name: Some("Ana".into()),
             expires: 0,
+            session: String::new(),
         }
     }
 

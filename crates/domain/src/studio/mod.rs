@@ -6,6 +6,7 @@
 mod answers;
 mod generation;
 mod ledger;
+mod marks;
 mod parts;
 #[cfg(test)]
 mod tests;
@@ -87,6 +88,7 @@ impl Studio {
                 images: components.images,
                 max_prompt_chars: policy.max_prompt_chars,
                 on_store_failure: policy.on_store_failure,
+                shared: components.shared.clone(),
                 jobs: Arc::new(JobBoard::new(
                     components.shared,
                     components.clock.clone(),

@@ -194,4 +194,6 @@ pub(super) struct Parts {
     pub(super) clock: Arc<dyn Clock>,
     /// Whether images can be saved (probed, cached a few seconds).
     pub(super) writable: Arc<Writability>,
+    /// What every instance sees (marks; the job board keeps its own handle).
+    pub(super) shared: Arc<dyn SharedState>,
 }
