@@ -5,10 +5,12 @@
 
 use crate::server::auth;
 use crate::server::client_ip::identify_visitor;
+use crate::server::client_ip::ClientIp;
 use crate::server::guard;
 use crate::server::state::AppState;
 use crate::wire::ApiError;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
@@ -33,7 +35,7 @@ pub fn around(routes: Router<AppState>, state: &AppState) -> Router<AppState> {
             cache_static_files,
         ))
         // Inside identify_visitor: the caller is the account, else the address.
-        .layer(from_fn_with_state(state.clone(), auth::identify_caller))
+        .layer(from_fn_with_state(state.clone(), identify_caller))
         .layer(from_fn_with_state(
             state.trusted_proxies.clone(),
             identify_visitor,
@@ -159,4 +161,38 @@ async fn image_pages_need_an_id(
         }
     }
     next.run(request).await
+}
+
+/// Middleware: works out the [`Caller`] (after `identify_visitor` found the
+/// address) and puts it in the request's extensions.
+pub async fn identify_caller(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let client = request
+        .extensions()
+        .get::<ClientIp>()
+        .copied()
+        .unwrap_or_else(ClientIp::unknown);
+    let mut caller = state.auth.caller(request.headers(), client);
+    if let Some(account) = &caller.account {
+        if ended(&state, &account.session).await {
+            caller = state.auth.signed_out(client);
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Whether session `id` was signed out. A store that cannot say leaves the
+/// session as it is (the limiter decides what may be spent either way).
+async fn ended(state: &AppState, id: &str) -> bool {
+    match state.studio.is_marked(&auth::ended_mark(id)).await {
+        Ok(ended) => ended,
+        Err(error) => {
+            tracing::warn!(%error, "could not read whether a session was signed out");
+            false
+        }
+    }
 }

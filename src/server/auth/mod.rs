@@ -11,8 +11,7 @@ pub mod session;
 
 use crate::server::client_ip::ClientIp;
 use crate::server::settings::{AccountKey, AuthMode, Secrets, Setting, Settings, SettingsError};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+
 use axum::response::Response;
 use lofianime_domain::Visitor;
 use provider::{Provider, GOOGLE_ISSUER};
@@ -166,46 +165,12 @@ impl Auth {
     }
 }
 
-/// Middleware: works out the [`Caller`] (after `identify_visitor` found the
-/// address) and puts it in the request's extensions.
-pub async fn identify_caller(
-    State(state): State<crate::server::state::AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let client = request
-        .extensions()
-        .get::<ClientIp>()
-        .copied()
-        .unwrap_or_else(ClientIp::unknown);
-    let mut caller = state.auth.caller(request.headers(), client);
-    if let Some(account) = &caller.account {
-        if ended(&state, &account.session).await {
-            caller = state.auth.signed_out(client);
-        }
-    }
-    request.extensions_mut().insert(caller);
-    next.run(request).await
-}
-
 /// The name of the mark that ends session `id` for good.
 pub fn ended_mark(id: &str) -> String {
     format!("session-ended:{id}")
 }
 
-/// Whether session `id` was signed out. A store that cannot say leaves the
-/// session as it is (the limiter decides what may be spent either way).
-async fn ended(state: &crate::server::state::AppState, id: &str) -> bool {
-    match state.studio.is_marked(&ended_mark(id)).await {
-        Ok(ended) => ended,
-        Err(error) => {
-            tracing::warn!(%error, "could not read whether a session was signed out");
-            false
-        }
-    }
-}
-
-/// A request that did not pass through [`identify_caller`] (a wiring mistake).
+/// A request that did not pass through [`identify_caller`](crate::server::middleware::identify_caller) (a wiring mistake).
 #[derive(Debug)]
 pub struct MissingCaller;
 
@@ -220,7 +185,7 @@ impl axum::response::IntoResponse for MissingCaller {
     }
 }
 
-/// The caller, as [`identify_caller`] worked it out: an extractor for Axum
+/// The caller, as [`identify_caller`](crate::server::middleware::identify_caller) worked it out: an extractor for Axum
 /// handlers, and for server functions through `leptos_axum::extract`.
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
     type Rejection = MissingCaller;
