@@ -189,7 +189,8 @@ struct StoreHealth {
 /// Most decisions kept for compensation while the store does not answer.
 const MAX_PENDING: usize = 10_000;
 
-/// A spend whose request timed out: the store may have counted it after all.
+/// A credit to give back once the store answers: a spend whose request timed
+/// out (the store may have counted it after all), or a refund it could not take.
 #[derive(Debug, Clone)]
 struct Pending {
     identifier: String,
@@ -285,8 +286,19 @@ impl RateLimiter {
         }
     }
 
-    /// Gives back the spends that timed out during the outage that just ended;
-    /// true when there were any.
+    /// A refund the store could not take, to give back when it answers again.
+    fn remember_refund(&self, identifier: &str, taken: &Decision) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() < MAX_PENDING {
+            pending.push(Pending {
+                identifier: identifier.to_owned(),
+                taken: *taken,
+            });
+        }
+    }
+
+    /// Gives back the spends that timed out, and the refunds that could not be
+    /// made, during the outage that just ended; true when there were any.
     async fn compensate(&self) -> bool {
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.is_empty() {
@@ -328,6 +340,12 @@ impl RateLimiter {
             }
         };
         self.health.observe(&*self.store, &result);
+        if let Err(StoreError::Unavailable(_)) = &result {
+            // Never sent: given back once the store answers again, so an
+            // outage costs the visitor nothing. (A refund that timed out may
+            // have been applied, and is not repeated.)
+            self.remember_refund(identifier, taken);
+        }
         let after = result?;
         if let Some(cache) = &self.cache {
             cache.unblock(&base);

@@ -447,6 +447,26 @@ async fn a_store_failure_is_an_error_not_a_decision() {
     assert!(s.limiter.remaining("v").await.is_err());
 }
 
+#[tokio::test]
+async fn a_refund_the_store_could_not_take_is_given_back_when_it_answers() {
+    let s = setup(fixed(5, DAY_MS), 0);
+    let taken = s.limiter.limit("v", 1).await.unwrap();
+    assert_eq!(taken.remaining, 4);
+    s.store.up.store(false, Ordering::SeqCst);
+    assert!(
+        s.limiter.refund("v", &taken).await.is_err(),
+        "the store is down"
+    );
+    s.store.up.store(true, Ordering::SeqCst);
+    // The first call after the outage gives it back (this call spends one).
+    assert!(s.limiter.limit("v", 1).await.unwrap().success);
+    assert_eq!(
+        s.limiter.remaining("v").await.unwrap().remaining,
+        4,
+        "one spent in all: the failed refund was made"
+    );
+}
+
 /// Collects what the limiter logs.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
