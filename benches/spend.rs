@@ -71,6 +71,7 @@ fn app(
         prompt_prefix: settings.model.prompt_prefix.clone(),
         input: settings.model.input.clone(),
         deadline: Duration::from_secs(30),
+        cancel_after: Duration::from_secs(30),
         wait: Duration::from_secs(settings.model.wait_secs),
         poll_interval: Duration::from_millis(50),
         max_image_bytes: 1_000_000,

@@ -152,6 +152,7 @@ pub fn model(settings: &Settings, secrets: &Secrets) -> Result<Model, ComposeErr
         prompt_prefix: model.prompt_prefix.clone(),
         input: model.input.clone(),
         deadline: Duration::from_secs(model.deadline_secs),
+        cancel_after: Duration::from_secs(model.cancel_after_secs()),
         wait: Duration::from_secs(model.wait_secs),
         poll_interval: Duration::from_millis(model.poll_interval_ms),
         max_image_bytes: model.max_image_bytes,

@@ -56,6 +56,10 @@ pub async fn run() -> Result<(), StartupError> {
     // whose instance died before settling them.
     let studio = state.studio.clone();
     tokio::spawn(async move { studio.reconcile_forever().await });
+    // Model runs a dead process left going are cancelled (at once: a crash
+    // before this start may have left some).
+    let studio = state.studio.clone();
+    tokio::spawn(async move { studio.stop_orphaned_runs_forever().await });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;

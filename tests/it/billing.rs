@@ -248,3 +248,31 @@ async fn a_provider_that_throttles_then_fails_reads_for_six_seconds_loses_no_run
         "every finished run was delivered: {statuses:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_own_deadline_stops_a_run_nobody_is_left_to_stop() {
+    // Cancel-After is what stops a run when no process of the app is left:
+    // the stand-in honours it as Replicate does, and the run is billed for
+    // its few seconds, not for the generation's whole deadline (20 s here).
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(20),
+        run: Duration::from_secs(60),
+    })
+    .await;
+    let generator =
+        lofianime_domain::ReplicateGenerator::new(lofianime_domain::ReplicateSettings {
+            cancel_after: Duration::from_secs(2),
+            ..stand_in.settings(Duration::ZERO)
+        })
+        .unwrap();
+    let prompt = lofianime::wire::prompt::Prompt::parse("a lighthouse", 500).unwrap();
+    let result = lofianime_domain::ImageGenerator::generate(&generator, &prompt).await;
+    assert!(result.is_err(), "the run was stopped");
+    let record = stand_in.record();
+    assert_eq!(record[0].status, "canceled", "{record:?}");
+    assert!(
+        record[0].seconds < 3.0,
+        "billed {} s, not the deadline",
+        record[0].seconds
+    );
+}

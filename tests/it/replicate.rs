@@ -32,6 +32,7 @@ fn settings(base: &str) -> ReplicateSettings {
         prompt_prefix: "In the style of HISGH. ".into(),
         input,
         deadline: Duration::from_secs(5),
+        cancel_after: Duration::from_secs(3),
         wait: Duration::from_secs(1),
         poll_interval: Duration::from_millis(50),
         max_image_bytes: 1_000_000,
@@ -160,9 +161,13 @@ async fn a_synchronous_success_with_a_data_uri_gives_the_image() {
     );
     assert_eq!(body["input"]["width"], 1024);
     assert_eq!(body["input"]["lora_scale"], 0.6);
-    assert!(
-        create.headers.get("cancel-after").is_some(),
-        "a server-side deadline is set"
+    assert_eq!(
+        create
+            .headers
+            .get("cancel-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("3s"),
+        "a server-side deadline is set: Cancel-After, not the whole deadline (5 s)"
     );
 }
 

@@ -333,3 +333,110 @@ async fn a_run_whose_instance_was_killed_is_reconciled_by_another() {
         "{metrics}"
     );
 }
+
+/// Starts a generation on `app` and returns once the stand-in's model is
+/// processing it (the visitor's request is left hanging).
+async fn start_a_run(app: &AppProcess, stand_in: &ReplicateStandIn) {
+    let url = app.url("/api/ai");
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"prompt": "a lighthouse"}))
+            .send()
+            .await;
+    });
+    assert!(
+        wait_until(async || stand_in.processed() == 1).await,
+        "the model started: {}",
+        app.output()
+    );
+}
+
+/// Waits (at most `bound`) until the stand-in's only run is over; how long that took.
+async fn until_over(stand_in: &ReplicateStandIn, bound: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < bound {
+        if stand_in.record()[0].status != "processing" {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_by_a_killed_process_is_cancelled_after_the_restart_with_memory_only() {
+    // No Redis: the restarted process knows of the run only from the
+    // provider's list. The run would go on for a minute, billed for nobody.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(30),
+        run: Duration::from_secs(60),
+    })
+    .await;
+    let env = vec![
+        ("REPLICATE_API_TOKEN", "r8_test_token".to_owned()),
+        ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
+    ];
+    let doomed = AppProcess::start(&env).await;
+    start_a_run(&doomed, &stand_in).await;
+    drop(doomed); // SIGKILL, mid-run
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        stand_in.record()[0].status,
+        "processing",
+        "nobody stopped it"
+    );
+    let restarted = AppProcess::start(&env).await;
+    let took = until_over(&stand_in, Duration::from_secs(30)).await;
+    let record = stand_in.record();
+    assert!(took.is_some(), "{record:?}: {}", restarted.output());
+    assert_eq!(record[0].status, "canceled", "{record:?}");
+    assert!(
+        record[0].seconds < 35.0,
+        "billed {} s of a 60 s run",
+        record[0].seconds
+    );
+    assert!(restarted.output().contains("orphaned run was cancelled"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_left_by_a_killed_process_is_cancelled_and_settled_by_the_restarted_one() {
+    // With Redis the dead process's lease on its run outlives it; once it
+    // lapses, the restarted process (or any other) stops the run and writes
+    // its row by the provider's record, for the visitor who started it.
+    let redis = RedisServer::start();
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(30),
+        run: Duration::from_secs(60),
+    })
+    .await;
+    let env = vec![
+        ("REDIS_URL", redis.url()),
+        ("REPLICATE_API_TOKEN", "r8_test_token".to_owned()),
+        ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
+    ];
+    let doomed = AppProcess::start(&env).await;
+    start_a_run(&doomed, &stand_in).await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // the lease is written
+    drop(doomed);
+    let restarted = AppProcess::start(&env).await;
+    let took = until_over(&stand_in, Duration::from_secs(30)).await;
+    let record = stand_in.record();
+    assert!(took.is_some(), "{record:?}: {}", restarted.output());
+    assert_eq!(record[0].status, "canceled", "{record:?}");
+    let ledger = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let settled = wait_until(async || !ledger.latest(10).await.unwrap().is_empty()).await;
+    assert!(settled, "{}", restarted.output());
+    let row = ledger.latest(10).await.unwrap().remove(0);
+    assert_eq!(row.run_id, record[0].id);
+    assert_eq!(row.outcome, "orphaned");
+    assert_eq!(
+        row.who,
+        lofianime_domain::tag("127.0.0.1"),
+        "the visitor's run"
+    );
+    let billed_ms = (stand_in.record()[0].seconds * 1000.0).round() as u64;
+    assert_eq!(row.billed_ms, billed_ms, "by the provider's record");
+}

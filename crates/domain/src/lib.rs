@@ -30,8 +30,8 @@ pub use gallery::RecentEntry;
 pub use jobs::CancelOutcome;
 pub use ratelimit::{Decision, Reason};
 pub use spend::{
-    micros, next_midnight_ms, rfc3339, utc_day, DayTotals, ListedRun, OutcomeTotals, RunHistory,
-    SpendLedger, SpendRow,
+    micros, next_midnight_ms, parse_rfc3339, rfc3339, utc_day, DayTotals, ListedRun, OutcomeTotals,
+    RunHistory, SpendLedger, SpendRow,
 };
 pub use storage::{ImageKey, ImageRecord, ImageStream};
 pub use studio::{

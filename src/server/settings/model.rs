@@ -31,6 +31,10 @@ pub struct ModelSettings {
     pub prompt_prefix: String,
     /// Overall bound on one generation, from create to stored image (seconds).
     pub deadline_secs: u64,
+    /// `Cancel-After` on each prediction: Replicate stops it on its own this
+    /// many seconds after its creation, even if no process of the app is left
+    /// to (1 to `deadline_secs`; unset: 60, or the deadline if shorter).
+    pub cancel_after_secs: Option<u64>,
     /// How long the create request is held open for a synchronous answer
     /// (`Prefer: wait`, 0–60 s). 0, the default: the create answers at once with
     /// the prediction's id, so a run nobody wants is stopped before it bills.
@@ -66,6 +70,7 @@ impl Default for ModelSettings {
             version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
             prompt_prefix: "In the style of HISGH. ".into(),
             deadline_secs: 120,
+            cancel_after_secs: None,
             wait_secs: 0,
             poll_interval_ms: 500,
             max_image_bytes: 20_000_000,
@@ -114,7 +119,17 @@ impl Default for ProgressSettings {
     }
 }
 
+/// `Cancel-After` unless the owner says otherwise: a run is ~10 s of
+/// processing; a minute leaves room for a queue or a boot.
+const DEFAULT_CANCEL_AFTER_SECS: u64 = 60;
+
 impl ModelSettings {
+    /// The `Cancel-After` sent with each prediction, in seconds.
+    pub fn cancel_after_secs(&self) -> u64 {
+        self.cancel_after_secs
+            .unwrap_or(DEFAULT_CANCEL_AFTER_SECS.min(self.deadline_secs))
+    }
+
     pub(super) fn check(&self) -> Result<(), SettingsError> {
         within("model.wait_secs", self.wait_secs, 0..=60)?;
         for (path, zero) in [
@@ -125,6 +140,9 @@ impl ModelSettings {
             if zero {
                 return invalid(path, "must be greater than 0");
             }
+        }
+        if let Some(secs) = self.cancel_after_secs {
+            within("model.cancel_after_secs", secs, 1..=self.deadline_secs)?;
         }
         let version_ok =
             self.version.len() == 64 && self.version.bytes().all(|b| b.is_ascii_hexdigit());

@@ -175,6 +175,12 @@ fn addresses_and_counts_of_the_operations_settings_are_checked() {
             "LOFIANIME_SITE__PUBLIC_URL",
         ),
         ("LOFIANIME_WORKERS__CPU", "0", "LOFIANIME_WORKERS__CPU"),
+        // Cancel-After past the deadline means nothing.
+        (
+            "LOFIANIME_MODEL__CANCEL_AFTER_SECS",
+            "600",
+            "LOFIANIME_MODEL__CANCEL_AFTER_SECS",
+        ),
         (
             "LOFIANIME_SHUTDOWN__GRACE_SECS",
             "7200",
@@ -200,6 +206,18 @@ fn addresses_and_counts_of_the_operations_settings_are_checked() {
             Ok(())
         });
     }
+    Jail::expect_with(|jail| {
+        assert_eq!(load_in(jail).unwrap().model.cancel_after_secs(), 60);
+        jail.set_env("LOFIANIME_MODEL__DEADLINE_SECS", "30");
+        assert_eq!(
+            load_in(jail).unwrap().model.cancel_after_secs(),
+            30,
+            "never past a shorter deadline"
+        );
+        jail.set_env("LOFIANIME_MODEL__CANCEL_AFTER_SECS", "12");
+        assert_eq!(load_in(jail).unwrap().model.cancel_after_secs(), 12);
+        Ok(())
+    });
     Jail::expect_with(|jail| {
         jail.set_env("LOFIANIME_STORAGE__URL", "s3://my-bucket/images/");
         jail.set_env(

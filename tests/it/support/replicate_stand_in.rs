@@ -37,10 +37,21 @@ struct Run {
     model: Model,
     unsafe_prompt: bool,
     canceled_at: Option<Instant>,
+    /// The create's `Cancel-After`: the server stops the run on its own then.
+    cancel_after: Option<Duration>,
     version: String,
 }
 
 impl Run {
+    /// When the run is stopped early (a cancel, or its `Cancel-After`), if it is.
+    fn stop_at(&self) -> Option<Instant> {
+        let deadline = self.cancel_after.map(|after| self.created + after);
+        match (self.canceled_at, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn processing_at(&self) -> Instant {
         self.created + self.model.boot
     }
@@ -50,8 +61,12 @@ impl Run {
     }
 
     fn status(&self, now: Instant) -> &'static str {
-        match self.canceled_at {
-            Some(at) if at < self.finishes_at() => "canceled",
+        match self.stop_at() {
+            // Cancel-After before it started: aborted, never billed.
+            Some(at) if at <= now && at < self.processing_at() && self.canceled_at != Some(at) => {
+                "aborted"
+            }
+            Some(at) if at <= now && at < self.finishes_at() => "canceled",
             _ if now < self.processing_at() => "starting",
             _ if now < self.finishes_at() => "processing",
             _ if self.unsafe_prompt => "failed",
@@ -66,7 +81,7 @@ impl Run {
     /// When the run ended (finished or cancelled), if it has.
     fn ended_at(&self, now: Instant) -> Option<Instant> {
         let end = self
-            .canceled_at
+            .stop_at()
             .unwrap_or(self.finishes_at())
             .min(self.finishes_at());
         (end <= now).then_some(end)
@@ -74,7 +89,7 @@ impl Run {
 
     /// Whether it reached `processing` (Replicate's `started_at`).
     fn started(&self, now: Instant) -> bool {
-        let stop = self.canceled_at.unwrap_or(now).min(now);
+        let stop = self.stop_at().unwrap_or(now).min(now);
         stop >= self.processing_at()
     }
 
@@ -167,7 +182,12 @@ impl ReplicateStandIn {
     /// a 20 s deadline, polls every 50 ms); `wait` is the create's
     /// `Prefer: wait` (zero: the create answers at once with the id).
     pub fn generator(&self, wait: Duration) -> lofianime_domain::ReplicateGenerator {
-        lofianime_domain::ReplicateGenerator::new(lofianime_domain::ReplicateSettings {
+        lofianime_domain::ReplicateGenerator::new(self.settings(wait)).unwrap()
+    }
+
+    /// The settings [`ReplicateStandIn::generator`] uses.
+    pub fn settings(&self, wait: Duration) -> lofianime_domain::ReplicateSettings {
+        lofianime_domain::ReplicateSettings {
             base_url: self.base_url.parse().unwrap(),
             token: secrecy::SecretString::from("r8_test_token"),
             model: "doriandarko/sdxl-hiroshinagai".into(),
@@ -175,12 +195,12 @@ impl ReplicateStandIn {
             prompt_prefix: "In the style of HISGH. ".into(),
             input: serde_json::Map::new(),
             deadline: Duration::from_secs(20),
+            cancel_after: Duration::from_secs(20),
             wait,
             poll_interval: Duration::from_millis(50),
             max_image_bytes: 1_000_000,
             backoff: Duration::from_millis(10),
-        })
-        .unwrap()
+        }
     }
 
     /// Later predictions run with `model`.
@@ -274,6 +294,12 @@ async fn create(
             model,
             unsafe_prompt: prompt.contains("[unsafe]"),
             canceled_at: None,
+            cancel_after: headers
+                .get("cancel-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_suffix('s'))
+                .and_then(|n| n.parse().ok())
+                .map(Duration::from_secs),
             version: body["version"].as_str().unwrap_or_default().to_owned(),
         },
     );
@@ -336,13 +362,34 @@ async fn cancel(
     Ok(Json(s.view(&id)))
 }
 
-/// `GET /v1/predictions[?cursor=N]`: newest first, `page` a page, with `next`.
+/// `GET /v1/predictions[?created_after=T][&cursor=N]`: newest first, `PAGE`
+/// a page, with `next`.
 async fn list(
     State(s): State<ReplicateStandIn>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     const PAGE: usize = 2;
-    let ids: Vec<String> = s.order.lock().unwrap().iter().rev().cloned().collect();
+    let after = query
+        .get("created_after")
+        .and_then(|t| lofianime_domain::parse_rfc3339(t))
+        .unwrap_or(0);
+    let created_ms = |run: &Run| {
+        run.created_wall
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+    };
+    let ids: Vec<String> = {
+        let runs = s.runs.lock().unwrap();
+        s.order
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter(|id| created_ms(&runs[*id]) >= after)
+            .cloned()
+            .collect()
+    };
     let from: usize = query
         .get("cursor")
         .and_then(|c| c.parse().ok())
@@ -353,8 +400,15 @@ async fn list(
         .take(PAGE)
         .map(|id| s.view(id))
         .collect();
-    let next = (from + PAGE < ids.len())
-        .then(|| format!("{}/v1/predictions?cursor={}", s.base_url, from + PAGE));
+    let next = (from + PAGE < ids.len()).then(|| {
+        let mut next = url::Url::parse(&format!("{}/v1/predictions", s.base_url)).unwrap();
+        if let Some(after) = query.get("created_after") {
+            next.query_pairs_mut().append_pair("created_after", after);
+        }
+        next.query_pairs_mut()
+            .append_pair("cursor", &(from + PAGE).to_string());
+        next.to_string()
+    });
     Json(json!({ "results": page, "next": next, "previous": null }))
 }
 

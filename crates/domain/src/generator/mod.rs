@@ -136,6 +136,8 @@ pub struct Meter {
     processing: AtomicBool,
     by_record: AtomicBool,
     record: watch::Sender<Option<RunRecord>>,
+    /// The provider's id of the run, once its create answered.
+    run_id: watch::Sender<Option<String>>,
 }
 
 impl Default for Meter {
@@ -145,6 +147,7 @@ impl Default for Meter {
             processing: AtomicBool::new(false),
             by_record: AtomicBool::new(false),
             record: watch::channel(None).0,
+            run_id: watch::channel(None).0,
         }
     }
 }
@@ -161,6 +164,36 @@ impl Meter {
     /// The provider's record of the run, once published.
     pub fn record(&self) -> Option<RunRecord> {
         self.record.borrow().clone()
+    }
+
+    /// Says the provider created run `id` (its create answered): from here on
+    /// the run can be read and stopped by its id, by this process or, after
+    /// a crash, by another.
+    pub fn created(&self, id: &str) {
+        self.run_id.send_if_modified(|known| {
+            let first = known.is_none();
+            if first {
+                *known = Some(id.to_owned());
+            }
+            first
+        });
+    }
+
+    /// The provider's id of the run once it was created; `None` when the run
+    /// ended (its record published) without one.
+    pub async fn created_run(&self) -> Option<String> {
+        let mut id = self.run_id.subscribe();
+        let mut record = self.record.subscribe();
+        tokio::select! {
+            known = id.wait_for(Option::is_some) => known.ok().and_then(|id| id.clone()),
+            _ = record.wait_for(Option::is_some) => self.run_id.borrow().clone(),
+        }
+    }
+
+    /// Resolves once the provider's record of the run is published.
+    pub async fn ended(&self) {
+        let mut record = self.record.subscribe();
+        let _ = record.wait_for(Option::is_some).await;
     }
 
     /// Publishes the provider's record of the run (the first one counts).

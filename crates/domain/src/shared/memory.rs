@@ -12,6 +12,10 @@ impl SharedState for MemoryStore {
         MemoryStore::describe(self)
     }
 
+    fn outlives_process(&self) -> bool {
+        false
+    }
+
     async fn create_hash(
         &self,
         key: &str,

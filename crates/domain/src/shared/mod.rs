@@ -19,6 +19,12 @@ use std::collections::HashMap;
 pub trait SharedState: Send + Sync + 'static {
     fn describe(&self) -> String;
 
+    /// Whether what is kept here outlives this process (a shared store), or
+    /// goes with it (memory).
+    fn outlives_process(&self) -> bool {
+        true
+    }
+
     /// Creates the hash at `key` with `fields`, expiring in `ttl_ms`. Returns
     /// false, writing nothing, when the key exists already.
     async fn create_hash(

@@ -11,9 +11,11 @@
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod memory;
+mod orphans;
 mod reconcile;
 mod scripted;
 
+pub(crate) use orphans::{LeaseInfo, OrphanSweep, RunLeases, SWEEP_EVERY};
 pub(crate) use reconcile::Reconciler;
 pub use reconcile::{micros, parse_rfc3339, ListedRun, RunHistory};
 

@@ -33,6 +33,10 @@ pub trait RunHistory: Send + Sync + 'static {
 
     /// The model version whose runs are this app's.
     fn version(&self) -> &str;
+
+    /// Cancels run `run_id` (nobody watches it) and returns the provider's
+    /// record of it once it is over.
+    async fn stop(&self, run_id: &str) -> crate::generator::RunRecord;
 }
 
 /// The lock and mark names in the ledger.

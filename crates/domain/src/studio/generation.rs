@@ -13,7 +13,7 @@ use crate::gallery::RecentEntry;
 use crate::generator::{ModelError, ProgressReporter};
 use crate::jobs::JobRecord;
 use crate::ratelimit::{Decision, RateLimiter};
-use crate::spend::{micros, next_midnight_ms, p90, utc_day, Reservation};
+use crate::spend::{micros, next_midnight_ms, p90, utc_day, LeaseInfo, Reservation};
 use crate::storage::{ImageKey, ImageRecord, StorageError};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
@@ -152,13 +152,21 @@ impl Parts {
             return Err(StudioError::ImagesUnwritable(problem));
         }
         let (mut charge, decision) = self.take_credits(order.payer, order.quota).await?;
-        match self.spend_ticket(order.visitor).await {
-            Ok(ticket) => charge.accounted_by(ticket),
+        let lease = match self.spend_ticket(order.visitor).await {
+            Ok(ticket) => {
+                let lease = LeaseInfo {
+                    who: ticket.who.clone(),
+                    day: ticket.day.clone(),
+                    reservation: ticket.reservation.clone(),
+                };
+                charge.accounted_by(ticket);
+                lease
+            }
             Err(refused) => {
                 charge.settle(Ending::NothingRan).await;
                 return Err(refused);
             }
-        }
+        };
         let record = match order.job {
             Some(id) => match self.open_record(id, order.visitor).await {
                 Ok(record) => record,
@@ -170,7 +178,13 @@ impl Parts {
             None => None,
         };
         let result = self
-            .deliver(order.visitor, prompt, charge, decision, record.as_ref())
+            .deliver(
+                order.visitor,
+                prompt,
+                (charge, lease),
+                decision,
+                record.as_ref(),
+            )
             .await;
         if let Some(record) = record {
             record
@@ -208,13 +222,19 @@ impl Parts {
         &self,
         visitor: &str,
         prompt: Prompt,
-        charge: Charge,
+        (charge, lease): (Charge, LeaseInfo),
         decision: Option<Decision>,
         record: Option<&JobRecord>,
     ) -> Result<Generated, StudioError> {
         let started = Instant::now();
         let (progress, phases) = ProgressReporter::channel();
         let charge = charge.metered_by(progress.meter());
+        if !self.generator.is_offline() {
+            // Until the run's record is in: a crash leaves a lapsing lease
+            // that another instance (or this one, restarted) finds.
+            let bound = self.spend.run_deadline + crate::generator::RECORD_WAIT;
+            self.leases.hold(progress.meter(), lease, bound);
+        }
         let (key, stored) = match self.produce(&prompt, &progress, phases, record).await {
             Ok(stored) => stored,
             Err(spoiled) => {

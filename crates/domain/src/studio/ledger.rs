@@ -51,6 +51,33 @@ impl Studio {
         }
     }
 
+    /// One sweep for model runs nobody watches now: the rows of those it
+    /// stopped (`None`: another instance holds the sweep, or there is no
+    /// provider to ask).
+    pub async fn stop_orphaned_runs(&self) -> Result<Option<Vec<SpendRow>>, String> {
+        match &self.orphans {
+            Some(sweep) => sweep.pass(self.now_ms()).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Sweeps for orphaned runs at once (a crash before this start may have
+    /// left some) and every few seconds after, until the process ends (the
+    /// server spawns it; each sweep is taken by one instance).
+    pub async fn stop_orphaned_runs_forever(&self) {
+        if self.orphans.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(crate::spend::SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.stop_orphaned_runs().await {
+                tracing::warn!(%error, "a sweep for orphaned model runs failed; the next one tries again");
+            }
+        }
+    }
+
     /// Reconciles every `spend.reconcile_every` until the process ends (the
     /// server spawns it; each pass is taken by one instance).
     pub async fn reconcile_forever(&self) {

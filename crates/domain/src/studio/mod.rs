@@ -19,7 +19,7 @@ use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
-use crate::spend::Reconciler;
+use crate::spend::{OrphanSweep, Reconciler, RunLeases};
 use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
@@ -40,6 +40,8 @@ pub struct Studio {
     limiter_store: Arc<dyn LimiterStore>,
     /// Writes the rows of runs nobody settled, from the provider's list.
     reconciler: Option<Reconciler>,
+    /// Stops the runs nobody watches (their process died).
+    orphans: Option<OrphanSweep>,
 }
 
 /// A dependency's answer to a readiness check.
@@ -79,6 +81,20 @@ impl Studio {
             SignedOut::OwnQuota(algorithm) => Some(quota(algorithm)),
             SignedOut::SameQuota | SignedOut::MustSignIn => None,
         };
+        let leases = Arc::new(RunLeases::new(
+            components.shared.clone(),
+            components.clock.clone(),
+        ));
+        let orphans = components.history.clone().map(|history| OrphanSweep {
+            ledger: components.ledger.clone(),
+            history,
+            leases: leases.clone(),
+            usd_per_second: policy.spend.usd_per_second,
+            keep_ms: policy.spend.keep_ms(),
+            run_deadline_ms: policy.spend.run_deadline.as_millis() as u64,
+            started_ms: components.clock.now_ms(),
+            leases_outlive_process: components.shared.outlives_process(),
+        });
         Self {
             parts: Parts {
                 limiter: quota(policy.algorithm),
@@ -89,6 +105,7 @@ impl Studio {
                 max_prompt_chars: policy.max_prompt_chars,
                 on_store_failure: policy.on_store_failure,
                 shared: components.shared.clone(),
+                leases,
                 jobs: Arc::new(JobBoard::new(
                     components.shared,
                     components.clock.clone(),
@@ -109,6 +126,7 @@ impl Studio {
             reconciler: components
                 .history
                 .map(|history| Reconciler::new(components.ledger, history, &policy.spend)),
+            orphans,
         }
     }
 

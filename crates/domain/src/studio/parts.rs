@@ -10,7 +10,7 @@ use crate::generator::ImageGenerator;
 use crate::jobs::JobBoard;
 use crate::ratelimit::{Algorithm, LimiterStore, RateLimiter};
 use crate::shared::SharedState;
-use crate::spend::{RunHistory, SpendLedger};
+use crate::spend::{RunHistory, RunLeases, SpendLedger};
 use crate::storage::{ImageStore, ObjectImageStore, Writability};
 use crate::store::MemoryStore;
 use crate::visitor::WhoPays;
@@ -196,4 +196,7 @@ pub(super) struct Parts {
     pub(super) writable: Arc<Writability>,
     /// What every instance sees (marks; the job board keeps its own handle).
     pub(super) shared: Arc<dyn SharedState>,
+    /// The leases on model runs in flight (a crashed process's runs are
+    /// found by their lapsed leases).
+    pub(super) leases: Arc<RunLeases>,
 }

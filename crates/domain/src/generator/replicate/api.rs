@@ -47,9 +47,14 @@ impl Api {
             )),
         );
         let body = json!({ "version": self.settings.version, "input": input });
-        // The server cancels the prediction on its own past our deadline, even if
-        // this process is gone by then.
-        let cancel_after = self.settings.deadline.as_secs().max(1);
+        // The server stops the prediction on its own about when a run should
+        // be over, even if this process (and any that could sweep it) is gone.
+        let cancel_after = self
+            .settings
+            .cancel_after
+            .min(self.settings.deadline)
+            .as_secs()
+            .max(1);
         let request = self
             .client
             .post(self.endpoint("predictions"))

@@ -74,6 +74,11 @@ impl crate::spend::RunHistory for ReplicateGenerator {
     fn version(&self) -> &str {
         &self.api.settings.version
     }
+
+    async fn stop(&self, run_id: &str) -> crate::generator::RunRecord {
+        let answer = self.api.cancel(run_id).await;
+        self.api.final_record(run_id, answer).await
+    }
 }
 
 fn listed(prediction: ListedPrediction) -> crate::spend::ListedRun {

@@ -55,6 +55,10 @@ pub struct ReplicateSettings {
     pub input: Map<String, Value>,
     /// Overall bound from create to a usable result.
     pub deadline: Duration,
+    /// Sent as `Cancel-After`: Replicate stops the run on its own this long
+    /// after its creation (aborted, unbilled, if it had not started), even
+    /// when every process of the app is gone. At most the deadline.
+    pub cancel_after: Duration,
     /// Seconds the create request is held open (`Prefer: wait`), at most 60;
     /// zero: none (the create answers at once with the prediction's id).
     pub wait: Duration,
@@ -127,6 +131,9 @@ impl ReplicateGenerator {
                 meter.publish(failed.record(api.settings.deadline));
                 failed.error
             });
+            if let Ok(prediction) = &result {
+                meter.created(&prediction.id);
+            }
             if let Err(Ok(prediction)) = answer.send(result) {
                 tracing::warn!(prediction = %prediction.id, "the generation was abandoned while the prediction was being created; stopping it");
                 match prediction.record() {
