@@ -237,6 +237,8 @@ pub fn policy(settings: &Settings) -> Policy {
             keep_days: settings.spend.keep_days,
             reconcile_every: Duration::from_secs(settings.spend.reconcile_secs),
             run_deadline: Duration::from_secs(settings.model.deadline_secs),
+            // A process this one replaces drains this long, then stops its runs.
+            takeover_after: Duration::from_secs(settings.shutdown.grace_secs + 5),
         },
     }
 }

@@ -368,6 +368,7 @@ async fn until_over(stand_in: &ReplicateStandIn, bound: Duration) -> Option<Dura
 async fn a_run_left_by_a_killed_process_is_cancelled_after_the_restart_with_memory_only() {
     // No Redis: the restarted process knows of the run only from the
     // provider's list. The run would go on for a minute, billed for nobody.
+    // (It waits out the shutdown grace a replaced process drains for: 1 s here.)
     let stand_in = ReplicateStandIn::start(Model {
         boot: Duration::from_millis(30),
         run: Duration::from_secs(60),
@@ -376,6 +377,7 @@ async fn a_run_left_by_a_killed_process_is_cancelled_after_the_restart_with_memo
     let env = vec![
         ("REPLICATE_API_TOKEN", "r8_test_token".to_owned()),
         ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
+        ("LOFIANIME_SHUTDOWN__GRACE_SECS", "1".to_owned()),
     ];
     let doomed = AppProcess::start(&env).await;
     start_a_run(&doomed, &stand_in).await;
@@ -390,6 +392,7 @@ async fn a_run_left_by_a_killed_process_is_cancelled_after_the_restart_with_memo
     let took = until_over(&stand_in, Duration::from_secs(30)).await;
     let record = stand_in.record();
     assert!(took.is_some(), "{record:?}: {}", restarted.output());
+    eprintln!("the orphaned run ended {took:?} after the restart");
     assert_eq!(record[0].status, "canceled", "{record:?}");
     assert!(
         record[0].seconds < 35.0,
@@ -423,6 +426,7 @@ async fn a_run_left_by_a_killed_process_is_cancelled_and_settled_by_the_restarte
     let took = until_over(&stand_in, Duration::from_secs(30)).await;
     let record = stand_in.record();
     assert!(took.is_some(), "{record:?}: {}", restarted.output());
+    eprintln!("the orphaned run ended {took:?} after the restart");
     assert_eq!(record[0].status, "canceled", "{record:?}");
     let ledger = RedisStore::connect(&redis.url(), Duration::from_secs(2))
         .await
@@ -439,4 +443,42 @@ async fn a_run_left_by_a_killed_process_is_cancelled_and_settled_by_the_restarte
     );
     let billed_ms = (stand_in.record()[0].seconds * 1000.0).round() as u64;
     assert_eq!(row.billed_ms, billed_ms, "by the provider's record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_leaves_the_runs_of_the_one_it_replaces_alone() {
+    // A rolling deploy with memory only: the new process starts while the old
+    // one still runs a generation; the new one cannot see the old one's
+    // lease, and waits out the old one's grace period before calling any run
+    // orphaned. The run finishes and is delivered.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(30),
+        run: Duration::from_secs(4),
+    })
+    .await;
+    let env = vec![
+        ("REPLICATE_API_TOKEN", "r8_test_token".to_owned()),
+        ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
+    ];
+    let old = AppProcess::start(&env).await;
+    let url = old.url("/api/ai");
+    let visitor = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&serde_json::json!({"prompt": "a lighthouse"}))
+            .send()
+            .await
+            .map(|response| response.status())
+    });
+    assert!(wait_until(async || stand_in.processed() == 1).await);
+    let new = AppProcess::start(&env).await;
+    let status = visitor.await.unwrap().unwrap();
+    let record = stand_in.record();
+    assert_eq!(
+        record[0].status,
+        "succeeded",
+        "{record:?}: {}",
+        new.output()
+    );
+    assert_eq!(status, reqwest::StatusCode::OK, "{}", old.output());
 }

@@ -145,6 +145,10 @@ pub struct OrphanSweep {
     pub run_deadline_ms: u64,
     /// When this process started.
     pub started_ms: u64,
+    /// With leases in memory: how long after this start a run created before
+    /// it still belongs to a process this one replaces (draining, in a
+    /// rolling deploy), and is left alone.
+    pub takeover_after_ms: u64,
     /// Whether the leases outlive this process (a shared store), or went with
     /// the last one (memory).
     pub leases_outlive_process: bool,
@@ -158,8 +162,9 @@ impl OrphanSweep {
             None => {
                 let older_than_any_wait =
                     run.created_ms + self.run_deadline_ms + UNLEASED_SLACK_MS < now_ms;
-                let from_before_memory_was_lost =
-                    !self.leases_outlive_process && run.created_ms < self.started_ms;
+                let from_before_memory_was_lost = !self.leases_outlive_process
+                    && run.created_ms < self.started_ms
+                    && now_ms >= self.started_ms + self.takeover_after_ms;
                 older_than_any_wait || from_before_memory_was_lost
             }
         }
@@ -169,9 +174,11 @@ impl OrphanSweep {
     /// another instance holds the sweep.
     pub async fn pass(&self, now_ms: u64) -> Result<Option<Vec<SpendRow>>, String> {
         let store = |e: StoreError| e.to_string();
+        // Held a little less than a period, so the holder's next tick finds
+        // it free.
         if !self
             .ledger
-            .try_lock(LOCK, SWEEP_EVERY.as_millis() as u64)
+            .try_lock(LOCK, SWEEP_EVERY.as_millis() as u64 * 9 / 10)
             .await
             .map_err(store)?
         {
@@ -331,6 +338,7 @@ mod tests {
             keep_ms: 86_400_000,
             run_deadline_ms: 120_000,
             started_ms: START,
+            takeover_after_ms: 35_000,
             leases_outlive_process: outlive,
         }
     }
@@ -389,9 +397,16 @@ mod tests {
         assert_eq!(rows[0].who, "unknown");
         assert_eq!(stopped(&s), ["young"]);
         // Leases in memory went with the last process: a run from before this
-        // one started is nobody's.
+        // one started is nobody's, once a process this one replaced would
+        // have drained and stopped its own runs.
         let s = setup(young(), false);
-        assert_eq!(s.sweep.pass(START + 1_000).await.unwrap().unwrap().len(), 1);
+        assert_eq!(s.sweep.pass(START + 30_000).await.unwrap().unwrap(), []);
+        assert!(stopped(&s).is_empty(), "a predecessor may be draining");
+        let s = setup(young(), false);
+        assert_eq!(
+            s.sweep.pass(START + 35_000).await.unwrap().unwrap().len(),
+            1
+        );
         assert_eq!(stopped(&s), ["young"]);
         // One created since, without a lease yet, is this process's.
         let s = setup(vec![run("mine", START + 500, false)], false);
@@ -402,9 +417,10 @@ mod tests {
     async fn one_instance_sweeps_at_a_time() {
         let s = setup(vec![run("before", START - 2_000, false)], false);
         let other = sweep_on(&s.store, &s.history, &s.clock, false);
-        assert!(other.pass(START).await.unwrap().is_some());
+        let later = START + 40_000;
+        assert!(other.pass(later).await.unwrap().is_some());
         assert!(
-            s.sweep.pass(START).await.unwrap().is_none(),
+            s.sweep.pass(later).await.unwrap().is_none(),
             "the lock is taken"
         );
         assert_eq!(stopped(&s), ["before"]);

@@ -50,7 +50,7 @@ pub(crate) struct Reconciler {
     pub history: Arc<dyn RunHistory>,
     pub usd_per_second: f64,
     pub keep_ms: u64,
-    /// How often passes run; also how long a pass holds the lock.
+    /// How often passes run (a pass holds the lock nine tenths of that).
     pub every_ms: u64,
     /// How far before the last pass's time the next one looks again (runs
     /// still in flight at the last pass end after it).
@@ -78,9 +78,11 @@ impl Reconciler {
     /// instance holds the lock.
     pub async fn pass(&self, now_ms: u64) -> Result<Option<Vec<SpendRow>>, String> {
         let store = |e: crate::store::StoreError| e.to_string();
+        // Held a little less than a period, so the holder's next tick finds
+        // it free.
         if !self
             .ledger
-            .try_lock(LOCK, self.every_ms)
+            .try_lock(LOCK, self.every_ms * 9 / 10)
             .await
             .map_err(store)?
         {

@@ -93,6 +93,7 @@ impl Studio {
             keep_ms: policy.spend.keep_ms(),
             run_deadline_ms: policy.spend.run_deadline.as_millis() as u64,
             started_ms: components.clock.now_ms(),
+            takeover_after_ms: policy.spend.takeover_after.as_millis() as u64,
             leases_outlive_process: components.shared.outlives_process(),
         });
         Self {

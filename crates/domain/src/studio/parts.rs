@@ -101,6 +101,11 @@ pub struct SpendPolicy {
     /// The longest a run may take (a reservation lapses after it, and
     /// reconciliation looks back this far past its last pass).
     pub run_deadline: Duration,
+    /// How long a process this one replaces may still be finishing its runs
+    /// (its shutdown's grace period): with leases in memory, runs created
+    /// before this start are left alone that long before they count as
+    /// orphaned.
+    pub takeover_after: Duration,
 }
 
 impl Default for SpendPolicy {
@@ -112,6 +117,7 @@ impl Default for SpendPolicy {
             keep_days: 400,
             reconcile_every: Duration::from_secs(600),
             run_deadline: Duration::from_secs(120),
+            takeover_after: Duration::from_secs(35),
         }
     }
 }
