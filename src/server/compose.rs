@@ -175,7 +175,8 @@ pub async fn image_store(settings: &Settings) -> Result<ObjectImageStore, Compos
         StorageUrl::Dir(dir) => ObjectImageStore::local_dir(&dir)?,
         StorageUrl::Memory => ObjectImageStore::in_memory(),
         StorageUrl::S3 { bucket, prefix } => ObjectImageStore::s3(&bucket, prefix.as_deref())?,
-    };
+    }
+    .with_timeout(Duration::from_secs(settings.storage.timeout_secs));
     store
         .check_writable(STORAGE_CHECK)
         .await

@@ -125,7 +125,10 @@ pub fn log(failure: &StudioError) {
         | StudioError::ImagesUnwritable(_) => {
             tracing::warn!(%failure)
         }
-        StudioError::Model { .. } | StudioError::Storage { .. } | StudioError::ImageStore(_) => {
+        StudioError::ImageStore(_) => {
+            tracing::warn!(%failure, "a stored image could not be read")
+        }
+        StudioError::Model { .. } | StudioError::Storage { .. } => {
             tracing::error!(%failure, "generation failed")
         }
     }

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use lofianime_domain::ImageKey;
+use lofianime_domain::{ImageKey, StorageError, StudioError};
 
 /// The images' route.
 pub fn routes() -> Router<AppState> {
@@ -39,7 +39,20 @@ pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>
         Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
         Err(failure) => {
             errors::log(&failure);
-            (StatusCode::INTERNAL_SERVER_ERROR, GENERIC_FAILURE).into_response()
+            match failure {
+                // The store is slow, down or full for now: worth a retry.
+                StudioError::ImageStore(
+                    StorageError::Store(_)
+                    | StorageError::TimedOut(_)
+                    | StorageError::FailedRecently(_),
+                ) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "5")],
+                    "The image cannot be read right now. Please try again in a moment.",
+                )
+                    .into_response(),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, GENERIC_FAILURE).into_response(),
+            }
         }
     }
 }

@@ -405,3 +405,70 @@ async fn start_up_refuses_sign_in_without_a_long_enough_session_secret() {
     assert!(!status.success());
     assert!(output.contains("OIDC_CLIENT_ID: must be set"), "{output}");
 }
+
+#[tokio::test]
+async fn a_frozen_bucket_answers_within_the_storage_time_limit_and_spends_nothing() {
+    // A storage service that hangs (SIGSTOP) made visitors wait 47.6 s. Each
+    // storage call now fails at `storage.timeout_secs`: an image request gets
+    // a 503 to retry, and a generation is refused before any model run.
+    let s3 = S3Server::start();
+    s3.create_bucket("pictures").await;
+    let mut env = s3_env(&s3, "s3://pictures/lofianime");
+    env.push(("LOFIANIME_STORAGE__TIMEOUT_SECS", "2".to_owned()));
+    env.push(("METRICS_TOKEN", "metrics-token".to_owned()));
+    let app = AppProcess::start(&env).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let made: Vec<String> = client
+        .post(app.url("/api/ai"))
+        .body(r#"{"prompt": "a harbour"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let calls = async || {
+        let text = client
+            .get(app.url("/metrics"))
+            .bearer_auth("metrics-token")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(&text, "lofianime_model_calls_total{generator=\"offline\"}")
+    };
+    assert_eq!(calls().await, 1.0);
+    s3.freeze();
+    let image = client
+        .get(app.url(&made[0]))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(image.status(), 503);
+    assert_eq!(image.headers()["retry-after"], "5");
+    // Past the last write probe's few seconds, generations know.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let refused = client
+        .post(app.url("/api/ai"))
+        .body(r#"{"prompt": "a lighthouse"}"#)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("an answer, not a hang: {e}: {}", app.output()));
+    assert_eq!(refused.status(), 503);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("Images cannot be saved"));
+    assert_eq!(
+        calls().await,
+        1.0,
+        "no model run while images cannot be kept"
+    );
+    s3.thaw();
+}

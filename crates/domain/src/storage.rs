@@ -10,8 +10,10 @@ use futures_util::stream::{BoxStream, StreamExt, TryStreamExt};
 use lofianime_wire::{ImageId, Variant};
 use object_store::{path::Path, ObjectStore, PutPayload};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The name of a stored image or one of its variants: 32 lowercase hex digits,
 /// then `.png` (the original, or `.jpg` / `.webp`), `-display.webp` or
@@ -136,6 +138,12 @@ pub enum StorageError {
     Variants(#[from] VariantError),
     #[error("image record {0}: {1}")]
     Record(String, String),
+    /// A storage call passed its time limit (`storage.timeout_secs`).
+    #[error("the image store did not answer within {0} s")]
+    TimedOut(u64),
+    /// Making this image's variants failed a moment ago; not tried again yet.
+    #[error("the image's variants could not be made a moment ago: {0}")]
+    FailedRecently(String),
 }
 
 #[async_trait]
@@ -191,18 +199,51 @@ impl ImageStream {
 pub struct ObjectImageStore {
     store: Arc<dyn ObjectStore>,
     description: String,
-    /// One image's missing variants are made at a time (CPU work; and two
-    /// requests for the same image find the first one's result).
-    making_variants: tokio::sync::Mutex<()>,
+    /// The longest one storage call may take.
+    timeout: Duration,
+    /// A lock per image whose missing variants are being made: two requests
+    /// for one image make them once; other images do not wait.
+    making: Mutex<HashMap<ImageId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Images whose variants could not be made lately, when and why: not
+    /// tried again for [`FAILURE_MEMORY`].
+    failed: Mutex<HashMap<ImageId, (Instant, String)>>,
 }
+
+/// How long a failure to make an image's variants is remembered.
+const FAILURE_MEMORY: Duration = Duration::from_secs(30);
+/// How many such failures are remembered at most.
+const FAILURES_KEPT: usize = 10_000;
+/// How long storing a generated image keeps trying (the run is paid for).
+const WRITE_PATIENCE: Duration = Duration::from_secs(30);
+/// Each storage call's time limit unless set otherwise.
+pub const DEFAULT_STORAGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ObjectImageStore {
     fn over(store: Arc<dyn ObjectStore>, description: String) -> Self {
         Self {
             store,
             description,
-            making_variants: tokio::sync::Mutex::new(()),
+            timeout: DEFAULT_STORAGE_TIMEOUT,
+            making: Mutex::default(),
+            failed: Mutex::default(),
         }
+    }
+
+    /// Bounds every storage call by `timeout` (a frozen store answers no
+    /// visitor late: the call fails instead).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// `call`, failed when it passes the time limit.
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or(Err(StorageError::TimedOut(self.timeout.as_secs())))
     }
 
     /// Images as files in `dir` (created if missing).
@@ -260,7 +301,7 @@ impl ObjectImageStore {
         let check = async {
             self.write(&name, Bytes::from_static(b"ok")).await?;
             self.read(&name).await?;
-            self.store.delete(&Path::from(name.as_str())).await?;
+            self.delete(&name).await?;
             Ok::<(), StorageError>(())
         };
         match tokio::time::timeout(bound, check).await {
@@ -282,18 +323,98 @@ impl ObjectImageStore {
     }
 
     async fn read(&self, name: &str) -> Result<Option<Bytes>, StorageError> {
-        match self.store.get(&Path::from(name)).await {
-            Ok(result) => Ok(Some(result.bytes().await?)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.timed(async {
+            match self.store.get(&Path::from(name)).await {
+                Ok(result) => Ok(Some(result.bytes().await?)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
     }
 
     async fn write(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
-        self.store
-            .put(&Path::from(name), PutPayload::from_bytes(bytes))
-            .await?;
-        Ok(())
+        self.timed(async {
+            self.store
+                .put(&Path::from(name), PutPayload::from_bytes(bytes))
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+        self.timed(async {
+            match self.store.delete(&Path::from(name)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    /// Writes a new image's files: the variants and the record first, the
+    /// original last (an image exists once its original does, so a write
+    /// that fails half-way leaves no image that looks whole).
+    async fn write_new(
+        &self,
+        key: &ImageKey,
+        original: &Bytes,
+        variants: &Variants,
+        record: &ImageRecord,
+    ) -> Result<(), StorageError> {
+        self.write_variants(key, variants).await?;
+        self.write_record(key.id(), record).await?;
+        self.write(&key.to_string(), original.clone()).await
+    }
+
+    /// Removes what a failed [`Self::write_new`] may have left (best effort).
+    async fn remove_partial(&self, key: &ImageKey) {
+        let names = [
+            key.variant(Variant::Display).to_string(),
+            key.variant(Variant::Thumb).to_string(),
+            format!("{}.json", key.id()),
+            key.to_string(),
+        ];
+        for name in names {
+            if let Err(error) = self.delete(&name).await {
+                tracing::warn!(file = %name, %error, "could not remove part of an image that failed to store");
+            }
+        }
+    }
+
+    /// The lock under which image `id`'s missing variants are made.
+    fn variant_lock(&self, id: &ImageId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        making.entry(id.clone()).or_default().clone()
+    }
+
+    /// Forgets image `id`'s lock when nobody else holds or waits for it.
+    fn release_variant_lock(&self, id: &ImageId, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        // This one and the map's.
+        if Arc::strong_count(&lock) <= 2 {
+            making.remove(id);
+        }
+    }
+
+    /// Why making image `id`'s variants failed, if it did within [`FAILURE_MEMORY`].
+    fn failed_recently(&self, id: &ImageId) -> Option<String> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed
+            .get(id)
+            .filter(|(at, _)| at.elapsed() < FAILURE_MEMORY)
+            .map(|(_, why)| why.clone())
+    }
+
+    fn remember_failure(&self, id: &ImageId, error: &StorageError) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() >= FAILURES_KEPT {
+            failed.retain(|_, (at, _)| at.elapsed() < FAILURE_MEMORY);
+        }
+        if failed.len() < FAILURES_KEPT {
+            failed.insert(id.clone(), (Instant::now(), error.to_string()));
+        }
     }
 
     async fn write_record(&self, id: &ImageId, record: &ImageRecord) -> Result<(), StorageError> {
@@ -416,6 +537,23 @@ fn meaning(text: &str) -> &'static str {
     }
 }
 
+/// `chunks`, each of which must come within `limit` (a store that stalls
+/// mid-file ends the stream with an error rather than holding it open).
+fn within(
+    chunks: BoxStream<'static, Result<Bytes, StorageError>>,
+    limit: Duration,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    futures_util::stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        match tokio::time::timeout(limit, chunks.next()).await {
+            Ok(Some(chunk)) => Some((chunk, Some(chunks))),
+            Ok(None) => None,
+            Err(_) => Some((Err(StorageError::TimedOut(limit.as_secs())), None)),
+        }
+    })
+    .boxed()
+}
+
 /// [`make_variants`] on a CPU worker (see [`crate::cpu`]).
 async fn made_off_thread(original: Bytes) -> Result<Variants, StorageError> {
     crate::cpu::run(move || make_variants(&original))
@@ -443,8 +581,6 @@ impl ImageStore for ObjectImageStore {
         let key = ImageKey::new_random(image.format);
         // The variants first: an image that cannot be decoded is not kept.
         let variants = made_off_thread(image.bytes.clone()).await?;
-        self.write(&key.to_string(), image.bytes.clone()).await?;
-        self.write_variants(&key, &variants).await?;
         let record = ImageRecord {
             original: key.to_string(),
             prompt: prompt.to_owned(),
@@ -453,7 +589,24 @@ impl ImageStore for ObjectImageStore {
             created_ms,
             bytes: image.bytes.len() as u64,
         };
-        self.write_record(key.id(), &record).await?;
+        // The model run is paid for: a store that fails for a moment is
+        // tried again, within a bound.
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.write_new(&key, &image.bytes, &variants, &record).await {
+                Ok(()) => break,
+                Err(error) if started.elapsed() + pause < WRITE_PATIENCE => {
+                    tracing::warn!(image = %key, %error, retry_in_ms = pause.as_millis() as u64, "could not store a generated image; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(4));
+                }
+                Err(error) => {
+                    self.remove_partial(&key).await;
+                    return Err(error);
+                }
+            }
+        }
         metrics::counter!("lofianime_images_stored_total").increment(1);
         Ok((key, record))
     }
@@ -470,25 +623,54 @@ impl ImageStore for ObjectImageStore {
         let Some(original) = self.find_original(key.id()).await? else {
             return Ok(None);
         };
-        let _one_at_a_time = self.making_variants.lock().await;
-        // Someone else may have made it while this request waited.
-        if let Some(bytes) = self.read(&key.to_string()).await? {
-            return Ok(Some(bytes));
+        let id = key.id();
+        if let Some(why) = self.failed_recently(id) {
+            return Err(StorageError::FailedRecently(why));
         }
-        let variants = self.make_missing(original).await?;
-        Ok(variants.bytes(key.which()).cloned())
+        let lock = self.variant_lock(id);
+        let made = async {
+            let _this_image = lock.lock().await;
+            // Someone else may have made them (or failed to) while this
+            // request waited.
+            if let Some(bytes) = self.read(&key.to_string()).await? {
+                return Ok(Some(bytes));
+            }
+            if let Some(why) = self.failed_recently(id) {
+                return Err(StorageError::FailedRecently(why));
+            }
+            match self.make_missing(original).await {
+                Ok(variants) => Ok(variants.bytes(key.which()).cloned()),
+                Err(error) => {
+                    tracing::warn!(image = %key, %error, "could not make an image's variants; not tried again for a while");
+                    self.remember_failure(id, &error);
+                    Err(error)
+                }
+            }
+        }
+        .await;
+        self.release_variant_lock(id, lock);
+        made
     }
 
     async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
-        match self.store.get(&Path::from(key.to_string())).await {
-            Ok(found) => Ok(Some(ImageStream {
+        let found = self
+            .timed(async {
+                match self.store.get(&Path::from(key.to_string())).await {
+                    Ok(found) => Ok(Some(found)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await?;
+        match found {
+            Some(found) => Ok(Some(ImageStream {
                 size: found.meta.size,
-                chunks: found.into_stream().map_err(StorageError::from).boxed(),
+                chunks: within(
+                    found.into_stream().map_err(StorageError::from).boxed(),
+                    self.timeout,
+                ),
             })),
-            Err(object_store::Error::NotFound { .. }) => {
-                Ok(self.get(key).await?.map(ImageStream::whole))
-            }
-            Err(e) => Err(e.into()),
+            None => Ok(self.get(key).await?.map(ImageStream::whole)),
         }
     }
 
@@ -695,5 +877,272 @@ mod tests {
         assert!(store.record(key.id()).await.unwrap().is_none());
         // A path is no id: the store is never asked for it.
         assert_eq!(ImageId::parse("../etc"), None);
+    }
+
+    /// An object store in memory that fails or stalls on demand, and logs
+    /// the names written and read.
+    #[derive(Debug, Default)]
+    struct Faulty {
+        inner: object_store::memory::InMemory,
+        /// Puts of names ending so fail.
+        failing_puts: Mutex<Vec<String>>,
+        /// How many of the next puts fail (any name).
+        fail_next_puts: std::sync::atomic::AtomicUsize,
+        /// Every call stalls (a frozen store).
+        stalled: std::sync::atomic::AtomicBool,
+        written: Mutex<Vec<String>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl fmt::Display for Faulty {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("faulty")
+        }
+    }
+
+    impl Faulty {
+        async fn stall_if_asked(&self) {
+            if self.stalled.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+
+        fn refused(path: &Path) -> object_store::Error {
+            object_store::Error::Generic {
+                store: "faulty",
+                source: format!("No space left on device writing {path}").into(),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for Faulty {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.stall_if_asked().await;
+            let name = location.to_string();
+            let failing = self
+                .failing_puts
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|end| name.ends_with(end.as_str()));
+            let next = self
+                .fail_next_puts
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok();
+            if failing || next {
+                return Err(Self::refused(location));
+            }
+            self.written.lock().unwrap().push(name);
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.stall_if_asked().await;
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn delete(&self, location: &Path) -> object_store::Result<()> {
+            self.stall_if_asked().await;
+            self.inner.delete(location).await
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+
+        async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    fn faulty_store() -> (ObjectImageStore, Arc<Faulty>) {
+        let faulty = Arc::new(Faulty::default());
+        let store = ObjectImageStore::over(faulty.clone(), "faulty".into());
+        (store, faulty)
+    }
+
+    async fn names(faulty: &Faulty) -> Vec<String> {
+        let listed = faulty.inner.list_with_delimiter(None).await.unwrap();
+        let mut names: Vec<String> = listed
+            .objects
+            .iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn generated() -> GeneratedImage {
+        GeneratedImage {
+            bytes: png(120, 80),
+            format: ImageFormat::Png,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_original_is_written_last_and_a_failed_image_leaves_nothing() {
+        let (store, faulty) = faulty_store();
+        let (key, _) = store.put(&generated(), "a harbour", 1).await.unwrap();
+        let written = faulty.written.lock().unwrap().clone();
+        assert_eq!(written.last(), Some(&key.to_string()), "{written:?}");
+        assert_eq!(written.len(), 4, "{written:?}");
+        // A store that takes the variants and the record but never the
+        // original: after the retries, nothing of the image is left.
+        let (store, faulty) = faulty_store();
+        faulty.failing_puts.lock().unwrap().push(".png".into());
+        tokio::time::pause();
+        let failed = store.put(&generated(), "a harbour", 1).await;
+        assert!(matches!(failed, Err(StorageError::Store(_))), "{failed:?}");
+        assert_eq!(names(&faulty).await, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_for_a_moment_is_tried_again() {
+        let (store, faulty) = faulty_store();
+        faulty
+            .fail_next_puts
+            .store(3, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::pause();
+        let (key, record) = store.put(&generated(), "a harbour", 1).await.unwrap();
+        assert_eq!(store.get(&key).await.unwrap().unwrap(), generated().bytes);
+        assert_eq!(store.record(key.id()).await.unwrap(), Some(record));
+    }
+
+    #[tokio::test]
+    async fn a_frozen_store_fails_each_call_at_its_time_limit() {
+        let (store, faulty) = faulty_store();
+        let store = store.with_timeout(Duration::from_secs(2));
+        let (key, _) = store.put(&generated(), "a harbour", 1).await.unwrap();
+        faulty
+            .stalled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::pause();
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            store.get(&key).await,
+            Err(StorageError::TimedOut(2))
+        ));
+        assert!(matches!(
+            store.open(&key).await,
+            Err(StorageError::TimedOut(2))
+        ));
+        assert!(matches!(
+            store.record(key.id()).await,
+            Err(StorageError::TimedOut(2))
+        ));
+        let each = started.elapsed();
+        assert!(
+            each >= Duration::from_secs(6) && each < Duration::from_millis(6_500),
+            "2 s each: {each:?}"
+        );
+        // Storing keeps trying for its patience, then gives up.
+        let failed = store.put(&generated(), "a lighthouse", 1).await;
+        assert!(
+            matches!(failed, Err(StorageError::TimedOut(2))),
+            "{failed:?}"
+        );
+        let took = started.elapsed() - each;
+        assert!(
+            took >= WRITE_PATIENCE - Duration::from_secs(6)
+                && took < WRITE_PATIENCE + Duration::from_secs(10),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn variants_that_cannot_be_kept_are_made_once_per_image_for_a_while() {
+        // An original stored before the disk filled, without variants or
+        // record: 20 requests at once for its thumbnail make the variants
+        // once; the failure to write them is remembered.
+        let (store, faulty) = faulty_store();
+        let store = Arc::new(store);
+        let id = ImageId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let original = ImageKey::original(&id, ImageFormat::Png);
+        store
+            .write(&original.to_string(), png(200, 200))
+            .await
+            .unwrap();
+        faulty.failing_puts.lock().unwrap().push(".webp".into());
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut requests = Vec::new();
+        for _ in 0..20 {
+            let store = store.clone();
+            let thumb = original.variant(Variant::Thumb);
+            requests.push(tokio::spawn(async move { store.get(&thumb).await }));
+        }
+        for request in requests {
+            match request.await.unwrap() {
+                Err(StorageError::Store(_)) => {
+                    made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Err(StorageError::FailedRecently(why)) => {
+                    assert!(why.contains("No space left"), "{why}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            made.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "made (and failed) once"
+        );
+        // Another image is not held up by this one's lock or failure.
+        let other = ImageId::parse("fedcba9876543210fedcba9876543210").unwrap();
+        let other_original = ImageKey::original(&other, ImageFormat::Png);
+        store
+            .write(&other_original.to_string(), png(100, 100))
+            .await
+            .unwrap();
+        faulty.failing_puts.lock().unwrap().clear();
+        assert!(store
+            .get(&other_original.variant(Variant::Thumb))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(
+            matches!(
+                store.get(&original.variant(Variant::Thumb)).await,
+                Err(StorageError::FailedRecently(_))
+            ),
+            "still remembered"
+        );
+        assert!(store.making.lock().unwrap().is_empty(), "no lock is kept");
     }
 }

@@ -19,6 +19,9 @@ pub struct StorageSettings {
     /// or the bucket's public domain (`https://images.example/lofianime/`),
     /// serving the same file names. Unset: the app serves them.
     pub public_base_url: Option<String>,
+    /// The longest one storage call (a read, a write, a wait for the next
+    /// part of a file) may take, in seconds; past it the call fails.
+    pub timeout_secs: u64,
 }
 
 impl Default for StorageSettings {
@@ -27,6 +30,7 @@ impl Default for StorageSettings {
             dir: PathBuf::from("data/images"),
             url: None,
             public_base_url: None,
+            timeout_secs: 10,
         }
     }
 }
@@ -140,6 +144,7 @@ impl Default for RecentSettings {
 
 impl StorageSettings {
     pub(super) fn check(&self) -> Result<(), SettingsError> {
+        within("storage.timeout_secs", self.timeout_secs, 1..=300)?;
         match self.public_base() {
             Some(base) if !is_plain_http_address(&base) => invalid(
                 "storage.public_base_url",

@@ -175,6 +175,11 @@ fn addresses_and_counts_of_the_operations_settings_are_checked() {
             "LOFIANIME_SITE__PUBLIC_URL",
         ),
         ("LOFIANIME_WORKERS__CPU", "0", "LOFIANIME_WORKERS__CPU"),
+        (
+            "LOFIANIME_STORAGE__TIMEOUT_SECS",
+            "0",
+            "LOFIANIME_STORAGE__TIMEOUT_SECS",
+        ),
         // Cancel-After past the deadline means nothing.
         (
             "LOFIANIME_MODEL__CANCEL_AFTER_SECS",

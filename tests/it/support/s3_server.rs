@@ -92,6 +92,24 @@ impl S3Server {
             .collect()
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel,
+    /// nothing is answered, as a hung storage service behaves.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The environment that points the app (`object_store`) at this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
