@@ -263,3 +263,36 @@ async fn an_image_store_that_cannot_be_written_stops_the_spending() {
         "a refused generation takes nothing"
     );
 }
+
+#[tokio::test]
+async fn an_image_delivered_while_the_store_is_down_reaches_the_recent_list_when_it_returns() {
+    // Fail-open, everything in one real Redis: while it is stopped an image
+    // is still made and delivered; its entry in the visitor's recent images
+    // waits in the process and is added once Redis answers again.
+    let mut redis = RedisServer::start();
+    let store = RedisStore::connect(&redis.url(), TIMEOUT).await.unwrap();
+    let mut settings = Settings::default();
+    settings.ratelimit.on_store_failure = FailurePolicy::Allow;
+    let generator = Arc::new(FakeModel::default());
+    let components = crate::support::app::local_components(generator.clone())
+        .on_remote_store(Arc::new(store), 12);
+    let app = spawn_app_on(settings, components);
+    redis.stop();
+    let response = app.generate("a harbour in the rain").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/api/recent").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    redis.restart();
+    let started = Instant::now();
+    let listed = loop {
+        let response = app.get("/api/recent").await;
+        if response.status() == StatusCode::OK {
+            break body_text(response).await;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no recovery");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(listed.contains("a harbour in the rain"), "{listed}");
+}

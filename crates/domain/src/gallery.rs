@@ -172,6 +172,81 @@ impl Gallery for FileGallery {
     }
 }
 
+/// A gallery that keeps, in this process, the entries its store could not
+/// take (an outage) and adds them, oldest first, as soon as it answers again
+/// (the next time anyone's list is read or written): an image delivered
+/// during an outage still reaches its visitor's list.
+pub struct Queued {
+    inner: Arc<dyn Gallery>,
+    waiting: std::sync::Mutex<std::collections::VecDeque<(String, RecentEntry)>>,
+}
+
+/// The most entries kept waiting (an outage of hours drops the oldest).
+const MAX_WAITING: usize = 10_000;
+
+impl Queued {
+    pub fn new(inner: Arc<dyn Gallery>) -> Self {
+        Self {
+            inner,
+            waiting: std::sync::Mutex::default(),
+        }
+    }
+
+    fn waiting(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(String, RecentEntry)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds the waiting entries, oldest first, until one fails (it and the
+    /// rest wait on).
+    async fn catch_up(&self) {
+        let waiting = std::mem::take(&mut *self.waiting());
+        if waiting.is_empty() {
+            return;
+        }
+        let count = waiting.len();
+        let mut waiting = waiting.into_iter();
+        while let Some((visitor, entry)) = waiting.next() {
+            if let Err(error) = self.inner.add(&visitor, &entry).await {
+                tracing::debug!(%error, "the recent-images store still fails; entries wait");
+                let mut still = self.waiting();
+                let newer = std::mem::take(&mut *still);
+                still.push_back((visitor, entry));
+                still.extend(waiting);
+                still.extend(newer);
+                return;
+            }
+        }
+        tracing::info!(count, "added the recent images that waited for the store");
+    }
+}
+
+#[async_trait]
+impl Gallery for Queued {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError> {
+        self.catch_up().await;
+        let added = self.inner.add(visitor, kept).await;
+        if added.is_err() {
+            let mut waiting = self.waiting();
+            if waiting.len() >= MAX_WAITING {
+                waiting.pop_front();
+            }
+            waiting.push_back((visitor.to_owned(), kept.clone()));
+        }
+        added
+    }
+
+    async fn list(&self, visitor: &str) -> Result<Vec<RecentEntry>, GalleryError> {
+        self.catch_up().await;
+        self.inner.list(visitor).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +311,60 @@ mod tests {
             .await
             .unwrap();
         assert!(gallery.list("a").await.unwrap().is_empty());
+    }
+
+    /// A gallery whose store can be switched off.
+    struct Switched {
+        inner: SharedGallery,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl Gallery for Switched {
+        fn describe(&self) -> String {
+            "switched".into()
+        }
+
+        async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(GalleryError::File("down".into()));
+            }
+            self.inner.add(visitor, kept).await
+        }
+
+        async fn list(&self, visitor: &str) -> Result<Vec<RecentEntry>, GalleryError> {
+            if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(GalleryError::File("down".into()));
+            }
+            self.inner.list(visitor).await
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_the_store_could_not_take_are_added_in_order_when_it_answers() {
+        let state = Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))));
+        let switched = Arc::new(Switched {
+            inner: SharedGallery::new(state, DEFAULT_KEEP),
+            down: std::sync::atomic::AtomicBool::new(false),
+        });
+        let gallery = Queued::new(switched.clone());
+        gallery.add("a", &kept(1)).await.unwrap();
+        switched
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(gallery.add("a", &kept(2)).await.is_err());
+        assert!(gallery.add("b", &kept(3)).await.is_err());
+        assert!(gallery.add("a", &kept(4)).await.is_err());
+        assert!(gallery.list("a").await.is_err(), "still down");
+        switched
+            .down
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            gallery.list("a").await.unwrap(),
+            [kept(4), kept(2), kept(1)],
+            "newest first, as if nothing happened"
+        );
+        assert_eq!(gallery.list("b").await.unwrap(), [kept(3)]);
+        assert_eq!(gallery.list("a").await.unwrap().len(), 3, "added once");
     }
 }

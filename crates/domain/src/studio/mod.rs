@@ -112,7 +112,7 @@ impl Studio {
                     components.clock.clone(),
                     policy.job_ttl_ms,
                 )),
-                gallery: components.gallery,
+                gallery: Arc::new(crate::gallery::Queued::new(components.gallery)),
                 cancel_check: policy.cancel_check,
                 refund_allowance,
                 shutdown: Shutdown::default(),
