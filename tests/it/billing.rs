@@ -276,3 +276,67 @@ async fn the_providers_own_deadline_stops_a_run_nobody_is_left_to_stop() {
         record[0].seconds
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_generations_under_a_limit_of_sixty_reads_a_minute_lose_no_run() {
+    // The account's reads limited to one a second for 30 generations at once:
+    // every read beyond it is a 429 with Retry-After. Progress slows down;
+    // every run the provider finished is delivered, none cancelled, none
+    // billed for nobody.
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(50),
+        run: Duration::from_secs(1),
+    })
+    .await;
+    let generator =
+        lofianime_domain::ReplicateGenerator::new(lofianime_domain::ReplicateSettings {
+            // The model's default deadline: a minute and more of patience.
+            deadline: Duration::from_secs(120),
+            cancel_after: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            ..stand_in.settings(Duration::ZERO)
+        })
+        .unwrap();
+    let mut settings = Settings::default();
+    settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .ip()
+        .into()];
+    let router = Arc::new(spawn_app_on(
+        settings,
+        local_components(Arc::new(generator)),
+    ));
+    stand_in.limit_reads(60);
+    let mut running = Vec::new();
+    for n in 0..30u8 {
+        let app = router.clone();
+        running.push(tokio::spawn(async move {
+            app.generate_body(
+                form_body(&format!("scene {n}")),
+                &[("x-forwarded-for", &format!("203.0.113.{}", n + 1))],
+            )
+            .await
+            .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for generation in running {
+        statuses.push(generation.await.unwrap());
+    }
+    assert!(
+        stand_in.refused_reads() > 30,
+        "the limit bit: {}",
+        stand_in.refused_reads()
+    );
+    let record = stand_in.record();
+    assert_eq!(record.len(), 30);
+    assert!(
+        record.iter().all(|run| run.status == "succeeded"),
+        "no run was cancelled: {record:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "every finished run was delivered: {statuses:?}"
+    );
+}

@@ -128,6 +128,9 @@ pub struct ReplicateStandIn {
     /// until the second (a provider's bad minute).
     read_faults: Arc<Mutex<Option<(Instant, Instant)>>>,
     refused_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// The account's read limit, as Replicate's (3,000 non-create calls a
+    /// minute): one read per interval, the next allowed at the instant kept.
+    read_limit: Arc<Mutex<Option<(Duration, Instant)>>>,
     pub base_url: String,
 }
 
@@ -150,6 +153,7 @@ impl ReplicateStandIn {
             model: Arc::new(Mutex::new(model)),
             read_faults: Arc::default(),
             refused_reads: Arc::default(),
+            read_limit: Arc::default(),
             image: Arc::new(format!(
                 "data:image/png;base64,{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tiny_png())
@@ -172,7 +176,15 @@ impl ReplicateStandIn {
         *self.read_faults.lock().unwrap() = Some((now + throttled, now + throttled + failing));
     }
 
-    /// How many reads the faults refused.
+    /// From now on, reads beyond `per_minute` a minute (all predictions
+    /// together) are answered 429 with the `Retry-After` until the next one
+    /// is allowed.
+    pub fn limit_reads(&self, per_minute: u32) {
+        let every = Duration::from_secs(60) / per_minute.max(1);
+        *self.read_limit.lock().unwrap() = Some((every, Instant::now()));
+    }
+
+    /// How many reads the faults and the read limit refused.
     pub fn refused_reads(&self) -> usize {
         self.refused_reads
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -342,6 +354,17 @@ async fn read(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err((StatusCode::SERVICE_UNAVAILABLE, headers));
         }
+    }
+    if let Some((every, next)) = s.read_limit.lock().unwrap().as_mut() {
+        if now < *next {
+            s.refused_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut headers = HeaderMap::new();
+            let wait = (*next - now).as_secs_f64().ceil().max(1.0) as u64;
+            headers.insert("retry-after", wait.to_string().parse().unwrap());
+            return Err((StatusCode::TOO_MANY_REQUESTS, headers));
+        }
+        *next = now + *every;
     }
     if !s.runs.lock().unwrap().contains_key(&id) {
         return Err((StatusCode::NOT_FOUND, HeaderMap::new()));
