@@ -296,3 +296,71 @@ async fn an_image_delivered_while_the_store_is_down_reaches_the_recent_list_when
     };
     assert!(listed.contains("a harbour in the rain"), "{listed}");
 }
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (the CI runs as root)"
+        );
+        Self(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_turns_readiness_off_and_stops_the_spending() {
+    let disk = Tmpfs::mount("4m");
+    let images = disk.0.path().join("images");
+    let model = Arc::new(FakeModel::default());
+    let components = lofianime_domain::Components::local(
+        model.clone(),
+        lofianime_domain::ObjectImageStore::local_dir(&images).unwrap(),
+        Arc::new(lofianime_domain::SystemClock),
+        12,
+    );
+    let app = spawn_app_on(Settings::default(), components);
+    assert_eq!(app.generate("a harbour").await.status(), StatusCode::OK);
+    // The disk fills up (another program's file).
+    let mut filler = std::fs::File::create(disk.0.path().join("filler")).unwrap();
+    let block = vec![7u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &block).is_ok() {}
+    drop(filler);
+    let started = Instant::now();
+    while app.get("/readyz").await.status() == StatusCode::OK
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body_text(ready).await.contains("image store"));
+    let calls = model.calls();
+    for _ in 0..3 {
+        let response = app.generate("a lighthouse").await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        assert_eq!(error, ApiError::ImagesUnavailable);
+    }
+    assert_eq!(model.calls(), calls, "no model run while the disk is full");
+    // Room again: generations resume.
+    std::fs::remove_file(disk.0.path().join("filler")).unwrap();
+    tokio::time::sleep(Duration::from_millis(3_500)).await; // past the last probe
+    assert_eq!(app.generate("a field").await.status(), StatusCode::OK);
+}
