@@ -105,6 +105,12 @@ pub enum ApiError {
     /// visitor is signed out: nothing was spent.
     #[error("Sign in to generate images.")]
     SignInRequired,
+    /// The owner paused generation: nothing was spent.
+    #[error("Generation is paused by the site's owner. Please try again later.")]
+    Paused,
+    /// The owner blocked this visitor: nothing was spent.
+    #[error("Generating images is blocked for this visitor.")]
+    Blocked,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -127,7 +133,9 @@ impl ApiError {
             | Self::JobBoardUnavailable
             | Self::ImagesUnavailable
             | Self::RecentImagesUnavailable
-            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            | Self::ShuttingDown
+            | Self::Paused => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Blocked => StatusCode::FORBIDDEN,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SignInRequired => StatusCode::UNAUTHORIZED,
             // The request lost to the visitor's own cancel request.
@@ -236,6 +244,8 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "BadJobId" => ApiError::BadJobId,
             "JobIdTaken" => ApiError::JobIdTaken,
             "SignInRequired" => ApiError::SignInRequired,
+            "Paused" => ApiError::Paused,
+            "Blocked" => ApiError::Blocked,
             "ShuttingDown" => ApiError::ShuttingDown,
             "Network" => ApiError::Network,
             _ => ApiError::Internal,

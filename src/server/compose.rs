@@ -253,6 +253,13 @@ impl AppState {
         leptos_options: LeptosOptions,
     ) -> Result<Self, SettingsError> {
         let auth = Auth::new(settings, secrets)?;
+        let admin =
+            crate::server::admin::access(secrets.admin_token.as_ref()).map_err(|problem| {
+                SettingsError::Variable {
+                    variable: "ADMIN_TOKEN",
+                    problem,
+                }
+            })?;
         let policy = policy(settings);
         let studio = Studio::new(policy.clone(), components);
         let info = AppInfo {
@@ -275,6 +282,7 @@ impl AppState {
             images_base: settings.storage.public_base(),
             metrics: None,
             auth: Arc::new(auth),
+            admin,
         })
     }
 }

@@ -84,6 +84,8 @@ impl From<&StudioError> for ApiError {
             StudioError::Gallery(_) => Self::RecentImagesUnavailable,
             StudioError::ShuttingDown { .. } => Self::ShuttingDown,
             StudioError::SignInRequired => Self::SignInRequired,
+            StudioError::Paused => Self::Paused,
+            StudioError::Blocked => Self::Blocked,
         }
     }
 }
@@ -106,7 +108,9 @@ pub fn log(failure: &StudioError) {
         StudioError::InvalidPrompt(_)
         | StudioError::Canceled { .. }
         | StudioError::JobIdTaken
-        | StudioError::SignInRequired => {
+        | StudioError::SignInRequired
+        | StudioError::Paused
+        | StudioError::Blocked => {
             tracing::debug!(%failure, "request refused")
         }
         StudioError::ShuttingDown { .. } => {
@@ -152,6 +156,8 @@ pub fn outcome_label<T>(outcome: &Result<T, ApiError>) -> &'static str {
         Err(ApiError::LimiterUnavailable | ApiError::ImagesUnavailable) => "unavailable",
         Err(ApiError::ShuttingDown) => "shutdown",
         Err(ApiError::SignInRequired) => "sign_in_required",
+        Err(ApiError::Paused) => "paused",
+        Err(ApiError::Blocked) => "blocked",
         Err(_) => "failed",
     }
 }

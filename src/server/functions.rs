@@ -120,6 +120,10 @@ pub async fn run_generation(
         Err(ApiError::ModelBusy { retry_after_secs }) => {
             headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
         }
+        // The owner decides when; a minute is a polite guess for scripts.
+        Err(ApiError::Paused) => {
+            headers.push((header::RETRY_AFTER, HeaderValue::from(60u64)));
+        }
         // Another instance (or this one, restarted) will take it in a moment;
         // a store that cannot save images is probed again in a few seconds.
         Err(ApiError::ShuttingDown | ApiError::ImagesUnavailable) => {

@@ -2,6 +2,7 @@
 //! (which parts the settings choose), the shared state, the router and its
 //! handlers (server-function bodies, the JSON API), error mapping, start-up.
 
+pub mod admin;
 pub mod auth;
 pub mod client_ip;
 pub mod compose;

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Option<Arc<crate::server::metrics::MetricsEndpoint>>,
     /// Sign-in (off unless `auth.mode` says otherwise).
     pub auth: Arc<crate::server::auth::Auth>,
+    /// The owner's API, when `ADMIN_TOKEN` is set.
+    pub admin: Option<Arc<crate::server::admin::AdminAccess>>,
 }
 
 impl AppState {

@@ -1,6 +1,7 @@
 // One @upstash/ratelimit call, printed as JSON: how the Rust tests ask the real
 // library what it decides. Usage:
 //   node ratelimit.mjs limit|remaining|reset <fixed|sliding|bucket> <identifier> [rate]
+//   node ratelimit.mjs set-dynamic-limit <fixed|sliding|bucket> - <limit|false>
 // Connects with UPSTASH_REDIS_REST_URL / UPSTASH_REDIS_REST_TOKEN.
 import { Ratelimit } from "@upstash/ratelimit";
 import { Redis } from "@upstash/redis";
@@ -20,7 +21,14 @@ if (!(algorithm in limiters)) {
   console.error(`unknown algorithm ${algorithm}`);
   process.exit(2);
 }
-const ratelimit = new Ratelimit({ redis, limiter: limiters[algorithm], analytics: false });
+const ratelimit = new Ratelimit({
+  redis,
+  limiter: limiters[algorithm],
+  analytics: false,
+  // The owner's live limit, read by every call when on (only for the
+  // operation that sets it: the other checks keep 2.0.8's default calls).
+  dynamicLimits: operation === "set-dynamic-limit",
+});
 
 let result;
 if (operation === "limit") {
@@ -28,6 +36,9 @@ if (operation === "limit") {
   result = { success: r.success, limit: r.limit, remaining: r.remaining, reset: r.reset };
 } else if (operation === "remaining") {
   result = await ratelimit.getRemaining(identifier);
+} else if (operation === "set-dynamic-limit") {
+  await ratelimit.setDynamicLimit({ limit: rate === "false" ? false : Number(rate) });
+  result = await ratelimit.getDynamicLimit();
 } else if (operation === "reset") {
   await ratelimit.resetUsedTokens(identifier);
   result = { reset: true };

@@ -3,6 +3,7 @@
 //! Replicate client, compatibility with `@upstash/ratelimit`, store outages, and
 //! the source tree's layering.
 
+mod admin;
 mod api;
 mod auth;
 mod billing;

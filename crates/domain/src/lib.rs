@@ -11,6 +11,7 @@
 
 mod charge;
 mod clock;
+mod controls;
 mod cpu;
 mod gallery;
 mod generator;
@@ -35,13 +36,14 @@ pub use spend::{
 };
 pub use storage::{ImageKey, ImageRecord, ImageStream};
 pub use studio::{
-    Components, FailurePolicy, Generated, LimitScope, Policy, Readiness, RemoteStore, Shutdown,
-    SignedOut, SpendPolicy, Studio, StudioError,
+    Components, FailurePolicy, Generated, LimitScope, Limits, Policy, Readiness, RemoteStore,
+    Shutdown, SignedOut, SpendPolicy, Studio, StudioError,
 };
 pub use visitor::{tag, Visitor, WhoPays};
 
 // Ports a composer plugs in, and their adapters.
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use controls::ControlStore;
 pub use generator::{
     GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ProgressReporter,
     ReplicateGenerator, ReplicateSettings,
@@ -65,6 +67,9 @@ pub mod runtime {
 
 /// Test doubles for the app's own tests and benchmarks: a scripted model.
 pub mod testing {
+    /// What every store of the owner's controls must do.
+    #[cfg(feature = "testing")]
+    pub use crate::controls::contract as control_store_contract;
     pub use crate::generator::fake::{FakeModel, FAKE_PERCENT};
     /// What every spend ledger must do, to run against real stores.
     #[cfg(feature = "testing")]

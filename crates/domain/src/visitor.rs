@@ -10,6 +10,9 @@ use std::fmt;
 pub struct Visitor {
     identifier: String,
     signed_in: bool,
+    /// A signed-in visitor's address (a signed-out visitor's is the
+    /// identifier), for the owner's deny list.
+    address: Option<String>,
 }
 
 impl Visitor {
@@ -18,7 +21,25 @@ impl Visitor {
         Self {
             identifier: identifier.into(),
             signed_in: false,
+            address: None,
         }
+    }
+
+    /// The same visitor, asking from `address` (its quota key: IPv6 by /64).
+    pub fn from_address(mut self, address: impl Into<String>) -> Self {
+        let address = address.into();
+        if address != self.identifier {
+            self.address = Some(address);
+        }
+        self
+    }
+
+    /// What the owner's deny list may name this visitor by: the identifier,
+    /// and the address when it is another.
+    pub fn deny_list_names(&self) -> Vec<&str> {
+        std::iter::once(self.identifier.as_str())
+            .chain(self.address.as_deref())
+            .collect()
     }
 
     /// A signed-in account, known by its e-mail or subject; `None` when the
@@ -28,6 +49,7 @@ impl Visitor {
         Self::may_name_an_account(&identifier).then_some(Self {
             identifier,
             signed_in: true,
+            address: None,
         })
     }
 

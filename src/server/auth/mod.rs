@@ -154,7 +154,10 @@ impl Auth {
             .signed_in
             .as_ref()
             .and_then(|on| on.sessions.account(headers, now_secs()))
-            .and_then(|account| Some((Visitor::account(self.identifier(&account))?, account)));
+            .and_then(|account| {
+                let visitor = Visitor::account(self.identifier(&account))?;
+                Some((visitor.from_address(client.to_string()), account))
+            });
         match signed_in {
             Some((visitor, account)) => Caller {
                 visitor,

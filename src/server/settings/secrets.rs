@@ -23,6 +23,9 @@ pub struct Secrets {
     pub oidc_client_secret: Option<SecretString>,
     /// The key that encrypts and authenticates session cookies (64 bytes or more).
     pub session_secret: Option<SecretString>,
+    /// The owner's token for `/admin/api/` (32 bytes or more; without it the
+    /// owner's API is a 404).
+    pub admin_token: Option<SecretString>,
 }
 
 impl Secrets {
@@ -50,6 +53,7 @@ impl Secrets {
             oidc_client_id: plain("OIDC_CLIENT_ID"),
             oidc_client_secret: non_empty("OIDC_CLIENT_SECRET"),
             session_secret: non_empty("SESSION_SECRET"),
+            admin_token: non_empty("ADMIN_TOKEN"),
         }
     }
 }

@@ -162,6 +162,15 @@ impl RedisServer {
             .expect("PTTL")
     }
 
+    /// `SADD key member` (as the Upstash console edits a deny list).
+    pub fn sadd(&self, key: &str, member: &str) -> i64 {
+        redis::cmd("SADD")
+            .arg(key)
+            .arg(member)
+            .query(&mut self.connection())
+            .expect("SADD")
+    }
+
     pub fn hget(&self, key: &str, field: &str) -> Option<String> {
         redis::cmd("HGET")
             .arg(key)

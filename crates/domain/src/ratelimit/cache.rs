@@ -41,6 +41,11 @@ impl BlockCache {
         entries.insert(key.to_owned(), reset_ms);
     }
 
+    /// Forgets every block (the limit changed).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     pub fn unblock(&self, key: &str) {
         self.lock().remove(key);
     }

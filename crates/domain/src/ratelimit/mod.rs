@@ -60,6 +60,30 @@ impl Algorithm {
             Self::TokenBucket { max_tokens, .. } => max_tokens,
         }
     }
+
+    /// The same algorithm with another limit (a token bucket: its size), as
+    /// `@upstash/ratelimit` applies a dynamic limit.
+    pub fn with_limit(self, new: u64) -> Self {
+        match self {
+            Self::FixedWindow { window_ms, .. } => Self::FixedWindow {
+                limit: new,
+                window_ms,
+            },
+            Self::SlidingWindow { window_ms, .. } => Self::SlidingWindow {
+                limit: new,
+                window_ms,
+            },
+            Self::TokenBucket {
+                refill_rate,
+                interval_ms,
+                ..
+            } => Self::TokenBucket {
+                refill_rate,
+                interval_ms,
+                max_tokens: new,
+            },
+        }
+    }
 }
 
 impl fmt::Display for Algorithm {
@@ -234,6 +258,10 @@ pub struct RateLimiter {
     health: StoreHealth,
     /// Spends that timed out, given back once the store answers again.
     pending: std::sync::Mutex<Vec<Pending>>,
+    /// The owner's live limit, when this limiter obeys one.
+    dynamic: Option<Arc<crate::controls::DynamicLimit>>,
+    /// The limit the last call decided by (a change clears the cache).
+    last_limit: std::sync::atomic::AtomicU64,
 }
 
 impl RateLimiter {
@@ -251,7 +279,43 @@ impl RateLimiter {
             cache: Some(BlockCache::default()),
             health: StoreHealth::default(),
             pending: std::sync::Mutex::new(Vec::new()),
+            dynamic: None,
+            last_limit: std::sync::atomic::AtomicU64::new(algorithm.limit()),
         }
+    }
+
+    /// Obeys `dynamic` (the owner's live limit, `{prefix}:dynamic:global`)
+    /// over the configured limit while it is set.
+    pub fn with_dynamic_limit(mut self, dynamic: Arc<crate::controls::DynamicLimit>) -> Self {
+        self.dynamic = Some(dynamic);
+        self
+    }
+
+    /// The algorithm with the limit in force now.
+    pub async fn in_force(&self) -> Algorithm {
+        let Some(dynamic) = &self.dynamic else {
+            return self.algorithm;
+        };
+        let algorithm = match dynamic.current().await {
+            Some(limit) => self.algorithm.with_limit(limit),
+            None => self.algorithm,
+        };
+        let limit = algorithm.limit();
+        let before = self
+            .last_limit
+            .swap(limit, std::sync::atomic::Ordering::Relaxed);
+        if before != limit {
+            tracing::info!(
+                from = before,
+                to = limit,
+                "the per-visitor limit in force changed"
+            );
+            if let Some(cache) = &self.cache {
+                // Blocks decided under the old limit.
+                cache.clear();
+            }
+        }
+        algorithm
     }
 
     /// Turns the ephemeral block cache off (every call asks the store).
@@ -323,7 +387,8 @@ impl RateLimiter {
     pub async fn refund(&self, identifier: &str, taken: &Decision) -> Result<Decision, StoreError> {
         let base = self.base_key(identifier);
         let now = self.clock.now_ms();
-        let result = match self.algorithm {
+        let algorithm = self.in_force().await;
+        let result = match algorithm {
             Algorithm::FixedWindow { limit, window_ms }
             | Algorithm::SlidingWindow { limit, window_ms } => {
                 let bucket = now / window_ms;
@@ -350,7 +415,7 @@ impl RateLimiter {
         if let Some(cache) = &self.cache {
             cache.unblock(&base);
         }
-        match self.algorithm {
+        match algorithm {
             // The count after the refund is the whole answer.
             Algorithm::FixedWindow { limit, .. } => {
                 let remaining = (limit as i64 - after).max(0) as u64;
@@ -372,20 +437,21 @@ impl RateLimiter {
     pub async fn limit(&self, identifier: &str, rate: i64) -> Result<Decision, StoreError> {
         let base = self.base_key(identifier);
         let now = self.clock.now_ms();
+        let algorithm = self.in_force().await;
         if rate > 0 {
             if let Some(reset_ms) = self.cache.as_ref().and_then(|c| c.blocked(&base, now)) {
                 metrics::counter!("lofianime_limiter_decisions_total", "result" => "refused")
                     .increment(1);
                 return Ok(Decision {
                     success: false,
-                    limit: self.algorithm.limit(),
+                    limit: algorithm.limit(),
                     remaining: 0,
                     reset_ms,
                     reason: Reason::CacheBlock,
                 });
             }
         }
-        let result = self.limit_in_store(&base, now, rate).await;
+        let result = self.limit_in_store(&base, now, rate, algorithm).await;
         if let (Err(StoreError::TimedOut(_)), true) = (&result, rate > 0) {
             self.remember_timed_out(identifier, now);
         }
@@ -420,6 +486,7 @@ impl RateLimiter {
         base: &str,
         now: u64,
         rate: i64,
+        algorithm: Algorithm,
     ) -> Result<Decision, StoreError> {
         let decision = |remaining: i64, limit: u64, reset_ms: u64| Decision {
             success: remaining >= 0,
@@ -428,7 +495,7 @@ impl RateLimiter {
             reset_ms,
             reason: Reason::Store,
         };
-        Ok(match self.algorithm {
+        Ok(match algorithm {
             Algorithm::FixedWindow { limit, window_ms } => {
                 let bucket = now / window_ms;
                 let key = format!("{base}:{bucket}");
@@ -463,22 +530,28 @@ impl RateLimiter {
     pub async fn remaining(&self, identifier: &str) -> Result<Decision, StoreError> {
         let base = self.base_key(identifier);
         let now = self.clock.now_ms();
-        let result = self.remaining_in_store(&base, now).await;
+        let algorithm = self.in_force().await;
+        let result = self.remaining_in_store(&base, now, algorithm).await;
         if self.health.observe(&*self.store, &result) {
             Box::pin(self.compensate()).await;
         }
         let (remaining, reset_ms) = result?;
         Ok(Decision {
             success: remaining > 0,
-            limit: self.algorithm.limit(),
+            limit: algorithm.limit(),
             remaining: remaining.max(0) as u64,
             reset_ms,
             reason: Reason::Store,
         })
     }
 
-    async fn remaining_in_store(&self, base: &str, now: u64) -> Result<(i64, u64), StoreError> {
-        Ok(match self.algorithm {
+    async fn remaining_in_store(
+        &self,
+        base: &str,
+        now: u64,
+        algorithm: Algorithm,
+    ) -> Result<(i64, u64), StoreError> {
+        Ok(match algorithm {
             Algorithm::FixedWindow { limit, window_ms } => {
                 let bucket = now / window_ms;
                 let used = self

@@ -5,7 +5,7 @@
 //! Correct for a single app process only; several processes each keep their own.
 
 use crate::clock::Clock;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// How many writes pass between sweeps of expired entries.
@@ -17,6 +17,8 @@ pub enum Value {
     Counter(i64),
     Hash(HashMap<String, String>),
     List(VecDeque<String>),
+    Text(String),
+    Set(BTreeSet<String>),
 }
 
 #[derive(Debug)]
@@ -114,6 +116,13 @@ impl Entries {
                 entry.expires_at_ms = Some(at_ms);
             }
         }
+    }
+
+    /// `DEL`: true when a live key was there.
+    pub fn delete(&mut self, key: &str) -> bool {
+        let live = self.live(key).is_some();
+        self.map.remove(key);
+        live
     }
 
     /// Deletes every key matching a Redis glob pattern; returns how many.

@@ -105,6 +105,12 @@ pub enum StudioError {
     /// Signed-out visitors may not generate: nothing was taken.
     #[error("the visitor must sign in to generate")]
     SignInRequired,
+    /// The owner paused generation: nothing was taken.
+    #[error("generation is paused by the owner")]
+    Paused,
+    /// The visitor is on the owner's deny list: nothing was taken.
+    #[error("the visitor is blocked")]
+    Blocked,
 }
 
 impl StudioError {

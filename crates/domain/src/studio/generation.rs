@@ -69,6 +69,8 @@ pub struct Order<'a> {
     pub quota: &'a Arc<RateLimiter>,
     /// Who asked: the visitor (their job records and recent images).
     pub visitor: &'a str,
+    /// What the owner's deny list may name them by.
+    pub names: &'a [&'a str],
     pub prompt: &'a str,
     /// The id the page chose, so it can follow and cancel the generation.
     pub job: Option<&'a JobId>,
@@ -144,6 +146,15 @@ impl Parts {
     /// the record the page follows is opened only after admission.
     pub async fn run(&self, order: Order<'_>) -> Result<Generated, StudioError> {
         let prompt = Prompt::parse(order.prompt, self.max_prompt_chars)?;
+        if self.pause.is_paused().await {
+            return Err(StudioError::Paused);
+        }
+        // A deny list that cannot be read lets the limiter decide (it meets
+        // the same outage, and by default refuses).
+        if let Ok(true) = self.deny.blocks(order.names).await {
+            tracing::info!(visitor = %crate::visitor::tag(order.visitor), "generation refused: the visitor is on the deny list");
+            return Err(StudioError::Blocked);
+        }
         if self.shutdown.is_draining() {
             return Err(StudioError::ShuttingDown { decision: None });
         }

@@ -4,6 +4,7 @@
 //! by all visitors, what happens when the limiter's store is down.
 
 mod answers;
+mod controls;
 mod generation;
 mod ledger;
 mod marks;
@@ -12,9 +13,11 @@ mod parts;
 mod tests;
 
 pub use answers::{FailurePolicy, Generated, LimitScope, StudioError};
+pub use controls::Limits;
 pub use generation::Shutdown;
 pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
+use crate::controls::{DenyList, DynamicLimit, PauseSwitch};
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
@@ -42,6 +45,8 @@ pub struct Studio {
     reconciler: Option<Reconciler>,
     /// Stops the runs nobody watches (their process died).
     orphans: Option<OrphanSweep>,
+    /// The owner's live per-visitor limit.
+    dynamic: Arc<DynamicLimit>,
 }
 
 /// A dependency's answer to a readiness check.
@@ -62,11 +67,11 @@ impl Studio {
                 prefix,
                 components.clock.clone(),
             );
-            Arc::new(if cache {
+            if cache {
                 limiter
             } else {
                 limiter.without_cache()
-            })
+            }
         };
         let quota = |algorithm| limiter(algorithm, &policy.prefix, policy.ephemeral_cache);
         // Without the cache: a used-up allowance must not hide a reset.
@@ -75,10 +80,10 @@ impl Studio {
                 limit,
                 window_ms: policy.algorithm.window_ms(),
             };
-            limiter(window, REFUNDS_PREFIX, false)
+            Arc::new(limiter(window, REFUNDS_PREFIX, false))
         });
         let signed_out_quota = match policy.signed_out {
-            SignedOut::OwnQuota(algorithm) => Some(quota(algorithm)),
+            SignedOut::OwnQuota(algorithm) => Some(Arc::new(quota(algorithm))),
             SignedOut::SameQuota | SignedOut::MustSignIn => None,
         };
         let leases = Arc::new(RunLeases::new(
@@ -96,10 +101,19 @@ impl Studio {
             takeover_after_ms: policy.spend.takeover_after.as_millis() as u64,
             leases_outlive_process: components.shared.outlives_process(),
         });
+        // The per-visitor limit only: the shared budget's counter lives under
+        // the same prefix and keeps its own limit.
+        let dynamic = Arc::new(DynamicLimit::new(
+            components.controls.clone(),
+            &policy.prefix,
+        ));
         Self {
+            dynamic: dynamic.clone(),
             parts: Parts {
-                limiter: quota(policy.algorithm),
-                budget: policy.budget.map(quota),
+                limiter: Arc::new(quota(policy.algorithm).with_dynamic_limit(dynamic)),
+                budget: policy.budget.map(|budget| Arc::new(quota(budget))),
+                deny: Arc::new(DenyList::new(components.controls.clone(), &policy.prefix)),
+                pause: Arc::new(PauseSwitch::new(components.controls.clone())),
                 generator: components.generator,
                 writable: Arc::new(Writability::new(components.images.clone())),
                 images: components.images,
@@ -234,6 +248,7 @@ impl Studio {
                 payer: self.who_pays.payer(visitor),
                 quota: self.quota_of(visitor),
                 visitor: visitor.id(),
+                names: &visitor.deny_list_names(),
                 prompt,
                 job,
             })

@@ -5,6 +5,7 @@
 use super::answers::FailurePolicy;
 use super::generation::Shutdown;
 use crate::clock::Clock;
+use crate::controls::{ControlStore, DenyList, PauseSwitch};
 use crate::gallery::{FileGallery, Gallery, SharedGallery};
 use crate::generator::ImageGenerator;
 use crate::jobs::JobBoard;
@@ -17,9 +18,10 @@ use crate::visitor::WhoPays;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A Redis-compatible store: the limiter's counters and the shared state.
-pub trait RemoteStore: LimiterStore + SharedState + SpendLedger {}
-impl<T: LimiterStore + SharedState + SpendLedger> RemoteStore for T {}
+/// A Redis-compatible store: the limiter's counters, the shared state, the
+/// ledger and the owner's controls.
+pub trait RemoteStore: LimiterStore + SharedState + SpendLedger + ControlStore {}
+impl<T: LimiterStore + SharedState + SpendLedger + ControlStore> RemoteStore for T {}
 
 /// The pieces a studio is built from; tests substitute any of them.
 pub struct Components {
@@ -33,6 +35,8 @@ pub struct Components {
     pub clock: Arc<dyn Clock>,
     /// What the model runs cost: one row per run, daily totals, reservations.
     pub ledger: Arc<dyn SpendLedger>,
+    /// The owner's live controls (a dynamic limit, a deny list, a pause).
+    pub controls: Arc<dyn ControlStore>,
     /// The provider's list of runs, for reconciliation (`None`: nothing to
     /// reconcile with, as with the offline painter).
     pub history: Option<Arc<dyn RunHistory>>,
@@ -51,6 +55,7 @@ impl Components {
         Self {
             limiter_store: memory.clone(),
             shared: memory.clone(),
+            controls: memory.clone(),
             ledger: memory,
             history: None,
             gallery: Arc::new(FileGallery::beside(&images, recent_keep)),
@@ -73,6 +78,7 @@ impl Components {
         self.shared = store.clone();
         self.gallery = Arc::new(SharedGallery::new(store.clone(), recent_keep));
         self.ledger = store.clone();
+        self.controls = store.clone();
         self.limiter_store = store;
         self
     }
@@ -205,4 +211,7 @@ pub(super) struct Parts {
     /// The leases on model runs in flight (a crashed process's runs are
     /// found by their lapsed leases).
     pub(super) leases: Arc<RunLeases>,
+    /// The owner's deny list and pause switch.
+    pub(super) deny: Arc<DenyList>,
+    pub(super) pause: Arc<PauseSwitch>,
 }

@@ -493,6 +493,7 @@ async fn refused_requests_write_nothing_and_keep_memory_flat() {
     let components = Components {
         limiter_store: memory.clone(),
         shared: memory.clone(),
+        controls: memory.clone(),
         gallery: Arc::new(SharedGallery::new(memory.clone(), DEFAULT_KEEP)),
         generator: model.clone(),
         images: Arc::new(ObjectImageStore::in_memory()),
@@ -528,4 +529,117 @@ async fn only_the_owner_sees_or_cancels_a_generation() {
         CancelOutcome::Unknown
     );
     running.abort();
+}
+
+/// The studio, and another instance's view of the same store (its own caches).
+fn two_instances(model: Arc<FakeModel>, policy: Policy) -> (Arc<Studio>, Arc<Studio>) {
+    let clock = Arc::new(ManualClock::at(1_000));
+    let memory = Arc::new(MemoryStore::new(clock.clone()));
+    let components = || {
+        Components::local(
+            model.clone(),
+            ObjectImageStore::in_memory(),
+            clock.clone(),
+            DEFAULT_KEEP,
+        )
+        .on_remote_store(memory.clone(), DEFAULT_KEEP)
+    };
+    (
+        Arc::new(Studio::new(policy.clone(), components())),
+        Arc::new(Studio::new(policy, components())),
+    )
+}
+
+#[tokio::test]
+async fn a_pause_refuses_every_generation_before_anything_is_spent() {
+    let model = Arc::new(FakeModel::default());
+    let (studio, other) = two_instances(model.clone(), policy(3, Some(10)));
+    other.pause("owner@example.com").await.unwrap();
+    // This instance reads the switch at most once a second.
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    assert!(matches!(
+        studio.generate(&v(), "a harbour", None).await,
+        Err(StudioError::Paused)
+    ));
+    assert_eq!(model.calls(), 0);
+    assert_eq!(left(&studio, "v").await, 3);
+    assert_eq!(budget_left(&studio).await, 10);
+    other.resume("owner@example.com").await.unwrap();
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    studio.generate(&v(), "a harbour", None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_blocked_visitor_is_refused_by_identifier_or_address() {
+    let model = Arc::new(FakeModel::default());
+    let (studio, other) = two_instances(model.clone(), policy(3, None));
+    other.block("203.0.113.7", "owner").await.unwrap();
+    other.block("ada@example.com", "owner").await.unwrap();
+    let signed_in_elsewhere = Visitor::account("grace@example.com")
+        .unwrap()
+        .from_address("203.0.113.7");
+    for visitor in [
+        Visitor::new("203.0.113.7"),
+        Visitor::account("ada@example.com").unwrap(),
+        signed_in_elsewhere,
+    ] {
+        assert!(
+            matches!(
+                studio.generate(&visitor, "a harbour", None).await,
+                Err(StudioError::Blocked)
+            ),
+            "{visitor}"
+        );
+    }
+    assert_eq!(model.calls(), 0);
+    assert_eq!(left(&studio, "203.0.113.7").await, 3, "nothing spent");
+    studio
+        .generate(&Visitor::new("203.0.113.8"), "a harbour", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.blocks().await.unwrap(),
+        ["203.0.113.7", "ada@example.com"]
+    );
+    other.unblock("203.0.113.7", "owner").await.unwrap();
+    assert!(other
+        .generate(&Visitor::new("203.0.113.7"), "a harbour", None)
+        .await
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_dynamic_limit_holds_the_visitors_but_not_the_shared_budget() {
+    let model = Arc::new(FakeModel::default());
+    let (studio, other) = two_instances(model.clone(), policy(5, Some(3)));
+    other.set_visitor_limit(Some(1), "owner").await.unwrap();
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    assert_eq!(
+        studio.limits().await,
+        Limits {
+            configured: 5,
+            dynamic: Some(1)
+        }
+    );
+    studio.generate(&v(), "one", None).await.unwrap();
+    match studio.generate(&v(), "two", None).await {
+        Err(StudioError::Denied {
+            decision,
+            scope: LimitScope::Visitor,
+        }) => assert_eq!((decision.limit, decision.remaining), (1, 0)),
+        other => panic!("{:?}", other.map(|g| g.image)),
+    }
+    // The shared budget keeps its own limit (3), not the visitors' (1).
+    studio
+        .generate(&Visitor::new("w"), "one", None)
+        .await
+        .unwrap();
+    assert_eq!(budget_left(&studio).await, 1);
+    // Raised again: the visitor refused a moment ago may go on at once.
+    other.set_visitor_limit(Some(4), "owner").await.unwrap();
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    studio.generate(&v(), "two", None).await.unwrap();
+    other.set_visitor_limit(None, "owner").await.unwrap();
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    assert_eq!(studio.quota(&v()).await.unwrap().limit, 5);
 }

@@ -1,0 +1,397 @@
+//! The owner's live controls, in the limiter's store so every instance (and a
+//! Node app using `@upstash/ratelimit` on the same Redis) obeys them without a
+//! redeploy:
+//! - **a dynamic limit** at `{prefix}:dynamic:global` (a plain string holding
+//!   the per-visitor limit), where `@upstash/ratelimit`'s `setDynamicLimit`
+//!   writes it; read by the per-visitor limiter at most once a second;
+//! - **a deny list** at `{prefix}:denyList:all` (a plain set of identifiers and
+//!   addresses), where the Upstash console and `@upstash/ratelimit`'s
+//!   protection keep it; a member is refused every generation;
+//! - **a pause switch** at `lofianime:control:paused`: while it is set, no
+//!   generation starts.
+//!
+//! Answers are cached briefly per process (a second for the limit and the
+//! pause, a blocked member for 60 s as `@upstash/ratelimit` does, a member
+//! found not blocked for 2 s), so a change made anywhere is obeyed everywhere
+//! within a couple of seconds at the cost of about one read per second.
+
+mod memory;
+mod scripted;
+
+use crate::store::StoreError;
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Plain values and sets in the limiter's store.
+#[async_trait]
+pub trait ControlStore: Send + Sync + 'static {
+    /// The string at `key`, if any.
+    async fn get_text(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets the string at `key`, or deletes it (`None`).
+    async fn set_text(&self, key: &str, value: Option<&str>) -> Result<(), StoreError>;
+    /// Whether any of `members` is in the set at `key`.
+    async fn any_member(&self, key: &str, members: &[&str]) -> Result<bool, StoreError>;
+    /// Adds `member` to the set at `key`; false when it was there.
+    async fn add_member(&self, key: &str, member: &str) -> Result<bool, StoreError>;
+    /// Removes `member` from the set at `key`; false when it was not there.
+    async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError>;
+    /// The set at `key`, sorted.
+    async fn members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// How long a read of the limit or the pause is believed.
+pub const REFRESH: Duration = Duration::from_secs(1);
+/// How long a blocked member is believed blocked (as `@upstash/ratelimit`).
+const BLOCKED_FOR: Duration = Duration::from_secs(60);
+/// How long a member found not blocked is believed so.
+const NOT_BLOCKED_FOR: Duration = Duration::from_secs(2);
+/// The most deny-list answers kept per process.
+const DENY_CACHE_MAX: usize = 10_000;
+
+/// `{prefix}:dynamic:global`.
+pub fn dynamic_limit_key(prefix: &str) -> String {
+    format!("{prefix}:dynamic:global")
+}
+
+/// `{prefix}:denyList:all`.
+pub fn deny_list_key(prefix: &str) -> String {
+    format!("{prefix}:denyList:all")
+}
+
+const PAUSED_KEY: &str = "lofianime:control:paused";
+
+/// A value read from the store at most once per [`REFRESH`]; on a failed read
+/// the last answer (or none) stands.
+struct Refreshed<T> {
+    last: Mutex<Option<(Instant, T)>>,
+}
+
+impl<T: Clone> Refreshed<T> {
+    fn new() -> Self {
+        Self {
+            last: Mutex::new(None),
+        }
+    }
+
+    fn fresh(&self) -> Option<T> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < REFRESH)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn stale(&self) -> Option<T> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref().map(|(_, value)| value.clone())
+    }
+
+    fn keep(&self, value: T) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), value));
+    }
+
+    fn forget(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// The per-visitor limit as the store says it (`None`: the settings' limit).
+pub struct DynamicLimit {
+    store: Arc<dyn ControlStore>,
+    key: String,
+    value: Refreshed<Option<u64>>,
+}
+
+impl DynamicLimit {
+    pub fn new(store: Arc<dyn ControlStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            key: dynamic_limit_key(prefix),
+            value: Refreshed::new(),
+        }
+    }
+
+    /// The limit in force, read at most once per [`REFRESH`]. A store that
+    /// cannot be read leaves the last known limit (the limiter's own call
+    /// then meets the outage and decides).
+    pub async fn current(&self) -> Option<u64> {
+        if let Some(known) = self.value.fresh() {
+            return known;
+        }
+        match self.store.get_text(&self.key).await {
+            Ok(text) => {
+                let limit = text.as_deref().and_then(parse_limit);
+                if let (Some(text), None) = (&text, limit) {
+                    tracing::warn!(key = %self.key, value = %text, "the dynamic limit is not a whole number; the settings' limit applies");
+                }
+                self.value.keep(limit);
+                limit
+            }
+            Err(_) => self.value.stale().flatten(),
+        }
+    }
+
+    /// Sets the limit (`None`: back to the settings' value), as
+    /// `setDynamicLimit` does.
+    pub async fn set(&self, limit: Option<u64>) -> Result<(), StoreError> {
+        let text = limit.map(|limit| limit.to_string());
+        self.store.set_text(&self.key, text.as_deref()).await?;
+        self.value.forget();
+        Ok(())
+    }
+}
+
+/// A limit as the store holds it: digits, maybe JSON-quoted (`"5"`), as
+/// `@upstash/redis` may write it.
+fn parse_limit(text: &str) -> Option<u64> {
+    text.trim().trim_matches('"').parse().ok()
+}
+
+/// The deny list, with a short per-process memory of its answers.
+pub struct DenyList {
+    store: Arc<dyn ControlStore>,
+    key: String,
+    answers: Mutex<HashMap<String, (Instant, bool)>>,
+}
+
+impl DenyList {
+    pub fn new(store: Arc<dyn ControlStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            key: deny_list_key(prefix),
+            answers: Mutex::default(),
+        }
+    }
+
+    fn remembered(&self, member: &str) -> Option<bool> {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, blocked) = answers.get(member)?;
+        let lasts = if *blocked {
+            BLOCKED_FOR
+        } else {
+            NOT_BLOCKED_FOR
+        };
+        (at.elapsed() < lasts).then_some(*blocked)
+    }
+
+    fn remember(&self, members: &[&str], blocked: bool) {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.len() >= DENY_CACHE_MAX {
+            answers.retain(|_, (at, blocked)| {
+                at.elapsed()
+                    < if *blocked {
+                        BLOCKED_FOR
+                    } else {
+                        NOT_BLOCKED_FOR
+                    }
+            });
+        }
+        if answers.len() < DENY_CACHE_MAX {
+            for member in members {
+                answers.insert((*member).to_owned(), (Instant::now(), blocked));
+            }
+        }
+    }
+
+    /// Whether any of `members` (a visitor's identifier and address) is
+    /// blocked.
+    pub async fn blocks(&self, members: &[&str]) -> Result<bool, StoreError> {
+        let mut unknown = Vec::new();
+        for member in members {
+            match self.remembered(member) {
+                Some(true) => return Ok(true),
+                Some(false) => {}
+                None => unknown.push(*member),
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(false);
+        }
+        let blocked = self.store.any_member(&self.key, &unknown).await?;
+        // A hit is not told apart member by member: all of them are
+        // remembered as blocked, as the visitor is.
+        self.remember(&unknown, blocked);
+        Ok(blocked)
+    }
+
+    pub async fn add(&self, member: &str) -> Result<bool, StoreError> {
+        let added = self.store.add_member(&self.key, member).await?;
+        self.remember(&[member], true);
+        Ok(added)
+    }
+
+    pub async fn remove(&self, member: &str) -> Result<bool, StoreError> {
+        let removed = self.store.remove_member(&self.key, member).await?;
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(member);
+        Ok(removed)
+    }
+
+    pub async fn members(&self) -> Result<Vec<String>, StoreError> {
+        self.store.members(&self.key).await
+    }
+}
+
+/// The pause switch.
+pub struct PauseSwitch {
+    store: Arc<dyn ControlStore>,
+    value: Refreshed<bool>,
+}
+
+impl PauseSwitch {
+    pub fn new(store: Arc<dyn ControlStore>) -> Self {
+        Self {
+            store,
+            value: Refreshed::new(),
+        }
+    }
+
+    /// Whether generation is paused (read at most once per [`REFRESH`]; a
+    /// store that cannot be read leaves the last answer).
+    pub async fn is_paused(&self) -> bool {
+        if let Some(known) = self.value.fresh() {
+            return known;
+        }
+        match self.store.get_text(PAUSED_KEY).await {
+            Ok(value) => {
+                let paused = value.is_some();
+                self.value.keep(paused);
+                paused
+            }
+            Err(_) => self.value.stale().unwrap_or(false),
+        }
+    }
+
+    /// Pauses (with who did it, for the record) or resumes.
+    pub async fn set(&self, paused_by: Option<&str>) -> Result<(), StoreError> {
+        self.store
+            .set_text(
+                PAUSED_KEY,
+                paused_by.map(|who| if who.is_empty() { "owner" } else { who }),
+            )
+            .await?;
+        self.value.forget();
+        Ok(())
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
+pub mod contract {
+    //! What every [`ControlStore`] must do; run on memory here and on a real
+    //! Redis and the Upstash REST bridge in `tests/`.
+    use super::ControlStore;
+
+    pub async fn texts_and_sets_are_kept(store: &dyn ControlStore, prefix: &str) {
+        let key = format!("{prefix}:text");
+        assert_eq!(store.get_text(&key).await.unwrap(), None);
+        store.set_text(&key, Some("5")).await.unwrap();
+        assert_eq!(store.get_text(&key).await.unwrap().as_deref(), Some("5"));
+        store.set_text(&key, None).await.unwrap();
+        assert_eq!(store.get_text(&key).await.unwrap(), None);
+        let set = format!("{prefix}:set");
+        assert!(!store.any_member(&set, &["a", "b"]).await.unwrap());
+        assert!(store.add_member(&set, "b").await.unwrap());
+        assert!(!store.add_member(&set, "b").await.unwrap());
+        assert!(store.add_member(&set, "a@example.com").await.unwrap());
+        assert!(store.any_member(&set, &["x", "b"]).await.unwrap());
+        assert!(!store.any_member(&set, &["x", "y"]).await.unwrap());
+        assert_eq!(store.members(&set).await.unwrap(), ["a@example.com", "b"]);
+        assert!(store.remove_member(&set, "b").await.unwrap());
+        assert!(!store.remove_member(&set, "b").await.unwrap());
+        assert!(!store.any_member(&set, &["b"]).await.unwrap());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::MemoryStore;
+
+    fn memory() -> Arc<MemoryStore> {
+        Arc::new(MemoryStore::new(Arc::new(ManualClock::at(1))))
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_texts_and_sets() {
+        contract::texts_and_sets_are_kept(&*memory(), "p").await;
+    }
+
+    #[tokio::test]
+    async fn a_dynamic_limit_is_read_as_the_npm_package_writes_it() {
+        let store = memory();
+        let limit = DynamicLimit::new(store.clone(), "@upstash/ratelimit");
+        assert_eq!(limit.current().await, None);
+        store
+            .set_text("@upstash/ratelimit:dynamic:global", Some("\"3\""))
+            .await
+            .unwrap();
+        assert_eq!(limit.current().await, None, "believed for a second");
+        limit.value.forget();
+        assert_eq!(limit.current().await, Some(3));
+        limit.set(Some(7)).await.unwrap();
+        assert_eq!(limit.current().await, Some(7));
+        limit.set(None).await.unwrap();
+        assert_eq!(limit.current().await, None);
+        store
+            .set_text("@upstash/ratelimit:dynamic:global", Some("lots"))
+            .await
+            .unwrap();
+        limit.value.forget();
+        assert_eq!(
+            limit.current().await,
+            None,
+            "not a number: the settings rule"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_deny_list_matches_exact_members_and_remembers_blocks() {
+        let store = memory();
+        let deny = DenyList::new(store.clone(), "p");
+        assert!(!deny.blocks(&["203.0.113.7"]).await.unwrap());
+        store
+            .add_member("p:denyList:all", "203.0.113.7")
+            .await
+            .unwrap();
+        assert!(
+            !deny.blocks(&["203.0.113.7"]).await.unwrap(),
+            "a miss is believed for two seconds"
+        );
+        deny.answers.lock().unwrap().clear();
+        assert!(deny
+            .blocks(&["ada@example.com", "203.0.113.7"])
+            .await
+            .unwrap());
+        assert!(!deny.blocks(&["203.0.113.70"]).await.unwrap(), "exact only");
+        // Removed elsewhere: a block is believed up to 60 s here, as
+        // @upstash/ratelimit does; removed here, at once.
+        store
+            .remove_member("p:denyList:all", "203.0.113.7")
+            .await
+            .unwrap();
+        assert!(deny.blocks(&["203.0.113.7"]).await.unwrap());
+        deny.remove("203.0.113.7").await.unwrap();
+        assert!(!deny.blocks(&["203.0.113.7"]).await.unwrap());
+        deny.add("sub:42").await.unwrap();
+        assert_eq!(deny.members().await.unwrap(), ["sub:42"]);
+    }
+
+    #[tokio::test]
+    async fn the_pause_is_seen_within_a_second() {
+        let store = memory();
+        let here = PauseSwitch::new(store.clone());
+        let elsewhere = PauseSwitch::new(store.clone());
+        assert!(!here.is_paused().await);
+        elsewhere.set(Some("owner@example.com")).await.unwrap();
+        assert!(elsewhere.is_paused().await);
+        here.value.forget(); // a second later
+        assert!(here.is_paused().await);
+        elsewhere.set(None).await.unwrap();
+        here.value.forget();
+        assert!(!here.is_paused().await);
+    }
+}

@@ -1,0 +1,394 @@
+//! The owner's JSON API under `/admin/api/`, for scripts: what was spent,
+//! and the live controls (pause, the per-visitor limit, the deny list). Only
+//! with `ADMIN_TOKEN` set (32 bytes or more), presented as
+//! `Authorization: Bearer …` and compared through digests; without it every
+//! `/admin` path is a 404. Answers are `private, no-store`. A bearer token is
+//! never sent by a browser on its own, so a cross-site request cannot use it.
+
+use crate::server::metrics::same_secret;
+use crate::server::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use lofianime_domain::{utc_day, StudioError, Visitor};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The shortest `ADMIN_TOKEN` accepted, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// Who may use the owner's API.
+pub struct AdminAccess {
+    token: SecretString,
+}
+
+impl AdminAccess {
+    /// Access by `token`; refused (named, never repeated) when it is short.
+    pub fn new(token: &SecretString) -> Result<Self, String> {
+        let length = token.expose_secret().len();
+        if length < MIN_TOKEN_BYTES {
+            return Err(format!(
+                "must be at least {MIN_TOKEN_BYTES} bytes (it is {length} bytes): openssl rand -base64 32"
+            ));
+        }
+        Ok(Self {
+            token: token.clone(),
+        })
+    }
+
+    /// Whether `headers` present the token (`Bearer`, in any case).
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .unwrap_or_default();
+        !presented.is_empty() && same_secret(presented, self.token.expose_secret())
+    }
+}
+
+/// The owner's API routes (answering 404 when admin access is off).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/api/summary", get(summary))
+        .route("/admin/api/pause", post(pause))
+        .route("/admin/api/resume", post(resume))
+        .route("/admin/api/limits", put(set_limits))
+        .route("/admin/api/blocks", get(blocks).post(block))
+        .route("/admin/api/blocks/{target}", delete(unblock))
+}
+
+/// An answer of the owner's API: never cached anywhere.
+fn answer(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
+
+fn problem(status: StatusCode, message: &str) -> Response {
+    answer(status, json!({ "error": message }))
+}
+
+/// Why the owner's API refused a request before doing anything.
+enum Refusal {
+    /// Admin access is off.
+    NoAccess,
+    /// The token is missing or wrong.
+    Unauthorized,
+    /// The body is not what the endpoint takes (the message names the field).
+    BadBody(String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoAccess => problem(StatusCode::NOT_FOUND, "Not found."),
+            Self::Unauthorized => {
+                let mut refused = problem(
+                    StatusCode::UNAUTHORIZED,
+                    "The admin token is missing or wrong.",
+                );
+                refused
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                refused
+            }
+            Self::BadBody(message) => problem(StatusCode::BAD_REQUEST, &message),
+        }
+    }
+}
+
+/// The owner, when the request carries the token; otherwise the refusal.
+fn owner(state: &AppState, headers: &HeaderMap) -> Result<&'static str, Refusal> {
+    let Some(access) = &state.admin else {
+        return Err(Refusal::NoAccess);
+    };
+    if !access.allows(headers) {
+        tracing::warn!("a request to the owner's API without the admin token was refused");
+        return Err(Refusal::Unauthorized);
+    }
+    Ok("admin token")
+}
+
+/// A store that could not take the change: nothing changed.
+fn unavailable(failure: &StudioError) -> Response {
+    tracing::warn!(%failure, "an owner's control could not be read or changed");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store that keeps the controls is unavailable; nothing was changed.",
+    )
+}
+
+/// `GET /admin/api/summary`.
+async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = owner(&state, &headers) {
+        return refused.into_response();
+    }
+    let studio = &state.studio;
+    let today_day = utc_day(studio.now_ms());
+    let today = match studio.spend_day(&today_day).await {
+        Ok(today) => today,
+        Err(failure) => return unavailable(&failure),
+    };
+    let month_prefix = &today_day[..8];
+    let days = match studio.spend_days(31).await {
+        Ok(days) => days,
+        Err(failure) => return unavailable(&failure),
+    };
+    let month_micros: u64 = days
+        .iter()
+        .filter(|day| day.day.starts_with(month_prefix))
+        .map(|day| day.usd_micros)
+        .sum();
+    let limits = studio.limits().await;
+    let policy = studio.spend_policy();
+    let by_outcome: serde_json::Map<String, Value> = today
+        .by_outcome
+        .iter()
+        .map(|(outcome, totals)| {
+            (
+                outcome.clone(),
+                json!({
+                    "runs": totals.runs,
+                    "billed_seconds": totals.billed_ms as f64 / 1000.0,
+                    "spent_usd": totals.usd_micros as f64 / 1e6,
+                }),
+            )
+        })
+        .collect();
+    answer(
+        StatusCode::OK,
+        json!({
+            "day": today.day,
+            "today_spent_usd": today.usd(),
+            "today_reserved_usd": today.reserved_micros as f64 / 1e6,
+            "today_runs": today.runs,
+            "today_by_outcome": by_outcome,
+            "month_spent_usd": month_micros as f64 / 1e6,
+            "daily_budget_usd": policy.daily_usd,
+            "usd_per_second": policy.usd_per_second,
+            "paused": studio.is_paused().await,
+            "limits": {
+                "limit": limits.in_force(),
+                "limit_configured": limits.configured,
+                "limit_dynamic": limits.dynamic,
+            },
+        }),
+    )
+}
+
+/// `POST /admin/api/pause`.
+async fn pause(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    match state.studio.pause(by).await {
+        Ok(()) => answer(StatusCode::OK, json!({ "paused": true })),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// `POST /admin/api/resume`.
+async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    match state.studio.resume(by).await {
+        Ok(()) => answer(StatusCode::OK, json!({ "paused": false })),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// The body's JSON object, or a 400 that says what is wrong.
+fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        _ => Err(Refusal::BadBody("The body must be a JSON object.".into())),
+    }
+}
+
+/// `PUT /admin/api/limits` with `{"limit": n}` (`null`: the settings' value).
+async fn set_limits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    let fields = match object(&body) {
+        Ok(fields) => fields,
+        Err(bad) => return bad.into_response(),
+    };
+    if let Some(other) = fields.keys().find(|name| name.as_str() != "limit") {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("{other}: not a limit that can be changed here (only \"limit\", the per-visitor limit)"),
+        );
+    }
+    let limit = match fields.get("limit") {
+        None => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "limit: missing (a whole number, or null for the settings' value)",
+            )
+        }
+        Some(Value::Null) => None,
+        Some(value) => match value.as_u64().filter(|n| *n <= 1_000_000) {
+            Some(limit) => Some(limit),
+            None => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    "limit: must be a whole number from 0 to 1000000, or null",
+                )
+            }
+        },
+    };
+    match state.studio.set_visitor_limit(limit, by).await {
+        Ok(()) => {
+            let limits = state.studio.limits().await;
+            answer(
+                StatusCode::OK,
+                json!({ "limit": limits.in_force(), "limit_configured": limits.configured, "limit_dynamic": limits.dynamic }),
+            )
+        }
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// Whether `target` is something a block can name: an address, an IPv6 /64
+/// (`2001:db8:1:2::/64`), an e-mail or `sub:{subject}`.
+fn blockable(target: &str) -> bool {
+    let target = target.trim();
+    if target.is_empty() || target.len() > 320 || target.chars().any(char::is_whitespace) {
+        return false;
+    }
+    if target.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    if let Some(network) = target.strip_suffix("/64") {
+        return network.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    target.contains('@') || target.starts_with("sub:") || Visitor::may_name_an_account(target)
+}
+
+/// `GET /admin/api/blocks`.
+async fn blocks(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = owner(&state, &headers) {
+        return refused.into_response();
+    }
+    match state.studio.blocks().await {
+        Ok(blocks) => answer(StatusCode::OK, json!({ "blocks": blocks })),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// `POST /admin/api/blocks` with `{"target": "…"}`.
+async fn block(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    let fields = match object(&body) {
+        Ok(fields) => fields,
+        Err(bad) => return bad.into_response(),
+    };
+    if let Some(other) = fields
+        .keys()
+        .find(|name| !matches!(name.as_str(), "target" | "note"))
+    {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            &format!("{other}: not a field of a block (\"target\", and an optional \"note\"; blocks with an expiry are not kept yet)"),
+        );
+    }
+    let Some(target) = fields
+        .get("target")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|t| blockable(t))
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "target: must be an address, an IPv6 /64 (2001:db8:1:2::/64), an e-mail or sub:{subject}",
+        );
+    };
+    match state.studio.block(target, by).await {
+        Ok(added) => answer(
+            if added {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            json!({ "blocked": target }),
+        ),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// `DELETE /admin/api/blocks/{target}`.
+async fn unblock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(target): Path<String>,
+) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    match state.studio.unblock(&target, by).await {
+        Ok(true) => answer(StatusCode::OK, json!({ "unblocked": target })),
+        Ok(false) => problem(StatusCode::NOT_FOUND, "No such block."),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// The access `ADMIN_TOKEN` gives, when it is set.
+pub fn access(token: Option<&SecretString>) -> Result<Option<Arc<AdminAccess>>, String> {
+    token
+        .map(|token| AdminAccess::new(token).map(Arc::new))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_token_is_refused_without_repeating_it() {
+        let short = SecretString::from("too short");
+        let refusal = AdminAccess::new(&short).err().unwrap();
+        assert!(refusal.contains("at least 32 bytes") && !refusal.contains("too short"));
+    }
+
+    #[test]
+    fn blocks_name_addresses_networks_and_accounts_only() {
+        for good in [
+            "203.0.113.7",
+            "2001:db8::1",
+            "2001:db8:1:2::/64",
+            "ada@example.com",
+            "sub:42",
+        ] {
+            assert!(blockable(good), "{good}");
+        }
+        for bad in ["", " ", "203.0.113.0/24", "a b", "../x/y"] {
+            assert!(!blockable(bad), "{bad:?}");
+        }
+    }
+}

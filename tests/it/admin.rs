@@ -1,0 +1,377 @@
+//! The owner's controls: the JSON API under `/admin/api/` (token, bad
+//! bodies), and the controls themselves on two instances sharing one real
+//! `redis-server`: a pause, a per-visitor limit and a block made through one
+//! are obeyed by the other within 2 s; a limit set with the real
+//! `@upstash/ratelimit`'s `setDynamicLimit`, and a block written into its deny
+//! list as the Upstash console does, are obeyed here. The model's call count
+//! is the bill.
+
+use crate::support::app::{body_text, form_body, spawn_app_with_secrets, TestApp};
+use crate::support::redis_server::RedisServer;
+use crate::support::upstash_bridge::Bridge;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use lofianime::server::settings::{Secrets, Settings};
+use lofianime_domain::testing::FakeModel;
+use lofianime_domain::RedisStore;
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ADMIN_TOKEN: &str = "an-admin-token-of-thirty-two-bytes-or-more";
+
+fn secrets(admin: Option<&str>) -> Secrets {
+    Secrets {
+        admin_token: admin.map(SecretString::from),
+        ..Secrets::default()
+    }
+}
+
+/// Two instances on one Redis under `prefix`, and the model they share.
+async fn two_instances(redis: &RedisServer, prefix: &str) -> (TestApp, TestApp, Arc<FakeModel>) {
+    let model = Arc::new(FakeModel::default());
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let mut settings = Settings::default();
+        settings.ratelimit.prefix = prefix.to_owned();
+        // The test client is a proxy whose X-Forwarded-For names the visitor.
+        settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .ip()
+            .into()];
+        let components = crate::support::app::local_components(model.clone())
+            .on_remote_store(Arc::new(store), settings.recent.keep);
+        apps.push(spawn_app_with_secrets(
+            settings,
+            &secrets(Some(ADMIN_TOKEN)),
+            components,
+        ));
+    }
+    let b = apps.pop().unwrap();
+    (apps.pop().unwrap(), b, model)
+}
+
+async fn admin(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = match body {
+        Some(body) => request
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned())),
+        None => request.body(Body::empty()),
+    };
+    let response = app.send(request.unwrap()).await;
+    let status = response.status();
+    if path.starts_with("/admin/api/") && token == Some(ADMIN_TOKEN) {
+        assert_eq!(
+            response.headers()[header::CACHE_CONTROL],
+            "private, no-store"
+        );
+    }
+    (status, body_text(response).await)
+}
+
+async fn owner(app: &TestApp, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+    let (status, text) = admin(app, method, path, body, Some(ADMIN_TOKEN)).await;
+    assert!(status.is_success(), "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A generation from `address` (the test client is a trusted proxy).
+async fn generate_from(app: &TestApp, address: &str) -> (StatusCode, String) {
+    let response = app
+        .generate_body(form_body("a harbour"), &[("x-forwarded-for", address)])
+        .await;
+    let status = response.status();
+    (status, body_text(response).await)
+}
+
+/// Polls `check` every 100 ms for up to 2 s; how long it took.
+async fn within_two_seconds(mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn without_an_admin_token_there_is_no_owners_api_and_a_wrong_one_changes_nothing() {
+    let model = Arc::new(FakeModel::default());
+    let app = spawn_app_with_secrets(
+        Settings::default(),
+        &secrets(None),
+        crate::support::app::local_components(model.clone()),
+    );
+    let (status, _) = admin(&app, "GET", "/admin/api/summary", None, Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let app = spawn_app_with_secrets(
+        Settings::default(),
+        &secrets(Some(ADMIN_TOKEN)),
+        crate::support::app::local_components(model.clone()),
+    );
+    for token in [
+        None,
+        Some("wrong-token-of-thirty-two-bytes-or-more"),
+        Some(""),
+    ] {
+        let (status, _) = admin(&app, "POST", "/admin/api/pause", None, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+        let (status, _) = admin(
+            &app,
+            "PUT",
+            "/admin/api/limits",
+            Some(r#"{"limit": 0}"#),
+            token,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token:?}");
+    }
+    assert_eq!(
+        app.generate("a harbour").await.status(),
+        StatusCode::OK,
+        "nothing changed"
+    );
+    let summary = owner(&app, "GET", "/admin/api/summary", None).await;
+    assert_eq!(summary["paused"], false);
+    assert_eq!(summary["limits"]["limit"], 5);
+    // The run's row is written in the background.
+    let counted = within_two_seconds(async || {
+        owner(&app, "GET", "/admin/api/summary", None).await["today_runs"] == 1
+    })
+    .await;
+    assert!(counted.is_some(), "the one generation is in today's runs");
+    // The scheme in any case (RFC 9110).
+    let request = Request::get("/admin/api/summary")
+        .header(header::AUTHORIZATION, format!("bearer {ADMIN_TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(request).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_refused_naming_the_field() {
+    let app = spawn_app_with_secrets(
+        Settings::default(),
+        &secrets(Some(ADMIN_TOKEN)),
+        crate::support::app::local_components(Arc::new(FakeModel::default())),
+    );
+    for (method, path, body, named) in [
+        ("PUT", "/admin/api/limits", "[1]", "JSON object"),
+        ("PUT", "/admin/api/limits", r#"{"limit": -1}"#, "limit:"),
+        ("PUT", "/admin/api/limits", r#"{"limit": "ten"}"#, "limit:"),
+        ("PUT", "/admin/api/limits", r#"{}"#, "limit: missing"),
+        ("PUT", "/admin/api/limits", r#"{"limits": 3}"#, "limits:"),
+        (
+            "POST",
+            "/admin/api/blocks",
+            r#"{"target": "10.0.0.0/8"}"#,
+            "target:",
+        ),
+        ("POST", "/admin/api/blocks", r#"{"target": ""}"#, "target:"),
+        (
+            "POST",
+            "/admin/api/blocks",
+            r#"{"target": "203.0.113.7", "expires_in_secs": 60}"#,
+            "expires_in_secs:",
+        ),
+    ] {
+        let (status, text) = admin(&app, method, path, Some(body), Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {text}");
+        assert!(text.contains(named), "{body}: {text}");
+    }
+    let (status, _) = admin(
+        &app,
+        "DELETE",
+        "/admin/api/blocks/203.0.113.9",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit"],
+        5
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_a_limit_and_a_block_made_on_one_instance_hold_on_the_other() {
+    let redis = RedisServer::start();
+    let (a, b, model) = two_instances(&redis, "admin-two").await;
+    // Pause on A: B refuses within 2 s, nothing spent.
+    owner(&a, "POST", "/admin/api/pause", None).await;
+    let took = within_two_seconds(async || {
+        generate_from(&b, "203.0.113.1").await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(took.is_some(), "B obeyed the pause");
+    let (status, text) = generate_from(&b, "203.0.113.1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        text.contains("Generation is paused by the site's owner. Please try again later."),
+        "{text}"
+    );
+    assert_eq!(model.calls(), 0, "no model run while paused");
+    assert_eq!(
+        owner(&b, "GET", "/admin/api/summary", None).await["paused"],
+        true
+    );
+    owner(&a, "POST", "/admin/api/resume", None).await;
+    assert!(
+        within_two_seconds(async || generate_from(&b, "203.0.113.1").await.0 == StatusCode::OK)
+            .await
+            .is_some()
+    );
+    // A limit of 2 set on A: B holds a visitor to it (this one has used 1).
+    let set = owner(&a, "PUT", "/admin/api/limits", Some(r#"{"limit": 2}"#)).await;
+    assert_eq!(
+        (set["limit"].as_u64(), set["limit_configured"].as_u64()),
+        (Some(2), Some(5))
+    );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(generate_from(&b, "203.0.113.1").await.0, StatusCode::OK);
+    let (status, text) = generate_from(&b, "203.0.113.1").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    let calls = model.calls();
+    // Back to the settings' 5.
+    owner(&a, "PUT", "/admin/api/limits", Some(r#"{"limit": null}"#)).await;
+    assert!(
+        within_two_seconds(async || generate_from(&b, "203.0.113.1").await.0 == StatusCode::OK)
+            .await
+            .is_some()
+    );
+    assert_eq!(model.calls(), calls + 1);
+    // A block on A: B refuses that visitor (403, nothing spent) and no other.
+    let blocked = owner(
+        &a,
+        "POST",
+        "/admin/api/blocks",
+        Some(r#"{"target": "203.0.113.2", "note": "spam"}"#),
+    )
+    .await;
+    assert_eq!(blocked["blocked"], "203.0.113.2");
+    let calls = model.calls();
+    let (status, text) = generate_from(&b, "203.0.113.2").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    assert!(
+        text.contains("Generating images is blocked for this visitor."),
+        "{text}"
+    );
+    assert_eq!(model.calls(), calls);
+    assert_eq!(generate_from(&b, "203.0.113.3").await.0, StatusCode::OK);
+    assert_eq!(
+        owner(&b, "GET", "/admin/api/blocks", None).await["blocks"],
+        serde_json::json!(["203.0.113.2"])
+    );
+    owner(&a, "DELETE", "/admin/api/blocks/203.0.113.2", None).await;
+    assert_eq!(generate_from(&a, "203.0.113.2").await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_npm_packages_dynamic_limit_and_deny_list_are_obeyed_here() {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), "compat-token").await;
+    // The npm package's default prefix, as lofianime.com used it.
+    let (app, _, model) = two_instances(&redis, lofianime_domain::DEFAULT_PREFIX).await;
+    let node = |limit: &str| {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+        let mut command = std::process::Command::new("node");
+        command
+            .current_dir(dir)
+            .args(["ratelimit.mjs", "set-dynamic-limit", "fixed", "-", limit])
+            .env("UPSTASH_REDIS_REST_URL", &bridge.url)
+            .env("UPSTASH_REDIS_REST_TOKEN", "compat-token")
+            .env("UPSTASH_DISABLE_TELEMETRY", "1");
+        command
+    };
+    let mut set = node("1");
+    let output = tokio::task::spawn_blocking(move || set.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        r#"{"dynamicLimit":1}"#
+    );
+    assert_eq!(generate_from(&app, "203.0.113.5").await.0, StatusCode::OK);
+    let (status, text) = generate_from(&app, "203.0.113.5").await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the npm package's limit of 1: {text}"
+    );
+    assert_eq!(
+        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit_dynamic"],
+        1
+    );
+    let mut unset = node("false");
+    assert!(tokio::task::spawn_blocking(move || unset.output())
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        .success());
+    assert!(within_two_seconds(
+        async || generate_from(&app, "203.0.113.5").await.0 == StatusCode::OK
+    )
+    .await
+    .is_some());
+    // The Upstash console's deny list (a plain set).
+    assert_eq!(
+        redis.sadd("@upstash/ratelimit:denyList:all", "203.0.113.6"),
+        1
+    );
+    let calls = model.calls();
+    let took = within_two_seconds(async || {
+        generate_from(&app, "203.0.113.6").await.0 == StatusCode::FORBIDDEN
+    })
+    .await;
+    assert!(took.is_some(), "the deny list is obeyed");
+    assert_eq!(model.calls(), calls, "nothing spent on a blocked visitor");
+}
+
+#[tokio::test]
+async fn the_controls_keep_their_promises_on_redis_and_upstash() {
+    let redis = RedisServer::start();
+    let bridge = Bridge::start(&redis.url(), "bridge-token").await;
+    let on_redis = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    lofianime_domain::testing::control_store_contract::texts_and_sets_are_kept(&on_redis, "redis")
+        .await;
+    let on_upstash =
+        lofianime_domain::UpstashRestStore::connect(lofianime_domain::UpstashSettings {
+            url: bridge.url.clone(),
+            token: SecretString::from("bridge-token"),
+            timeout: Duration::from_secs(2),
+            key_locking: false,
+        })
+        .await
+        .unwrap();
+    lofianime_domain::testing::control_store_contract::texts_and_sets_are_kept(
+        &on_upstash,
+        "upstash",
+    )
+    .await;
+}
