@@ -111,6 +111,9 @@ pub enum ApiError {
     /// The owner blocked this visitor: nothing was spent.
     #[error("Generating images is blocked for this visitor.")]
     Blocked,
+    /// The owner removed the image.
+    #[error("This image was removed.")]
+    ImageRemoved,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -136,6 +139,7 @@ impl ApiError {
             | Self::ShuttingDown
             | Self::Paused => StatusCode::SERVICE_UNAVAILABLE,
             Self::Blocked => StatusCode::FORBIDDEN,
+            Self::ImageRemoved => StatusCode::NOT_FOUND,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SignInRequired => StatusCode::UNAUTHORIZED,
             // The request lost to the visitor's own cancel request.
@@ -246,6 +250,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "SignInRequired" => ApiError::SignInRequired,
             "Paused" => ApiError::Paused,
             "Blocked" => ApiError::Blocked,
+            "ImageRemoved" => ApiError::ImageRemoved,
             "ShuttingDown" => ApiError::ShuttingDown,
             "Network" => ApiError::Network,
             _ => ApiError::Internal,

@@ -28,6 +28,9 @@ pub fn ImagePage() -> impl IntoView {
                         view! { <SharedImage page viewer /> }.into_any()
                     }
                     Ok(None) => view! { <NotFound /> }.into_any(),
+                    Err(crate::wire::ApiError::ImageRemoved) => {
+                        view! { <NotFound message="This image was removed." /> }.into_any()
+                    }
                     Err(_) => view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any(),
                 }
             })}

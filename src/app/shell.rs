@@ -83,7 +83,7 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
         <Router>
-            <Routes fallback=NotFound>
+            <Routes fallback=|| view! { <NotFound /> }>
                 // Async: each page is complete before it is sent, so it works
                 // without JavaScript.
                 <Route path=StaticSegment("") view=HomePage ssr=SsrMode::Async />

@@ -7,7 +7,7 @@
 
 use crate::server::metrics::same_secret;
 use crate::server::state::AppState;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -56,11 +56,14 @@ impl AdminAccess {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/api/summary", get(summary))
+        .route("/admin/api/days", get(days))
+        .route("/admin/api/generations", get(generations))
         .route("/admin/api/pause", post(pause))
         .route("/admin/api/resume", post(resume))
         .route("/admin/api/limits", put(set_limits))
         .route("/admin/api/blocks", get(blocks).post(block))
         .route("/admin/api/blocks/{target}", delete(unblock))
+        .route("/admin/api/images/{id}", delete(remove_image))
 }
 
 /// An answer of the owner's API: never cached anywhere.
@@ -185,6 +188,110 @@ async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Response 
     )
 }
 
+/// A whole number from the query's `name`, within `range`, or `default`
+/// when it is absent; a 400 naming it otherwise.
+fn query_number(
+    query: &std::collections::HashMap<String, String>,
+    name: &str,
+    range: std::ops::RangeInclusive<u32>,
+    default: u32,
+) -> Result<u32, Refusal> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                Refusal::BadBody(format!(
+                    "{name}: must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            }),
+    }
+}
+
+/// One UTC day's totals as the owner's API gives them.
+pub fn day_json(day: &lofianime_domain::DayTotals) -> Value {
+    let by_outcome: serde_json::Map<String, Value> = day
+        .by_outcome
+        .iter()
+        .map(|(outcome, totals)| {
+            (
+                outcome.clone(),
+                json!({
+                    "runs": totals.runs,
+                    "billed_seconds": totals.billed_ms as f64 / 1000.0,
+                    "spent_usd": totals.usd_micros as f64 / 1e6,
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "day": day.day,
+        "runs": day.runs,
+        "billed_seconds": day.billed_ms as f64 / 1000.0,
+        "spent_usd": day.usd(),
+        "reserved_usd": day.reserved_micros as f64 / 1e6,
+        "by_outcome": by_outcome,
+    })
+}
+
+/// `GET /admin/api/days?days=30`: one row per UTC day, today first.
+async fn days(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(refused) = owner(&state, &headers) {
+        return refused.into_response();
+    }
+    let count = match query_number(&query, "days", 1..=400, 30) {
+        Ok(count) => count,
+        Err(bad) => return bad.into_response(),
+    };
+    match state.studio.spend_days(count).await {
+        Ok(days) => answer(
+            StatusCode::OK,
+            json!({ "days": days.iter().map(day_json).collect::<Vec<_>>() }),
+        ),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// `GET /admin/api/generations?limit=50`: the latest rows of the ledger.
+async fn generations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    if let Err(refused) = owner(&state, &headers) {
+        return refused.into_response();
+    }
+    let limit = match query_number(&query, "limit", 1..=200, 50) {
+        Ok(limit) => limit,
+        Err(bad) => return bad.into_response(),
+    };
+    match state.studio.spend_rows(limit as usize).await {
+        Ok(rows) => answer(
+            StatusCode::OK,
+            json!({ "generations": rows.iter().map(|row| json!({
+                "run": row.run_id,
+                "day": row.day,
+                "time": lofianime_domain::rfc3339(row.time_ms),
+                "outcome": row.outcome,
+                "billed_seconds": row.billed_ms as f64 / 1000.0,
+                "spent_usd": row.usd(),
+                "who": row.who,
+                "prompt": row.prompt,
+                "image": row.image.as_deref().and_then(lofianime_domain::ImageKey::parse).map(|key| key.id().to_string()),
+            })).collect::<Vec<_>>() }),
+        ),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
 /// `POST /admin/api/pause`.
 async fn pause(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let by = match owner(&state, &headers) {
@@ -280,7 +387,14 @@ fn blockable(target: &str) -> bool {
     if let Some(network) = target.strip_suffix("/64") {
         return network.parse::<std::net::Ipv6Addr>().is_ok();
     }
-    target.contains('@') || target.starts_with("sub:") || Visitor::may_name_an_account(target)
+    // A visitor's tag, as the owner's page shows visitors known by address.
+    let tag = target.len() == 32
+        && target
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    tag || target.contains('@')
+        || target.starts_with("sub:")
+        || Visitor::may_name_an_account(target)
 }
 
 /// `GET /admin/api/blocks`.
@@ -354,6 +468,26 @@ async fn unblock(
     match state.studio.unblock(&target, by).await {
         Ok(true) => answer(StatusCode::OK, json!({ "unblocked": target })),
         Ok(false) => problem(StatusCode::NOT_FOUND, "No such block."),
+        Err(failure) => unavailable(&failure),
+    }
+}
+
+/// `DELETE /admin/api/images/{id}`.
+async fn remove_image(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let by = match owner(&state, &headers) {
+        Ok(by) => by,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some(id) = crate::wire::ImageId::parse(&id) else {
+        return problem(StatusCode::NOT_FOUND, "No such image.");
+    };
+    match state.studio.remove_image(&id, by).await {
+        Ok(true) => answer(StatusCode::OK, json!({ "removed": id.to_string() })),
+        Ok(false) => problem(StatusCode::NOT_FOUND, "No such image."),
         Err(failure) => unavailable(&failure),
     }
 }

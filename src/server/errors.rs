@@ -86,6 +86,7 @@ impl From<&StudioError> for ApiError {
             StudioError::SignInRequired => Self::SignInRequired,
             StudioError::Paused => Self::Paused,
             StudioError::Blocked => Self::Blocked,
+            StudioError::ImageRemoved => Self::ImageRemoved,
         }
     }
 }
@@ -110,7 +111,8 @@ pub fn log(failure: &StudioError) {
         | StudioError::JobIdTaken
         | StudioError::SignInRequired
         | StudioError::Paused
-        | StudioError::Blocked => {
+        | StudioError::Blocked
+        | StudioError::ImageRemoved => {
             tracing::debug!(%failure, "request refused")
         }
         StudioError::ShuttingDown { .. } => {

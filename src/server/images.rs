@@ -37,6 +37,9 @@ pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>
         )
             .into_response(),
         Ok(None) => (StatusCode::NOT_FOUND, "No such image.").into_response(),
+        Err(StudioError::ImageRemoved) => {
+            (StatusCode::NOT_FOUND, "This image was removed.").into_response()
+        }
         Err(failure) => {
             errors::log(&failure);
             match failure {

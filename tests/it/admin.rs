@@ -99,9 +99,14 @@ async fn generate_from(app: &TestApp, address: &str) -> (StatusCode, String) {
 }
 
 /// Polls `check` every 100 ms for up to 2 s; how long it took.
-async fn within_two_seconds(mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+async fn within_two_seconds(check: impl AsyncFnMut() -> bool) -> Option<Duration> {
+    within(Duration::from_secs(2), check).await
+}
+
+/// Polls `check` every 100 ms for up to `bound`; how long it took.
+async fn within(bound: Duration, mut check: impl AsyncFnMut() -> bool) -> Option<Duration> {
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(2) {
+    while started.elapsed() < bound {
         if check().await {
             return Some(started.elapsed());
         }
@@ -374,4 +379,83 @@ async fn the_controls_keep_their_promises_on_redis_and_upstash() {
         "upstash",
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_image_is_gone_from_every_instance_and_from_recent_images() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let store = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        let mut settings = Settings::default();
+        settings.ratelimit.prefix = "admin-remove".into();
+        let components = lofianime_domain::Components::local(
+            Arc::new(FakeModel::default()),
+            lofianime_domain::ObjectImageStore::local_dir(dir.path()).unwrap(),
+            Arc::new(lofianime_domain::SystemClock),
+            12,
+        )
+        .on_remote_store(Arc::new(store), 12);
+        apps.push(spawn_app_with_secrets(
+            settings,
+            &secrets(Some(ADMIN_TOKEN)),
+            components,
+        ));
+    }
+    let (a, b) = (&apps[0], &apps[1]);
+    let made: serde_json::Value =
+        serde_json::from_str(&body_text(a.generate("a harbour").await).await).unwrap();
+    let url = made["url"]
+        .as_str()
+        .or(made["image"]["url"].as_str())
+        .map(str::to_owned);
+    let recent: serde_json::Value =
+        serde_json::from_str(&body_text(b.get("/api/recent").await).await).unwrap();
+    let listed = recent.to_string();
+    let id = listed
+        .split("/images/")
+        .nth(1)
+        .map(|rest| rest[..32].to_owned())
+        .unwrap_or_else(|| panic!("an image in the recent list: {listed} (made: {made} {url:?})"));
+    assert_eq!(
+        b.get(&format!("/images/{id}.png")).await.status(),
+        StatusCode::OK
+    );
+    let removed = owner(a, "DELETE", &format!("/admin/api/images/{id}"), None).await;
+    assert_eq!(removed["removed"], id.as_str());
+    for app in [a, b] {
+        // Each instance reads the removals at most every second.
+        let gone = within_two_seconds(async || {
+            body_text(app.get(&format!("/images/{id}-thumb.webp")).await).await
+                == "This image was removed."
+        })
+        .await;
+        let said = body_text(app.get(&format!("/images/{id}-thumb.webp")).await).await;
+        assert!(gone.is_some(), "{said}");
+        let response = app.get(&format!("/images/{id}.png")).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body_text(response).await, "This image was removed.");
+        let page = app.get(&format!("/i/{id}")).await;
+        assert_eq!(page.status(), StatusCode::NOT_FOUND);
+        assert!(body_text(page).await.contains("This image was removed."));
+        let recent = body_text(app.get("/api/recent").await).await;
+        assert!(!recent.contains(&id), "{recent}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|entry| !entry
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(&id)));
+    let (status, _) = admin(
+        a,
+        "DELETE",
+        "/admin/api/images/0123456789abcdef0123456789abcdef",
+        None,
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

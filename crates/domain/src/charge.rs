@@ -111,6 +111,10 @@ pub struct SpendTicket {
     pub reservation: Option<String>,
     /// Whose run it is: the visitor's tag or the account's e-mail.
     pub who: String,
+    /// The prompt it was asked for.
+    pub prompt: Option<String>,
+    /// The image it delivered.
+    pub image: Option<String>,
 }
 
 impl SpendTicket {
@@ -146,6 +150,8 @@ impl SpendTicket {
                 billed_ms,
                 usd_micros: micros(billed_ms, self.policy.usd_per_second),
                 who: self.who.clone(),
+                prompt: self.prompt.clone(),
+                image: self.image.clone(),
             })
             .await;
         });
@@ -228,6 +234,13 @@ impl Charge {
     /// The run's row goes to the ledger on `ticket` once it is settled.
     pub fn accounted_by(&mut self, ticket: SpendTicket) {
         self.spend = Some(ticket);
+    }
+
+    /// The image the run delivered, for its row.
+    pub fn delivered(&mut self, image: String) {
+        if let Some(ticket) = &mut self.spend {
+            ticket.image = Some(image);
+        }
     }
 
     /// Settles the charge by how the generation ended (see the module's rules).

@@ -172,6 +172,10 @@ pub trait ImageStore: Send + Sync + 'static {
     /// The record of image `id`, or `None` when there is no such image.
     async fn record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StorageError>;
 
+    /// Removes image `id`: its original (any format), variants and record;
+    /// false when there was nothing of it.
+    async fn delete(&self, id: &ImageId) -> Result<bool, StorageError>;
+
     /// A stored image or variant as a stream of its bytes, to pass on without
     /// holding it whole (a missing variant is made as [`ImageStore::get`] does).
     async fn open(&self, key: &ImageKey) -> Result<Option<ImageStream>, StorageError> {
@@ -301,7 +305,7 @@ impl ObjectImageStore {
         let check = async {
             self.write(&name, Bytes::from_static(b"ok")).await?;
             self.read(&name).await?;
-            self.delete(&name).await?;
+            self.remove_file(&name).await?;
             Ok::<(), StorageError>(())
         };
         match tokio::time::timeout(bound, check).await {
@@ -343,7 +347,7 @@ impl ObjectImageStore {
         .await
     }
 
-    async fn delete(&self, name: &str) -> Result<(), StorageError> {
+    async fn remove_file(&self, name: &str) -> Result<(), StorageError> {
         self.timed(async {
             match self.store.delete(&Path::from(name)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -377,7 +381,7 @@ impl ObjectImageStore {
             key.to_string(),
         ];
         for name in names {
-            if let Err(error) = self.delete(&name).await {
+            if let Err(error) = self.remove_file(&name).await {
                 tracing::warn!(file = %name, %error, "could not remove part of an image that failed to store");
             }
         }
@@ -672,6 +676,32 @@ impl ImageStore for ObjectImageStore {
             })),
             None => Ok(self.get(key).await?.map(ImageStream::whole)),
         }
+    }
+
+    async fn delete(&self, id: &ImageId) -> Result<bool, StorageError> {
+        let originals = [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Webp]
+            .map(|format| ImageKey::original(id, format));
+        let mut names: Vec<String> = originals.iter().map(ToString::to_string).collect();
+        names.push(originals[0].variant(Variant::Display).to_string());
+        names.push(originals[0].variant(Variant::Thumb).to_string());
+        names.push(format!("{id}.json"));
+        let mut found = false;
+        for name in names {
+            let there = self
+                .timed(async {
+                    match self.store.head(&Path::from(name.as_str())).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(e) => Err(e.into()),
+                    }
+                })
+                .await?;
+            if there {
+                self.remove_file(&name).await?;
+                found = true;
+            }
+        }
+        Ok(found)
     }
 
     async fn record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StorageError> {

@@ -35,10 +35,12 @@ impl Visitor {
     }
 
     /// What the owner's deny list may name this visitor by: the identifier,
-    /// and the address when it is another.
-    pub fn deny_list_names(&self) -> Vec<&str> {
-        std::iter::once(self.identifier.as_str())
-            .chain(self.address.as_deref())
+    /// the address when it is another, and the tag the owner's page shows
+    /// for visitors known by address.
+    pub fn deny_list_names(&self) -> Vec<String> {
+        std::iter::once(self.identifier.clone())
+            .chain(self.address.clone())
+            .chain(std::iter::once(self.tag()))
             .collect()
     }
 

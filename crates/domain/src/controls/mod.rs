@@ -235,6 +235,62 @@ impl DenyList {
     }
 }
 
+/// Images the owner removed, kept as a set every instance reads (at most
+/// every [`REMOVED_REFRESH`]): their pages and files answer "removed" and
+/// they leave the recent-images lists, even where another instance still has
+/// a copy on its own disk.
+pub struct RemovedImages {
+    store: Arc<dyn ControlStore>,
+    value: Refreshed<Arc<std::collections::BTreeSet<String>>>,
+}
+
+/// How long the set of removed images is believed.
+pub const REMOVED_REFRESH: Duration = Duration::from_secs(1);
+const REMOVED_KEY: &str = "lofianime:images:removed";
+
+impl RemovedImages {
+    pub fn new(store: Arc<dyn ControlStore>) -> Self {
+        Self {
+            store,
+            value: Refreshed::new(),
+        }
+    }
+
+    /// The removed images' ids (a store that cannot be read: the last set).
+    pub async fn ids(&self) -> Arc<std::collections::BTreeSet<String>> {
+        if let Some(known) = self
+            .value
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < REMOVED_REFRESH)
+            .map(|(_, ids)| ids.clone())
+        {
+            return known;
+        }
+        match self.store.members(REMOVED_KEY).await {
+            Ok(ids) => {
+                let ids = Arc::new(ids.into_iter().collect());
+                self.value.keep(Arc::clone(&ids));
+                ids
+            }
+            Err(_) => self.value.stale().unwrap_or_default(),
+        }
+    }
+
+    pub async fn contains(&self, id: &str) -> bool {
+        self.ids().await.contains(id)
+    }
+
+    /// Marks image `id` removed on every instance.
+    pub async fn add(&self, id: &str) -> Result<(), StoreError> {
+        self.store.add_member(REMOVED_KEY, id).await?;
+        self.value.forget();
+        Ok(())
+    }
+}
+
 /// The pause switch.
 pub struct PauseSwitch {
     store: Arc<dyn ControlStore>,

@@ -15,6 +15,8 @@ pub fn row(run_id: &str, outcome: &str, billed_ms: u64, usd_micros: u64) -> Spen
         billed_ms,
         usd_micros,
         who: "tag".to_owned(),
+        prompt: None,
+        image: None,
     }
 }
 

@@ -49,6 +49,12 @@ pub struct SpendRow {
     pub usd_micros: u64,
     /// Whose it was: the visitor's tag (a hash) or the account's e-mail.
     pub who: String,
+    /// The prompt it was asked for (absent for runs found by a sweep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The stored image's file name, when it delivered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl SpendRow {

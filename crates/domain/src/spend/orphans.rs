@@ -227,6 +227,8 @@ impl OrphanSweep {
             billed_ms,
             usd_micros: micros(billed_ms, self.usd_per_second),
             who: info.who,
+            prompt: None,
+            image: None,
         };
         match self
             .ledger

@@ -111,6 +111,8 @@ impl Reconciler {
                 billed_ms,
                 usd_micros: micros(billed_ms, self.usd_per_second),
                 who: "unknown".into(),
+                prompt: None,
+                image: None,
             };
             if self
                 .ledger

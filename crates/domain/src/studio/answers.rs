@@ -111,6 +111,9 @@ pub enum StudioError {
     /// The visitor is on the owner's deny list: nothing was taken.
     #[error("the visitor is blocked")]
     Blocked,
+    /// The owner removed this image.
+    #[error("the image was removed by the owner")]
+    ImageRemoved,
 }
 
 impl StudioError {

@@ -102,6 +102,32 @@ impl Studio {
         Ok(removed)
     }
 
+    /// Removes image `id` (moderation): its files leave the storage, and on
+    /// every instance its page and files answer "removed" and it leaves the
+    /// recent-images lists. False when there was no such image.
+    pub async fn remove_image(
+        &self,
+        id: &lofianime_wire::ImageId,
+        by: &str,
+    ) -> Result<bool, StudioError> {
+        let existed = self
+            .parts
+            .images
+            .delete(id)
+            .await
+            .map_err(StudioError::ImageStore)?;
+        if !existed && !self.parts.removed.contains(id.as_str()).await {
+            return Ok(false);
+        }
+        self.parts
+            .removed
+            .add(id.as_str())
+            .await
+            .map_err(StudioError::LimiterUnavailable)?;
+        tracing::warn!(by, image = %id, "an image was removed by the owner");
+        Ok(true)
+    }
+
     /// Everything on the deny list.
     pub async fn blocks(&self) -> Result<Vec<String>, StudioError> {
         self.parts

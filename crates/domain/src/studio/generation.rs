@@ -70,7 +70,7 @@ pub struct Order<'a> {
     /// Who asked: the visitor (their job records and recent images).
     pub visitor: &'a str,
     /// What the owner's deny list may name them by.
-    pub names: &'a [&'a str],
+    pub names: &'a [String],
     pub prompt: &'a str,
     /// The id the page chose, so it can follow and cancel the generation.
     pub job: Option<&'a JobId>,
@@ -151,7 +151,8 @@ impl Parts {
         }
         // A deny list that cannot be read lets the limiter decide (it meets
         // the same outage, and by default refuses).
-        if let Ok(true) = self.deny.blocks(order.names).await {
+        let names: Vec<&str> = order.names.iter().map(String::as_str).collect();
+        if let Ok(true) = self.deny.blocks(&names).await {
             tracing::info!(visitor = %crate::visitor::tag(order.visitor), "generation refused: the visitor is on the deny list");
             return Err(StudioError::Blocked);
         }
@@ -163,7 +164,7 @@ impl Parts {
             return Err(StudioError::ImagesUnwritable(problem));
         }
         let (mut charge, decision) = self.take_credits(order.payer, order.quota).await?;
-        let lease = match self.spend_ticket(order.visitor).await {
+        let lease = match self.spend_ticket(order.visitor, prompt.as_str()).await {
             Ok(ticket) => {
                 let lease = LeaseInfo {
                     who: ticket.who.clone(),
@@ -239,7 +240,7 @@ impl Parts {
     ) -> Result<Generated, StudioError> {
         let started = Instant::now();
         let (progress, phases) = ProgressReporter::channel();
-        let charge = charge.metered_by(progress.meter());
+        let mut charge = charge.metered_by(progress.meter());
         if !self.generator.is_offline() {
             // Until the run's record is in: a crash leaves a lapsing lease
             // that another instance (or this one, restarted) finds.
@@ -261,6 +262,7 @@ impl Parts {
                 return Err(spoiled.into_error(after, settled));
             }
         };
+        charge.delivered(key.to_string());
         charge.settle(Ending::Delivered).await;
         let kept = RecentEntry {
             image: key.clone(),
@@ -337,7 +339,7 @@ impl Parts {
     /// Where this run's row goes; with a daily dollar budget, a reservation of
     /// the run's expected cost first, refused when the day's spent and held
     /// dollars would pass the budget.
-    async fn spend_ticket(&self, visitor: &str) -> Result<SpendTicket, StudioError> {
+    async fn spend_ticket(&self, visitor: &str, prompt: &str) -> Result<SpendTicket, StudioError> {
         let now_ms = self.limiter.now_ms();
         let mut ticket = SpendTicket {
             ledger: self.ledger.clone(),
@@ -350,6 +352,8 @@ impl Parts {
             } else {
                 crate::visitor::tag(visitor)
             },
+            prompt: Some(prompt.to_owned()),
+            image: None,
         };
         let Some(budget) = self.spend.budget_micros() else {
             return Ok(ticket);

@@ -17,7 +17,7 @@ pub use controls::Limits;
 pub use generation::Shutdown;
 pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
-use crate::controls::{DenyList, DynamicLimit, PauseSwitch};
+use crate::controls::{DenyList, DynamicLimit, PauseSwitch, RemovedImages};
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
@@ -114,6 +114,7 @@ impl Studio {
                 budget: policy.budget.map(|budget| Arc::new(quota(budget))),
                 deny: Arc::new(DenyList::new(components.controls.clone(), &policy.prefix)),
                 pause: Arc::new(PauseSwitch::new(components.controls.clone())),
+                removed: Arc::new(RemovedImages::new(components.controls.clone())),
                 generator: components.generator,
                 writable: Arc::new(Writability::new(components.images.clone())),
                 images: components.images,
@@ -297,17 +298,26 @@ impl Studio {
         Ok(outcome)
     }
 
-    /// `visitor`'s recent images, newest first.
+    /// `visitor`'s recent images, newest first (without those the owner removed).
     pub async fn recent(&self, visitor: &Visitor) -> Result<Vec<RecentEntry>, StudioError> {
-        self.parts
+        let mut list = self
+            .parts
             .gallery
             .list(visitor.id())
             .await
-            .map_err(StudioError::Gallery)
+            .map_err(StudioError::Gallery)?;
+        let removed = self.parts.removed.ids().await;
+        if !removed.is_empty() {
+            list.retain(|entry| !removed.contains(entry.image.id().as_str()));
+        }
+        Ok(list)
     }
 
     /// A stored image as a stream, to serve it without holding it whole.
     pub async fn open_image(&self, key: &ImageKey) -> Result<Option<ImageStream>, StudioError> {
+        if self.parts.removed.contains(key.id().as_str()).await {
+            return Err(StudioError::ImageRemoved);
+        }
         self.parts
             .images
             .open(key)
@@ -318,6 +328,9 @@ impl Studio {
     /// What the page of image `id` shows (`None`: no such image). An image
     /// stored before records were kept gets one (and its variants) now.
     pub async fn image_record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StudioError> {
+        if self.parts.removed.contains(id.as_str()).await {
+            return Err(StudioError::ImageRemoved);
+        }
         let images = &self.parts.images;
         if let Some(record) = images.record(id).await.map_err(StudioError::ImageStore)? {
             return Ok(Some(record));

@@ -5,7 +5,7 @@
 use super::answers::FailurePolicy;
 use super::generation::Shutdown;
 use crate::clock::Clock;
-use crate::controls::{ControlStore, DenyList, PauseSwitch};
+use crate::controls::{ControlStore, DenyList, PauseSwitch, RemovedImages};
 use crate::gallery::{FileGallery, Gallery, SharedGallery};
 use crate::generator::ImageGenerator;
 use crate::jobs::JobBoard;
@@ -214,4 +214,6 @@ pub(super) struct Parts {
     /// The owner's deny list and pause switch.
     pub(super) deny: Arc<DenyList>,
     pub(super) pause: Arc<PauseSwitch>,
+    /// Images the owner removed.
+    pub(super) removed: Arc<RemovedImages>,
 }
