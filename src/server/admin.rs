@@ -176,14 +176,10 @@ async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Response 
             "today_runs": today.runs,
             "today_by_outcome": by_outcome,
             "month_spent_usd": month_micros as f64 / 1e6,
-            "daily_budget_usd": policy.daily_usd,
+            "daily_budget_usd": limits.daily_usd_micros.in_force().map(|micros| micros as f64 / 1e6),
             "usd_per_second": policy.usd_per_second,
             "paused": studio.is_paused().await,
-            "limits": {
-                "limit": limits.in_force(),
-                "limit_configured": limits.configured,
-                "limit_dynamic": limits.dynamic,
-            },
+            "limits": limits_json(&limits),
         }),
     )
 }
@@ -324,12 +320,32 @@ fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
     }
 }
 
-/// `PUT /admin/api/limits` with `{"limit": n}` (`null`: the settings' value).
+/// The limits in force, as the owner's API shows them.
+pub fn limits_json(limits: &lofianime_domain::Limits) -> Value {
+    let count = |live: &lofianime_domain::Live<u64>| json!({ "in_force": live.in_force(), "configured": live.configured, "live": live.live });
+    let dollars = |micros: Option<u64>| micros.map(|micros| micros as f64 / 1e6);
+    let daily = &limits.daily_usd_micros;
+    json!({
+        "limit": count(&limits.limit),
+        "anonymous_limit": limits.anonymous_limit.as_ref().map(count),
+        "global_limit": limits.global_limit.as_ref().map(count),
+        "daily_usd": {
+            "in_force": dollars(daily.in_force()),
+            "configured": dollars(daily.configured),
+            "live": dollars(daily.live),
+        },
+    })
+}
+
+/// `PUT /admin/api/limits` with any of `limit`, `anonymous_limit`,
+/// `global_limit` (whole numbers) and `daily_usd` (dollars); `null` goes
+/// back to the settings' value. Every field is checked before any changes.
 async fn set_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    use lofianime_domain::LiveLimit;
     let by = match owner(&state, &headers) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
@@ -338,40 +354,76 @@ async fn set_limits(
         Ok(fields) => fields,
         Err(bad) => return bad.into_response(),
     };
-    if let Some(other) = fields.keys().find(|name| name.as_str() != "limit") {
+    if fields.is_empty() {
         return problem(
             StatusCode::BAD_REQUEST,
-            &format!("{other}: not a limit that can be changed here (only \"limit\", the per-visitor limit)"),
+            "limit: missing (give any of limit, anonymous_limit, global_limit, daily_usd)",
         );
     }
-    let limit = match fields.get("limit") {
-        None => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "limit: missing (a whole number, or null for the settings' value)",
-            )
-        }
-        Some(Value::Null) => None,
-        Some(value) => match value.as_u64().filter(|n| *n <= 1_000_000) {
-            Some(limit) => Some(limit),
-            None => {
+    let mut changes = Vec::new();
+    for (name, value) in &fields {
+        let which = match name.as_str() {
+            "limit" => LiveLimit::Visitor,
+            "anonymous_limit" => LiveLimit::SignedOut,
+            "global_limit" => LiveLimit::Shared,
+            "daily_usd" => LiveLimit::DailyDollars,
+            other => {
                 return problem(
                     StatusCode::BAD_REQUEST,
-                    "limit: must be a whole number from 0 to 1000000, or null",
+                    &format!(
+                        "{other}: not a limit (limit, anonymous_limit, global_limit, daily_usd)"
+                    ),
                 )
             }
-        },
-    };
-    match state.studio.set_visitor_limit(limit, by).await {
-        Ok(()) => {
-            let limits = state.studio.limits().await;
-            answer(
-                StatusCode::OK,
-                json!({ "limit": limits.in_force(), "limit_configured": limits.configured, "limit_dynamic": limits.dynamic }),
-            )
-        }
-        Err(failure) => unavailable(&failure),
+        };
+        let parsed = match (which, value) {
+            (_, Value::Null) => Some(None),
+            (LiveLimit::DailyDollars, value) => value
+                .as_f64()
+                .filter(|usd| usd.is_finite() && (0.0..=1_000_000.0).contains(usd))
+                .map(|usd| Some((usd * 1e6).round() as u64)),
+            (_, value) => value.as_u64().filter(|n| *n <= 1_000_000).map(Some),
+        };
+        let Some(parsed) = parsed else {
+            let what = if which == LiveLimit::DailyDollars {
+                "a number of dollars from 0 to 1000000"
+            } else {
+                "a whole number from 0 to 1000000"
+            };
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("{name}: must be {what}, or null for the settings' value"),
+            );
+        };
+        changes.push((name.clone(), which, parsed));
     }
+    let limits = state.studio.limits().await;
+    for (name, which, _) in &changes {
+        let missing = match which {
+            LiveLimit::SignedOut => limits.anonymous_limit.is_none(),
+            LiveLimit::Shared => limits.global_limit.is_none(),
+            LiveLimit::Visitor | LiveLimit::DailyDollars => false,
+        };
+        if missing {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                &format!("{name}: this site has no such quota (see the settings)"),
+            );
+        }
+    }
+    for (name, which, value) in changes {
+        match state.studio.set_limit(which, value, by).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{name}: this site has no such quota (see the settings)"),
+                )
+            }
+            Err(failure) => return unavailable(&failure),
+        }
+    }
+    answer(StatusCode::OK, limits_json(&state.studio.limits().await))
 }
 
 /// Whether `target` is something a block can name: an address, an IPv6 /64

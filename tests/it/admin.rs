@@ -154,7 +154,7 @@ async fn without_an_admin_token_there_is_no_owners_api_and_a_wrong_one_changes_n
     );
     let summary = owner(&app, "GET", "/admin/api/summary", None).await;
     assert_eq!(summary["paused"], false);
-    assert_eq!(summary["limits"]["limit"], 5);
+    assert_eq!(summary["limits"]["limit"]["in_force"], 5);
     // The run's row is written in the background.
     let counted = within_two_seconds(async || {
         owner(&app, "GET", "/admin/api/summary", None).await["today_runs"] == 1
@@ -183,6 +183,26 @@ async fn bad_bodies_are_refused_naming_the_field() {
         ("PUT", "/admin/api/limits", r#"{}"#, "limit: missing"),
         ("PUT", "/admin/api/limits", r#"{"limits": 3}"#, "limits:"),
         (
+            "PUT",
+            "/admin/api/limits",
+            r#"{"daily_usd": -2}"#,
+            "daily_usd:",
+        ),
+        (
+            "PUT",
+            "/admin/api/limits",
+            r#"{"limit": 3, "anonymous_limit": 1}"#,
+            "anonymous_limit: this site has no such quota",
+        ),
+        (
+            "PUT",
+            "/admin/api/limits",
+            r#"{"limit": 3, "global_limit": 1.5}"#,
+            "global_limit:",
+        ),
+        ("GET", "/admin/api/days?days=0", "", "days:"),
+        ("GET", "/admin/api/generations?limit=lots", "", "limit:"),
+        (
             "POST",
             "/admin/api/blocks",
             r#"{"target": "10.0.0.0/8"}"#,
@@ -210,7 +230,7 @@ async fn bad_bodies_are_refused_naming_the_field() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
-        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit"],
+        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit"]["in_force"],
         5
     );
 }
@@ -246,7 +266,10 @@ async fn a_pause_a_limit_and_a_block_made_on_one_instance_hold_on_the_other() {
     // A limit of 2 set on A: B holds a visitor to it (this one has used 1).
     let set = owner(&a, "PUT", "/admin/api/limits", Some(r#"{"limit": 2}"#)).await;
     assert_eq!(
-        (set["limit"].as_u64(), set["limit_configured"].as_u64()),
+        (
+            set["limit"]["in_force"].as_u64(),
+            set["limit"]["configured"].as_u64()
+        ),
         (Some(2), Some(5))
     );
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -327,7 +350,7 @@ async fn the_npm_packages_dynamic_limit_and_deny_list_are_obeyed_here() {
         "the npm package's limit of 1: {text}"
     );
     assert_eq!(
-        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit_dynamic"],
+        owner(&app, "GET", "/admin/api/summary", None).await["limits"]["limit"]["live"],
         1
     );
     let mut unset = node("false");

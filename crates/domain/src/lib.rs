@@ -36,8 +36,8 @@ pub use spend::{
 };
 pub use storage::{ImageKey, ImageRecord, ImageStream};
 pub use studio::{
-    Components, FailurePolicy, Generated, LimitScope, Limits, Policy, Readiness, RemoteStore,
-    Shutdown, SignedOut, SpendPolicy, Studio, StudioError,
+    Components, FailurePolicy, Generated, LimitScope, Limits, Live, LiveLimit, Policy, Readiness,
+    RemoteStore, Shutdown, SignedOut, SpendPolicy, Studio, StudioError,
 };
 pub use visitor::{tag, Visitor, WhoPays};
 

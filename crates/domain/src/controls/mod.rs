@@ -96,46 +96,77 @@ impl<T: Clone> Refreshed<T> {
     }
 }
 
-/// The per-visitor limit as the store says it (`None`: the settings' limit).
-pub struct DynamicLimit {
+/// A number the owner sets live, kept as text at a key of the store (`None`:
+/// the settings' value), read at most once per [`REFRESH`].
+pub struct LiveValue<T> {
     store: Arc<dyn ControlStore>,
     key: String,
-    value: Refreshed<Option<u64>>,
+    value: Refreshed<Option<T>>,
+    parse: fn(&str) -> Option<T>,
+    write: fn(T) -> String,
 }
 
-impl DynamicLimit {
+/// The per-visitor limit as the store says it, where `@upstash/ratelimit`'s
+/// `setDynamicLimit` writes it.
+pub type DynamicLimit = LiveValue<u64>;
+
+impl LiveValue<u64> {
+    /// The per-visitor limit at `{prefix}:dynamic:global`.
     pub fn new(store: Arc<dyn ControlStore>, prefix: &str) -> Self {
+        Self::count_at(store, dynamic_limit_key(prefix))
+    }
+
+    /// A count at `key`.
+    pub fn count_at(store: Arc<dyn ControlStore>, key: String) -> Self {
         Self {
             store,
-            key: dynamic_limit_key(prefix),
+            key,
             value: Refreshed::new(),
+            parse: parse_limit,
+            write: |limit| limit.to_string(),
         }
     }
 
-    /// The limit in force, read at most once per [`REFRESH`]. A store that
-    /// cannot be read leaves the last known limit (the limiter's own call
+    /// An amount of dollars at `key`, kept in micro-dollars (written as a
+    /// decimal number of dollars, as a person would).
+    pub fn dollars_at(store: Arc<dyn ControlStore>, key: String) -> Self {
+        Self {
+            store,
+            key,
+            value: Refreshed::new(),
+            parse: |text| {
+                let usd: f64 = text.trim().trim_matches('"').parse().ok()?;
+                (usd.is_finite() && usd >= 0.0).then(|| (usd * 1e6).round() as u64)
+            },
+            write: |micros| format!("{}", micros as f64 / 1e6),
+        }
+    }
+}
+
+impl<T: Copy + Send + Sync + 'static> LiveValue<T> {
+    /// The value in force, read at most once per [`REFRESH`]. A store that
+    /// cannot be read leaves the last known value (the limiter's own call
     /// then meets the outage and decides).
-    pub async fn current(&self) -> Option<u64> {
+    pub async fn current(&self) -> Option<T> {
         if let Some(known) = self.value.fresh() {
             return known;
         }
         match self.store.get_text(&self.key).await {
             Ok(text) => {
-                let limit = text.as_deref().and_then(parse_limit);
-                if let (Some(text), None) = (&text, limit) {
-                    tracing::warn!(key = %self.key, value = %text, "the dynamic limit is not a whole number; the settings' limit applies");
+                let value = text.as_deref().and_then(self.parse);
+                if let (Some(text), None) = (&text, &value) {
+                    tracing::warn!(key = %self.key, value = %text, "a live setting is not a number; the settings' value applies");
                 }
-                self.value.keep(limit);
-                limit
+                self.value.keep(value);
+                value
             }
             Err(_) => self.value.stale().flatten(),
         }
     }
 
-    /// Sets the limit (`None`: back to the settings' value), as
-    /// `setDynamicLimit` does.
-    pub async fn set(&self, limit: Option<u64>) -> Result<(), StoreError> {
-        let text = limit.map(|limit| limit.to_string());
+    /// Sets the value (`None`: back to the settings' value).
+    pub async fn set(&self, value: Option<T>) -> Result<(), StoreError> {
+        let text = value.map(self.write);
         self.store.set_text(&self.key, text.as_deref()).await?;
         self.value.forget();
         Ok(())

@@ -4,20 +4,43 @@
 
 use super::{Studio, StudioError};
 
-/// The limits a visitor is held to: the settings' and the one in force.
+/// A limit the owner may change live: the settings' value and the live one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The per-visitor limit from the settings.
-    pub configured: u64,
-    /// The owner's live limit, when one is set (here or by a Node app with
-    /// `setDynamicLimit`).
-    pub dynamic: Option<u64>,
+pub struct Live<T> {
+    /// From the settings (`None`: none is set there).
+    pub configured: Option<T>,
+    /// Set live by the owner (or, for the per-visitor limit, by a Node app
+    /// with `setDynamicLimit`).
+    pub live: Option<T>,
 }
 
-impl Limits {
-    pub fn in_force(&self) -> u64 {
-        self.dynamic.unwrap_or(self.configured)
+impl<T: Copy> Live<T> {
+    pub fn in_force(&self) -> Option<T> {
+        self.live.or(self.configured)
     }
+}
+
+/// Every limit the owner may change live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Each visitor's generations per window.
+    pub limit: Live<u64>,
+    /// Signed-out visitors' own quota (`None`: they have none of their own).
+    pub anonymous_limit: Option<Live<u64>>,
+    /// The budget shared by all visitors (`None`: no count budget is set).
+    pub global_limit: Option<Live<u64>>,
+    /// The daily dollar budget, in micro-dollars.
+    pub daily_usd_micros: Live<u64>,
+}
+
+/// Which live limit a change is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveLimit {
+    Visitor,
+    SignedOut,
+    Shared,
+    /// In micro-dollars.
+    DailyDollars,
 }
 
 impl Studio {
@@ -49,32 +72,64 @@ impl Studio {
         Ok(())
     }
 
-    /// The per-visitor limits.
+    /// Every limit the owner may change live, as this instance reads it.
     pub async fn limits(&self) -> Limits {
+        let count = |limiter: &crate::ratelimit::RateLimiter| limiter.algorithm().limit();
         Limits {
-            configured: self.parts.limiter.algorithm().limit(),
-            dynamic: self.dynamic.current().await,
+            limit: Live {
+                configured: Some(count(&self.parts.limiter)),
+                live: self.dynamic.current().await,
+            },
+            anonymous_limit: match self.signed_out_own_quota() {
+                Some(own) => Some(Live {
+                    configured: Some(count(own)),
+                    live: self.anonymous_limit.current().await,
+                }),
+                None => None,
+            },
+            global_limit: match &self.parts.budget {
+                Some(budget) => Some(Live {
+                    configured: Some(count(budget)),
+                    live: self.global_limit.current().await,
+                }),
+                None => None,
+            },
+            daily_usd_micros: Live {
+                configured: self.parts.spend.budget_micros(),
+                live: self.parts.daily_usd.current().await,
+            },
         }
     }
 
-    /// Sets the per-visitor limit in force on every instance (`None`: back
-    /// to the settings' value), where `@upstash/ratelimit`'s
-    /// `setDynamicLimit` keeps it.
-    pub async fn set_visitor_limit(&self, limit: Option<u64>, by: &str) -> Result<(), StudioError> {
-        self.dynamic
-            .set(limit)
+    /// Sets one live limit on every instance (`None`: back to the settings'
+    /// value). The per-visitor limit is kept where `@upstash/ratelimit`'s
+    /// `setDynamicLimit` keeps it. Refused (`Ok(false)`) for a quota that
+    /// does not exist here (no signed-out quota, no count budget).
+    pub async fn set_limit(
+        &self,
+        which: LiveLimit,
+        value: Option<u64>,
+        by: &str,
+    ) -> Result<bool, StudioError> {
+        let live = match which {
+            LiveLimit::Visitor => &*self.dynamic,
+            LiveLimit::SignedOut if self.signed_out_own_quota().is_some() => &*self.anonymous_limit,
+            LiveLimit::Shared if self.parts.budget.is_some() => &*self.global_limit,
+            LiveLimit::DailyDollars => &*self.parts.daily_usd,
+            LiveLimit::SignedOut | LiveLimit::Shared => return Ok(false),
+        };
+        live.set(value)
             .await
             .map_err(StudioError::LimiterUnavailable)?;
-        match limit {
-            Some(limit) => {
-                tracing::warn!(by, limit, "the per-visitor limit was changed by the owner")
+        match value {
+            Some(value) => {
+                tracing::warn!(by, limit = ?which, value, "a limit was changed by the owner")
             }
-            None => tracing::warn!(
-                by,
-                "the per-visitor limit was reset to the settings' value by the owner"
-            ),
+            None => {
+                tracing::warn!(by, limit = ?which, "a limit was reset to the settings' value by the owner")
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Blocks `target` (an address, an IPv6 /64 as `2001:db8:1:2::/64`, an

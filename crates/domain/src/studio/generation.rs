@@ -355,7 +355,13 @@ impl Parts {
             prompt: Some(prompt.to_owned()),
             image: None,
         };
-        let Some(budget) = self.spend.budget_micros() else {
+        // The owner's live budget, else the settings'.
+        let Some(budget) = self
+            .daily_usd
+            .current()
+            .await
+            .or(self.spend.budget_micros())
+        else {
             return Ok(ticket);
         };
         let expected = match self.expected_cost().await {

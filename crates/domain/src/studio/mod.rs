@@ -13,7 +13,7 @@ mod parts;
 mod tests;
 
 pub use answers::{FailurePolicy, Generated, LimitScope, StudioError};
-pub use controls::Limits;
+pub use controls::{Limits, Live, LiveLimit};
 pub use generation::Shutdown;
 pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
@@ -47,7 +47,15 @@ pub struct Studio {
     orphans: Option<OrphanSweep>,
     /// The owner's live per-visitor limit.
     dynamic: Arc<DynamicLimit>,
+    /// The owner's live limits for signed-out visitors and the shared budget.
+    anonymous_limit: Arc<DynamicLimit>,
+    global_limit: Arc<DynamicLimit>,
 }
+
+/// Where the owner's live limits other than the per-visitor one are kept.
+const LIVE_ANONYMOUS_LIMIT: &str = "lofianime:control:anonymous_limit";
+const LIVE_GLOBAL_LIMIT: &str = "lofianime:control:global_limit";
+const LIVE_DAILY_USD: &str = "lofianime:control:daily_usd";
 
 /// A dependency's answer to a readiness check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +90,21 @@ impl Studio {
             };
             Arc::new(limiter(window, REFUNDS_PREFIX, false))
         });
+        let live_count = |key: &str| {
+            Arc::new(DynamicLimit::count_at(
+                components.controls.clone(),
+                key.into(),
+            ))
+        };
+        let anonymous_limit = live_count(LIVE_ANONYMOUS_LIMIT);
+        let global_limit = live_count(LIVE_GLOBAL_LIMIT);
+        let shared_budget = policy
+            .budget
+            .map(|budget| Arc::new(quota(budget).with_dynamic_limit(global_limit.clone())));
         let signed_out_quota = match policy.signed_out {
-            SignedOut::OwnQuota(algorithm) => Some(Arc::new(quota(algorithm))),
+            SignedOut::OwnQuota(algorithm) => Some(Arc::new(
+                quota(algorithm).with_dynamic_limit(anonymous_limit.clone()),
+            )),
             SignedOut::SameQuota | SignedOut::MustSignIn => None,
         };
         let leases = Arc::new(RunLeases::new(
@@ -109,9 +130,15 @@ impl Studio {
         ));
         Self {
             dynamic: dynamic.clone(),
+            anonymous_limit,
+            global_limit,
             parts: Parts {
                 limiter: Arc::new(quota(policy.algorithm).with_dynamic_limit(dynamic)),
-                budget: policy.budget.map(|budget| Arc::new(quota(budget))),
+                budget: shared_budget,
+                daily_usd: Arc::new(crate::controls::LiveValue::dollars_at(
+                    components.controls.clone(),
+                    LIVE_DAILY_USD.into(),
+                )),
                 deny: Arc::new(DenyList::new(components.controls.clone(), &policy.prefix)),
                 pause: Arc::new(PauseSwitch::new(components.controls.clone())),
                 removed: Arc::new(RemovedImages::new(components.controls.clone())),

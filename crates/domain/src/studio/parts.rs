@@ -216,4 +216,6 @@ pub(super) struct Parts {
     pub(super) pause: Arc<PauseSwitch>,
     /// Images the owner removed.
     pub(super) removed: Arc<RemovedImages>,
+    /// The owner's live daily dollar budget, in micro-dollars.
+    pub(super) daily_usd: Arc<crate::controls::LiveValue<u64>>,
 }

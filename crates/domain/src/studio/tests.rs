@@ -612,13 +612,16 @@ async fn a_blocked_visitor_is_refused_by_identifier_or_address() {
 async fn a_dynamic_limit_holds_the_visitors_but_not_the_shared_budget() {
     let model = Arc::new(FakeModel::default());
     let (studio, other) = two_instances(model.clone(), policy(5, Some(3)));
-    other.set_visitor_limit(Some(1), "owner").await.unwrap();
+    other
+        .set_limit(LiveLimit::Visitor, Some(1), "owner")
+        .await
+        .unwrap();
     tokio::time::sleep(crate::controls::REFRESH).await;
     assert_eq!(
-        studio.limits().await,
-        Limits {
-            configured: 5,
-            dynamic: Some(1)
+        studio.limits().await.limit,
+        Live {
+            configured: Some(5),
+            live: Some(1)
         }
     );
     studio.generate(&v(), "one", None).await.unwrap();
@@ -636,10 +639,62 @@ async fn a_dynamic_limit_holds_the_visitors_but_not_the_shared_budget() {
         .unwrap();
     assert_eq!(budget_left(&studio).await, 1);
     // Raised again: the visitor refused a moment ago may go on at once.
-    other.set_visitor_limit(Some(4), "owner").await.unwrap();
+    other
+        .set_limit(LiveLimit::Visitor, Some(4), "owner")
+        .await
+        .unwrap();
     tokio::time::sleep(crate::controls::REFRESH).await;
     studio.generate(&v(), "two", None).await.unwrap();
-    other.set_visitor_limit(None, "owner").await.unwrap();
+    other
+        .set_limit(LiveLimit::Visitor, None, "owner")
+        .await
+        .unwrap();
     tokio::time::sleep(crate::controls::REFRESH).await;
     assert_eq!(studio.quota(&v()).await.unwrap().limit, 5);
+}
+
+#[tokio::test]
+async fn the_shared_budget_and_the_dollar_budget_change_live_too() {
+    let model = Arc::new(FakeModel::default());
+    let (studio, other) = two_instances(model.clone(), policy(5, Some(10)));
+    assert!(other
+        .set_limit(LiveLimit::Shared, Some(1), "owner")
+        .await
+        .unwrap());
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    studio.generate(&v(), "one", None).await.unwrap();
+    assert!(matches!(
+        studio.generate(&Visitor::new("w"), "two", None).await,
+        Err(StudioError::Denied {
+            scope: LimitScope::Everyone,
+            ..
+        })
+    ));
+    other
+        .set_limit(LiveLimit::Shared, None, "owner")
+        .await
+        .unwrap();
+    // A dollar budget below one run's expected cost ($0.00975) admits none.
+    other
+        .set_limit(LiveLimit::DailyDollars, Some(5_000), "owner")
+        .await
+        .unwrap();
+    tokio::time::sleep(crate::controls::REFRESH).await;
+    let limits = studio.limits().await;
+    assert_eq!(limits.daily_usd_micros.in_force(), Some(5_000));
+    assert_eq!(limits.global_limit.unwrap().in_force(), Some(10));
+    assert!(matches!(
+        studio.generate(&Visitor::new("w"), "two", None).await,
+        Err(StudioError::Denied {
+            scope: LimitScope::Dollars,
+            ..
+        })
+    ));
+    assert_eq!(model.calls(), 1);
+    // No signed-out quota of its own here: nothing to change.
+    assert!(!other
+        .set_limit(LiveLimit::SignedOut, Some(1), "owner")
+        .await
+        .unwrap());
+    assert_eq!(limits.anonymous_limit, None);
 }
