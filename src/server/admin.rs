@@ -449,18 +449,92 @@ fn blockable(target: &str) -> bool {
         || Visitor::may_name_an_account(target)
 }
 
+/// A block as the owner's API shows it.
+pub fn block_json(block: &lofianime_domain::Block) -> Value {
+    json!({
+        "target": block.target,
+        "note": block.note,
+        "by": block.by,
+        "at": block.at_ms.map(lofianime_domain::rfc3339),
+        "expires": block.expires_ms.map(lofianime_domain::rfc3339),
+    })
+}
+
 /// `GET /admin/api/blocks`.
 async fn blocks(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Err(refused) = owner(&state, &headers) {
         return refused.into_response();
     }
     match state.studio.blocks().await {
-        Ok(blocks) => answer(StatusCode::OK, json!({ "blocks": blocks })),
+        Ok(blocks) => answer(
+            StatusCode::OK,
+            json!({ "blocks": blocks.iter().map(block_json).collect::<Vec<_>>() }),
+        ),
         Err(failure) => unavailable(&failure),
     }
 }
 
-/// `POST /admin/api/blocks` with `{"target": "…"}`.
+/// What a block request asks for.
+struct BlockRequest {
+    target: String,
+    lasts: Option<std::time::Duration>,
+    note: Option<String>,
+}
+
+/// Reads `{"target", "expires_in_secs"?, "note"?}`, naming a bad field.
+fn block_request(fields: &serde_json::Map<String, Value>) -> Result<BlockRequest, Refusal> {
+    if let Some(other) = fields
+        .keys()
+        .find(|name| !matches!(name.as_str(), "target" | "note" | "expires_in_secs"))
+    {
+        return Err(Refusal::BadBody(format!(
+            "{other}: not a field of a block (target, expires_in_secs, note)"
+        )));
+    }
+    let target = fields
+        .get("target")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|target| blockable(target))
+        .ok_or_else(|| {
+            Refusal::BadBody(
+                "target: must be an address, an IPv6 /64 (2001:db8:1:2::/64), an e-mail, sub:{subject} or a visitor's tag".into(),
+            )
+        })?;
+    let lasts = match fields.get("expires_in_secs") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            value
+                .as_u64()
+                .filter(|secs| (1..=10 * 365 * 86_400).contains(secs))
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| {
+                    Refusal::BadBody(
+                        "expires_in_secs: must be a whole number of seconds from 1 to 315360000"
+                            .into(),
+                    )
+                })?,
+        ),
+    };
+    let note = match fields.get("note") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(note)) if note.chars().count() <= 500 => {
+            Some(note.trim().to_owned()).filter(|note| !note.is_empty())
+        }
+        Some(_) => {
+            return Err(Refusal::BadBody(
+                "note: must be text of at most 500 characters".into(),
+            ))
+        }
+    };
+    Ok(BlockRequest {
+        target: target.to_owned(),
+        lasts,
+        note,
+    })
+}
+
+/// `POST /admin/api/blocks` with `{"target", "expires_in_secs"?, "note"?}`.
 async fn block(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -470,38 +544,22 @@ async fn block(
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
-    let fields = match object(&body) {
-        Ok(fields) => fields,
+    let request = match object(&body).and_then(|fields| block_request(&fields)) {
+        Ok(request) => request,
         Err(bad) => return bad.into_response(),
     };
-    if let Some(other) = fields
-        .keys()
-        .find(|name| !matches!(name.as_str(), "target" | "note"))
+    match state
+        .studio
+        .block(&request.target, request.lasts, request.note.as_deref(), by)
+        .await
     {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            &format!("{other}: not a field of a block (\"target\", and an optional \"note\"; blocks with an expiry are not kept yet)"),
-        );
-    }
-    let Some(target) = fields
-        .get("target")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|t| blockable(t))
-    else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "target: must be an address, an IPv6 /64 (2001:db8:1:2::/64), an e-mail or sub:{subject}",
-        );
-    };
-    match state.studio.block(target, by).await {
         Ok(added) => answer(
             if added {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             },
-            json!({ "blocked": target }),
+            json!({ "blocked": request.target }),
         ),
         Err(failure) => unavailable(&failure),
     }

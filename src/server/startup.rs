@@ -60,6 +60,9 @@ pub async fn run() -> Result<(), StartupError> {
     // before this start may have left some).
     let studio = state.studio.clone();
     tokio::spawn(async move { studio.stop_orphaned_runs_forever().await });
+    // Blocks with an expiry are lifted when their time is up.
+    let studio = state.studio.clone();
+    tokio::spawn(async move { studio.lift_expired_blocks_forever().await });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;

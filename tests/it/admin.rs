@@ -212,7 +212,7 @@ async fn bad_bodies_are_refused_naming_the_field() {
         (
             "POST",
             "/admin/api/blocks",
-            r#"{"target": "203.0.113.7", "expires_in_secs": 60}"#,
+            r#"{"target": "203.0.113.7", "expires_in_secs": 0}"#,
             "expires_in_secs:",
         ),
     ] {
@@ -303,10 +303,26 @@ async fn a_pause_a_limit_and_a_block_made_on_one_instance_hold_on_the_other() {
     );
     assert_eq!(model.calls(), calls);
     assert_eq!(generate_from(&b, "203.0.113.3").await.0, StatusCode::OK);
+    let listed = owner(&b, "GET", "/admin/api/blocks", None).await;
+    assert_eq!(listed["blocks"][0]["target"], "203.0.113.2");
+    assert_eq!(listed["blocks"][0]["note"], "spam");
+    assert_eq!(listed["blocks"][0]["by"], "admin token");
+    // One for a second: lifted by itself.
+    owner(
+        &a,
+        "POST",
+        "/admin/api/blocks",
+        Some(r#"{"target": "203.0.113.4", "expires_in_secs": 1}"#),
+    )
+    .await;
     assert_eq!(
-        owner(&b, "GET", "/admin/api/blocks", None).await["blocks"],
-        serde_json::json!(["203.0.113.2"])
+        generate_from(&b, "203.0.113.4").await.0,
+        StatusCode::FORBIDDEN
     );
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(a.studio.lift_expired_blocks().await.unwrap(), 1);
+    let listed = owner(&b, "GET", "/admin/api/blocks", None).await;
+    assert_eq!(listed["blocks"].as_array().unwrap().len(), 1, "{listed}");
     owner(&a, "DELETE", "/admin/api/blocks/203.0.113.2", None).await;
     assert_eq!(generate_from(&a, "203.0.113.2").await.0, StatusCode::OK);
 }

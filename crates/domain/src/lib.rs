@@ -43,7 +43,7 @@ pub use visitor::{tag, Visitor, WhoPays};
 
 // Ports a composer plugs in, and their adapters.
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use controls::ControlStore;
+pub use controls::{Block, ControlStore};
 pub use generator::{
     GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ProgressReporter,
     ReplicateGenerator, ReplicateSettings,

@@ -22,6 +22,9 @@ pub const VISITOR: &str = "198.51.100.20:51000";
 
 pub struct TestApp {
     router: Router,
+    /// The app's front door, for what a test does besides requests (the
+    /// background passes the server runs on a timer).
+    pub studio: Arc<lofianime_domain::Studio>,
 }
 
 /// One instance's components on `generator`: counts in memory, images in memory.
@@ -53,8 +56,10 @@ pub fn spawn_app_with_secrets(
     components: Components,
 ) -> TestApp {
     let peer: SocketAddr = VISITOR.parse().unwrap();
+    let state = app_state(&settings, secrets, components);
     TestApp {
-        router: router(app_state(&settings, secrets, components)).layer(MockConnectInfo(peer)),
+        studio: state.studio.clone(),
+        router: router(state).layer(MockConnectInfo(peer)),
     }
 }
 

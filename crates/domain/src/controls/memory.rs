@@ -3,7 +3,7 @@
 use super::ControlStore;
 use crate::store::{MemoryStore, StoreError, Value};
 use async_trait::async_trait;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 #[async_trait]
 impl ControlStore for MemoryStore {
@@ -46,6 +46,39 @@ impl ControlStore for MemoryStore {
         Ok(self.with(|entries| match entries.get_mut(key) {
             Some(Value::Set(set)) => set.remove(member),
             _ => false,
+        }))
+    }
+
+    async fn set_field(
+        &self,
+        key: &str,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|entries| {
+            if let Some(Value::Hash(hash)) = entries.get_mut(key) {
+                match value {
+                    Some(value) => {
+                        hash.insert(field.to_owned(), value.to_owned());
+                    }
+                    None => {
+                        hash.remove(field);
+                    }
+                }
+                return;
+            }
+            if let Some(value) = value {
+                let hash = HashMap::from([(field.to_owned(), value.to_owned())]);
+                entries.set(key, Value::Hash(hash), None);
+            }
+        });
+        Ok(())
+    }
+
+    async fn fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        Ok(self.with(|entries| match entries.get(key) {
+            Some(Value::Hash(hash)) => hash.clone(),
+            _ => HashMap::new(),
         }))
     }
 

@@ -39,6 +39,15 @@ pub trait ControlStore: Send + Sync + 'static {
     async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError>;
     /// The set at `key`, sorted.
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError>;
+    /// Sets (or, `None`, removes) `field` of the hash at `key`.
+    async fn set_field(
+        &self,
+        key: &str,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Every field of the hash at `key`.
+    async fn fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError>;
 }
 
 /// How long a read of the limit or the pause is believed.
@@ -246,14 +255,21 @@ impl DenyList {
         Ok(blocked)
     }
 
-    pub async fn add(&self, member: &str) -> Result<bool, StoreError> {
-        let added = self.store.add_member(&self.key, member).await?;
-        self.remember(&[member], true);
+    /// Adds `block` (its target in the deny list, its details beside it).
+    pub async fn add(&self, block: &Block) -> Result<bool, StoreError> {
+        let details = serde_json::to_string(block)
+            .map_err(|e| StoreError::Protocol(format!("could not encode a block: {e}")))?;
+        let added = self.store.add_member(&self.key, &block.target).await?;
+        self.store
+            .set_field(BLOCK_DETAILS, &block.target, Some(&details))
+            .await?;
+        self.remember(&[block.target.as_str()], true);
         Ok(added)
     }
 
     pub async fn remove(&self, member: &str) -> Result<bool, StoreError> {
         let removed = self.store.remove_member(&self.key, member).await?;
+        self.store.set_field(BLOCK_DETAILS, member, None).await?;
         self.answers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -261,9 +277,62 @@ impl DenyList {
         Ok(removed)
     }
 
-    pub async fn members(&self) -> Result<Vec<String>, StoreError> {
-        self.store.members(&self.key).await
+    /// Every block, with its details when this app made it (a block added
+    /// in the Upstash console or by a Node app has none).
+    pub async fn list(&self) -> Result<Vec<Block>, StoreError> {
+        let members = self.store.members(&self.key).await?;
+        let details = self.store.fields(BLOCK_DETAILS).await?;
+        Ok(members
+            .into_iter()
+            .map(|target| {
+                details
+                    .get(&target)
+                    .and_then(|json| serde_json::from_str::<Block>(json).ok())
+                    .filter(|block| block.target == target)
+                    .unwrap_or(Block {
+                        target,
+                        note: None,
+                        by: None,
+                        at_ms: None,
+                        expires_ms: None,
+                    })
+            })
+            .collect())
     }
+
+    /// Lifts the blocks whose time is up at `now_ms`; how many.
+    pub async fn lift_expired(&self, now_ms: u64) -> Result<usize, StoreError> {
+        let details = self.store.fields(BLOCK_DETAILS).await?;
+        let mut lifted = 0;
+        for (target, json) in details {
+            let expired = serde_json::from_str::<Block>(&json)
+                .ok()
+                .and_then(|block| block.expires_ms)
+                .is_some_and(|at| at <= now_ms);
+            if expired {
+                self.remove(&target).await?;
+                lifted += 1;
+            }
+        }
+        Ok(lifted)
+    }
+}
+
+/// The details of the blocks this app made: `target` → JSON.
+const BLOCK_DETAILS: &str = "lofianime:blocks";
+
+/// One block on the deny list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Block {
+    /// An address, an IPv6 /64, an e-mail, `sub:{subject}` or a visitor's tag.
+    pub target: String,
+    pub note: Option<String>,
+    /// Who made it (an e-mail, or "admin token").
+    pub by: Option<String>,
+    /// When, epoch milliseconds.
+    pub at_ms: Option<u64>,
+    /// When it is lifted by itself (`None`: never).
+    pub expires_ms: Option<u64>,
 }
 
 /// Images the owner removed, kept as a set every instance reads (at most
@@ -389,6 +458,14 @@ pub mod contract {
         assert!(store.remove_member(&set, "b").await.unwrap());
         assert!(!store.remove_member(&set, "b").await.unwrap());
         assert!(!store.any_member(&set, &["b"]).await.unwrap());
+        let hash = format!("{prefix}:hash");
+        assert!(store.fields(&hash).await.unwrap().is_empty());
+        store.set_field(&hash, "a", Some("1")).await.unwrap();
+        store.set_field(&hash, "b", Some("2")).await.unwrap();
+        store.set_field(&hash, "a", None).await.unwrap();
+        let fields = store.fields(&hash).await.unwrap();
+        assert_eq!(fields.len(), 1);
+        assert_eq!(fields["b"], "2");
     }
 }
 
@@ -463,8 +540,31 @@ mod tests {
         assert!(deny.blocks(&["203.0.113.7"]).await.unwrap());
         deny.remove("203.0.113.7").await.unwrap();
         assert!(!deny.blocks(&["203.0.113.7"]).await.unwrap());
-        deny.add("sub:42").await.unwrap();
-        assert_eq!(deny.members().await.unwrap(), ["sub:42"]);
+        let block = |target: &str, expires_ms| Block {
+            target: target.into(),
+            note: Some("spam".into()),
+            by: Some("owner@example.com".into()),
+            at_ms: Some(1_000),
+            expires_ms,
+        };
+        deny.add(&block("sub:42", None)).await.unwrap();
+        deny.add(&block("203.0.113.9", Some(5_000))).await.unwrap();
+        store
+            .add_member("p:denyList:all", "from-the-console")
+            .await
+            .unwrap();
+        let listed = deny.list().await.unwrap();
+        assert_eq!(listed.len(), 3);
+        assert_eq!(listed[0], block("203.0.113.9", Some(5_000)));
+        assert_eq!(listed[1].target, "from-the-console");
+        assert_eq!(listed[1].note, None);
+        assert_eq!(deny.lift_expired(4_999).await.unwrap(), 0);
+        assert_eq!(deny.lift_expired(5_000).await.unwrap(), 1);
+        assert!(!deny.blocks(&["203.0.113.9"]).await.unwrap(), "lifted");
+        assert_eq!(
+            store.members("p:denyList:all").await.unwrap(),
+            ["from-the-console", "sub:42"]
+        );
     }
 
     #[tokio::test]

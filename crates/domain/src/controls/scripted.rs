@@ -5,6 +5,7 @@
 use super::ControlStore;
 use crate::store::{Reply, ScriptRunner, ScriptedStore, StoreError};
 use async_trait::async_trait;
+use std::collections::HashMap;
 
 fn command(verb: &str, args: &[&str]) -> Vec<String> {
     std::iter::once(verb)
@@ -52,6 +53,27 @@ impl<R: ScriptRunner> ControlStore for ScriptedStore<R> {
 
     async fn remove_member(&self, key: &str, member: &str) -> Result<bool, StoreError> {
         Ok(self.send(command("SREM", &[key, member])).await?.int()? == 1)
+    }
+
+    async fn set_field(
+        &self,
+        key: &str,
+        field: &str,
+        value: Option<&str>,
+    ) -> Result<(), StoreError> {
+        match value {
+            Some(value) => self.send(command("HSET", &[key, field, value])).await?,
+            None => self.send(command("HDEL", &[key, field])).await?,
+        };
+        Ok(())
+    }
+
+    async fn fields(&self, key: &str) -> Result<HashMap<String, String>, StoreError> {
+        let flat = self.send(command("HGETALL", &[key])).await?.texts()?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| (pair[0].clone(), pair[1].clone()))
+            .collect())
     }
 
     async fn members(&self, key: &str) -> Result<Vec<String>, StoreError> {

@@ -133,15 +133,31 @@ impl Studio {
     }
 
     /// Blocks `target` (an address, an IPv6 /64 as `2001:db8:1:2::/64`, an
-    /// e-mail or `sub:{subject}`); false when it was blocked already.
-    pub async fn block(&self, target: &str, by: &str) -> Result<bool, StudioError> {
+    /// e-mail, `sub:{subject}` or a visitor's tag) on every instance, for
+    /// `lasts` (`None`: until lifted); false when it was blocked already
+    /// (its details are replaced).
+    pub async fn block(
+        &self,
+        target: &str,
+        lasts: Option<std::time::Duration>,
+        note: Option<&str>,
+        by: &str,
+    ) -> Result<bool, StudioError> {
+        let now_ms = self.now_ms();
+        let block = crate::controls::Block {
+            target: target.to_owned(),
+            note: note.map(str::to_owned),
+            by: Some(by.to_owned()),
+            at_ms: Some(now_ms),
+            expires_ms: lasts.map(|lasts| now_ms + lasts.as_millis() as u64),
+        };
         let added = self
             .parts
             .deny
-            .add(target)
+            .add(&block)
             .await
             .map_err(StudioError::LimiterUnavailable)?;
-        tracing::warn!(by, target = %crate::visitor::tag(target), "a visitor was blocked by the owner");
+        tracing::warn!(by, target = %crate::visitor::tag(target), expires_in_secs = lasts.map(|d| d.as_secs()), "a visitor was blocked by the owner");
         Ok(added)
     }
 
@@ -153,8 +169,37 @@ impl Studio {
             .remove(target)
             .await
             .map_err(StudioError::LimiterUnavailable)?;
-        tracing::warn!(by, target = %crate::visitor::tag(target), "a block was lifted by the owner");
+        if removed {
+            tracing::warn!(by, target = %crate::visitor::tag(target), "a block was lifted by the owner");
+        }
         Ok(removed)
+    }
+
+    /// Lifts the blocks whose time is up (every instance runs it now and
+    /// then; lifting twice is harmless).
+    pub async fn lift_expired_blocks(&self) -> Result<usize, StudioError> {
+        let lifted = self
+            .parts
+            .deny
+            .lift_expired(self.now_ms())
+            .await
+            .map_err(StudioError::LimiterUnavailable)?;
+        if lifted > 0 {
+            tracing::info!(lifted, "blocks whose time was up were lifted");
+        }
+        Ok(lifted)
+    }
+
+    /// Lifts expired blocks every 10 s until the process ends.
+    pub async fn lift_expired_blocks_forever(&self) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.lift_expired_blocks().await {
+                tracing::debug!(%error, "could not lift expired blocks; the next pass tries again");
+            }
+        }
     }
 
     /// Removes image `id` (moderation): its files leave the storage, and on
@@ -183,11 +228,12 @@ impl Studio {
         Ok(true)
     }
 
-    /// Everything on the deny list.
-    pub async fn blocks(&self) -> Result<Vec<String>, StudioError> {
+    /// Everything on the deny list (with the details of the blocks made
+    /// here; one made in the Upstash console has none).
+    pub async fn blocks(&self) -> Result<Vec<crate::controls::Block>, StudioError> {
         self.parts
             .deny
-            .members()
+            .list()
             .await
             .map_err(StudioError::LimiterUnavailable)
     }

@@ -573,8 +573,14 @@ async fn a_pause_refuses_every_generation_before_anything_is_spent() {
 async fn a_blocked_visitor_is_refused_by_identifier_or_address() {
     let model = Arc::new(FakeModel::default());
     let (studio, other) = two_instances(model.clone(), policy(3, None));
-    other.block("203.0.113.7", "owner").await.unwrap();
-    other.block("ada@example.com", "owner").await.unwrap();
+    other
+        .block("203.0.113.7", None, None, "owner")
+        .await
+        .unwrap();
+    other
+        .block("ada@example.com", None, Some("abuse"), "owner")
+        .await
+        .unwrap();
     let signed_in_elsewhere = Visitor::account("grace@example.com")
         .unwrap()
         .from_address("203.0.113.7");
@@ -598,7 +604,13 @@ async fn a_blocked_visitor_is_refused_by_identifier_or_address() {
         .await
         .unwrap();
     assert_eq!(
-        other.blocks().await.unwrap(),
+        other
+            .blocks()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|block| block.target)
+            .collect::<Vec<_>>(),
         ["203.0.113.7", "ada@example.com"]
     );
     other.unblock("203.0.113.7", "owner").await.unwrap();
