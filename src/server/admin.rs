@@ -5,50 +5,189 @@
 //! `/admin` path is a 404. Answers are `private, no-store`. A bearer token is
 //! never sent by a browser on its own, so a cross-site request cannot use it.
 
+use crate::server::auth::session::now_secs;
+use crate::server::auth::Caller;
 use crate::server::metrics::same_secret;
+use crate::server::settings::{AuthMode, Secrets, Settings, SettingsError};
 use crate::server::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use axum_extra::extract::cookie::{Cookie, Key, PrivateCookieJar, SameSite};
 use lofianime_domain::{utc_day, StudioError, Visitor};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha512};
 use std::sync::Arc;
 
 /// The shortest `ADMIN_TOKEN` accepted, in bytes.
 pub const MIN_TOKEN_BYTES: usize = 32;
+/// The owner's session cookie (over https: `__Host-lofianime_admin`).
+pub const ADMIN_COOKIE: &str = "lofianime_admin";
 
-/// Who may use the owner's API.
+/// An owner's session, as its encrypted cookie holds it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct AdminSession {
+    who: String,
+    /// Unix seconds.
+    expires: u64,
+}
+
+/// Who may use the owner's page and API: whoever presents `ADMIN_TOKEN`
+/// (as a bearer token, or once at `/admin/login` for a session cookie), and
+/// signed-in accounts listed in `auth.admins`.
 pub struct AdminAccess {
-    token: SecretString,
+    token: Option<SecretString>,
+    /// The session cookie's key (from `SESSION_SECRET`), name and lifetime.
+    key: Option<Key>,
+    cookie_name: &'static str,
+    secure: bool,
+    lifetime_secs: u64,
+    /// Lowercase e-mails.
+    admins: Vec<String>,
+}
+
+fn refused(variable: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Variable {
+        variable,
+        problem: problem.into(),
+    }
 }
 
 impl AdminAccess {
-    /// Access by `token`; refused (named, never repeated) when it is short.
-    pub fn new(token: &SecretString) -> Result<Self, String> {
-        let length = token.expose_secret().len();
-        if length < MIN_TOKEN_BYTES {
-            return Err(format!(
-                "must be at least {MIN_TOKEN_BYTES} bytes (it is {length} bytes): openssl rand -base64 32"
-            ));
+    /// Access as the settings and secrets give it; `None` when neither
+    /// `ADMIN_TOKEN` nor `auth.admins` (with sign-in on) opens it. A short
+    /// token, or a token without a `SESSION_SECRET`, stops start-up.
+    pub fn from_settings(
+        settings: &Settings,
+        secrets: &Secrets,
+    ) -> Result<Option<Arc<Self>>, SettingsError> {
+        let admins: Vec<String> = if settings.auth.mode == AuthMode::Off {
+            Vec::new()
+        } else {
+            settings
+                .auth
+                .admins
+                .iter()
+                .map(|email| email.trim().to_lowercase())
+                .collect()
+        };
+        let token = secrets.admin_token.clone();
+        if token.is_none() && admins.is_empty() {
+            return Ok(None);
         }
-        Ok(Self {
-            token: token.clone(),
-        })
+        let mut key = None;
+        if let Some(token) = &token {
+            let length = token.expose_secret().len();
+            if length < MIN_TOKEN_BYTES {
+                return Err(refused(
+                    "ADMIN_TOKEN",
+                    format!("must be at least {MIN_TOKEN_BYTES} bytes (it is {length} bytes): openssl rand -base64 32"),
+                ));
+            }
+            let secret = secrets.session_secret.as_ref().ok_or_else(|| {
+                refused(
+                    "SESSION_SECRET",
+                    "must be set when ADMIN_TOKEN is: the owner's session cookie is encrypted with it (openssl rand -base64 64)",
+                )
+            })?;
+            let bytes = secret.expose_secret().as_bytes();
+            if bytes.len() < crate::server::auth::session::MIN_SECRET_BYTES {
+                return Err(refused(
+                    "SESSION_SECRET",
+                    format!(
+                        "must be at least {} bytes; it is {} bytes",
+                        crate::server::auth::session::MIN_SECRET_BYTES,
+                        bytes.len()
+                    ),
+                ));
+            }
+            key = Some(Key::from(Sha512::digest(bytes).as_slice()));
+        }
+        let secure = settings
+            .site
+            .public_origin()
+            .is_some_and(|origin| origin.starts_with("https://"));
+        Ok(Some(Arc::new(Self {
+            token,
+            key,
+            cookie_name: if secure {
+                "__Host-lofianime_admin"
+            } else {
+                ADMIN_COOKIE
+            },
+            secure,
+            lifetime_secs: u64::from(settings.auth.admin_session_hours) * 3600,
+            admins,
+        })))
     }
 
-    /// Whether `headers` present the token (`Bearer`, in any case).
-    fn allows(&self, headers: &HeaderMap) -> bool {
-        let presented = headers
+    /// Whether `presented` is the token (compared through digests).
+    pub fn is_token(&self, presented: &str) -> bool {
+        match &self.token {
+            Some(token) => !presented.is_empty() && same_secret(presented, token.expose_secret()),
+            None => false,
+        }
+    }
+
+    /// Who the request is, if an owner: a bearer token, an owner's session
+    /// cookie, or a signed-in account listed in `auth.admins`.
+    pub fn who(&self, headers: &HeaderMap, caller: Option<&Caller>) -> Option<String> {
+        let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .unwrap_or_default();
-        !presented.is_empty() && same_secret(presented, self.token.expose_secret())
+            .map(|(_, token)| token.trim());
+        if bearer.is_some_and(|token| self.is_token(token)) {
+            return Some("admin token".into());
+        }
+        if let Some(key) = &self.key {
+            let jar = PrivateCookieJar::from_headers(headers, key.clone());
+            let session = jar
+                .get(self.cookie_name)
+                .and_then(|cookie| serde_json::from_str::<AdminSession>(cookie.value()).ok())
+                .filter(|session| session.expires > now_secs());
+            if let Some(session) = session {
+                return Some(session.who);
+            }
+        }
+        let email = caller?.account.as_ref()?.email.to_lowercase();
+        self.admins.contains(&email).then_some(email)
+    }
+
+    /// Whether `/admin/login` can start a session (a token is set).
+    pub fn takes_token(&self) -> bool {
+        self.key.is_some()
+    }
+
+    fn cookie(&self, value: String, max_age_secs: u64) -> Cookie<'static> {
+        Cookie::build((self.cookie_name, value))
+            .path("/")
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Strict)
+            .max_age(cookie::time::Duration::seconds(max_age_secs as i64))
+            .build()
+    }
+
+    /// A session cookie for `who`.
+    pub fn start(&self, who: &str) -> Option<PrivateCookieJar> {
+        let key = self.key.clone()?;
+        let session = AdminSession {
+            who: who.to_owned(),
+            expires: now_secs() + self.lifetime_secs,
+        };
+        let value = serde_json::to_string(&session).ok()?;
+        Some(PrivateCookieJar::new(key).add(self.cookie(value, self.lifetime_secs)))
+    }
+
+    /// The cookie that ends a session.
+    pub fn end(&self) -> Option<PrivateCookieJar> {
+        let key = self.key.clone()?;
+        Some(PrivateCookieJar::new(key).add(self.cookie(String::new(), 0)))
     }
 }
 
@@ -109,16 +248,21 @@ impl IntoResponse for Refusal {
     }
 }
 
-/// The owner, when the request carries the token; otherwise the refusal.
-fn owner(state: &AppState, headers: &HeaderMap) -> Result<&'static str, Refusal> {
+/// The owner, when the request is one's (see [`AdminAccess::who`]);
+/// otherwise the refusal.
+fn owner(state: &AppState, headers: &HeaderMap, caller: &Caller) -> Result<String, Refusal> {
     let Some(access) = &state.admin else {
         return Err(Refusal::NoAccess);
     };
-    if !access.allows(headers) {
-        tracing::warn!("a request to the owner's API without the admin token was refused");
-        return Err(Refusal::Unauthorized);
+    match access.who(headers, Some(caller)) {
+        Some(who) => Ok(who),
+        None => {
+            tracing::warn!(
+                "a request to the owner's API without the owner's token or session was refused"
+            );
+            Err(Refusal::Unauthorized)
+        }
     }
-    Ok("admin token")
 }
 
 /// A store that could not take the change: nothing changed.
@@ -131,8 +275,8 @@ fn unavailable(failure: &StudioError) -> Response {
 }
 
 /// `GET /admin/api/summary`.
-async fn summary(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = owner(&state, &headers) {
+async fn summary(State(state): State<AppState>, headers: HeaderMap, caller: Caller) -> Response {
+    if let Err(refused) = owner(&state, &headers, &caller) {
         return refused.into_response();
     }
     let studio = &state.studio;
@@ -238,9 +382,10 @@ pub fn day_json(day: &lofianime_domain::DayTotals) -> Value {
 async fn days(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = owner(&state, &headers) {
+    if let Err(refused) = owner(&state, &headers, &caller) {
         return refused.into_response();
     }
     let count = match query_number(&query, "days", 1..=400, 30) {
@@ -260,9 +405,10 @@ async fn days(
 async fn generations(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    if let Err(refused) = owner(&state, &headers) {
+    if let Err(refused) = owner(&state, &headers, &caller) {
         return refused.into_response();
     }
     let limit = match query_number(&query, "limit", 1..=200, 50) {
@@ -289,24 +435,24 @@ async fn generations(
 }
 
 /// `POST /admin/api/pause`.
-async fn pause(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let by = match owner(&state, &headers) {
+async fn pause(State(state): State<AppState>, headers: HeaderMap, caller: Caller) -> Response {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
-    match state.studio.pause(by).await {
+    match state.studio.pause(&by).await {
         Ok(()) => answer(StatusCode::OK, json!({ "paused": true })),
         Err(failure) => unavailable(&failure),
     }
 }
 
 /// `POST /admin/api/resume`.
-async fn resume(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let by = match owner(&state, &headers) {
+async fn resume(State(state): State<AppState>, headers: HeaderMap, caller: Caller) -> Response {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
-    match state.studio.resume(by).await {
+    match state.studio.resume(&by).await {
         Ok(()) => answer(StatusCode::OK, json!({ "paused": false })),
         Err(failure) => unavailable(&failure),
     }
@@ -343,10 +489,11 @@ pub fn limits_json(limits: &lofianime_domain::Limits) -> Value {
 async fn set_limits(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
     use lofianime_domain::LiveLimit;
-    let by = match owner(&state, &headers) {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
@@ -412,7 +559,7 @@ async fn set_limits(
         }
     }
     for (name, which, value) in changes {
-        match state.studio.set_limit(which, value, by).await {
+        match state.studio.set_limit(which, value, &by).await {
             Ok(true) => {}
             Ok(false) => {
                 return problem(
@@ -461,8 +608,8 @@ pub fn block_json(block: &lofianime_domain::Block) -> Value {
 }
 
 /// `GET /admin/api/blocks`.
-async fn blocks(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = owner(&state, &headers) {
+async fn blocks(State(state): State<AppState>, headers: HeaderMap, caller: Caller) -> Response {
+    if let Err(refused) = owner(&state, &headers, &caller) {
         return refused.into_response();
     }
     match state.studio.blocks().await {
@@ -538,9 +685,10 @@ fn block_request(fields: &serde_json::Map<String, Value>) -> Result<BlockRequest
 async fn block(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     body: axum::body::Bytes,
 ) -> Response {
-    let by = match owner(&state, &headers) {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
@@ -550,7 +698,7 @@ async fn block(
     };
     match state
         .studio
-        .block(&request.target, request.lasts, request.note.as_deref(), by)
+        .block(&request.target, request.lasts, request.note.as_deref(), &by)
         .await
     {
         Ok(added) => answer(
@@ -569,13 +717,14 @@ async fn block(
 async fn unblock(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     Path(target): Path<String>,
 ) -> Response {
-    let by = match owner(&state, &headers) {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
-    match state.studio.unblock(&target, by).await {
+    match state.studio.unblock(&target, &by).await {
         Ok(true) => answer(StatusCode::OK, json!({ "unblocked": target })),
         Ok(false) => problem(StatusCode::NOT_FOUND, "No such block."),
         Err(failure) => unavailable(&failure),
@@ -586,39 +735,26 @@ async fn unblock(
 async fn remove_image(
     State(state): State<AppState>,
     headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    let by = match owner(&state, &headers) {
+    let by = match owner(&state, &headers, &caller) {
         Ok(by) => by,
         Err(refused) => return refused.into_response(),
     };
     let Some(id) = crate::wire::ImageId::parse(&id) else {
         return problem(StatusCode::NOT_FOUND, "No such image.");
     };
-    match state.studio.remove_image(&id, by).await {
+    match state.studio.remove_image(&id, &by).await {
         Ok(true) => answer(StatusCode::OK, json!({ "removed": id.to_string() })),
         Ok(false) => problem(StatusCode::NOT_FOUND, "No such image."),
         Err(failure) => unavailable(&failure),
     }
 }
 
-/// The access `ADMIN_TOKEN` gives, when it is set.
-pub fn access(token: Option<&SecretString>) -> Result<Option<Arc<AdminAccess>>, String> {
-    token
-        .map(|token| AdminAccess::new(token).map(Arc::new))
-        .transpose()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_short_token_is_refused_without_repeating_it() {
-        let short = SecretString::from("too short");
-        let refusal = AdminAccess::new(&short).err().unwrap();
-        assert!(refusal.contains("at least 32 bytes") && !refusal.contains("too short"));
-    }
 
     #[test]
     fn blocks_name_addresses_networks_and_accounts_only() {

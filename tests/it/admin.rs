@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 
 const ADMIN_TOKEN: &str = "an-admin-token-of-thirty-two-bytes-or-more";
 
+const SESSION_SECRET: &str =
+    "a-session-secret-of-sixty-four-bytes-or-more-for-the-owners-cookie-0123456789";
+
 fn secrets(admin: Option<&str>) -> Secrets {
     Secrets {
         admin_token: admin.map(SecretString::from),
+        session_secret: admin.map(|_| SecretString::from(SESSION_SECRET)),
         ..Secrets::default()
     }
 }

@@ -17,6 +17,11 @@ pub struct AuthSettings {
     pub session_days: u32,
     /// The provider's name on the page: "Sign in with Google".
     pub provider_name: String,
+    /// Accounts (verified e-mails) that may use the owner's page `/admin`
+    /// when signed in.
+    pub admins: Vec<String>,
+    /// How long an owner's session from `/admin/login` lasts, in hours.
+    pub admin_session_hours: u32,
 }
 
 impl Default for AuthSettings {
@@ -26,6 +31,8 @@ impl Default for AuthSettings {
             identify_accounts_by: AccountKey::Email,
             session_days: 30,
             provider_name: "Google".to_owned(),
+            admins: Vec::new(),
+            admin_session_hours: 12,
         }
     }
 }
@@ -48,6 +55,17 @@ pub enum AccountKey {
 impl AuthSettings {
     pub(super) fn check(&self) -> Result<(), SettingsError> {
         within("auth.session_days", self.session_days, 1..=400)?;
+        within(
+            "auth.admin_session_hours",
+            self.admin_session_hours,
+            1..=720,
+        )?;
+        if let Some(bad) = self.admins.iter().find(|email| !email.contains('@')) {
+            return invalid(
+                "auth.admins",
+                &format!("{bad:?} is not an e-mail address (list the owners' verified e-mails)"),
+            );
+        }
         if self.provider_name.trim().is_empty() {
             return invalid("auth.provider_name", "must not be empty");
         }
