@@ -575,7 +575,7 @@ async fn set_limits(
 
 /// Whether `target` is something a block can name: an address, an IPv6 /64
 /// (`2001:db8:1:2::/64`), an e-mail or `sub:{subject}`.
-fn blockable(target: &str) -> bool {
+pub fn blockable(target: &str) -> bool {
     let target = target.trim();
     if target.is_empty() || target.len() > 320 || target.chars().any(char::is_whitespace) {
         return false;
@@ -755,6 +755,90 @@ async fn remove_image(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::auth::session::Account;
+
+    const TOKEN: &str = "an-admin-token-of-thirty-two-bytes-or-more";
+    const SECRET: &str =
+        "a-session-secret-of-sixty-four-bytes-or-more-for-the-owners-cookie-0123456789";
+
+    fn access(mode: AuthMode, admins: &[&str], token: bool) -> Option<Arc<AdminAccess>> {
+        let mut settings = Settings::default();
+        settings.auth.mode = mode;
+        settings.auth.admins = admins.iter().map(|a| (*a).to_owned()).collect();
+        let secrets = Secrets {
+            admin_token: token.then(|| SecretString::from(TOKEN)),
+            session_secret: token.then(|| SecretString::from(SECRET)),
+            ..Secrets::default()
+        };
+        AdminAccess::from_settings(&settings, &secrets).unwrap()
+    }
+
+    fn caller(email: &str) -> Caller {
+        Caller {
+            visitor: Visitor::account(email).unwrap(),
+            account: Some(Account {
+                subject: "s".into(),
+                email: email.into(),
+                name: None,
+                expires: u64::MAX,
+                session: "x".into(),
+            }),
+        }
+    }
+
+    /// The `Cookie` header a browser sends back after `jar` was set.
+    fn sent_back(jar: PrivateCookieJar) -> HeaderMap {
+        let response = jar.into_response();
+        let value = response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn listed_accounts_are_owners_when_sign_in_is_on_and_others_are_not() {
+        assert!(access(AuthMode::Off, &["owner@example.com"], false).is_none());
+        let access = access(AuthMode::Optional, &["Owner@Example.com"], false).unwrap();
+        let none = HeaderMap::new();
+        assert_eq!(
+            access
+                .who(&none, Some(&caller("owner@example.com")))
+                .as_deref(),
+            Some("owner@example.com")
+        );
+        assert_eq!(
+            access.who(&none, Some(&caller("visitor@example.com"))),
+            None
+        );
+        assert!(!access.takes_token(), "no token: no token form");
+    }
+
+    #[test]
+    fn an_expired_session_is_nobody_and_a_current_one_is_the_owner() {
+        let access = access(AuthMode::Off, &[], true).unwrap();
+        let current = sent_back(access.start("admin token").unwrap());
+        assert_eq!(access.who(&current, None).as_deref(), Some("admin token"));
+        let key = access.key.clone().unwrap();
+        let expired = AdminSession {
+            who: "admin token".into(),
+            expires: now_secs() - 1,
+        };
+        let jar = PrivateCookieJar::new(key)
+            .add(access.cookie(serde_json::to_string(&expired).unwrap(), 60));
+        assert_eq!(access.who(&sent_back(jar), None), None);
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {TOKEN}").parse().unwrap(),
+        );
+        assert_eq!(access.who(&bearer, None).as_deref(), Some("admin token"));
+    }
 
     #[test]
     fn blocks_name_addresses_networks_and_accounts_only() {

@@ -6,7 +6,7 @@
 //! [`middleware`]: crate::server::middleware
 
 use crate::server::state::AppState;
-use crate::server::{admin, auth, health, images, json_api, middleware, pages};
+use crate::server::{admin, admin_page, auth, health, images, json_api, middleware, pages};
 use axum::Router;
 
 /// The whole app (without connection info; `serve` adds it).
@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router {
         .merge(json_api::routes())
         .merge(auth::routes::routes())
         .merge(admin::routes())
+        .merge(admin_page::routes())
         .merge(pages::routes(&state));
     middleware::around(features, &state)
         .with_state(state.clone())

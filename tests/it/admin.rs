@@ -502,3 +502,223 @@ async fn a_removed_image_is_gone_from_every_instance_and_from_recent_images() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// The `Cookie` header a browser sends back after `response` set cookies.
+fn cookies_from(response: &axum::http::Response<Body>) -> String {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+async fn form(
+    app: &TestApp,
+    path: &str,
+    body: &str,
+    cookie: Option<&str>,
+    extra: &[(&str, &str)],
+) -> axum::http::Response<Body> {
+    let mut request =
+        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    app.send(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+}
+
+async fn page(app: &TestApp, cookie: Option<&str>) -> axum::http::Response<Body> {
+    let mut request = Request::get("/admin");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    app.send(request.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn the_owners_page_opens_with_the_token_and_its_forms_work_only_from_this_site() {
+    let model = Arc::new(FakeModel::default());
+    let app = spawn_app_with_secrets(
+        Settings::default(),
+        &secrets(Some(ADMIN_TOKEN)),
+        crate::support::app::local_components(model.clone()),
+    );
+    assert_eq!(
+        app.generate("a <b>bold</b> harbour").await.status(),
+        StatusCode::OK
+    );
+    // Not signed in: to the form.
+    let response = page(&app, None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/admin/login");
+    assert!(body_text(app.get("/admin/login").await)
+        .await
+        .contains("name=\"token\""));
+    // A wrong token: no session.
+    let wrong = form(
+        &app,
+        "/admin/login",
+        "token=not-the-token-at-all-but-long-enough",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+    // The token: a session cookie, strict and HTTP-only.
+    let signed_in = form(
+        &app,
+        "/admin/login",
+        &format!("token={ADMIN_TOKEN}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let set = signed_in.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains(ADMIN_TOKEN), "the token is not in the cookie");
+    let cookie = cookies_from(&signed_in);
+    // The generation's row is written in the background.
+    let listed = within_two_seconds(async || {
+        body_text(page(&app, Some(&cookie)).await)
+            .await
+            .contains("Delete image")
+    })
+    .await;
+    assert!(listed.is_some(), "the generation is listed");
+    let shown = page(&app, Some(&cookie)).await;
+    assert_eq!(shown.status(), StatusCode::OK);
+    assert_eq!(shown.headers()[header::CACHE_CONTROL], "private, no-store");
+    let csp = shown.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    let html = body_text(shown).await;
+    for part in [
+        "Spent today",
+        "<svg",
+        "The figures as a table",
+        "Top payers today",
+        "Latest generations",
+        "Pause generation",
+    ] {
+        assert!(html.contains(part), "{part}");
+    }
+    assert!(!html.contains("<script"), "no script on the owner's page");
+    assert!(
+        html.contains("a &lt;b&gt;bold&lt;/b&gt; harbour"),
+        "prompts are escaped"
+    );
+    assert!(!html.contains("<b>bold</b>"));
+    // A pause posted from another site is refused, nothing changes.
+    let cross = form(
+        &app,
+        "/admin/pause",
+        "",
+        Some(&cookie),
+        &[("sec-fetch-site", "cross-site")],
+    )
+    .await;
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.generate("a lighthouse").await.status(), StatusCode::OK);
+    // From the page itself: paused.
+    let paused = form(
+        &app,
+        "/admin/pause",
+        "",
+        Some(&cookie),
+        &[("sec-fetch-site", "same-origin")],
+    )
+    .await;
+    assert_eq!(paused.status(), StatusCode::SEE_OTHER);
+    assert_eq!(paused.headers()[header::LOCATION], "/admin?done=paused");
+    let calls = model.calls();
+    assert_eq!(
+        app.generate("a field").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(model.calls(), calls);
+    assert!(body_text(page(&app, Some(&cookie)).await)
+        .await
+        .contains("Resume generation"));
+    // Limits from the form; a bad one is named and changes nothing.
+    let bad = form(
+        &app,
+        "/admin/limits",
+        "limit=lots&daily_usd=",
+        Some(&cookie),
+        &[],
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(body_text(bad)
+        .await
+        .contains("limit: must be a whole number"));
+    let good = form(
+        &app,
+        "/admin/limits",
+        "limit=2&daily_usd=1.5",
+        Some(&cookie),
+        &[],
+    )
+    .await;
+    assert_eq!(good.status(), StatusCode::SEE_OTHER);
+    let limits = app.studio.limits().await;
+    assert_eq!(limits.limit.in_force(), Some(2));
+    assert_eq!(limits.daily_usd_micros.in_force(), Some(1_500_000));
+    // Signed out: the cookie is cleared and the page asks again.
+    let out = form(&app, "/admin/logout", "", Some(&cookie), &[]).await;
+    assert!(out.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    // A forged cookie (another key) is nobody.
+    let forged = page(&app, Some("lofianime_admin=bm90IGEgc2Vzc2lvbg")).await;
+    assert_eq!(forged.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn start_up_refuses_an_admin_token_that_is_short_or_has_no_session_secret() {
+    let settings = Settings::default();
+    let short = Secrets {
+        admin_token: Some(SecretString::from("short")),
+        session_secret: Some(SecretString::from(SESSION_SECRET)),
+        ..Secrets::default()
+    };
+    let refusal = lofianime::server::admin::AdminAccess::from_settings(&settings, &short)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        refusal.contains("ADMIN_TOKEN") && refusal.contains("at least 32 bytes"),
+        "{refusal}"
+    );
+    assert!(!refusal.contains("short\""), "{refusal}");
+    let without_secret = Secrets {
+        admin_token: Some(SecretString::from(ADMIN_TOKEN)),
+        ..Secrets::default()
+    };
+    let refusal = lofianime::server::admin::AdminAccess::from_settings(&settings, &without_secret)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refusal.contains("SESSION_SECRET"), "{refusal}");
+    assert!(!refusal.contains(ADMIN_TOKEN));
+}
