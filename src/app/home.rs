@@ -51,6 +51,18 @@ pub fn HomePage() -> impl IntoView {
                     };
                     let footer = footer(&viewer, info.limit, info.window_ms);
                     let notice = info.offline_generator.then(|| view! { <OfflineNotice /> });
+                    if viewer.paused {
+                        return view! {
+                            {notice}
+                            <p class="notice paused-notice" role="status">
+                                "Generation is paused by the site's owner. Please try again later."
+                            </p>
+                            <footer>
+                                <p>{footer}</p>
+                            </footer>
+                        }
+                            .into_any();
+                    }
                     if !viewer.may_generate {
                         let provider = viewer.sign_in_with.unwrap_or_default();
                         return view! {

@@ -234,6 +234,7 @@ impl Backend for AppState {
             sign_in_with: on.then(|| self.auth.provider_name.clone()),
             may_generate: self.studio.may_generate(&caller.visitor),
             signed_out_limit: self.studio.signed_out_limit(),
+            paused: self.studio.is_paused().await,
             account: caller.account.map(|account| SignedInAs {
                 email: account.email,
                 name: account.name,

@@ -658,6 +658,14 @@ async fn the_owners_page_opens_with_the_token_and_its_forms_work_only_from_this_
     assert!(body_text(page(&app, Some(&cookie)).await)
         .await
         .contains("Resume generation"));
+    // The visitor's page says so instead of showing the form.
+    let home = body_text(app.get("/").await).await;
+    assert!(
+        home.contains("Generation is paused by the site&#x27;s owner")
+            || home.contains("Generation is paused by the site's owner"),
+        "{home}"
+    );
+    assert!(!home.contains("name=\"prompt\""), "no form while paused");
     // Limits from the form; a bad one is named and changes nothing.
     let bad = form(
         &app,

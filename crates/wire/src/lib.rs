@@ -206,6 +206,9 @@ pub struct Viewer {
     /// Generations per window for a signed-out visitor, when sign-in is on and
     /// they have a quota of their own.
     pub signed_out_limit: Option<u64>,
+    /// The owner paused generation: the page says so instead of the form.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A signed-in account as the page shows it.
