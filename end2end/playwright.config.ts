@@ -10,7 +10,8 @@ import { defineConfig } from "@playwright/test";
 // - "returning" (3305): 768 px offline pictures and 20 generations per visitor,
 //   for first-load.spec.ts's returning visitor with 12 recent images;
 // - "optional" (3306) and "required" (3307): sign-in on, against a real OpenID
-//   provider (3310), for sign-in.spec.ts.
+//   provider (3310), for sign-in.spec.ts;
+// - "admin" (3308): ADMIN_TOKEN set, for admin.spec.ts.
 const offlinePort = 3300;
 const replicatePort = 3301;
 const standInPort = 3302;
@@ -22,6 +23,8 @@ const returningPort = 3305;
 const optionalPort = 3306;
 const requiredPort = 3307;
 const providerPort = 3310;
+// The owner's page: ADMIN_TOKEN set (admin.spec.ts).
+const adminPort = 3308;
 const signIn = (port: number, mode: string) =>
   app(port, {
     LOFIANIME_CONFIG: "end2end/lofianime.signin.toml",
@@ -99,6 +102,11 @@ export default defineConfig({
       testMatch: "sign-in.spec.ts",
       use: { baseURL: `http://127.0.0.1:${optionalPort}` },
     },
+    {
+      name: "admin",
+      testMatch: "admin.spec.ts",
+      use: { baseURL: `http://127.0.0.1:${adminPort}` },
+    },
   ],
   webServer: [
     {
@@ -119,6 +127,14 @@ export default defineConfig({
     app(offlinePort, {
       LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
       REPLICATE_API_TOKEN: "",
+    }),
+    app(adminPort, {
+      LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
+      REPLICATE_API_TOKEN: "",
+      LOFIANIME_OFFLINE__DELAY_MS: "0",
+      LOFIANIME_STORAGE__DIR: "target/e2e-admin-images",
+      ADMIN_TOKEN: "an end-to-end admin token of thirty-two bytes or more",
+      SESSION_SECRET: "an end-to-end session secret of sixty-four bytes or more, for tests",
     }),
     app(untrustingPort, {
       REPLICATE_API_TOKEN: "",
