@@ -68,6 +68,9 @@ test("the owner signs in, changes the limit, pauses, blocks a visitor and delete
   await visitor.page.getByLabel("Enter your prompt").fill("another harbour");
   await visitor.page.getByRole("button", { name: "Submit" }).click();
   await expect(visitor.page.getByText("Generating images is blocked for this visitor.")).toBeVisible();
+  await owner.page.reload();
+  await expect(owner.page.locator("#refused-today")).toHaveText(/^[1-9]\d*$/);
+  await expect(owner.page.getByText(/\d+ blocked\)/)).toBeVisible();
 
   // The image is deleted: its page says so.
   await owner.page.getByRole("row", { name: /a quiet harbour at dawn/ }).getByRole("button", { name: "Delete image" }).click();

@@ -13,7 +13,7 @@
 //! signed-in account in `auth.admins`), and the app's same-site guard refuses
 //! them from other sites.
 
-use crate::server::admin::AdminAccess;
+use crate::server::admin_access::AdminAccess;
 use crate::server::auth::Caller;
 use crate::server::state::AppState;
 use axum::extract::{Form, Query, State};
@@ -232,6 +232,10 @@ async fn page(
 /// The page, with a notice (`true`: done; `false`: an error) on top.
 async fn render(state: &AppState, who: &str, notice: Option<(bool, String)>) -> Response {
     let studio = &state.studio;
+    // This instance's refusals of the last seconds count too.
+    if let Err(failure) = studio.flush_refusals().await {
+        tracing::warn!(%failure, "the owner's page could not add this instance's latest refusals");
+    }
     let (days, rows) = match (studio.spend_days(30).await, studio.spend_rows(200).await) {
         (Ok(days), Ok(rows)) => (days, rows),
         (Err(failure), _) | (_, Err(failure)) => {
@@ -290,12 +294,15 @@ async fn render(state: &AppState, who: &str, notice: Option<(bool, String)>) -> 
         "<section aria-label=\"Today\"><div class=\"figures\">\
 <div class=\"figure\">Spent today<b id=\"spent-today\">{}</b>{}</div>\
 <div class=\"figure\">Generations today<b id=\"runs-today\">{}</b>{}</div>\
+<div class=\"figure\">Refused today<b id=\"refused-today\">{}</b>{}</div>\
 <div class=\"figure\">Held for runs in flight<b>{}</b></div>\
 <div class=\"figure\">This month<b id=\"spent-month\">{}</b>{} UTC</div></div>",
         usd(today.usd_micros),
         esc(&budget),
         today.runs,
         esc(&count_budget),
+        today.refused_total(),
+        refusals_text(&today),
         usd(today.reserved_micros),
         usd(month_micros),
         esc(month.trim_end_matches('-')),
@@ -328,6 +335,30 @@ async fn render(state: &AppState, who: &str, notice: Option<(bool, String)>) -> 
         &body,
         images_origin(state).as_deref(),
     )
+}
+
+/// What refused a day's generations, in words (` (3 over the limit, 1 paused)`).
+fn refusals_text(day: &DayTotals) -> String {
+    if day.refused.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = day
+        .refused
+        .iter()
+        .map(|(scope, count)| {
+            let why = match scope.as_str() {
+                "limit" => "over a visitor's limit",
+                "budget" => "over the shared budget",
+                "daily_usd" => "over the dollar budget",
+                "paused" => "while paused",
+                "blocked" => "blocked",
+                "sign_in_required" => "signed out",
+                other => other,
+            };
+            format!("{count} {}", esc(why))
+        })
+        .collect();
+    format!(" ({})", parts.join(", "))
 }
 
 /// The last 30 days as two bar charts (dollars; generations by outcome),
@@ -421,7 +452,7 @@ fn chart(days: &[DayTotals]) -> String {
     }
     out.push_str("</svg>");
     // The same figures as text.
-    out.push_str("<details><summary>The figures as a table</summary><table><thead><tr><th>Day (UTC)</th><th class=\"num\">Dollars</th><th class=\"num\">Generations</th><th>By outcome</th></tr></thead><tbody>");
+    out.push_str("<details><summary>The figures as a table</summary><table><thead><tr><th>Day (UTC)</th><th class=\"num\">Dollars</th><th class=\"num\">Generations</th><th>By outcome</th><th class=\"num\">Refused</th></tr></thead><tbody>");
     for day in days.iter().rev() {
         let by: Vec<String> = day
             .by_outcome
@@ -430,11 +461,12 @@ fn chart(days: &[DayTotals]) -> String {
             .collect();
         let _ = write!(
             out,
-            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
             esc(&day.day),
             usd(day.usd_micros),
             day.runs,
-            by.join(", ")
+            by.join(", "),
+            day.refused_total()
         );
     }
     out.push_str("</tbody></table></details></section>");

@@ -253,7 +253,7 @@ impl AppState {
         leptos_options: LeptosOptions,
     ) -> Result<Self, SettingsError> {
         let auth = Auth::new(settings, secrets)?;
-        let admin = crate::server::admin::AdminAccess::from_settings(settings, secrets)?;
+        let admin = crate::server::admin_access::AdminAccess::from_settings(settings, secrets)?;
         let policy = policy(settings);
         let studio = Studio::new(policy.clone(), components);
         let info = AppInfo {

@@ -3,6 +3,7 @@
 //! handlers (server-function bodies, the JSON API), error mapping, start-up.
 
 pub mod admin;
+pub mod admin_access;
 pub mod admin_page;
 pub mod auth;
 pub mod client_ip;

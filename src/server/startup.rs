@@ -63,6 +63,9 @@ pub async fn run() -> Result<(), StartupError> {
     // Blocks with an expiry are lifted when their time is up.
     let studio = state.studio.clone();
     tokio::spawn(async move { studio.lift_expired_blocks_forever().await });
+    // Refusals reach the day's totals every few seconds, not one write each.
+    let studio = state.studio.clone();
+    tokio::spawn(async move { studio.count_refusals_forever().await });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })?;
@@ -78,7 +81,18 @@ pub async fn run() -> Result<(), StartupError> {
         ),
     };
     let draining = draining(&state, Duration::from_secs(settings.shutdown.grace_secs));
+    let studio = state.studio.clone();
     serve_until(listener, router(state), limits, shutdown_signal(), draining).await;
+    // The last few seconds' refusals, while the store still answers.
+    match tokio::time::timeout(Duration::from_secs(2), studio.flush_refusals()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "the last refusals could not be added to the day's totals")
+        }
+        Err(_) => {
+            tracing::warn!("the last refusals could not be added to the day's totals in time")
+        }
+    }
     // Model runs being cancelled at their provider and credits being given back.
     if !cleanups_done(AFTER_GRACE).await {
         tracing::warn!("some clean-up work (cancelling model runs, refunds) did not finish");

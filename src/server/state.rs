@@ -29,7 +29,7 @@ pub struct AppState {
     /// Sign-in (off unless `auth.mode` says otherwise).
     pub auth: Arc<crate::server::auth::Auth>,
     /// The owner's API, when `ADMIN_TOKEN` is set.
-    pub admin: Option<Arc<crate::server::admin::AdminAccess>>,
+    pub admin: Option<Arc<crate::server::admin_access::AdminAccess>>,
 }
 
 impl AppState {

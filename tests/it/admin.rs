@@ -329,6 +329,24 @@ async fn a_pause_a_limit_and_a_block_made_on_one_instance_hold_on_the_other() {
     assert_eq!(listed["blocks"].as_array().unwrap().len(), 1, "{listed}");
     owner(&a, "DELETE", "/admin/api/blocks/203.0.113.2", None).await;
     assert_eq!(generate_from(&a, "203.0.113.2").await.0, StatusCode::OK);
+    // Every refusal B made is in the shared day's totals once B has added its
+    // tally (reading its summary does; so does every 5 s): A reads them.
+    owner(&b, "GET", "/admin/api/summary", None).await;
+    let summary = owner(&a, "GET", "/admin/api/summary", None).await;
+    let refused = &summary["today_refused_by"];
+    // Exactly the two blocked attempts; the waits above retried through
+    // pauses and limits, at least once each.
+    assert_eq!(refused["blocked"], 2, "{summary}");
+    let paused = refused["paused"].as_u64().unwrap_or(0);
+    let limited = refused["limit"].as_u64().unwrap_or(0);
+    assert!(paused >= 1 && limited >= 1, "{summary}");
+    assert_eq!(
+        summary["today_refused"].as_u64(),
+        Some(2 + paused + limited),
+        "{summary}"
+    );
+    let days = owner(&a, "GET", "/admin/api/days?days=1", None).await;
+    assert_eq!(days["days"][0]["refused_by"], *refused);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,7 +728,7 @@ async fn start_up_refuses_an_admin_token_that_is_short_or_has_no_session_secret(
         session_secret: Some(SecretString::from(SESSION_SECRET)),
         ..Secrets::default()
     };
-    let refusal = lofianime::server::admin::AdminAccess::from_settings(&settings, &short)
+    let refusal = lofianime::server::admin_access::AdminAccess::from_settings(&settings, &short)
         .err()
         .unwrap()
         .to_string();
@@ -723,10 +741,11 @@ async fn start_up_refuses_an_admin_token_that_is_short_or_has_no_session_secret(
         admin_token: Some(SecretString::from(ADMIN_TOKEN)),
         ..Secrets::default()
     };
-    let refusal = lofianime::server::admin::AdminAccess::from_settings(&settings, &without_secret)
-        .err()
-        .unwrap()
-        .to_string();
+    let refusal =
+        lofianime::server::admin_access::AdminAccess::from_settings(&settings, &without_secret)
+            .err()
+            .unwrap()
+            .to_string();
     assert!(refusal.contains("SESSION_SECRET"), "{refusal}");
     assert!(!refusal.contains(ADMIN_TOKEN));
 }

@@ -192,6 +192,7 @@ async fn the_ledger_keeps_its_promises_on_redis_and_upstash() {
         contract::rows_count_once_and_add_up_by_outcome(store.as_ref()).await;
         contract::reservations_hold_the_budget_until_settled_or_lapsed(store.as_ref(), 1_000).await;
         contract::locks_are_held_until_they_expire(store.as_ref()).await;
+        contract::refusals_add_up_beside_the_runs(store.as_ref()).await;
         // The same run settled by two instances (two connections) counts once.
         let other = connect().await;
         let row = contract::row("shared-run", "delivered", 1_000, 975);

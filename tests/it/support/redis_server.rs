@@ -141,6 +141,20 @@ impl RedisServer {
             .sum()
     }
 
+    /// How many times `command` (lower case, `get`) was called.
+    pub fn calls_of(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .expect("INFO commandstats");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .filter_map(|line| line.strip_prefix(&prefix))
+            .filter_map(|rest| rest.split(',').next())
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum()
+    }
+
     /// How many keys the database holds.
     pub fn dbsize(&self) -> u64 {
         redis::cmd("DBSIZE")

@@ -111,3 +111,28 @@ pub async fn locks_are_held_until_they_expire(ledger: &dyn SpendLedger) {
     ledger.write_mark("reconciled", 42).await.unwrap();
     assert_eq!(ledger.read_mark("reconciled").await.unwrap(), Some(42));
 }
+
+pub async fn refusals_add_up_beside_the_runs(ledger: &dyn SpendLedger) {
+    let day = "2026-12-08";
+    ledger
+        .add_refusals(day, &[("limit".into(), 3), ("paused".into(), 1)], KEEP_MS)
+        .await
+        .unwrap();
+    ledger
+        .add_refusals(day, &[("limit".into(), 2)], KEEP_MS)
+        .await
+        .unwrap();
+    let mut delivered = row("d", "delivered", 1_000, 975);
+    delivered.day = day.to_owned();
+    assert!(ledger.record(&delivered, None, KEEP_MS).await.unwrap());
+    let totals = ledger.day(day, 1_000).await.unwrap();
+    assert_eq!(totals.refused.get("limit"), Some(&5));
+    assert_eq!(totals.refused.get("paused"), Some(&1));
+    assert_eq!(totals.refused_total(), 6);
+    assert_eq!(totals.runs, 1, "refusals are not runs");
+    assert_eq!(
+        totals.by_outcome.keys().collect::<Vec<_>>(),
+        ["delivered"],
+        "nor outcomes"
+    );
+}

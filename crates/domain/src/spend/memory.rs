@@ -155,6 +155,27 @@ impl SpendLedger for MemoryStore {
         Ok(())
     }
 
+    async fn add_refusals(
+        &self,
+        day: &str,
+        counts: &[(String, u64)],
+        keep_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|entries| {
+            let expires_at = entries.now_ms() + keep_ms.max(1);
+            for (scope, count) in counts {
+                add(
+                    entries,
+                    &keys::day(day),
+                    &format!("refused:{scope}"),
+                    *count,
+                    expires_at,
+                );
+            }
+        });
+        Ok(())
+    }
+
     async fn day(&self, day: &str, _now_ms: u64) -> Result<DayTotals, StoreError> {
         Ok(self.with(|entries| {
             let fields = match entries.get(&keys::day(day)) {
@@ -225,5 +246,6 @@ mod tests {
         contract::rows_count_once_and_add_up_by_outcome(&store).await;
         contract::reservations_hold_the_budget_until_settled_or_lapsed(&store, 1_000).await;
         contract::locks_are_held_until_they_expire(&store).await;
+        contract::refusals_add_up_beside_the_runs(&store).await;
     }
 }

@@ -13,11 +13,13 @@ pub mod contract;
 mod memory;
 mod orphans;
 mod reconcile;
+mod refusals;
 mod scripted;
 
 pub(crate) use orphans::{LeaseInfo, OrphanSweep, RunLeases, SWEEP_EVERY};
 pub(crate) use reconcile::Reconciler;
 pub use reconcile::{micros, parse_rfc3339, ListedRun, RunHistory};
+pub use refusals::{RefusalTally, FLUSH_EVERY as REFUSALS_FLUSH_EVERY};
 
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -74,6 +76,10 @@ pub struct DayTotals {
     pub by_outcome: BTreeMap<String, OutcomeTotals>,
     /// Held for runs in flight, not yet settled.
     pub reserved_micros: u64,
+    /// Generations refused before anything was spent, by what refused them
+    /// (`limit`, `budget`, `daily_usd`, `paused`, `blocked`,
+    /// `sign_in_required`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -86,6 +92,11 @@ pub struct OutcomeTotals {
 impl DayTotals {
     pub fn usd(&self) -> f64 {
         self.usd_micros as f64 / 1e6
+    }
+
+    /// All the day's refusals.
+    pub fn refused_total(&self) -> u64 {
+        self.refused.values().sum()
     }
 
     /// Reads the totals from a day's hash (`runs`, `runs:{outcome}`, …).
@@ -106,6 +117,9 @@ impl DayTotals {
                     "usd_micros" => totals.usd_micros = value,
                     _ => {}
                 },
+                Some(("refused", scope)) => {
+                    totals.refused.insert(scope.to_owned(), value);
+                }
                 Some((total, outcome)) => {
                     let entry = totals.by_outcome.entry(outcome.to_owned()).or_default();
                     match total {
@@ -165,6 +179,14 @@ pub trait SpendLedger: Send + Sync + 'static {
     /// Releases reservation `id` on `day` (the run was refused, or never
     /// started a billed request).
     async fn release(&self, day: &str, id: &str) -> Result<(), StoreError>;
+
+    /// Adds refusals (scope, count) to `day`'s totals (fields `refused:{scope}`).
+    async fn add_refusals(
+        &self,
+        day: &str,
+        counts: &[(String, u64)],
+        keep_ms: u64,
+    ) -> Result<(), StoreError>;
 
     /// `day`'s totals, with what is reserved at `now_ms`.
     async fn day(&self, day: &str, now_ms: u64) -> Result<DayTotals, StoreError>;

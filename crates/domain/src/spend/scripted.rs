@@ -102,6 +102,20 @@ return fields
     )
 });
 
+/// KEYS: day. ARGV: keep_ms, then scope and count pairs.
+static REFUSED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+for i = 2, #ARGV, 2 do
+  redis.call("HINCRBY", KEYS[1], "refused:" .. ARGV[i], ARGV[i + 1])
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[1])
+return 1
+"#,
+        false,
+    )
+});
+
 impl<R: ScriptRunner> ScriptedStore<R> {
     async fn list(&self, key: String, count: usize) -> Result<Vec<String>, StoreError> {
         let last = count.max(1) - 1;
@@ -168,6 +182,24 @@ impl<R: ScriptRunner> SpendLedger for ScriptedStore<R> {
     async fn release(&self, day: &str, id: &str) -> Result<(), StoreError> {
         self.send(vec!["HDEL".into(), keys::reservations(day), id.to_owned()])
             .await?;
+        Ok(())
+    }
+
+    async fn add_refusals(
+        &self,
+        day: &str,
+        counts: &[(String, u64)],
+        keep_ms: u64,
+    ) -> Result<(), StoreError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![keep_ms.max(1).to_string()];
+        for (scope, count) in counts {
+            args.push(scope.clone());
+            args.push(count.to_string());
+        }
+        self.run(&REFUSED, &[&keys::day(day)], &args).await?;
         Ok(())
     }
 

@@ -117,6 +117,22 @@ pub enum StudioError {
 }
 
 impl StudioError {
+    /// What refused a generation before anything was spent, as the day's
+    /// totals count it (`None`: not a refusal by a limit or a control).
+    pub fn refused_by(&self) -> Option<&'static str> {
+        match self {
+            Self::Denied { scope, .. } => Some(match scope {
+                LimitScope::Visitor => "limit",
+                LimitScope::Everyone => "budget",
+                LimitScope::Dollars => "daily_usd",
+            }),
+            Self::Paused => Some("paused"),
+            Self::Blocked => Some("blocked"),
+            Self::SignInRequired => Some("sign_in_required"),
+            _ => None,
+        }
+    }
+
     /// The payer's quota to report with this failure, when the limiter answered.
     pub fn decision(&self) -> Option<Decision> {
         match self {

@@ -28,6 +28,28 @@ impl Studio {
         Ok(totals)
     }
 
+    /// Adds this instance's refusals to the day's totals now (the owner's page
+    /// does before it reads them; every instance does every few seconds).
+    pub async fn flush_refusals(&self) -> Result<(), StudioError> {
+        self.refusals
+            .flush(self.parts.ledger.as_ref(), self.parts.spend.keep_ms())
+            .await
+            .map_err(StudioError::Ledger)
+    }
+
+    /// Flushes the refusals every few seconds until the process ends (the
+    /// server spawns it).
+    pub async fn count_refusals_forever(&self) {
+        let mut tick = tokio::time::interval(crate::spend::REFUSALS_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.flush_refusals().await {
+                tracing::warn!(%error, "could not add the refusals to the day's totals; the next flush tries again");
+            }
+        }
+    }
+
     /// The latest rows, newest first.
     pub async fn spend_rows(&self, count: usize) -> Result<Vec<SpendRow>, StudioError> {
         self.parts

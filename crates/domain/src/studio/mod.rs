@@ -22,7 +22,7 @@ use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
-use crate::spend::{OrphanSweep, Reconciler, RunLeases};
+use crate::spend::{utc_day, OrphanSweep, Reconciler, RefusalTally, RunLeases};
 use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
@@ -50,6 +50,8 @@ pub struct Studio {
     /// The owner's live limits for signed-out visitors and the shared budget.
     anonymous_limit: Arc<DynamicLimit>,
     global_limit: Arc<DynamicLimit>,
+    /// Refused generations not yet added to the day's totals.
+    refusals: RefusalTally,
 }
 
 /// Where the owner's live limits other than the per-visitor one are kept.
@@ -170,6 +172,7 @@ impl Studio {
                 .history
                 .map(|history| Reconciler::new(components.ledger, history, &policy.spend)),
             orphans,
+            refusals: RefusalTally::default(),
         }
     }
 
@@ -268,19 +271,24 @@ impl Studio {
         prompt: &str,
         job: Option<&JobId>,
     ) -> Result<Generated, StudioError> {
-        if !self.may_generate(visitor) {
-            return Err(StudioError::SignInRequired);
+        let result = if self.may_generate(visitor) {
+            self.parts
+                .run(Order {
+                    payer: self.who_pays.payer(visitor),
+                    quota: self.quota_of(visitor),
+                    visitor: visitor.id(),
+                    names: &visitor.deny_list_names(),
+                    prompt,
+                    job,
+                })
+                .await
+        } else {
+            Err(StudioError::SignInRequired)
+        };
+        if let Some(scope) = result.as_ref().err().and_then(StudioError::refused_by) {
+            self.refusals.add(utc_day(self.now_ms()), scope);
         }
-        self.parts
-            .run(Order {
-                payer: self.who_pays.payer(visitor),
-                quota: self.quota_of(visitor),
-                visitor: visitor.id(),
-                names: &visitor.deny_list_names(),
-                prompt,
-                job,
-            })
-            .await
+        result
     }
 
     /// What `visitor` has left, without spending anything.
