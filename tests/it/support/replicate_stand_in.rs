@@ -123,7 +123,10 @@ pub struct ReplicateStandIn {
     runs: Arc<Mutex<HashMap<String, Run>>>,
     order: Arc<Mutex<Vec<String>>>,
     model: Arc<Mutex<Model>>,
-    image: Arc<String>,
+    /// What a succeeded run's `output` holds: a `data:` URI of a tiny PNG, or
+    /// the URL of the file served at `/files/output.png`.
+    image: Arc<Mutex<String>>,
+    file: Arc<Mutex<bytes::Bytes>>,
     /// Reads answer 429 (`Retry-After: 1`) until the first instant, then 503
     /// until the second (a provider's bad minute).
     read_faults: Arc<Mutex<Option<(Instant, Instant)>>>,
@@ -154,19 +157,29 @@ impl ReplicateStandIn {
             read_faults: Arc::default(),
             refused_reads: Arc::default(),
             read_limit: Arc::default(),
-            image: Arc::new(format!(
+            image: Arc::new(Mutex::new(format!(
                 "data:image/png;base64,{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tiny_png())
-            )),
+            ))),
+            file: Arc::default(),
             base_url: format!("http://{addr}"),
         };
         let app = Router::new()
             .route("/v1/predictions", post(create).get(list))
             .route("/v1/predictions/{id}", get(read))
             .route("/v1/predictions/{id}/cancel", post(cancel))
+            .route("/files/output.png", get(output_file))
             .with_state(stand_in.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         stand_in
+    }
+
+    /// From now on, every run's output is `png`, served as a file (as
+    /// Replicate's outputs are, from replicate.delivery) instead of a tiny
+    /// `data:` URI.
+    pub fn serve_output(&self, png: Vec<u8>) {
+        *self.file.lock().unwrap() = png.into();
+        *self.image.lock().unwrap() = format!("{}/files/output.png", self.base_url);
     }
 
     /// From now on, reads are throttled (429) for `throttled`, then fail (503)
@@ -278,7 +291,7 @@ impl ReplicateStandIn {
             "version": run.version,
             "source": "api",
             "status": status,
-            "output": if status == "succeeded" { json!([*self.image]) } else { Value::Null },
+            "output": if status == "succeeded" { json!([self.image.lock().unwrap().clone()]) } else { Value::Null },
             "error": if status == "failed" { json!("NSFW content detected. Try running it again, or try a different prompt.") } else { Value::Null },
             "logs": if status == "processing" { format!("{:>3}%|", (progress.min(1.0) * 100.0) as u32) } else { String::new() },
             "created_at": rfc3339(run.created_wall),
@@ -433,6 +446,11 @@ async fn list(
         next.to_string()
     });
     Json(json!({ "results": page, "next": next, "previous": null }))
+}
+
+async fn output_file(State(stand_in): State<ReplicateStandIn>) -> impl axum::response::IntoResponse {
+    let bytes = stand_in.file.lock().unwrap().clone();
+    ([(axum::http::header::CONTENT_TYPE, "image/png")], bytes)
 }
 
 /// A 2x2 PNG.

@@ -1,0 +1,302 @@
+//! What the generation path itself costs the app, on the real binary with a
+//! Replicate stand-in (tests/it/support) whose model answers at once:
+//!
+//! 1. **1024 px, one at a time**: the stand-in's output is a 1024 px PNG with
+//!    film grain (about 2.3 MB, heavier than SDXL's usual 1.5–2 MB), served as
+//!    a file as replicate.delivery serves outputs. 30 generations through
+//!    `/api/ai`, each followed by its first view as the page shows it: the
+//!    image's page gives the `srcset`, and the candidate a 1×-density browser
+//!    picks for the 704 px column is fetched. App CPU per generation
+//!    (utime + stime of the process, from /proc) with its first view; the
+//!    image page's own CPU is measured apart (the same pages again) and taken
+//!    off. Also the answer's latency, and the bytes a 1× and a 2× visitor
+//!    download to see the result.
+//! 2. **256 px under load**: 32 clients post to `/api/ai` for 10 s;
+//!    generations per second and app CPU per generation.
+//!
+//! After each part: which of the app's threads did the CPU work. Prints
+//! figures; asserts nothing.
+//!
+//!     cargo bench --features ssr --bench generation
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use image::ImageEncoder;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::process::AppProcess;
+use support::replicate_stand_in::{Model, ReplicateStandIn};
+
+/// Clock ticks per second of /proc's CPU times (Linux's USER_HZ).
+const TICKS_PER_SEC: f64 = 100.0;
+/// The page's result column, in CSS pixels (44rem).
+const COLUMN_PX: u32 = 704;
+
+/// A `size` px PNG of soft gradients under film grain (deterministic).
+fn grainy_png(size: u32, grain: i32) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let pixels = image::RgbImage::from_fn(size, size, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let noise = (state % (2 * grain as u64 + 1)) as i32 - grain;
+        let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
+        let base = [
+            60.0 + 150.0 * fy + 30.0 * (fx * 12.0).sin(),
+            80.0 + 100.0 * fx + 25.0 * (fy * 9.0).cos(),
+            140.0 + 80.0 * (1.0 - fy) + 20.0 * ((fx + fy) * 20.0).sin(),
+        ];
+        image::Rgb(base.map(|c| (c as i32 + noise).clamp(0, 255) as u8))
+    });
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(pixels.as_raw(), size, size, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    png
+}
+
+/// utime + stime of a /proc `stat` line, in seconds.
+fn cpu_of_stat(stat: &str) -> f64 {
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of stat; the first after the name is field 3.
+    (ticks(11) + ticks(12)) as f64 / TICKS_PER_SEC
+}
+
+fn process_cpu(pid: u32) -> f64 {
+    cpu_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU seconds by thread name (trailing digits dropped: `tokio-rt-worker`,
+/// `lofianime-cpu-`), busiest first.
+fn threads_cpu(pid: u32) -> Vec<(String, f64)> {
+    let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let name = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map_or("?", |(name, _)| name)
+            .trim_end_matches(|c: char| c.is_ascii_digit())
+            .to_owned();
+        *by_name.entry(name).or_default() += cpu_of_stat(&stat);
+    }
+    let mut sorted: Vec<(String, f64)> = by_name.into_iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    sorted
+}
+
+fn print_threads(pid: u32) {
+    let threads = threads_cpu(pid);
+    let shown: Vec<String> = threads
+        .iter()
+        .filter(|(_, secs)| *secs >= 0.01)
+        .map(|(name, secs)| format!("{name}* {:.2} s", secs))
+        .collect();
+    println!("  CPU by thread: {}", shown.join(", "));
+}
+
+/// `(url, width)` candidates of the result's `srcset` on an image page.
+fn srcset_of(html: &str) -> Vec<(String, u32)> {
+    let Some(figure) = html.find("class=\"result\"") else {
+        return Vec::new();
+    };
+    let Some(start) = html[figure..].find("srcset=\"") else {
+        return Vec::new();
+    };
+    let rest = &html[figure + start + 8..];
+    let list = &rest[..rest.find('"').unwrap_or(0)];
+    list.split(',')
+        .filter_map(|candidate| {
+            let (url, width) = candidate.trim().rsplit_once(' ')?;
+            Some((
+                url.replace("&amp;", "&"),
+                width.trim_end_matches('w').parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// What a browser at `density` picks for the column: the narrowest candidate
+/// at least as wide as the column's device pixels, else the widest.
+fn pick(candidates: &[(String, u32)], density: u32) -> Option<&(String, u32)> {
+    let need = COLUMN_PX * density;
+    candidates
+        .iter()
+        .filter(|(_, width)| *width >= need)
+        .min_by_key(|(_, width)| *width)
+        .or_else(|| candidates.iter().max_by_key(|(_, width)| *width))
+}
+
+fn app_env(stand_in: &ReplicateStandIn) -> Vec<(&'static str, String)> {
+    vec![
+        ("REPLICATE_API_TOKEN", "r8_bench_token".to_owned()),
+        ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
+        ("LOFIANIME_RATELIMIT__LIMIT", "1000000".to_owned()),
+        ("LOFIANIME_RATELIMIT__GLOBAL_LIMIT", "0".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+}
+
+async fn one_at_a_time() {
+    let png = grainy_png(1024, 13);
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::ZERO,
+        run: Duration::ZERO,
+    })
+    .await;
+    stand_in.serve_output(png.clone());
+    let app = AppProcess::start(&app_env(&stand_in)).await;
+    let client = reqwest::Client::new();
+    const RUNS: usize = 30;
+    let mut ids = Vec::new();
+    let mut latencies = Vec::new();
+    let mut bytes_1x = 0;
+    let mut bytes_2x = 0;
+    let cpu_before = process_cpu(app.pid());
+    for i in 0..RUNS {
+        let started = Instant::now();
+        let answer: Vec<String> = client
+            .post(app.url("/api/ai"))
+            .json(&serde_json::json!({ "prompt": format!("a grainy harbour {i}") }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        let id: String = answer[0]
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .chars()
+            .take(32)
+            .collect();
+        let html = client
+            .get(app.url(&format!("/i/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let candidates = srcset_of(&html);
+        let (url, _) = pick(&candidates, 1).expect("a srcset on the image page");
+        let first_view = client.get(app.url(url)).send().await.unwrap();
+        assert!(first_view.status().is_success(), "{url}");
+        bytes_1x = first_view.bytes().await.unwrap().len();
+        ids.push((id, candidates));
+    }
+    let with_pages = process_cpu(app.pid()) - cpu_before;
+    // The image pages alone, again (they are not image work).
+    let before_pages = process_cpu(app.pid());
+    for (id, _) in &ids {
+        let _ = client
+            .get(app.url(&format!("/i/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await;
+    }
+    let pages = process_cpu(app.pid()) - before_pages;
+    // A 2× visitor's view of the last one (after the measurement).
+    if let Some((_, candidates)) = ids.last() {
+        if let Some((url, _)) = pick(candidates, 2) {
+            bytes_2x = client
+                .get(app.url(url))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .len();
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "1024 px, one at a time ({} B grainy PNG, {RUNS} generations): app CPU per generation with its first view {:.1} ms (image pages {:.1} ms each, taken off); answer p50 {:.0} ms; a 1x visitor downloads {} B, a 2x visitor {} B; srcset {:?}",
+        png.len(),
+        (with_pages - pages) * 1000.0 / RUNS as f64,
+        pages * 1000.0 / RUNS as f64,
+        latencies[RUNS / 2],
+        bytes_1x,
+        bytes_2x,
+        ids.last()
+            .map(|(_, c)| c.iter().map(|(_, w)| *w).collect::<Vec<_>>())
+            .unwrap_or_default(),
+    );
+    print_threads(app.pid());
+}
+
+async fn under_load() {
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::ZERO,
+        run: Duration::ZERO,
+    })
+    .await;
+    stand_in.serve_output(grainy_png(256, 13));
+    let app = AppProcess::start(&app_env(&stand_in)).await;
+    let client = reqwest::Client::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let burst = Duration::from_secs(10);
+    let cpu_before = process_cpu(app.pid());
+    let until = Instant::now() + burst;
+    let mut tasks = Vec::new();
+    for n in 0..32 {
+        let (client, url, done, failed) = (
+            client.clone(),
+            app.url("/api/ai"),
+            done.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                i += 1;
+                let body = serde_json::json!({ "prompt": format!("client {n} picture {i}") });
+                match client.post(&url).json(&body).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let cpu = process_cpu(app.pid()) - cpu_before;
+    let done = done.load(Ordering::Relaxed);
+    println!(
+        "256 px, 32 clients for 10 s: {:.1} generations/s ({} failed), app CPU per generation {:.2} ms",
+        done as f64 / burst.as_secs_f64(),
+        failed.load(Ordering::Relaxed),
+        cpu * 1000.0 / done.max(1) as f64,
+    );
+    print_threads(app.pid());
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        one_at_a_time().await;
+        under_load().await;
+    });
+}
