@@ -62,7 +62,12 @@ fn grainy_png(size: u32, grain: i32) -> Vec<u8> {
 fn cpu_of_stat(stat: &str) -> f64 {
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |n: usize| fields.get(n).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // Fields 14 and 15 of stat; the first after the name is field 3.
     (ticks(11) + ticks(12)) as f64 / TICKS_PER_SEC
 }

@@ -1,59 +1,41 @@
-//! Image variants: what storing an image adds to a generation, and how many
-//! bytes the page saves. Paints offline pictures at 768 px (the offline
-//! default) and 1024 px (SDXL's size), then times making both WebP variants
-//! (decode, resize, encode; median of 7 on this machine) and prints the sizes
-//! of the PNG and its variants, and the display variant's PSNR against the
-//! original (above ~40 dB the two look the same at that size). Asserts nothing.
+//! Where an image's CPU time goes when it is stored, and what each choice in
+//! `crates/domain/src/variants.rs` buys. For the offline painter's 768 px
+//! picture and a 1024 px picture under film grain (SDXL's size; grain is
+//! what makes its PNGs 1.5–2.5 MB), median of 7 runs each, on this machine:
+//! - decoding the PNG; resizing with the `image` crate's Triangle filter (as
+//!   before) and with `fast_image_resize`'s Catmull-Rom (now);
+//! - WebP at each quality and method: bytes, ms, PSNR against the source at
+//!   the variant's size;
+//! - what a visitor downloads to see the result at 1× (the column is 704 px)
+//!   and 2×, before (the 1024 px display variant, method 4) and now (medium
+//!   768 px, resp. display 1024 px, method 0), and its PSNR as seen (scaled
+//!   to the column);
+//! - what storing an image costs before its answer now, and its thumbnail
+//!   after;
+//! - the offline painter: painting, and its PNG.
+//!
+//! Asserts nothing.
 //!
 //!     cargo bench --features ssr --bench images
 
-use lofianime::prompt::Prompt;
-use lofianime_domain::make_variants;
-use lofianime_domain::{ImageGenerator, OfflineGenerator};
-use std::time::{Duration, Instant};
+use image::{ImageEncoder, RgbImage};
+use lofianime_domain::image_work::{self, Encoding};
+use lofianime_domain::Variant;
+use std::time::Instant;
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    println!(
-        "{:>6} {:>10} {:>13} {:>8} {:>11} {:>14} {:>10}",
-        "size", "PNG B", "display B", "share", "thumb B", "variants ms", "PSNR dB"
-    );
-    for size in [768, 1024] {
-        let painter = OfflineGenerator::new(size, size, Duration::ZERO);
-        let prompt = Prompt::parse("a quiet train station at dusk, cherry blossoms", 500).unwrap();
-        let png = runtime
-            .block_on(painter.generate(&prompt))
-            .expect("a painted picture")
-            .bytes;
-        let mut times = Vec::new();
-        let mut made = None;
-        for _ in 0..7 {
+fn median_ms(runs: usize, mut work: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
             let started = Instant::now();
-            made = Some(make_variants(&png).expect("variants"));
-            times.push(started.elapsed());
-        }
-        times.sort();
-        let variants = made.unwrap();
-        println!(
-            "{:>6} {:>10} {:>13} {:>7.1}% {:>11} {:>14.1} {:>10.1}",
-            format!("{size}px"),
-            png.len(),
-            variants.display.len(),
-            100.0 * variants.display.len() as f64 / png.len() as f64,
-            variants.thumb.len(),
-            times[3].as_secs_f64() * 1000.0,
-            psnr(&png, &variants.display),
-        );
-    }
+            work();
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
 }
 
-/// Peak signal-to-noise ratio of `encoded` against `original` (same size).
-fn psnr(original: &[u8], encoded: &[u8]) -> f64 {
-    let a = image::load_from_memory(original).unwrap().into_rgb8();
-    let b = image::load_from_memory(encoded).unwrap().into_rgb8();
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
     assert_eq!(a.dimensions(), b.dimensions());
     let squared: f64 = a
         .as_raw()
@@ -61,6 +43,171 @@ fn psnr(original: &[u8], encoded: &[u8]) -> f64 {
         .zip(b.as_raw())
         .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
         .sum();
-    let mse = squared / a.as_raw().len() as f64;
-    10.0 * (255.0 * 255.0 / mse).log10()
+    10.0 * (255.0 * 255.0 / (squared / a.as_raw().len() as f64)).log10()
+}
+
+/// `image` scaled to `width` (Catmull-Rom), as a browser shows it.
+fn seen_at(image: &RgbImage, width: u32) -> RgbImage {
+    let height = (u64::from(image.height()) * u64::from(width) / u64::from(image.width())) as u32;
+    image_work::resize(image, width, height)
+}
+
+fn webp_pixels(bytes: &[u8]) -> RgbImage {
+    image::load_from_memory(bytes).unwrap().into_rgb8()
+}
+
+/// A `size` px picture of soft gradients under film grain (deterministic).
+fn grainy(size: u32) -> RgbImage {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    RgbImage::from_fn(size, size, |x, y| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let noise = (state % 27) as i32 - 13;
+        let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
+        let base = [
+            60.0 + 150.0 * fy + 30.0 * (fx * 12.0).sin(),
+            80.0 + 100.0 * fx + 25.0 * (fy * 9.0).cos(),
+            140.0 + 80.0 * (1.0 - fy) + 20.0 * ((fx + fy) * 20.0).sin(),
+        ];
+        image::Rgb(base.map(|c| (c as i32 + noise).clamp(0, 255) as u8))
+    })
+}
+
+fn png_of(image: &RgbImage) -> Vec<u8> {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .unwrap();
+    png
+}
+
+fn study(name: &str, png: &[u8]) {
+    let source = image_work::decode(png).unwrap();
+    let (width, height) = source.dimensions();
+    println!("\n== {name}: {width}x{height}, PNG {} B", png.len());
+    let decode = median_ms(7, || {
+        image_work::decode(png).unwrap();
+    });
+    println!("decode: {decode:.1} ms");
+    for variant in [Variant::Medium, Variant::Thumb] {
+        let (w, h) = variant.size_of(width, height);
+        if (w, h) == (width, height) {
+            continue;
+        }
+        let before = median_ms(7, || {
+            image::imageops::resize(&source, w, h, image::imageops::FilterType::Triangle);
+        });
+        let now = median_ms(7, || {
+            image_work::resize(&source, w, h);
+        });
+        println!("resize to {w} px: image Triangle {before:.2} ms, fast_image_resize Catmull-Rom {now:.2} ms");
+    }
+    println!("WebP by quality and method (PSNR against the source at that size):");
+    for variant in [Variant::Display, Variant::Medium, Variant::Thumb] {
+        let (w, h) = variant.size_of(width, height);
+        let target = image_work::resize(&source, w, h);
+        for quality in [72.0, 82.0] {
+            let mut line = format!("  {w:>4} px q{quality:<3}");
+            for method in [0, 1, 2, 4, 6] {
+                let encoding = Encoding { quality, method };
+                let mut bytes = Default::default();
+                let ms = median_ms(3, || {
+                    bytes = image_work::encode_with(&target, encoding).unwrap();
+                });
+                let back = webp_pixels(&bytes);
+                line.push_str(&format!(
+                    " | m{method} {:>7} B {:>5.1} ms {:>5.2} dB",
+                    bytes.len(),
+                    ms,
+                    psnr(&target, &back)
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    // What a visitor downloads, and how it looks at the column's width.
+    let before_display = image_work::encode_with(
+        &image_work::resize(
+            &source,
+            Variant::Display.size_of(width, height).0,
+            Variant::Display.size_of(width, height).1,
+        ),
+        Encoding {
+            quality: 82.0,
+            method: 4,
+        },
+    )
+    .unwrap();
+    let now_medium = image_work::make(&source, Variant::Medium).unwrap();
+    let now_display = image_work::make(&source, Variant::Display).unwrap();
+    let column = 704.min(width);
+    let reference = seen_at(&source, column);
+    let seen = |bytes: &[u8]| psnr(&reference, &seen_at(&webp_pixels(bytes), column));
+    println!(
+        "1x visitor (seen at {column} px): before {} B ({:.2} dB), now {} B ({:.2} dB)",
+        before_display.len(),
+        seen(&before_display),
+        now_medium.len(),
+        seen(&now_medium)
+    );
+    let reference = seen_at(&source, Variant::Display.size_of(width, height).0);
+    println!(
+        "2x visitor (seen at {} px): before {} B ({:.2} dB), now {} B ({:.2} dB)",
+        reference.width(),
+        before_display.len(),
+        psnr(&reference, &webp_pixels(&before_display)),
+        now_display.len(),
+        psnr(&reference, &webp_pixels(&now_display))
+    );
+    // Storing: before the answer (decode, medium, the thumbnail's pixels),
+    // then the thumbnail.
+    let mut first = None;
+    let answer = median_ms(7, || {
+        first = Some(image_work::first_variants(png, None, false).unwrap());
+    });
+    let thumb_pixels = first.unwrap().thumb_pixels.unwrap();
+    let after = median_ms(7, || {
+        image_work::encode(&thumb_pixels, Variant::Thumb).unwrap();
+    });
+    let display = median_ms(3, || {
+        image_work::make(&source, Variant::Display).unwrap();
+    });
+    println!(
+        "storing now: {answer:.1} ms before the answer (decode + medium), {after:.1} ms after it (thumbnail); the display variant on its first request {display:.1} ms"
+    );
+    let with_pixels = median_ms(7, || {
+        image_work::first_variants(png, Some(&source), false).unwrap();
+    });
+    println!(
+        "  with the pixels at hand (the offline painter): {with_pixels:.1} ms before the answer"
+    );
+}
+
+fn main() {
+    let painted = lofianime_domain::render_offline(
+        "a quiet train station at dusk, cherry blossoms",
+        768,
+        768,
+    )
+    .unwrap();
+    let paint = median_ms(7, || {
+        lofianime_domain::render_offline(
+            "a quiet train station at dusk, cherry blossoms",
+            768,
+            768,
+        )
+        .unwrap();
+    });
+    println!(
+        "offline painter, 768 px: {paint:.1} ms to paint and encode its PNG ({} B)",
+        painted.0.len()
+    );
+    study("the offline painter's picture", &painted.0);
+    study("a grainy 1024 px picture", &png_of(&grainy(1024)));
 }

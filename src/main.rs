@@ -1,17 +1,35 @@
 //! The server binary: logging, then the app. Everything else lives in the library.
 
 #[cfg(feature = "ssr")]
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    give_free_memory_back();
-    lofianime::server::telemetry::init();
-    match lofianime::server::startup::run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+fn main() -> std::process::ExitCode {
+    // The async threads are named apart from the CPU workers
+    // (`lofianime-cpu-N`), so `top -H` and profiles tell waiting from work.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name_fn(|| {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("lofianime-io-{n}")
+        })
+        .build();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!("lofianime could not start: {error}");
-            std::process::ExitCode::FAILURE
+            eprintln!("lofianime could not start its runtime: {error}");
+            return std::process::ExitCode::FAILURE;
         }
-    }
+    };
+    runtime.block_on(async {
+        give_free_memory_back();
+        lofianime::server::telemetry::init();
+        match lofianime::server::startup::run().await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("lofianime could not start: {error}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// Images are megabytes each, and glibc's allocator kept what a burst of

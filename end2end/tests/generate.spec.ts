@@ -35,12 +35,14 @@ async function expectLoadedImage(page: Page, prompt: string) {
   const image = result(page).getByRole("img", { name: prompt });
   await expect(image).toBeVisible();
   // The WebP variants, sized for the screen; never the PNG original.
-  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-display\.webp$/);
-  await expect(image).toHaveAttribute("srcset", /-thumb\.webp 320w, .*-display\.webp \d+w$/);
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-medium\.webp$/);
+  // 512 px pictures: the thumbnail and the medium variant (the display one
+  // would be the same width, so it is not offered).
+  await expect(image).toHaveAttribute("srcset", /^\S+-thumb\.webp 320w, \S+-medium\.webp 512w$/);
   await expect
     .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth))
     .toBeGreaterThan(0);
-  expect(await image.evaluate((img: HTMLImageElement) => img.currentSrc)).toMatch(/-(display|thumb)\.webp$/);
+  expect(await image.evaluate((img: HTMLImageElement) => img.currentSrc)).toMatch(/-(medium|thumb)\.webp$/);
   // Its size is reserved before it loads: nothing below it jumps.
   expect(Number(await image.getAttribute("width"))).toBeGreaterThan(0);
   expect(Number(await image.getAttribute("height"))).toBeGreaterThan(0);

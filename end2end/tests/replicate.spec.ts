@@ -61,12 +61,12 @@ test("an image from the model is shown from the app's own URL", async ({ browser
   await page.getByRole("button", { name: "Submit" }).click();
   await expect(page.locator(".generating")).toBeVisible();
   const image = page.locator("figure.result").getByRole("img", { name: prompt });
-  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-display\.webp$/);
-  // The display variant of the model's 512 px picture (the page lays it out wider).
+  await expect(image).toHaveAttribute("src", /^\/images\/[0-9a-f]{32}-medium\.webp$/);
+  // The medium variant of the model's 512 px picture (the page lays it out wider).
   await expect(image).toHaveAttribute("width", "512");
   await expect
     .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.currentSrc))
-    .toMatch(/-display\.webp$/);
+    .toMatch(/-medium\.webp$/);
 
   const sent = (await predictions()).find((p) => p.prompt === `In the style of HISGH. ${prompt}`);
   expect(sent, "the stand-in received the prefixed prompt").toBeTruthy();

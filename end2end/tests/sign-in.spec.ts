@@ -96,7 +96,7 @@ test("signing in from an image's page returns there", async ({ browser }) => {
   await generate(page, `lanterns over a canal ${run}`);
   const imagePath = await page.evaluate(() => {
     const figure = document.querySelector("figure.result img") as HTMLImageElement;
-    return figure.src.match(/([0-9a-f]{32})-display/)?.[1];
+    return figure.src.match(/([0-9a-f]{32})-medium/)?.[1];
   });
   expect(imagePath).toBeTruthy();
   await page.getByRole("button", { name: "Sign out" }).click();

@@ -3,7 +3,7 @@
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
 use super::words::again_url;
-use crate::wire::{ShownImage, Variant};
+use crate::wire::{srcset_variants, ShownImage, Variant};
 use leptos::prelude::*;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
@@ -19,6 +19,7 @@ pub fn ResultFigure<C: IntoView + 'static>(
 ) -> impl IntoView {
     let ShownImage {
         url,
+        medium_url,
         display_url,
         thumb_url,
         prompt,
@@ -27,19 +28,29 @@ pub fn ResultFigure<C: IntoView + 'static>(
         download_name,
         ..
     } = image;
-    let (display_width, display_height) = Variant::Display.size_of(width, height);
-    let srcset = format!(
-        "{thumb_url} {}w, {display_url} {display_width}w",
-        Variant::Thumb.size_of(width, height).0,
-    );
+    // The medium variant is the page's own (1x); the others only where they
+    // differ in width.
+    let (shown_width, shown_height) = Variant::Medium.size_of(width, height);
+    let srcset = srcset_variants(width, height)
+        .into_iter()
+        .map(|(variant, width)| {
+            let url = match variant {
+                Variant::Thumb => &thumb_url,
+                Variant::Display => &display_url,
+                _ => &medium_url,
+            };
+            format!("{url} {width}w")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     view! {
         <figure class="result" tabindex="-1" node_ref=node_ref>
             <img
-                src=display_url
+                src=medium_url
                 srcset=srcset
                 sizes=RESULT_SIZES
-                width=display_width
-                height=display_height
+                width=shown_width
+                height=shown_height
                 alt=prompt.clone()
             />
             <figcaption>{prompt.clone()}</figcaption>

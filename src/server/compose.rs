@@ -176,7 +176,10 @@ pub async fn image_store(settings: &Settings) -> Result<ObjectImageStore, Compos
         StorageUrl::Memory => ObjectImageStore::in_memory(),
         StorageUrl::S3 { bucket, prefix } => ObjectImageStore::s3(&bucket, prefix.as_deref())?,
     }
-    .with_timeout(Duration::from_secs(settings.storage.timeout_secs));
+    .with_timeout(Duration::from_secs(settings.storage.timeout_secs))
+    // Served from another address, a missing variant cannot be made on its
+    // first request: every variant is made before the answer.
+    .with_all_variants_first(settings.storage.public_base().is_some());
     store
         .check_writable(STORAGE_CHECK)
         .await

@@ -81,6 +81,16 @@ fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownIm
     ShownImage {
         id: key.id().to_string(),
         download_name: download_name(&record.prompt, &url),
+        // Images served from elsewhere have only the variants made when they
+        // were stored: one stored before medium variants existed shows its
+        // display variant.
+        medium_url: state.image_url(&key.variant(
+            if record.medium || state.images_base.is_none() {
+                Variant::Medium
+            } else {
+                Variant::Display
+            },
+        )),
         display_url: state.image_url(&key.variant(Variant::Display)),
         thumb_url: state.image_url(&key.variant(Variant::Thumb)),
         url,

@@ -197,7 +197,7 @@ async fn a_form_post_without_javascript_lands_on_the_images_own_page() {
 
     let page = body_text(app.get(&location).await).await;
     assert!(
-        page.contains(&format!(r#"src="/images/{id}-display.webp""#)),
+        page.contains(&format!(r#"src="/images/{id}-medium.webp""#)),
         "{page}"
     );
     assert!(

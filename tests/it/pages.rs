@@ -196,12 +196,15 @@ async fn with_a_public_base_url_pages_and_the_json_api_point_at_it() {
     let page = body_text(response).await;
     assert!(
         page.contains(&format!(
-            r#"src="https://images.example/lofi/{id}-display.webp""#
+            r#"src="https://images.example/lofi/{id}-medium.webp""#
         )),
         "{page}"
     );
+    // A 32 px picture: one size, once (no thumbnail stretched to the column).
     assert!(
-        page.contains(&format!("https://images.example/lofi/{id}-thumb.webp 32w")),
+        page.contains(&format!(
+            r#"srcset="https://images.example/lofi/{id}-medium.webp 32w""#
+        )),
         "{page}"
     );
     assert_eq!(

@@ -44,16 +44,25 @@ pub use visitor::{tag, Visitor, WhoPays};
 // Ports a composer plugs in, and their adapters.
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Block, ControlStore};
+pub use generator::render_offline;
 pub use generator::{
     GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ProgressReporter,
     ReplicateGenerator, ReplicateSettings,
 };
+pub use lofianime_wire::Variant;
 pub use ratelimit::{
     parse_window, Algorithm, LimiterStore, RateLimiter, WindowError, DEFAULT_PREFIX,
 };
 pub use storage::{ObjectImageStore, StorageError};
 pub use store::{MemoryStore, RedisStore, Reply, StoreError, UpstashRestStore, UpstashSettings};
-pub use variants::make_variants;
+
+/// The image work behind the variants, for measurements (`benches/images.rs`).
+pub mod image_work {
+    pub use crate::variants::{
+        decode, encode, encode_with, encoding, first_variants, make, resize, shrink, Encoding,
+        FirstVariants,
+    };
+}
 
 /// How many recent images each visitor keeps unless the settings say otherwise.
 pub use gallery::DEFAULT_KEEP as DEFAULT_RECENT_KEEP;

@@ -52,11 +52,16 @@ impl std::fmt::Display for ImageId {
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
 
 /// The sizes an image is served in: the original as the model made it (Download,
-/// link previews), a lossy WebP to show on a page, and a small WebP for lists.
+/// link previews), lossy WebPs to show on a page at 1x and 2x density, and a
+/// small WebP for lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     Original,
-    /// At most 1024 px wide: the result on a page, sharp on 2x screens.
+    /// At most 768 px wide: the result in the page's 704 px column at 1x
+    /// density (made with the image).
+    Medium,
+    /// At most 1024 px wide: the result on a page, sharp on 2x screens (made
+    /// when first asked for).
     Display,
     /// 320 px wide: a 160 px tile on a 2x screen.
     Thumb,
@@ -67,6 +72,7 @@ impl Variant {
     pub const fn max_width(self) -> Option<u32> {
         match self {
             Self::Original => None,
+            Self::Medium => Some(768),
             Self::Display => Some(1024),
             Self::Thumb => Some(320),
         }
@@ -76,6 +82,7 @@ impl Variant {
     const fn suffix(self) -> &'static str {
         match self {
             Self::Original => "",
+            Self::Medium => "-medium.webp",
             Self::Display => "-display.webp",
             Self::Thumb => "-thumb.webp",
         }
@@ -96,11 +103,12 @@ impl Variant {
 
 /// Splits an image file name into its id, variant and extension, if it has a
 /// shape the server gives images: `{32 hex}.{png|jpg|webp}` (an original),
-/// `{32 hex}-display.webp` or `{32 hex}-thumb.webp`.
+/// `{32 hex}-medium.webp`, `{32 hex}-display.webp` or `{32 hex}-thumb.webp`.
 pub fn split_image_name(file_name: &str) -> Option<(&str, Variant, &str)> {
     let (stem, extension) = file_name.split_once('.')?;
     let (id, variant) = match stem.split_once('-') {
         None if IMAGE_EXTENSIONS.contains(&extension) => (stem, Variant::Original),
+        Some((id, "medium")) if extension == "webp" => (id, Variant::Medium),
         Some((id, "display")) if extension == "webp" => (id, Variant::Display),
         Some((id, "thumb")) if extension == "webp" => (id, Variant::Thumb),
         _ => return None,
@@ -108,7 +116,27 @@ pub fn split_image_name(file_name: &str) -> Option<(&str, Variant, &str)> {
     is_hex_id(id).then_some((id, variant, extension))
 }
 
-/// The app's URL for the display or thumbnail variant of image `id`.
+/// The variants a page offers for an original of `width` x `height`, as
+/// `srcset` candidates (variant, width), narrowest first: the medium one
+/// always (the page's `src`); the thumbnail only when it is narrower, the
+/// display one only when it is wider. None is offered twice at one width,
+/// so a browser never picks a thumbnail stretched to the column.
+pub fn srcset_variants(width: u32, height: u32) -> Vec<(Variant, u32)> {
+    let medium = Variant::Medium.size_of(width, height).0;
+    let mut offered = Vec::with_capacity(3);
+    let thumb = Variant::Thumb.size_of(width, height).0;
+    if thumb < medium {
+        offered.push((Variant::Thumb, thumb));
+    }
+    offered.push((Variant::Medium, medium));
+    let display = Variant::Display.size_of(width, height).0;
+    if display > medium {
+        offered.push((Variant::Display, display));
+    }
+    offered
+}
+
+/// The app's URL for a variant of image `id`.
 pub fn variant_url(id: &str, variant: Variant) -> String {
     format!("{IMAGES_PATH}{id}{}", variant.suffix())
 }
@@ -126,8 +154,9 @@ pub struct ShownImage {
     pub id: String,
     /// The original's URL (`/images/{id}.png`, or under `storage.public_base_url`).
     pub url: String,
-    /// The display and thumbnail variants' URLs (the server builds every image
-    /// URL, so the page follows wherever the images are served from).
+    /// The variants' URLs (the server builds every image URL, so the page
+    /// follows wherever the images are served from).
+    pub medium_url: String,
     pub display_url: String,
     pub thumb_url: String,
     pub prompt: String,
@@ -254,7 +283,7 @@ mod tests {
             split_image_name(&format!("{id}.png")),
             Some((id, Variant::Original, "png"))
         );
-        for variant in [Variant::Display, Variant::Thumb] {
+        for variant in [Variant::Medium, Variant::Display, Variant::Thumb] {
             let url = variant_url(id, variant);
             let name = url.strip_prefix(IMAGES_PATH).unwrap();
             assert_eq!(split_image_name(name), Some((id, variant, "webp")));
@@ -294,5 +323,35 @@ mod tests {
         assert_eq!(Variant::Thumb.size_of(1024, 576), (320, 180));
         assert_eq!(Variant::Original.size_of(4000, 3000), (4000, 3000));
         assert_eq!(Variant::Thumb.size_of(100_000, 1), (320, 1), "never zero");
+        assert_eq!(Variant::Medium.size_of(1024, 1024), (768, 768));
+        assert_eq!(Variant::Medium.size_of(1152, 896), (768, 597));
+    }
+
+    #[test]
+    fn a_page_offers_each_width_once_and_never_a_stretched_thumbnail() {
+        let widths = |w, h| -> Vec<(Variant, u32)> { srcset_variants(w, h) };
+        assert_eq!(
+            widths(1024, 1024),
+            [
+                (Variant::Thumb, 320),
+                (Variant::Medium, 768),
+                (Variant::Display, 1024)
+            ]
+        );
+        assert_eq!(
+            widths(768, 768),
+            [(Variant::Thumb, 320), (Variant::Medium, 768)]
+        );
+        // A source of 320 px or less: its one size, at the medium quality.
+        assert_eq!(widths(256, 256), [(Variant::Medium, 256)]);
+        assert_eq!(widths(320, 200), [(Variant::Medium, 320)]);
+        assert_eq!(
+            widths(2048, 1024),
+            [
+                (Variant::Thumb, 320),
+                (Variant::Medium, 768),
+                (Variant::Display, 1024)
+            ]
+        );
     }
 }

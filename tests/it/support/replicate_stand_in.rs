@@ -448,7 +448,9 @@ async fn list(
     Json(json!({ "results": page, "next": next, "previous": null }))
 }
 
-async fn output_file(State(stand_in): State<ReplicateStandIn>) -> impl axum::response::IntoResponse {
+async fn output_file(
+    State(stand_in): State<ReplicateStandIn>,
+) -> impl axum::response::IntoResponse {
     let bytes = stand_in.file.lock().unwrap().clone();
     ([(axum::http::header::CONTENT_TYPE, "image/png")], bytes)
 }

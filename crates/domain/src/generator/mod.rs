@@ -6,7 +6,7 @@ pub mod fake;
 mod offline;
 mod replicate;
 
-pub use offline::OfflineGenerator;
+pub use offline::{render as render_offline, OfflineGenerator};
 pub use replicate::{ReplicateGenerator, ReplicateSettings};
 
 use async_trait::async_trait;
@@ -52,11 +52,24 @@ impl ImageFormat {
     }
 }
 
-/// Encoded image bytes and their format.
+/// Encoded image bytes and their format; and the pixels, when the generator
+/// has them (the offline painter), so they are not decoded again.
 #[derive(Debug, Clone)]
 pub struct GeneratedImage {
     pub bytes: Bytes,
     pub format: ImageFormat,
+    pub pixels: Option<std::sync::Arc<image::RgbImage>>,
+}
+
+impl GeneratedImage {
+    /// Bytes from elsewhere (a model's output), to be decoded when needed.
+    pub fn encoded(bytes: Bytes, format: ImageFormat) -> Self {
+        Self {
+            bytes,
+            format,
+            pixels: None,
+        }
+    }
 }
 
 /// Why the model (or the offline painter) could not make the image. Details are

@@ -7,7 +7,7 @@ use crate::cpu;
 use async_trait::async_trait;
 use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
+use image::{ExtendedColorType, ImageEncoder, RgbImage};
 use lofianime_wire::progress::Phase;
 use lofianime_wire::prompt::Prompt;
 use std::time::Duration;
@@ -73,24 +73,35 @@ impl ImageGenerator for OfflineGenerator {
         }
         let (width, height) = (self.width, self.height);
         let text = prompt.as_str().to_owned();
-        let bytes = cpu::run_with(worker, move || render_png(&text, width, height))
+        let (png, pixels) = cpu::run_with(worker, move || render(&text, width, height))
             .await
             .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
+        // The pixels go along: the image's variants are made without
+        // decoding the PNG again.
         Ok(GeneratedImage {
-            bytes: Bytes::from(bytes),
+            bytes: Bytes::from(png),
             format: ImageFormat::Png,
+            pixels: Some(std::sync::Arc::new(pixels)),
         })
     }
 }
 
 /// Paints the scene for `prompt` and encodes it as PNG.
+#[cfg(test)]
 pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, ModelError> {
+    render(prompt, width, height).map(|(png, _)| png)
+}
+
+/// Paints the scene for `prompt`: the PNG, and its pixels.
+pub fn render(prompt: &str, width: u32, height: u32) -> Result<(Vec<u8>, RgbImage), ModelError> {
     let pixels = Scene::from_prompt(prompt).paint(width, height);
     let mut png = Vec::new();
     PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
         .write_image(&pixels, width, height, ExtendedColorType::Rgb8)
         .map_err(|e| ModelError::Render(format!("PNG encoding failed: {e}")))?;
-    Ok(png)
+    let pixels = RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| ModelError::Render("the painting has the wrong size".into()))?;
+    Ok((png, pixels))
 }
 
 #[cfg(test)]

@@ -355,7 +355,7 @@ impl Api {
         let format = sniff(&bytes).ok_or_else(|| {
             ModelError::BadOutput("output is not a PNG, JPEG or WebP image".into())
         })?;
-        Ok(GeneratedImage { bytes, format })
+        Ok(GeneratedImage::encoded(bytes, format))
     }
 
     /// The output file at `output` (an http(s) URL), never more than
