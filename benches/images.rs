@@ -109,8 +109,13 @@ fn study(name: &str, png: &[u8]) {
         println!("resize to {w} px: image Triangle {before:.2} ms, fast_image_resize Catmull-Rom {now:.2} ms");
     }
     println!("WebP by quality and method (PSNR against the source at that size):");
+    let mut sizes_done = Vec::new();
     for variant in [Variant::Display, Variant::Medium, Variant::Thumb] {
         let (w, h) = variant.size_of(width, height);
+        if sizes_done.contains(&w) {
+            continue;
+        }
+        sizes_done.push(w);
         let target = image_work::resize(&source, w, h);
         for quality in [72.0, 82.0] {
             let mut line = format!("  {w:>4} px q{quality:<3}");
@@ -131,6 +136,26 @@ fn study(name: &str, png: &[u8]) {
             println!("{line}");
         }
     }
+    // The medium variant by quality, as a 1x visitor sees it (the column's
+    // width), against the display variant as it was made before.
+    let column = 704.min(width);
+    let reference = seen_at(&source, column);
+    let medium = image_work::shrink(&source, Variant::Medium)
+        .unwrap()
+        .into_owned();
+    println!("medium variant seen at {column} px, by quality and method:");
+    for quality in [82.0, 86.0, 90.0, 93.0] {
+        let mut line = format!("  q{quality:<3}");
+        for method in [0, 1, 4] {
+            let bytes = image_work::encode_with(&medium, Encoding { quality, method }).unwrap();
+            line.push_str(&format!(
+                " | m{method} {:>7} B {:>5.2} dB",
+                bytes.len(),
+                psnr(&reference, &seen_at(&webp_pixels(&bytes), column))
+            ));
+        }
+        println!("{line}");
+    }
     // What a visitor downloads, and how it looks at the column's width.
     let before_display = image_work::encode_with(
         &image_work::resize(
@@ -146,8 +171,6 @@ fn study(name: &str, png: &[u8]) {
     .unwrap();
     let now_medium = image_work::make(&source, Variant::Medium).unwrap();
     let now_display = image_work::make(&source, Variant::Display).unwrap();
-    let column = 704.min(width);
-    let reference = seen_at(&source, column);
     let seen = |bytes: &[u8]| psnr(&reference, &seen_at(&webp_pixels(bytes), column));
     println!(
         "1x visitor (seen at {column} px): before {} B ({:.2} dB), now {} B ({:.2} dB)",

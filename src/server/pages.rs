@@ -4,7 +4,9 @@
 use crate::api::Backend;
 use crate::app::{shell, App, ImagesOrigin, InlineCss};
 use crate::server::state::AppState;
+use axum::response::IntoResponse;
 use axum::Router;
+use http_body_util::BodyExt;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use std::sync::{Arc, OnceLock};
@@ -76,6 +78,48 @@ pub fn routes(state: &AppState) -> Router<AppState> {
             move || shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::map_response(without_nonce_in_crossorigin))
+}
+
+/// The largest page the crossorigin fix reads whole (pages are ~10 KB).
+const MAX_PAGE: usize = 1024 * 1024;
+
+/// Leptos 0.8's `HydrationScripts` writes the response's CSP nonce as the
+/// value of its preload links' `crossorigin` attribute (leptos-rs/leptos#4843;
+/// fixed upstream after 0.8.23): not a CORS setting, and a secret meant only
+/// for `nonce` attributes. The links name this site's own files, so each
+/// becomes a bare `crossorigin` (anonymous: the credentials mode the loader's
+/// own requests use). Only pages carrying a nonce are read.
+async fn without_nonce_in_crossorigin(
+    response: axum::response::Response,
+) -> axum::response::Response {
+    let nonce = response
+        .headers()
+        .get(axum::http::header::CONTENT_SECURITY_POLICY)
+        .and_then(|policy| policy.to_str().ok())
+        .and_then(|policy| policy.split("'nonce-").nth(1))
+        .and_then(|rest| rest.split('\'').next())
+        .map(str::to_owned);
+    let Some(nonce) = nonce else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let page = match http_body_util::Limited::new(body, MAX_PAGE).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "The page could not be made.",
+            )
+                .into_response()
+        }
+    };
+    let fixed = match std::str::from_utf8(&page) {
+        Ok(text) => text.replace(&format!(" crossorigin=\"{nonce}\""), " crossorigin"),
+        Err(_) => return axum::response::Response::from_parts(parts, axum::body::Body::from(page)),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(fixed))
 }
 
 /// The site's JS, WASM and CSS: the brotli file written at build time (quality

@@ -333,6 +333,19 @@ async fn pages_carry_a_content_security_policy_with_this_responses_nonce() {
         html.contains(&format!(r#"nonce="{nonce}""#)),
         "the bootstrap script carries the nonce"
     );
+    // Only in `nonce` attributes: never as the preload links' `crossorigin`
+    // (which Leptos 0.8 writes), a bare `crossorigin` instead.
+    assert_eq!(
+        html.matches(nonce.as_str()).count(),
+        html.matches(&format!(r#"nonce="{nonce}""#)).count(),
+        "{html}"
+    );
+    assert!(html.contains(r#"rel="modulepreload""#), "{html}");
+    assert_eq!(
+        html.matches(" crossorigin>").count() + html.matches(" crossorigin ").count(),
+        2,
+        "{html}"
+    );
     let second = app.get("/").await;
     assert!(
         !header_str(&second, "content-security-policy").contains(&nonce),
