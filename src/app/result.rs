@@ -3,7 +3,7 @@
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
 use super::words::again_url;
-use crate::wire::{srcset_variants, ShownImage, Variant};
+use crate::wire::{ShownImage, Variant};
 use leptos::prelude::*;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
@@ -19,34 +19,20 @@ pub fn ResultFigure<C: IntoView + 'static>(
 ) -> impl IntoView {
     let ShownImage {
         url,
-        medium_url,
-        display_url,
-        thumb_url,
+        shown_url,
+        srcset,
         prompt,
         width,
         height,
         download_name,
         ..
     } = image;
-    // The medium variant is the page's own (1x); the others only where they
-    // differ in width.
+    // The server chose the variants (`srcset`); the size reserves the shape.
     let (shown_width, shown_height) = Variant::Medium.size_of(width, height);
-    let srcset = srcset_variants(width, height)
-        .into_iter()
-        .map(|(variant, width)| {
-            let url = match variant {
-                Variant::Thumb => &thumb_url,
-                Variant::Display => &display_url,
-                _ => &medium_url,
-            };
-            format!("{url} {width}w")
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
     view! {
         <figure class="result" tabindex="-1" node_ref=node_ref>
             <img
-                src=medium_url
+                src=shown_url
                 srcset=srcset
                 sizes=RESULT_SIZES
                 width=shown_width

@@ -10,8 +10,8 @@ use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
 use crate::server::state::AppState;
 use crate::wire::{
-    image_page_path, ApiError, AppInfo, CreatedImage, ImageId, ImagePage, QuotaReading,
-    RecentImage, ShownImage, SignedInAs, Variant, Viewer,
+    image_page_path, srcset_variants, ApiError, AppInfo, CreatedImage, ImageId, ImagePage,
+    QuotaReading, RecentImage, ShownImage, SignedInAs, Variant, Viewer,
 };
 use axum::http::{header, HeaderName, HeaderValue};
 use leptos::prelude::*;
@@ -75,23 +75,42 @@ fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
     }
 }
 
+/// The variant a page shows and the `srcset` candidates it offers. Images
+/// served from elsewhere have only the variants made when they were stored:
+/// one stored before medium variants existed offers its thumbnail and display
+/// variants, as it did.
+fn variants_offered(
+    record: &ImageRecord,
+    served_elsewhere: bool,
+) -> (Variant, Vec<(Variant, u32)>) {
+    if record.medium || !served_elsewhere {
+        return (
+            Variant::Medium,
+            srcset_variants(record.width, record.height),
+        );
+    }
+    let thumb = Variant::Thumb.size_of(record.width, record.height).0;
+    let display = Variant::Display.size_of(record.width, record.height).0;
+    let mut offered = vec![(Variant::Display, display)];
+    if thumb < display {
+        offered.insert(0, (Variant::Thumb, thumb));
+    }
+    (Variant::Display, offered)
+}
+
 /// A stored image as pages show it.
 fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
     let url = state.image_url(key);
+    let (shown, offered) = variants_offered(&record, state.images_base.is_some());
     ShownImage {
         id: key.id().to_string(),
         download_name: download_name(&record.prompt, &url),
-        // Images served from elsewhere have only the variants made when they
-        // were stored: one stored before medium variants existed shows its
-        // display variant.
-        medium_url: state.image_url(&key.variant(
-            if record.medium || state.images_base.is_none() {
-                Variant::Medium
-            } else {
-                Variant::Display
-            },
-        )),
-        display_url: state.image_url(&key.variant(Variant::Display)),
+        shown_url: state.image_url(&key.variant(shown)),
+        srcset: offered
+            .iter()
+            .map(|(variant, width)| format!("{} {width}w", state.image_url(&key.variant(*variant))))
+            .collect::<Vec<_>>()
+            .join(", "),
         thumb_url: state.image_url(&key.variant(Variant::Thumb)),
         url,
         prompt: record.prompt,
@@ -345,4 +364,45 @@ fn no_script_location(outcome: &Result<CreatedImage, ApiError>, raw_prompt: &str
         None => url.path().to_owned(),
     };
     HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
+}
+
+#[cfg(test)]
+mod offered_tests {
+    use super::*;
+
+    fn record(width: u32, medium: bool) -> ImageRecord {
+        ImageRecord {
+            original: "0123456789abcdef0123456789abcdef.png".into(),
+            prompt: String::new(),
+            width,
+            height: width,
+            created_ms: 0,
+            bytes: 0,
+            medium,
+        }
+    }
+
+    #[test]
+    fn an_older_image_served_from_elsewhere_offers_the_variants_it_has() {
+        assert_eq!(
+            variants_offered(&record(1024, false), true),
+            (
+                Variant::Display,
+                vec![(Variant::Thumb, 320), (Variant::Display, 1024)]
+            )
+        );
+        assert_eq!(
+            variants_offered(&record(256, false), true),
+            (Variant::Display, vec![(Variant::Display, 256)])
+        );
+        // Served by the app, a missing variant is made: the medium one shows.
+        assert_eq!(
+            variants_offered(&record(1024, false), false).0,
+            Variant::Medium
+        );
+        assert_eq!(
+            variants_offered(&record(1024, true), true),
+            (Variant::Medium, srcset_variants(1024, 1024))
+        );
+    }
 }

@@ -154,10 +154,12 @@ pub struct ShownImage {
     pub id: String,
     /// The original's URL (`/images/{id}.png`, or under `storage.public_base_url`).
     pub url: String,
-    /// The variants' URLs (the server builds every image URL, so the page
-    /// follows wherever the images are served from).
-    pub medium_url: String,
-    pub display_url: String,
+    /// The variant the page shows (`src`), the `srcset` it offers, and the
+    /// thumbnail's URL (the server builds every image URL, so the page follows
+    /// wherever the images are served from, and the bundle carries no
+    /// srcset logic).
+    pub shown_url: String,
+    pub srcset: String,
     pub thumb_url: String,
     pub prompt: String,
     pub width: u32,
