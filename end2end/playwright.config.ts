@@ -114,7 +114,14 @@ export default defineConfig({
       url: `http://127.0.0.1:${standInPort}/__predictions`,
       reuseExistingServer: false,
       timeout: 30_000,
-      env: { PORT: String(standInPort), MODEL_DELAY_MS: "800", TOKEN: standInToken },
+      env: {
+        PORT: String(standInPort),
+        MODEL_DELAY_MS: "800",
+        TOKEN: standInToken,
+        // scripts/bench-latency: 1024 px outputs with film grain.
+        PICTURE_SIZE: process.env.STAND_IN_PICTURE_SIZE ?? "512",
+        GRAIN: process.env.STAND_IN_GRAIN ?? "0",
+      },
     },
     {
       command: `node ../tests/oidc/provider.mjs ${providerPort}`,

@@ -9,6 +9,10 @@
 // `processing` for 8 s with a progress bar in its logs (as diffusers print it);
 // "[cold]" boots for 6 s before that (time to cancel before any billed work).
 //
+// PICTURE_SIZE (512) sets the output's size; GRAIN (0) adds film grain of
+// that amplitude, as a model's pictures carry (a 1024 px picture with grain
+// 13 is a ~2.4 MB PNG), for scripts/bench-latency.
+//
 //   PORT=3302 MODEL_DELAY_MS=800 TOKEN=... node replicate-stand-in.mjs
 import http from "node:http";
 import zlib from "node:zlib";
@@ -34,7 +38,17 @@ function chunk(type, data) {
   crc.writeUInt32BE(crc32(body));
   return Buffer.concat([length, body, crc]);
 }
-function picture(size) {
+function picture(size, grain) {
+  let state = 0x9e3779b9;
+  const noise = () => {
+    // xorshift32: the same grain on every start.
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return grain ? (state % (2 * grain + 1)) - grain : 0;
+  };
+  const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
   const rows = [];
   for (let y = 0; y < size; y++) {
     const row = Buffer.alloc(1 + size * 3);
@@ -44,7 +58,7 @@ function picture(size) {
       const sun = dx * dx + dy * dy < (size * 0.12) ** 2;
       const hill = y > size * 0.7 + Math.sin(x / 23) * 12;
       const [r, g, b] = hill ? [42, 26, 58] : sun ? [255, 226, 168] : [43 + 200 * t, 30 + 120 * t, 74 + 40 * t];
-      row.set([r, g, b], 1 + x * 3);
+      row.set([clamp(r + noise()), clamp(g + noise()), clamp(b + noise())], 1 + x * 3);
     }
     rows.push(row);
   }
@@ -59,7 +73,7 @@ function picture(size) {
     chunk("IEND", Buffer.alloc(0)),
   ]);
 }
-const png = picture(512);
+const png = picture(Number(process.env.PICTURE_SIZE ?? 512), Number(process.env.GRAIN ?? 0));
 
 const predictions = new Map();
 let counter = 0;
