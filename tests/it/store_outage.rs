@@ -214,6 +214,17 @@ async fn an_image_store_that_cannot_be_written_stops_the_spending() {
     let app = spawn_app_on(Settings::default(), components);
     assert_eq!(app.generate("a harbour").await.status(), StatusCode::OK);
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+    // Its thumbnail is written right after the answer: once it is there,
+    // nothing writes to the directory.
+    let started = Instant::now();
+    while !std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .any(|file| file.file_name().to_string_lossy().ends_with("-thumb.webp"))
+        && started.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The disk goes away under the app: where the directory was, a file.
     std::fs::remove_dir_all(&images).unwrap();
     std::fs::write(&images, b"not a directory").unwrap();
