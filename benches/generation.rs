@@ -19,10 +19,11 @@
 //!
 //!     cargo bench --features ssr --bench generation
 
+#[path = "support/grain.rs"]
+mod grain;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use image::ImageEncoder;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,27 +36,9 @@ const TICKS_PER_SEC: f64 = 100.0;
 /// The page's result column, in CSS pixels (44rem).
 const COLUMN_PX: u32 = 704;
 
-/// A `size` px PNG of soft gradients under film grain (deterministic).
+/// A `size` px PNG of soft gradients under film grain.
 fn grainy_png(size: u32, grain: i32) -> Vec<u8> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    let pixels = image::RgbImage::from_fn(size, size, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state % (2 * grain as u64 + 1)) as i32 - grain;
-        let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
-        let base = [
-            60.0 + 150.0 * fy + 30.0 * (fx * 12.0).sin(),
-            80.0 + 100.0 * fx + 25.0 * (fy * 9.0).cos(),
-            140.0 + 80.0 * (1.0 - fy) + 20.0 * ((fx + fy) * 20.0).sin(),
-        ];
-        image::Rgb(base.map(|c| (c as i32 + noise).clamp(0, 255) as u8))
-    });
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(pixels.as_raw(), size, size, image::ExtendedColorType::Rgb8)
-        .unwrap();
-    png
+    grain::png_of(&grain::grainy(size, grain))
 }
 
 /// utime + stime of a /proc `stat` line, in seconds.

@@ -18,7 +18,10 @@
 //!
 //!     cargo bench --features ssr --bench images
 
-use image::{ImageEncoder, RgbImage};
+#[path = "support/grain.rs"]
+mod grain;
+
+use image::RgbImage;
 use lofianime_domain::image_work::{self, Encoding};
 use lofianime_domain::Variant;
 use std::time::Instant;
@@ -54,37 +57,6 @@ fn seen_at(image: &RgbImage, width: u32) -> RgbImage {
 
 fn webp_pixels(bytes: &[u8]) -> RgbImage {
     image::load_from_memory(bytes).unwrap().into_rgb8()
-}
-
-/// A `size` px picture of soft gradients under film grain (deterministic).
-fn grainy(size: u32) -> RgbImage {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    RgbImage::from_fn(size, size, |x, y| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let noise = (state % 27) as i32 - 13;
-        let (fx, fy) = (x as f32 / size as f32, y as f32 / size as f32);
-        let base = [
-            60.0 + 150.0 * fy + 30.0 * (fx * 12.0).sin(),
-            80.0 + 100.0 * fx + 25.0 * (fy * 9.0).cos(),
-            140.0 + 80.0 * (1.0 - fy) + 20.0 * ((fx + fy) * 20.0).sin(),
-        ];
-        image::Rgb(base.map(|c| (c as i32 + noise).clamp(0, 255) as u8))
-    })
-}
-
-fn png_of(image: &RgbImage) -> Vec<u8> {
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(
-            image.as_raw(),
-            image.width(),
-            image.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .unwrap();
-    png
 }
 
 fn study(name: &str, png: &[u8]) {
@@ -236,5 +208,8 @@ fn main() {
         painted.0.len()
     );
     study("the offline painter's picture", &painted.0);
-    study("a grainy 1024 px picture", &png_of(&grainy(1024)));
+    study(
+        "a grainy 1024 px picture",
+        &grain::png_of(&grain::grainy(1024, 13)),
+    );
 }
