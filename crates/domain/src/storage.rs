@@ -1196,7 +1196,7 @@ mod tests {
     }
 
     fn generated() -> GeneratedImage {
-        GeneratedImage::encoded(png(120, 80), ImageFormat::Png)
+        GeneratedImage::encoded(png(400, 300), ImageFormat::Png)
     }
 
     #[tokio::test]

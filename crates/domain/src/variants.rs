@@ -158,22 +158,32 @@ pub fn first_variants(
     };
     let (width, height) = image.dimensions();
     let medium = shrink(image, Variant::Medium)?;
-    let thumb = resize_to(&medium, Variant::Thumb.size_of(width, height))?.into_owned();
     let downscaled = medium.width() < width;
-    let mut ready = vec![(
-        Variant::Medium,
-        encode_with(&medium, encoding(Variant::Medium, downscaled))?,
-    )];
+    let medium_bytes = encode_with(&medium, encoding(Variant::Medium, downscaled))?;
+    let mut ready = vec![(Variant::Medium, medium_bytes.clone())];
+    let thumb = match resize_to(&medium, Variant::Thumb.size_of(width, height))? {
+        // A picture of 320 px or less: its thumbnail is the medium variant's
+        // file, not a second encode of the same pixels.
+        Cow::Borrowed(_) => {
+            ready.push((Variant::Thumb, medium_bytes));
+            None
+        }
+        Cow::Owned(thumb) => Some(thumb),
+    };
     if !all {
         return Ok(FirstVariants {
             width,
             height,
             ready,
-            thumb_pixels: Some(thumb),
+            thumb_pixels: thumb,
         });
     }
-    ready.push((Variant::Thumb, encode(&thumb, Variant::Thumb)?));
-    ready.push((Variant::Display, make(image, Variant::Display)?));
+    if let Some(thumb) = thumb {
+        ready.push((Variant::Thumb, encode(&thumb, Variant::Thumb)?));
+    }
+    if Variant::Display.size_of(width, height).0 > medium.width() {
+        ready.push((Variant::Display, make(image, Variant::Display)?));
+    }
     Ok(FirstVariants {
         width,
         height,
@@ -249,6 +259,17 @@ mod tests {
             ]
         );
         assert!(first.thumb_pixels.is_none());
+    }
+
+    #[test]
+    fn a_small_picture_is_encoded_once_for_both_its_medium_and_thumbnail() {
+        let png = png_of(&noisy(256, 200));
+        let first = first_variants(&png, None, false).unwrap();
+        assert!(first.thumb_pixels.is_none(), "nothing left to encode after");
+        assert_eq!(first.ready.len(), 2);
+        assert_eq!(first.ready[0].0, Variant::Medium);
+        assert_eq!(first.ready[1], (Variant::Thumb, first.ready[0].1.clone()));
+        assert_eq!(size_of_webp(&first.ready[1].1), (256, 200));
     }
 
     #[test]
