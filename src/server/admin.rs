@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use lofianime_domain::{utc_day, StudioError, Visitor};
+use lofianime_domain::{StudioError, Visitor};
 use serde_json::{json, Value};
 
 /// The owner's API routes (answering 404 when admin access is off).
@@ -104,20 +104,13 @@ async fn summary(State(state): State<AppState>, headers: HeaderMap, caller: Call
         return refused.into_response();
     }
     let studio = &state.studio;
-    // This instance's refusals of the last seconds count too.
-    if let Err(failure) = studio.flush_refusals().await {
-        tracing::warn!(%failure, "could not add this instance's latest refusals");
-    }
-    let today_day = utc_day(studio.now_ms());
-    let today = match studio.spend_day(&today_day).await {
-        Ok(today) => today,
-        Err(failure) => return unavailable(&failure),
-    };
-    let month_prefix = &today_day[..8];
+    // Today first: read once, with the rest of the month.
     let days = match studio.spend_days(31).await {
         Ok(days) => days,
         Err(failure) => return unavailable(&failure),
     };
+    let today = days.first().cloned().unwrap_or_default();
+    let month_prefix = &today.day[..today.day.len().min(8)];
     let month_micros: u64 = days
         .iter()
         .filter(|day| day.day.starts_with(month_prefix))
@@ -224,9 +217,6 @@ async fn days(
         Ok(count) => count,
         Err(bad) => return bad.into_response(),
     };
-    if let Err(failure) = state.studio.flush_refusals().await {
-        tracing::warn!(%failure, "could not add this instance's latest refusals");
-    }
     match state.studio.spend_days(count).await {
         Ok(days) => answer(
             StatusCode::OK,

@@ -232,10 +232,6 @@ async fn page(
 /// The page, with a notice (`true`: done; `false`: an error) on top.
 async fn render(state: &AppState, who: &str, notice: Option<(bool, String)>) -> Response {
     let studio = &state.studio;
-    // This instance's refusals of the last seconds count too.
-    if let Err(failure) = studio.flush_refusals().await {
-        tracing::warn!(%failure, "the owner's page could not add this instance's latest refusals");
-    }
     let (days, rows) = match (studio.spend_days(30).await, studio.spend_rows(200).await) {
         (Ok(days), Ok(rows)) => (days, rows),
         (Err(failure), _) | (_, Err(failure)) => {

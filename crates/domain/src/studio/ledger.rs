@@ -8,7 +8,7 @@ use std::time::Duration;
 
 impl Studio {
     /// The totals of the UTC day `day` (`YYYY-MM-DD`), with what is reserved.
-    pub async fn spend_day(&self, day: &str) -> Result<DayTotals, StudioError> {
+    async fn spend_day(&self, day: &str) -> Result<DayTotals, StudioError> {
         let now_ms = self.now_ms();
         self.parts
             .ledger
@@ -17,8 +17,13 @@ impl Studio {
             .map_err(StudioError::Ledger)
     }
 
-    /// The totals of the last `days` UTC days, today first.
+    /// The totals of the last `days` UTC days, today first, with this
+    /// instance's refusals of the last seconds added first (a store that
+    /// cannot take them now gets them with the next flush).
     pub async fn spend_days(&self, days: u32) -> Result<Vec<DayTotals>, StudioError> {
+        if let Err(error) = self.flush_refusals().await {
+            tracing::warn!(%error, "could not add this instance's latest refusals before reading the days");
+        }
         let today = self.now_ms();
         let mut totals = Vec::new();
         for back in 0..u64::from(days) {
