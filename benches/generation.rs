@@ -20,14 +20,14 @@
 //!
 //!     cargo bench --features ssr --bench generation
 
+#[path = "support/burst.rs"]
+mod burst;
 #[path = "support/grain.rs"]
 mod grain;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::process::AppProcess;
 use support::replicate_stand_in::{Model, ReplicateStandIn};
@@ -169,14 +169,7 @@ async fn one_at_a_time() {
             .chars()
             .take(32)
             .collect();
-        let html = client
-            .get(app.url(&format!("/i/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.get_text(&format!("/i/{id}")).await;
         let candidates = srcset_of(&html);
         let (url, _) = pick(&candidates, 1).expect("a srcset on the image page");
         let first_view = client.get(app.url(url)).send().await.unwrap();
@@ -188,13 +181,7 @@ async fn one_at_a_time() {
     // The image pages alone, again (they are not image work).
     let before_pages = process_cpu(app.pid());
     for (id, _) in &ids {
-        let _ = client
-            .get(app.url(&format!("/i/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await;
+        app.get_text(&format!("/i/{id}")).await;
     }
     let pages = process_cpu(app.pid()) - before_pages;
     // A 2× visitor's view of the last one (after the measurement).
@@ -235,45 +222,15 @@ async fn under_load(grain: i32) {
     .await;
     stand_in.serve_output(grainy_png(256, grain));
     let app = AppProcess::start(&app_env(&stand_in)).await;
-    let client = reqwest::Client::new();
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let burst = Duration::from_secs(10);
+    let length = Duration::from_secs(10);
     let cpu_before = process_cpu(app.pid());
-    let until = Instant::now() + burst;
-    let mut tasks = Vec::new();
-    for n in 0..32 {
-        let (client, url, done, failed) = (
-            client.clone(),
-            app.url("/api/ai"),
-            done.clone(),
-            failed.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0;
-            while Instant::now() < until {
-                i += 1;
-                let body = serde_json::json!({ "prompt": format!("client {n} picture {i}") });
-                match client.post(&url).json(&body).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let made = burst::burst(app.url("/api/ai"), 32, length).await;
     let cpu = process_cpu(app.pid()) - cpu_before;
-    let done = done.load(Ordering::Relaxed);
+    let done = made.done;
     println!(
         "256 px (grain {grain}), 32 clients for 10 s: {:.1} generations/s ({} failed), app CPU per generation {:.2} ms",
-        done as f64 / burst.as_secs_f64(),
-        failed.load(Ordering::Relaxed),
+        done as f64 / length.as_secs_f64(),
+        made.failed,
         cpu * 1000.0 / done.max(1) as f64,
     );
     print_threads(app.pid());

@@ -12,11 +12,11 @@
 //!
 //!     cargo bench --features ssr --bench load
 
+#[path = "support/burst.rs"]
+mod burst;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::process::AppProcess;
 use support::s3_server::S3Server;
@@ -44,45 +44,15 @@ async fn run(workers: &str) {
     ])
     .await;
     let idle_kib = memory_kib(app.pid(), "VmRSS:");
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::new();
-    let until = Instant::now() + BURST;
-    let mut tasks = Vec::new();
-    for n in 0..CLIENTS {
-        let (client, url, done, failed) = (
-            client.clone(),
-            app.url("/api/ai"),
-            done.clone(),
-            failed.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0;
-            while Instant::now() < until {
-                i += 1;
-                let body = format!(r#"{{"prompt": "client {n} picture {i}"}}"#);
-                match client.post(&url).body(body).send().await {
-                    Ok(response) if response.status().is_success() => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    let made = burst::burst(app.url("/api/ai"), CLIENTS, BURST).await;
     let after_kib = memory_kib(app.pid(), "VmRSS:");
     let peak_kib = memory_kib(app.pid(), "VmHWM:");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let settled_kib = memory_kib(app.pid(), "VmRSS:");
     println!(
         "workers.cpu={workers:>3}: {:>6.1} images/s ({} failed); RSS idle {:>5.1} MiB, after the burst {:>5.1} MiB, 5 s later {:>5.1} MiB, peak {:>5.1} MiB",
-        done.load(Ordering::Relaxed) as f64 / BURST.as_secs_f64(),
-        failed.load(Ordering::Relaxed),
+        made.done as f64 / BURST.as_secs_f64(),
+        made.failed,
         idle_kib as f64 / 1024.0,
         after_kib as f64 / 1024.0,
         settled_kib as f64 / 1024.0,

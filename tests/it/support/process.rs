@@ -107,6 +107,16 @@ impl AppProcess {
             .unwrap()
     }
 
+    /// The body of the answer to `GET path`, as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(self.url(path))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The app's working directory.
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_owned()

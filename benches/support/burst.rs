@@ -1,0 +1,46 @@
+//! A burst of generations against a running app: `clients` clients post to
+//! `/api/ai` one after another until `length` has passed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a burst went: generations answered 2xx, and the rest.
+pub struct Burst {
+    pub done: u64,
+    pub failed: u64,
+}
+
+pub async fn burst(url: String, clients: usize, length: Duration) -> Burst {
+    let client = reqwest::Client::new();
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let until = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for n in 0..clients {
+        let (client, url, done, failed) =
+            (client.clone(), url.clone(), done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while Instant::now() < until {
+                i += 1;
+                let body = serde_json::json!({ "prompt": format!("client {n} picture {i}") });
+                match client.post(&url).json(&body).send().await {
+                    Ok(response) if response.status().is_success() => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    Burst {
+        done: done.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+    }
+}
