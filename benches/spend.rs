@@ -76,6 +76,8 @@ fn app(
         poll_interval: Duration::from_millis(50),
         max_image_bytes: 1_000_000,
         backoff: Duration::from_millis(20),
+        limits: lofianime_domain::CallLimits::default(),
+        webhooks: None,
     })
     .unwrap();
     let mut components = local_components(Arc::new(generator));

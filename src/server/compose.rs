@@ -1,6 +1,7 @@
 //! Composition: the settings and secrets decide which store, generator and image
 //! storage the studio runs on, and with which policy. Nothing here serves HTTP.
 
+use lofianime_domain::{CallLimits, MemoryStore, WebhookSettings};
 use lofianime_domain::{Clock, SystemClock};
 use lofianime_domain::{ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings};
 
@@ -120,8 +121,14 @@ pub struct Model {
     pub history: Option<Arc<dyn RunHistory>>,
 }
 
-/// The Replicate model when `REPLICATE_API_TOKEN` is set, the offline painter otherwise.
-pub fn model(settings: &Settings, secrets: &Secrets) -> Result<Model, ComposeError> {
+/// The Replicate model when `REPLICATE_API_TOKEN` is set, the offline painter
+/// otherwise; its call budget and webhook records in `store` (shared by the
+/// instances), or in memory.
+pub fn model(
+    settings: &Settings,
+    secrets: &Secrets,
+    store: Option<Arc<dyn RemoteStore>>,
+) -> Result<Model, ComposeError> {
     let Some(token) = &secrets.replicate_api_token else {
         return Ok(Model {
             generator: Arc::new(OfflineGenerator::new(
@@ -144,26 +151,72 @@ pub fn model(settings: &Settings, secrets: &Secrets) -> Result<Model, ComposeErr
             ComposeError::Config("REPLICATE_BASE_URL is not an http(s) URL".into())
         })?;
     let model = &settings.model;
-    let generator = ReplicateGenerator::new(ReplicateSettings {
-        base_url,
-        token: token.clone(),
-        model: model.id.clone(),
-        version: model.version.clone(),
-        prompt_prefix: model.prompt_prefix.clone(),
-        input: model.input.clone(),
-        deadline: Duration::from_secs(model.deadline_secs),
-        cancel_after: Duration::from_secs(model.cancel_after_secs()),
-        wait: Duration::from_secs(model.wait_secs),
-        poll_interval: Duration::from_millis(model.poll_interval_ms),
-        max_image_bytes: model.max_image_bytes,
-        backoff: Duration::from_millis(250),
-    })
+    let store =
+        store.unwrap_or_else(|| Arc::new(MemoryStore::new(Arc::new(SystemClock))) as Arc<_>);
+    let generator = ReplicateGenerator::on_store(
+        ReplicateSettings {
+            base_url,
+            token: token.clone(),
+            model: model.id.clone(),
+            version: model.version.clone(),
+            prompt_prefix: model.prompt_prefix.clone(),
+            input: model.input.clone(),
+            deadline: Duration::from_secs(model.deadline_secs),
+            cancel_after: Duration::from_secs(model.cancel_after_secs()),
+            wait: Duration::from_secs(model.wait_secs),
+            poll_interval: Duration::from_millis(model.poll_interval_ms),
+            max_image_bytes: model.max_image_bytes,
+            backoff: Duration::from_millis(250),
+            limits: CallLimits {
+                creates: model.budget_creates,
+                others: model.budget_calls,
+                window: Duration::from_secs(model.budget_window_secs),
+            },
+            webhooks: webhooks(settings, secrets)?,
+        },
+        store,
+    )
     .map_err(|e| ComposeError::Config(e.to_string()))?;
     let replicate = Arc::new(generator);
     Ok(Model {
         generator: replicate.clone(),
         history: Some(replicate),
     })
+}
+
+/// Where Replicate sends its events, when webhooks are on.
+fn webhooks(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> Result<Option<WebhookSettings>, ComposeError> {
+    use secrecy::ExposeSecret;
+    let origin = settings.site.public_origin();
+    if !settings.model.webhooks_on(origin.as_deref()) {
+        return Ok(None);
+    }
+    let Some(origin) = origin else {
+        return Ok(None);
+    };
+    let url = url::Url::parse(&format!("{origin}/webhooks/replicate"))
+        .map_err(|_| ComposeError::Config("site.public_url is not a usable address".into()))?;
+    if let Some(secret) = &secrets.replicate_webhook_secret {
+        // Checked at start-up, never repeated: it is a secret.
+        let key = secret.expose_secret();
+        let usable = key.strip_prefix("whsec_").is_some_and(|key| {
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key)
+                .is_ok_and(|bytes| !bytes.is_empty())
+        });
+        if !usable {
+            return Err(ComposeError::Config(
+                "REPLICATE_WEBHOOK_SECRET is not a webhook signing secret: it must be whsec_ followed by base64 (GET /v1/webhooks/default/secret gives it)".into(),
+            ));
+        }
+    }
+    Ok(Some(WebhookSettings {
+        url,
+        secret: secrets.replicate_webhook_secret.clone(),
+        fallback_poll: Duration::from_secs(settings.model.fallback_poll_secs),
+    }))
 }
 
 /// How long the start-up check of the image store may take.
@@ -197,12 +250,13 @@ pub async fn components(
 ) -> Result<Components, ComposeError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let keep = settings.recent.keep;
-    let model = model(settings, secrets)?;
+    let store = remote_store(settings, secrets).await?;
+    let model = model(settings, secrets, store.clone())?;
     let mut local = Components::local(model.generator, image_store(settings).await?, clock, keep);
     if let Some(history) = model.history {
         local = local.with_history(history);
     }
-    Ok(match remote_store(settings, secrets).await? {
+    Ok(match store {
         Some(store) => local.on_remote_store(store, keep),
         None => local,
     })

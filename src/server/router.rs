@@ -6,7 +6,9 @@
 //! [`middleware`]: crate::server::middleware
 
 use crate::server::state::AppState;
-use crate::server::{admin, admin_page, auth, health, images, json_api, middleware, pages};
+use crate::server::{
+    admin, admin_page, auth, health, images, json_api, middleware, pages, webhooks,
+};
 use axum::Router;
 
 /// The whole app (without connection info; `serve` adds it).
@@ -19,6 +21,8 @@ pub fn router(state: AppState) -> Router {
         .merge(admin_page::routes())
         .merge(pages::routes(&state));
     middleware::around(features, &state)
+        // From Replicate, not a visitor: outside the visitor-facing layers.
+        .merge(webhooks::routes())
         .with_state(state.clone())
         // Polled by load balancers: outside the logging and other layers.
         .merge(health::routes(state))

@@ -19,3 +19,4 @@ mod spend;
 mod store_outage;
 mod support;
 mod upstash_compat;
+mod webhooks;

@@ -37,6 +37,8 @@ fn settings(base: &str) -> ReplicateSettings {
         poll_interval: Duration::from_millis(50),
         max_image_bytes: 1_000_000,
         backoff: Duration::from_millis(10),
+        limits: lofianime_domain::CallLimits::default(),
+        webhooks: None,
     }
 }
 

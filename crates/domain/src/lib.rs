@@ -46,8 +46,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Block, ControlStore};
 pub use generator::render_offline;
 pub use generator::{
-    GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator, ProgressReporter,
-    ReplicateGenerator, ReplicateSettings,
+    CallLimits, GeneratedImage, ImageFormat, ImageGenerator, ModelError, OfflineGenerator,
+    ProgressReporter, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
+    WebhookRefusal, WebhookSettings,
 };
 pub use lofianime_wire::Variant;
 pub use ratelimit::{
@@ -80,6 +81,9 @@ pub mod testing {
     #[cfg(feature = "testing")]
     pub use crate::controls::contract as control_store_contract;
     pub use crate::generator::fake::{FakeModel, FAKE_PERCENT};
+    /// What every store of the state instances share must do.
+    #[cfg(feature = "testing")]
+    pub use crate::shared::contract as shared_state_contract;
     /// What every spend ledger must do, to run against real stores.
     #[cfg(feature = "testing")]
     pub use crate::spend::contract as spend_ledger_contract;

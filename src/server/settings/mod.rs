@@ -18,7 +18,9 @@ mod tests;
 mod visitors;
 
 pub use auth::{AccountKey, AuthMode, AuthSettings};
-pub use model::{ImageSettings, ModelSettings, OfflineSettings, ProgressSettings, PromptSettings};
+pub use model::{
+    ImageSettings, ModelSettings, OfflineSettings, ProgressSettings, PromptSettings, WebhookMode,
+};
 pub use ratelimit::{AlgorithmName, IdentifyBy, KeyLocking, RateLimitSettings, Window};
 pub use secrets::Secrets;
 pub use server::{ServerSettings, ShutdownSettings, SiteSettings, WorkerSettings};
@@ -183,6 +185,12 @@ impl Settings {
         self.workers.check()?;
         self.shutdown.check()?;
         self.site.check()?;
+        if self.model.webhooks == WebhookMode::On && self.site.public_origin().is_none() {
+            return invalid(
+                "model.webhooks",
+                "\"on\" needs site.public_url: Replicate sends its events to {site.public_url}/webhooks/replicate",
+            );
+        }
         self.auth.check()?;
         self.spend.check()?;
         if self.auth.mode != AuthMode::Off && self.site.public_origin().is_none() {

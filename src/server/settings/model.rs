@@ -45,6 +45,29 @@ pub struct ModelSettings {
     pub max_image_bytes: usize,
     /// The model's inputs besides the prompt, passed as they are.
     pub input: serde_json::Map<String, serde_json::Value>,
+    /// Whether Replicate calls the app back at `{site.public_url}/webhooks/replicate`
+    /// instead of being polled: `auto` (on when `site.public_url` is https),
+    /// `on`, `off`.
+    pub webhooks: WebhookMode,
+    /// With webhooks on, how often the running instance still reads its
+    /// prediction itself, in case events are lost (seconds).
+    pub fallback_poll_secs: u64,
+    /// The account's budget of creates per `budget_window_secs`, shared by
+    /// every instance (Replicate's limit: 600 a minute).
+    pub budget_creates: u32,
+    /// The account's budget of other API calls (reads, cancels, lists) per
+    /// `budget_window_secs` (Replicate's limit: 3,000 a minute).
+    pub budget_calls: u32,
+    pub budget_window_secs: u64,
+}
+
+/// `model.webhooks`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookMode {
+    Auto,
+    On,
+    Off,
 }
 
 impl Default for ModelSettings {
@@ -75,6 +98,11 @@ impl Default for ModelSettings {
             poll_interval_ms: 500,
             max_image_bytes: 20_000_000,
             input,
+            webhooks: WebhookMode::Auto,
+            fallback_poll_secs: 10,
+            budget_creates: 600,
+            budget_calls: 3_000,
+            budget_window_secs: 60,
         }
     }
 }
@@ -130,8 +158,25 @@ impl ModelSettings {
             .unwrap_or(DEFAULT_CANCEL_AFTER_SECS.min(self.deadline_secs))
     }
 
+    /// Whether webhooks are on, given the site's public address.
+    pub fn webhooks_on(&self, public_origin: Option<&str>) -> bool {
+        match self.webhooks {
+            WebhookMode::Off => false,
+            WebhookMode::On => true,
+            WebhookMode::Auto => public_origin.is_some_and(|url| url.starts_with("https://")),
+        }
+    }
+
     pub(super) fn check(&self) -> Result<(), SettingsError> {
         within("model.wait_secs", self.wait_secs, 0..=60)?;
+        within("model.fallback_poll_secs", self.fallback_poll_secs, 1..=600)?;
+        within("model.budget_creates", self.budget_creates, 1..=1_000_000)?;
+        within("model.budget_calls", self.budget_calls, 1..=1_000_000)?;
+        within(
+            "model.budget_window_secs",
+            self.budget_window_secs,
+            1..=3_600,
+        )?;
         for (path, zero) in [
             ("model.deadline_secs", self.deadline_secs == 0),
             ("model.poll_interval_ms", self.poll_interval_ms == 0),

@@ -7,6 +7,9 @@ use secrecy::SecretString;
 #[derive(Debug, Default)]
 pub struct Secrets {
     pub replicate_api_token: Option<SecretString>,
+    /// Replicate's webhook signing secret (`whsec_…`); unset: fetched with the
+    /// API token when webhooks are on.
+    pub replicate_webhook_secret: Option<SecretString>,
     /// Native Redis (`redis://…`); may carry a password.
     pub redis_url: Option<SecretString>,
     pub upstash_redis_rest_url: Option<SecretString>,
@@ -44,6 +47,7 @@ impl Secrets {
         };
         Self {
             replicate_api_token: non_empty("REPLICATE_API_TOKEN"),
+            replicate_webhook_secret: non_empty("REPLICATE_WEBHOOK_SECRET"),
             redis_url: non_empty("REDIS_URL"),
             upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
             upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),

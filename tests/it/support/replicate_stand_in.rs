@@ -7,6 +7,13 @@
 //! began, and `metrics.predict_time`, the processing seconds until the run
 //! finished or was cancelled, on `succeeded`, `failed` and `canceled` runs.
 //! Tests assert on that record, never on what the app believes.
+//!
+//! A create that names a `webhook` gets Replicate's events there, signed with
+//! the account's secret (Standard Webhooks; the secret at `GET
+//! /v1/webhooks/default/secret`): `start` at once, `logs` at most every 500 ms
+//! while processing, `completed` once terminal (retried on failure). The
+//! account's call limits can be enforced as Replicate does (429 past N other
+//! calls in any window), and every call is counted.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -134,7 +141,57 @@ pub struct ReplicateStandIn {
     /// The account's read limit, as Replicate's (3,000 non-create calls a
     /// minute): one read per interval, the next allowed at the instant kept.
     read_limit: Arc<Mutex<Option<(Duration, Instant)>>>,
+    /// The account's limit of non-create calls in any window, and the
+    /// instants of the calls it let through.
+    call_limit: Arc<Mutex<Option<CallLimit>>>,
+    calls: Arc<Mutex<Calls>>,
+    /// The account's webhook signing secret (`whsec_…`).
+    pub webhook_secret: String,
+    /// Where webhooks naming an origin really go (a load balancer sending
+    /// them to whichever instance it likes).
+    webhook_routes: Arc<Mutex<Vec<(String, String)>>>,
+    deliveries: Arc<Mutex<Vec<Delivery>>>,
     pub base_url: String,
+}
+
+struct CallLimit {
+    others: usize,
+    window: Duration,
+    taken: std::collections::VecDeque<Instant>,
+}
+
+/// The API calls the stand-in answered (not output downloads).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Calls {
+    pub creates: usize,
+    pub reads: usize,
+    pub cancels: usize,
+    pub lists: usize,
+    pub secrets: usize,
+    /// Other calls refused with 429 by [`ReplicateStandIn::limit_calls`].
+    pub throttled: usize,
+}
+
+impl Calls {
+    /// Every API call that was answered (creates and the others).
+    pub fn total(&self) -> usize {
+        self.creates + self.reads + self.cancels + self.lists + self.secrets
+    }
+}
+
+/// One webhook sent.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub prediction: String,
+    pub event: &'static str,
+    pub status: String,
+    /// Where it went, and the answer (0: no answer).
+    pub to: String,
+    pub answered: u16,
+    /// When the run reached the status it reports (for terminal events, the
+    /// end of the run) and when the delivery was sent.
+    pub sent_at: Instant,
+    pub state_at: Instant,
 }
 
 /// `SystemTime` as RFC 3339 in UTC, as Replicate writes it.
@@ -157,6 +214,17 @@ impl ReplicateStandIn {
             read_faults: Arc::default(),
             refused_reads: Arc::default(),
             read_limit: Arc::default(),
+            call_limit: Arc::default(),
+            calls: Arc::default(),
+            webhook_secret: format!(
+                "whsec_{}",
+                base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    uuid::Uuid::new_v4().as_bytes()
+                )
+            ),
+            webhook_routes: Arc::default(),
+            deliveries: Arc::default(),
             image: Arc::new(Mutex::new(format!(
                 "data:image/png;base64,{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, tiny_png())
@@ -168,6 +236,7 @@ impl ReplicateStandIn {
             .route("/v1/predictions", post(create).get(list))
             .route("/v1/predictions/{id}", get(read))
             .route("/v1/predictions/{id}/cancel", post(cancel))
+            .route("/v1/webhooks/default/secret", get(secret))
             .route("/files/output.png", get(output_file))
             .with_state(stand_in.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -195,6 +264,62 @@ impl ReplicateStandIn {
     pub fn limit_reads(&self, per_minute: u32) {
         let every = Duration::from_secs(60) / per_minute.max(1);
         *self.read_limit.lock().unwrap() = Some((every, Instant::now()));
+    }
+
+    /// From now on, at most `others` non-create calls (reads, cancels,
+    /// lists, the secret) are answered in any `window`, all predictions
+    /// together; past it, 429 with `Retry-After`, as Replicate's account limit.
+    pub fn limit_calls(&self, others: usize, window: Duration) {
+        *self.call_limit.lock().unwrap() = Some(CallLimit {
+            others,
+            window,
+            taken: Default::default(),
+        });
+    }
+
+    /// The API calls answered so far.
+    pub fn calls(&self) -> Calls {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// From now on, a webhook whose address has the origin of a pair's first
+    /// member goes to its second one instead (same path and query).
+    pub fn route_webhooks(&self, routes: Vec<(String, String)>) {
+        *self.webhook_routes.lock().unwrap() = routes;
+    }
+
+    /// When prediction `id` ended (finished, failed or was stopped), if it has.
+    pub fn ended_at(&self, id: &str) -> Option<Instant> {
+        let now = Instant::now();
+        self.runs.lock().unwrap().get(id)?.ended_at(now)
+    }
+
+    /// Every webhook sent so far.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.deliveries.lock().unwrap().clone()
+    }
+
+    /// Counts one non-create call, or refuses it with the wait in seconds.
+    fn other_call(&self, count: impl FnOnce(&mut Calls)) -> Result<(), u64> {
+        let now = Instant::now();
+        if let Some(limit) = self.call_limit.lock().unwrap().as_mut() {
+            while limit
+                .taken
+                .front()
+                .is_some_and(|at| now.duration_since(*at) >= limit.window)
+            {
+                limit.taken.pop_front();
+            }
+            if limit.taken.len() >= limit.others {
+                self.calls.lock().unwrap().throttled += 1;
+                let oldest = *limit.taken.front().unwrap();
+                let wait = (oldest + limit.window).saturating_duration_since(now);
+                return Err(wait.as_secs_f64().ceil().max(1.0) as u64);
+            }
+            limit.taken.push_back(now);
+        }
+        count(&mut self.calls.lock().unwrap());
+        Ok(())
     }
 
     /// How many reads the faults and the read limit refused.
@@ -225,6 +350,8 @@ impl ReplicateStandIn {
             poll_interval: Duration::from_millis(50),
             max_image_bytes: 1_000_000,
             backoff: Duration::from_millis(10),
+            limits: lofianime_domain::CallLimits::default(),
+            webhooks: None,
         }
     }
 
@@ -310,6 +437,7 @@ async fn create(
 ) -> (StatusCode, Json<Value>) {
     let prompt = body["input"]["prompt"].as_str().unwrap_or_default();
     let id = uuid::Uuid::new_v4().simple().to_string();
+    s.calls.lock().unwrap().creates += 1;
     let model = *s.model.lock().unwrap();
     s.runs.lock().unwrap().insert(
         id.clone(),
@@ -329,6 +457,30 @@ async fn create(
         },
     );
     s.order.lock().unwrap().push(id.clone());
+    if let Some(webhook) = body["webhook"].as_str() {
+        let events: Vec<String> = body["webhook_events_filter"]
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_else(|| {
+                vec![
+                    "start".into(),
+                    "output".into(),
+                    "logs".into(),
+                    "completed".into(),
+                ]
+            });
+        tokio::spawn(send_events(
+            s.clone(),
+            id.clone(),
+            webhook.to_owned(),
+            events,
+        ));
+    }
     // Prefer: wait=N holds the answer until the run ends or N s pass.
     let wait = headers
         .get("prefer")
@@ -379,16 +531,146 @@ async fn read(
         }
         *next = now + *every;
     }
+    if let Err(wait) = s.other_call(|calls| calls.reads += 1) {
+        return Err(throttled(wait));
+    }
     if !s.runs.lock().unwrap().contains_key(&id) {
         return Err((StatusCode::NOT_FOUND, HeaderMap::new()));
     }
     Ok(Json(s.view(&id)))
 }
 
+fn throttled(wait_secs: u64) -> (StatusCode, HeaderMap) {
+    let mut headers = HeaderMap::new();
+    headers.insert("retry-after", wait_secs.to_string().parse().unwrap());
+    (StatusCode::TOO_MANY_REQUESTS, headers)
+}
+
+/// `GET /v1/webhooks/default/secret`.
+async fn secret(State(s): State<ReplicateStandIn>) -> Result<Json<Value>, (StatusCode, HeaderMap)> {
+    s.other_call(|calls| calls.secrets += 1)
+        .map_err(throttled)?;
+    Ok(Json(json!({ "key": s.webhook_secret })))
+}
+
+/// Sends a run's events to `webhook` as Replicate does, until its `completed`.
+async fn send_events(s: ReplicateStandIn, id: String, webhook: String, events: Vec<String>) {
+    let client = reqwest::Client::new();
+    let wants = |event: &str| events.iter().any(|e| e == event);
+    if wants("start") {
+        s.deliver(&client, &id, &webhook, "start", Instant::now())
+            .await;
+    }
+    let mut last_logs: Option<Instant> = None;
+    let mut last_text = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = Instant::now();
+        let (terminal, state_at) = {
+            let runs = s.runs.lock().unwrap();
+            let run = &runs[&id];
+            (run.is_terminal(now), run.ended_at(now).unwrap_or(now))
+        };
+        if terminal {
+            if wants("completed") {
+                s.deliver(&client, &id, &webhook, "completed", state_at)
+                    .await;
+            }
+            return;
+        }
+        let logs = s.view(&id)["logs"].as_str().unwrap_or_default().to_owned();
+        let due = last_logs.is_none_or(|at| now.duration_since(at) >= Duration::from_millis(500));
+        if wants("logs") && !logs.is_empty() && logs != last_text && due {
+            s.deliver(&client, &id, &webhook, "logs", now).await;
+            last_logs = Some(now);
+            last_text = logs;
+        }
+    }
+}
+
+impl ReplicateStandIn {
+    /// Signs and posts the prediction as it is now; a `completed` event is
+    /// retried (a few times) until it is answered with a 2xx.
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        id: &str,
+        webhook: &str,
+        event: &'static str,
+        state_at: Instant,
+    ) {
+        let to = self.webhook_target(webhook);
+        let tries = if event == "completed" { 4 } else { 1 };
+        for attempt in 0..tries {
+            let body = serde_json::to_string(&self.view(id)).unwrap();
+            let message = format!("msg_{}", uuid::Uuid::new_v4().simple());
+            let timestamp = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            let signature = standardwebhooks::Webhook::new(&self.webhook_secret)
+                .unwrap()
+                .sign(&message, timestamp, body.as_bytes())
+                .unwrap();
+            let sent_at = Instant::now();
+            let answer = client
+                .post(&to)
+                .header("content-type", "application/json")
+                .header("webhook-id", &message)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature)
+                .body(body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            self.deliveries.lock().unwrap().push(Delivery {
+                prediction: id.to_owned(),
+                event,
+                status: self.view(id)["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                to: to.clone(),
+                answered: answer,
+                sent_at,
+                state_at,
+            });
+            if (200..300).contains(&answer) || attempt + 1 == tries {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+        }
+    }
+
+    /// Where a webhook naming `webhook` is sent.
+    fn webhook_target(&self, webhook: &str) -> String {
+        let Ok(mut url) = url::Url::parse(webhook) else {
+            return webhook.to_owned();
+        };
+        let named = url.origin().ascii_serialization();
+        let routes = self.webhook_routes.lock().unwrap().clone();
+        let to = routes
+            .iter()
+            .find(|(from, _)| from.trim_end_matches('/') == named)
+            .and_then(|(_, to)| url::Url::parse(to).ok());
+        if let Some(to) = to {
+            url.set_scheme(to.scheme()).unwrap();
+            url.set_host(to.host_str()).unwrap();
+            url.set_port(to.port()).unwrap();
+        }
+        url.to_string()
+    }
+}
+
 async fn cancel(
     State(s): State<ReplicateStandIn>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, StatusCode> {
+    if s.other_call(|calls| calls.cancels += 1).is_err() {
+        return Err(StatusCode::TOO_MANY_REQUESTS);
+    }
     match s.runs.lock().unwrap().get_mut(&id) {
         Some(run) => {
             run.canceled_at.get_or_insert_with(Instant::now);
@@ -403,8 +685,9 @@ async fn cancel(
 async fn list(
     State(s): State<ReplicateStandIn>,
     Query(query): Query<HashMap<String, String>>,
-) -> Json<Value> {
+) -> Result<Json<Value>, (StatusCode, HeaderMap)> {
     const PAGE: usize = 2;
+    s.other_call(|calls| calls.lists += 1).map_err(throttled)?;
     let after = query
         .get("created_after")
         .and_then(|t| lofianime_domain::parse_rfc3339(t))
@@ -445,7 +728,9 @@ async fn list(
             .append_pair("cursor", &(from + PAGE).to_string());
         next.to_string()
     });
-    Json(json!({ "results": page, "next": next, "previous": null }))
+    Ok(Json(
+        json!({ "results": page, "next": next, "previous": null }),
+    ))
 }
 
 async fn output_file(

@@ -7,7 +7,10 @@ mod offline;
 mod replicate;
 
 pub use offline::{render as render_offline, OfflineGenerator};
-pub use replicate::{ReplicateGenerator, ReplicateSettings};
+pub use replicate::{
+    CallLimits, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
+    WebhookRefusal, WebhookSettings,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -359,6 +362,11 @@ pub trait ImageGenerator: Send + Sync + 'static {
         prompt: &Prompt,
         progress: &ProgressReporter,
     ) -> Result<GeneratedImage, ModelError>;
+
+    /// The endpoint for the model provider's webhooks, when it calls back.
+    fn webhooks(&self) -> Option<ReplicateWebhooks> {
+        None
+    }
 
     /// Makes the image with nobody watching its progress.
     async fn generate(&self, prompt: &Prompt) -> Result<GeneratedImage, ModelError> {

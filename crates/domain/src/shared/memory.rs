@@ -82,6 +82,44 @@ impl SharedState for MemoryStore {
             _ => Vec::new(),
         }))
     }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        // The log, oldest first: the instants the slots in the window were taken.
+        Ok(self.with(|entries| {
+            let expires_at = entries.now_ms() + window_ms;
+            let mut log = match entries.get(key) {
+                Some(Value::List(list)) => list.clone(),
+                _ => VecDeque::new(),
+            };
+            let since = now_ms.saturating_sub(window_ms);
+            while log
+                .front()
+                .and_then(|at| at.parse::<u64>().ok())
+                .is_some_and(|at| at <= since)
+            {
+                log.pop_front();
+            }
+            let wait = if log.len() < limit as usize {
+                log.push_back(now_ms.to_string());
+                None
+            } else {
+                let oldest = log.front().and_then(|at| at.parse::<u64>().ok());
+                Some(
+                    (oldest.unwrap_or(now_ms) + window_ms)
+                        .saturating_sub(now_ms)
+                        .max(1),
+                )
+            };
+            entries.set(key, Value::List(log), Some(expires_at));
+            wait
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +134,7 @@ mod tests {
         let state = MemoryStore::new(Arc::new(ManualClock::at(1_000)));
         contract::hashes_are_created_once_updated_and_read(&state, "h").await;
         contract::lists_keep_the_newest_entries(&state, "l").await;
+        contract::slots_are_limited_over_a_sliding_window(&state, "s").await;
     }
 
     #[tokio::test]

@@ -53,10 +53,22 @@ pub trait SharedState: Send + Sync + 'static {
 
     /// The list at `key`, newest first; empty when absent.
     async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Takes one of `limit` slots of the sliding window of `window_ms` that
+    /// ends at `now_ms`, logged at `key` (every instance takes from the same
+    /// log): `None` when one was taken, else the milliseconds until the oldest
+    /// taken slot leaves the window.
+    async fn take_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError>;
 }
 
-#[cfg(test)]
-pub(crate) mod contract {
+#[cfg(any(test, feature = "testing"))]
+pub mod contract {
     //! Behaviour every [`SharedState`] must have; run against memory here and
     //! against a real Redis and the Upstash REST bridge in `tests/`.
     use super::SharedState;
@@ -91,5 +103,46 @@ pub(crate) mod contract {
                 .unwrap();
         }
         assert_eq!(state.read_list(key).await.unwrap(), ["5", "4", "3"]);
+    }
+
+    pub async fn slots_are_limited_over_a_sliding_window(state: &dyn SharedState, key: &str) {
+        let start = 1_000_000;
+        for n in 0..3 {
+            assert_eq!(
+                state
+                    .take_slot(key, 3, 1_000, start + n * 100)
+                    .await
+                    .unwrap(),
+                None,
+                "slot {n} of 3"
+            );
+        }
+        // Full: the oldest (taken at start) leaves the window at start + 1000.
+        assert_eq!(
+            state.take_slot(key, 3, 1_000, start + 400).await.unwrap(),
+            Some(600)
+        );
+        assert_eq!(
+            state.take_slot(key, 3, 1_000, start + 999).await.unwrap(),
+            Some(1)
+        );
+        // A refusal takes nothing: once the first slot has left, one is free.
+        assert_eq!(
+            state.take_slot(key, 3, 1_000, start + 1_001).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            state.take_slot(key, 3, 1_000, start + 1_050).await.unwrap(),
+            Some(51)
+        );
+        // Another key has its own window.
+        let other = format!("{key}:other");
+        assert_eq!(
+            state
+                .take_slot(&other, 1, 1_000, start + 1_050)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

@@ -51,6 +51,27 @@ return 1
     )
 });
 
+/// KEYS[1] sorted set of taken slots (score: when); ARGV now_ms, window_ms,
+/// limit, a unique member. -1 when a slot was taken, else the milliseconds
+/// until the oldest leaves the window.
+static TAKE_SLOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call("ZREMRANGEBYSCORE", KEYS[1], "-inf", now - window)
+if redis.call("ZCARD", KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call("ZADD", KEYS[1], now, ARGV[4])
+  redis.call("PEXPIRE", KEYS[1], window)
+  return -1
+end
+local oldest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
+return math.max(1, tonumber(oldest[2]) + window - now)
+"#,
+        false,
+    )
+});
+
 fn pairs<'a>(fields: &'a [(&str, String)]) -> impl Iterator<Item = String> + 'a {
     fields
         .iter()
@@ -102,6 +123,28 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
         ];
         self.run(&PUSH_CAPPED, &[key], &args).await?;
         Ok(())
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        limit: u32,
+        window_ms: u64,
+        now_ms: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let args = [
+            now_ms.to_string(),
+            window_ms.max(1).to_string(),
+            limit.to_string(),
+            uuid::Uuid::new_v4().simple().to_string(),
+        ];
+        match self.run(&TAKE_SLOT, &[key], &args).await? {
+            Reply::Int(wait) if wait < 0 => Ok(None),
+            Reply::Int(wait) => Ok(Some(wait as u64)),
+            other => Err(StoreError::Protocol(format!(
+                "the slot script answered {other:?}"
+            ))),
+        }
     }
 
     async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {

@@ -259,6 +259,11 @@ impl Studio {
         self.parts.generator.is_offline()
     }
 
+    /// Where the model provider's webhooks are delivered, when it calls back.
+    pub fn model_webhooks(&self) -> Option<crate::generator::ReplicateWebhooks> {
+        self.parts.generator.webhooks()
+    }
+
     /// The clock the limits are decided by (`Retry-After` arithmetic uses it too).
     pub fn now_ms(&self) -> u64 {
         self.parts.limiter.now_ms()

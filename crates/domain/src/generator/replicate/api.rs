@@ -2,9 +2,11 @@
 //! output downloads, with the retries the API allows.
 
 use super::super::{GeneratedImage, Meter, ModelError, ProgressReporter, RunRecord};
+use super::budget::Call;
 use super::prediction::{
     backoff, decode_data_uri, problem, retry_after, sniff, without_url, CreateFailed, Prediction,
 };
+use super::webhooks::{Inbox, Mailbox};
 use super::{
     Api, Target, ATTEMPTS, CANCEL_PATIENCE, MAX_PAUSE, MAX_WAIT_SECS, READS_PER_SECOND,
     RECORD_SEARCH,
@@ -36,6 +38,7 @@ impl Api {
         &self,
         prompt: &Prompt,
         deadline: Instant,
+        run: Option<&str>,
     ) -> reqwest::RequestBuilder {
         let mut input = self.settings.input.clone();
         input.insert(
@@ -46,7 +49,11 @@ impl Api {
                 prompt.as_str()
             )),
         );
-        let body = json!({ "version": self.settings.version, "input": input });
+        let mut body = json!({ "version": self.settings.version, "input": input });
+        if let (Some(inbox), Some(run)) = (&self.inbox, run) {
+            body["webhook"] = Value::String(inbox.address(run));
+            body["webhook_events_filter"] = json!(["start", "logs", "completed"]);
+        }
         // The server stops the prediction on its own about when a run should
         // be over, even if this process (and any that could sweep it) is gone.
         let cancel_after = self
@@ -80,9 +87,17 @@ impl Api {
         &self,
         prompt: &Prompt,
         deadline: Instant,
+        run: Option<&str>,
     ) -> Result<Prediction, CreateFailed> {
         for attempt in 0..ATTEMPTS {
-            let sent = self.create_request(prompt, deadline).send().await;
+            // Waits in line for the account's create budget: nothing is sent,
+            // nothing started, when the deadline comes first.
+            if !self.budget.take(Call::Create, deadline).await {
+                return Err(CreateFailed::refused(ModelError::Busy {
+                    retry_after: None,
+                }));
+            }
+            let sent = self.create_request(prompt, deadline, run).send().await;
             let response = match sent {
                 Ok(response) => response,
                 // Nothing reached Replicate: trying again cannot start a second prediction.
@@ -207,6 +222,10 @@ impl Api {
             }
             let pause = backoff(self.settings.backoff, attempt).min(MAX_PAUSE);
             attempt += 1;
+            if target != Target::OutputFile && !self.budget.take(Call::Other, deadline).await {
+                last = "the account's call budget stayed spent".into();
+                break;
+            }
             match build()
                 .timeout(left.min(Duration::from_secs(30)))
                 .send()
@@ -416,6 +435,78 @@ impl Api {
             {
                 tracing::warn!(status = %prediction.status, "Replicate reported an unknown status; still waiting");
             }
+        }
+        Ok(prediction)
+    }
+
+    /// The account's webhook signing secret (`GET /v1/webhooks/default/secret`).
+    pub(super) async fn webhook_secret(&self) -> Result<secrecy::SecretString, ModelError> {
+        #[derive(serde::Deserialize)]
+        struct Secret {
+            key: String,
+        }
+        let url = self.endpoint("webhooks/default/secret");
+        let response = self
+            .request_safely(
+                || {
+                    self.client
+                        .get(url.clone())
+                        .bearer_auth(self.settings.token.expose_secret())
+                },
+                Instant::now() + Duration::from_secs(20),
+                Target::RunList,
+            )
+            .await?;
+        let secret: Secret = response
+            .json()
+            .await
+            .map_err(|e| ModelError::Unavailable(format!("unreadable webhook secret: {e}")))?;
+        tracing::info!("fetched the account's webhook signing secret");
+        Ok(secret.key.into())
+    }
+
+    /// Waits until the prediction is done from its webhook events, read from
+    /// its record at once when one lands on this instance, else every poll
+    /// interval; the prediction itself is read only every fallback interval
+    /// (events may be lost) and once more at the deadline.
+    pub(super) async fn wait_for_events(
+        &self,
+        inbox: &Inbox,
+        mailbox: &Mailbox<'_>,
+        mut prediction: Prediction,
+        deadline: Instant,
+        progress: &ProgressReporter,
+    ) -> Result<Prediction, ModelError> {
+        let fallback = inbox.settings.fallback_poll;
+        let mut next_read = Instant::now() + fallback;
+        while !prediction.is_done() {
+            let left = Self::remaining(deadline);
+            if left.is_zero() {
+                // One last look before giving up.
+                let last = self
+                    .read(&prediction.id, Instant::now() + Duration::from_secs(5))
+                    .await?;
+                return if last.is_done() {
+                    Ok(last)
+                } else {
+                    Err(ModelError::TimedOut)
+                };
+            }
+            let pause = self.settings.poll_interval.min(left);
+            tokio::select! {
+                _ = mailbox.woken.notified() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+            if let Some(reported) = inbox.latest(&mailbox.run).await {
+                if reported.id == prediction.id {
+                    prediction = reported;
+                }
+            }
+            if !prediction.is_done() && Instant::now() >= next_read {
+                prediction = self.read(&prediction.id, deadline).await?;
+                next_read = Instant::now() + fallback;
+            }
+            progress.report(prediction.phase());
         }
         Ok(prediction)
     }

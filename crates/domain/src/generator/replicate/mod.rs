@@ -12,14 +12,21 @@
 //! never repeated. Reads and cancels are safe to repeat.
 
 mod api;
+mod budget;
 mod history;
 mod prediction;
 #[cfg(test)]
 mod tests;
+mod webhooks;
+
+pub use budget::CallLimits;
+pub use webhooks::{WebhookOutcome, WebhookRefusal, WebhookSettings};
 
 use super::{GeneratedImage, ImageGenerator, Meter, ModelError, ProgressReporter};
 use crate::on_drop::SpawnOnDrop;
+use crate::shared::SharedState;
 use async_trait::async_trait;
+use budget::CallBudget;
 use lofianime_wire::progress::Phase;
 use lofianime_wire::prompt::Prompt;
 use prediction::Prediction;
@@ -27,6 +34,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use webhooks::Inbox;
 
 /// How many times one request is tried before giving up.
 const ATTEMPTS: u32 = 4;
@@ -36,6 +44,8 @@ const MAX_WAIT_SECS: u64 = 60;
 const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How long a cancel is retried before it is given up (and logged).
 const CANCEL_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a run's webhook record outlives its deadline.
+const RECORD_KEPT: Duration = Duration::from_secs(600);
 /// How long a stopped run's final record is looked for (well within
 /// [`super::RECORD_WAIT`]).
 const RECORD_SEARCH: Duration = Duration::from_secs(25);
@@ -67,6 +77,10 @@ pub struct ReplicateSettings {
     pub max_image_bytes: usize,
     /// First delay of the exponential back-off between retries.
     pub backoff: Duration,
+    /// The account's call limits, shared by every instance through the store.
+    pub limits: CallLimits,
+    /// Replicate calls the app back (`None`: the app polls each prediction).
+    pub webhooks: Option<WebhookSettings>,
 }
 
 pub struct ReplicateGenerator {
@@ -80,6 +94,10 @@ struct Api {
     /// Predictions this process is polling now: polls slow down as they grow,
     /// to keep the account under Replicate's read limit.
     polling: std::sync::atomic::AtomicUsize,
+    /// Every API call takes a slot from the account's budget first.
+    budget: CallBudget,
+    /// Webhook events of this account's runs, when Replicate calls back.
+    inbox: Option<Inbox>,
 }
 
 /// Reads a second this process allows itself while polling (Replicate allows an
@@ -98,19 +116,70 @@ enum Target {
     RunList,
 }
 
+/// The app's side of Replicate's webhooks: hands each delivery to the inbox.
+#[derive(Clone)]
+pub struct ReplicateWebhooks {
+    api: Arc<Api>,
+}
+
+impl ReplicateWebhooks {
+    /// Verifies one delivery (`run`: the `?run=` of the address it came to)
+    /// and records what it says; a refusal changes nothing.
+    pub async fn receive(
+        &self,
+        run: Option<&str>,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Result<WebhookOutcome, WebhookRefusal> {
+        match &self.api.inbox {
+            Some(inbox) => inbox.receive(&self.api, run, headers, body).await,
+            None => Err(WebhookRefusal::Unverified(
+                "webhooks are off for this app".into(),
+            )),
+        }
+    }
+}
+
 impl ReplicateGenerator {
+    /// The generator with its call budget and webhook records in this
+    /// process's memory (one instance).
     pub fn new(settings: ReplicateSettings) -> Result<Self, ModelError> {
+        let memory = crate::store::MemoryStore::new(Arc::new(crate::clock::SystemClock));
+        Self::on_store(settings, Arc::new(memory))
+    }
+
+    /// The generator with its call budget and webhook records in `store`,
+    /// shared with every instance that uses it.
+    pub fn on_store(
+        settings: ReplicateSettings,
+        store: Arc<dyn crate::studio::RemoteStore>,
+    ) -> Result<Self, ModelError> {
+        let state: Arc<dyn SharedState> = store;
         let client = reqwest::Client::builder()
             .user_agent(concat!("lofianime/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ModelError::Owner(format!("could not build the HTTP client: {e}")))?;
+        let budget = CallBudget::new(state.clone(), settings.limits.clone());
+        let inbox = settings
+            .webhooks
+            .clone()
+            .map(|webhooks| Inbox::new(webhooks, state));
         Ok(Self {
             api: Arc::new(Api {
                 client,
                 settings,
                 polling: Default::default(),
+                budget,
+                inbox,
             }),
+        })
+    }
+
+    /// The webhook endpoint's handle, when Replicate calls back.
+    pub fn webhooks(&self) -> Option<ReplicateWebhooks> {
+        self.api.inbox.as_ref().map(|_| ReplicateWebhooks {
+            api: self.api.clone(),
         })
     }
 
@@ -122,15 +191,19 @@ impl ReplicateGenerator {
         prompt: &Prompt,
         deadline: Instant,
         meter: Arc<Meter>,
+        run: Option<String>,
     ) -> Result<Prediction, ModelError> {
         let (answer, created) = tokio::sync::oneshot::channel();
         let api = self.api.clone();
         let prompt = prompt.clone();
         crate::on_drop::spawn_cleanup(async move {
-            let result = api.create(&prompt, deadline).await.map_err(|failed| {
-                meter.publish(failed.record(api.settings.deadline));
-                failed.error
-            });
+            let result = api
+                .create(&prompt, deadline, run.as_deref())
+                .await
+                .map_err(|failed| {
+                    meter.publish(failed.record(api.settings.deadline));
+                    failed.error
+                });
             if let Ok(prediction) = &result {
                 meter.created(&prediction.id);
             }
@@ -165,6 +238,10 @@ impl ImageGenerator for ReplicateGenerator {
         false
     }
 
+    fn webhooks(&self) -> Option<ReplicateWebhooks> {
+        ReplicateGenerator::webhooks(self)
+    }
+
     async fn generate_with_progress(
         &self,
         prompt: &Prompt,
@@ -178,12 +255,22 @@ impl ImageGenerator for ReplicateGenerator {
         // never reaches us; however it ends, Replicate's record of it settles it.
         progress.settled_by_record();
         let meter = progress.meter();
+        // With webhooks, the run's record is opened before the create: its
+        // events may come before the create's answer.
+        let mailbox = match &api.inbox {
+            Some(inbox) => inbox.open(api.settings.deadline + RECORD_KEPT).await,
+            None => None,
+        };
+        let run = mailbox.as_ref().map(|mailbox| mailbox.run.clone());
         let created = self
-            .create_detached(prompt, deadline, meter.clone())
+            .create_detached(prompt, deadline, meter.clone(), run)
             .await?;
         progress.report(created.phase());
         let id = created.id.clone();
-        tracing::info!(prediction = %id, status = %created.status, "created a Replicate prediction");
+        if let (Some(inbox), Some(mailbox)) = (&api.inbox, &mailbox) {
+            inbox.started(&mailbox.run, &id).await;
+        }
+        tracing::info!(prediction = %id, status = %created.status, webhooks = mailbox.is_some(), "created a Replicate prediction");
         // If the visitor goes away or cancels (this future is dropped) while the
         // model runs, cancel the prediction: nobody will use the result.
         let mut guard = {
@@ -193,7 +280,13 @@ impl ImageGenerator for ReplicateGenerator {
                 api.stop_and_record(&id, &meter).await;
             })
         };
-        let finished = api.wait_until_done(created, deadline, progress).await;
+        let finished = match (&api.inbox, &mailbox) {
+            (Some(inbox), Some(mailbox)) => {
+                api.wait_for_events(inbox, mailbox, created, deadline, progress)
+                    .await
+            }
+            _ => api.wait_until_done(created, deadline, progress).await,
+        };
         let prediction = match finished {
             Ok(prediction) => prediction,
             Err(error) => {

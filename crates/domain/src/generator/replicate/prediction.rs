@@ -7,7 +7,7 @@ use base64::Engine;
 use bytes::Bytes;
 use lofianime_wire::progress::Phase;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
@@ -42,7 +42,7 @@ impl CreateFailed {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub(super) struct Prediction {
     pub(super) id: String,
     pub(super) status: String,
@@ -59,7 +59,7 @@ pub(super) struct Prediction {
     pub(super) metrics: Option<PredictionMetrics>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 pub(super) struct PredictionMetrics {
     /// Billed seconds of a public time-billed model, once the run ended.
     #[serde(default)]
@@ -74,6 +74,19 @@ impl Prediction {
                 .iter()
                 .find_map(|v| v.as_str().filter(|s| !s.is_empty())),
             _ => None,
+        }
+    }
+
+    /// Keeps only the last `max` bytes of the logs (the last progress bar).
+    pub(super) fn keep_logs_tail(&mut self, max: usize) {
+        if let Some(logs) = &mut self.logs {
+            if logs.len() > max {
+                let mut from = logs.len() - max;
+                while !logs.is_char_boundary(from) {
+                    from += 1;
+                }
+                *logs = logs[from..].to_owned();
+            }
         }
     }
 
