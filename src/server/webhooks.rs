@@ -37,11 +37,12 @@ async fn replicate(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(webhooks) = state.studio.model_webhooks() else {
+    if !state.studio.takes_model_webhooks() {
         return answer(StatusCode::NOT_FOUND, "webhooks are off for this app");
-    };
-    match webhooks
-        .receive(address.run.as_deref(), &headers, &body)
+    }
+    match state
+        .studio
+        .receive_model_webhook(address.run.as_deref(), &headers, &body)
         .await
     {
         Ok(outcome) => {

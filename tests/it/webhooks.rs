@@ -397,3 +397,69 @@ async fn a_webhook_secret_that_is_not_one_stops_start_up_without_being_repeated(
     assert!(output.contains("model.webhooks"), "{output}");
     assert!(output.contains("site.public_url"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_completed_webhook_of_a_run_whose_instance_was_killed_fills_the_ledger() {
+    use lofianime_domain::{RedisStore, SpendLedger};
+    let redis = RedisServer::start();
+    let stand_in = ReplicateStandIn::start(Model {
+        boot: Duration::from_millis(30),
+        run: Duration::from_secs(3),
+    })
+    .await;
+    let common = with(
+        env(&stand_in, &redis),
+        &[
+            ("LOFIANIME_MODEL__WEBHOOKS", "on"),
+            ("REPLICATE_WEBHOOK_SECRET", &stand_in.webhook_secret),
+            // No reconciliation pass during the test: the webhook must do it.
+            ("LOFIANIME_SPEND__RECONCILE_SECS", "86400"),
+        ],
+    );
+    let doomed =
+        AppProcess::start(&with(common.clone(), &[("LOFIANIME_SITE__PUBLIC_URL", A)])).await;
+    let survivor = AppProcess::start(&with(common, &[("LOFIANIME_SITE__PUBLIC_URL", B)])).await;
+    stand_in.route_webhooks(vec![
+        (A.into(), survivor.url("")),
+        (B.into(), doomed.url("")),
+    ]);
+    let url = doomed.url("/api/ai");
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new()
+            .post(url)
+            .body(r#"{"prompt": "a lighthouse"}"#)
+            .send()
+            .await;
+    });
+    let until = Instant::now() + Duration::from_secs(10);
+    while stand_in.processed() == 0 {
+        assert!(Instant::now() < until, "the model started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(doomed); // SIGKILL, mid-run: nobody settles it
+    stand_in.settle(Duration::from_secs(10)).await;
+    let record = stand_in.record();
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].status, "succeeded", "{record:?}");
+    let ledger = RedisStore::connect(&redis.url(), Duration::from_secs(2))
+        .await
+        .unwrap();
+    // The lease lapses 15 s after its last renewal; then the survivor writes it.
+    let until = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let rows = ledger.latest(10).await.unwrap();
+        if let Some(row) = rows.into_iter().find(|row| row.run_id == record[0].id) {
+            break row;
+        }
+        assert!(Instant::now() < until, "no row: {}", survivor.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(row.outcome, "orphaned");
+    assert_eq!(row.billed_ms, (record[0].seconds * 1000.0).round() as u64);
+    let calls = stand_in.calls();
+    assert_eq!(calls.cancels, 0, "nothing was cancelled: {calls:?}");
+    assert_eq!(
+        calls.reads, 0,
+        "nothing was read: the webhook said it all: {calls:?}"
+    );
+}

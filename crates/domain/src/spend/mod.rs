@@ -16,7 +16,7 @@ mod reconcile;
 mod refusals;
 mod scripted;
 
-pub(crate) use orphans::{LeaseInfo, OrphanSweep, RunLeases, SWEEP_EVERY};
+pub(crate) use orphans::{LeaseInfo, OrphanRows, OrphanSweep, RunLeases, SWEEP_EVERY};
 pub(crate) use reconcile::Reconciler;
 pub use reconcile::{micros, parse_rfc3339, ListedRun, RunHistory};
 pub use refusals::{RefusalTally, FLUSH_EVERY as REFUSALS_FLUSH_EVERY};

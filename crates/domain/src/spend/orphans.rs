@@ -46,6 +46,8 @@ pub struct LeaseInfo {
 pub struct Lease {
     pub info: LeaseInfo,
     pub alive_until_ms: u64,
+    /// Its instance saw the run end (it settles it, or reconciliation does).
+    pub done: bool,
 }
 
 /// The leases on runs in flight, in the shared store.
@@ -94,6 +96,7 @@ impl RunLeases {
         }
         let mut take = |name: &str| hash.remove(name).unwrap_or_default();
         let alive_until_ms = take("alive_until").parse().unwrap_or(0);
+        let done = take("done") == "1";
         let reservation = Some(take("reservation")).filter(|r| !r.is_empty());
         Ok(Some(Lease {
             info: LeaseInfo {
@@ -102,7 +105,16 @@ impl RunLeases {
                 reservation,
             },
             alive_until_ms,
+            done,
         }))
+    }
+
+    /// Marks the lease on `run_id` as over: its instance saw the run end.
+    pub async fn finish(&self, run_id: &str) -> Result<(), StoreError> {
+        self.state
+            .update_hash(&key(run_id), &[("done", "1".to_owned())])
+            .await?;
+        Ok(())
     }
 
     /// Holds a lease on the run `meter` reports, from its creation until its
@@ -123,7 +135,12 @@ impl RunLeases {
                     }
                 }
                 tokio::select! {
-                    () = meter.ended() => return,
+                    () = meter.ended() => {
+                        if let Err(error) = leases.finish(&run_id).await {
+                            tracing::debug!(run = %run_id, %error, "could not mark the run's lease as over");
+                        }
+                        return;
+                    }
                     () = tokio::time::sleep(LEASE_RENEW) => {}
                 }
                 if tokio::time::Instant::now() >= until {
@@ -218,9 +235,38 @@ impl OrphanSweep {
             day: utc_day(run.created_ms),
             reservation: None,
         });
-        let billed_ms = (record.billed_secs.max(0.0) * 1000.0).round() as u64;
+        let writer = OrphanRows {
+            ledger: self.ledger.clone(),
+            usd_per_second: self.usd_per_second,
+            keep_ms: self.keep_ms,
+        };
+        writer
+            .write(&run.id, info, record.billed_secs, now_ms)
+            .await
+    }
+}
+
+/// Writes the rows of runs whose instance is gone, by the provider's record.
+#[derive(Clone)]
+pub struct OrphanRows {
+    pub ledger: Arc<dyn SpendLedger>,
+    pub usd_per_second: f64,
+    pub keep_ms: u64,
+}
+
+impl OrphanRows {
+    /// Writes run `run_id`'s row (`orphaned`, for `billed_secs`) and frees its
+    /// reservation; `None` when it was written before (rows count once).
+    pub async fn write(
+        &self,
+        run_id: &str,
+        info: LeaseInfo,
+        billed_secs: f64,
+        now_ms: u64,
+    ) -> Option<SpendRow> {
+        let billed_ms = (billed_secs.max(0.0) * 1000.0).round() as u64;
         let row = SpendRow {
-            run_id: run.id.clone(),
+            run_id: run_id.to_owned(),
             day: info.day.clone(),
             time_ms: now_ms,
             outcome: "orphaned".into(),
@@ -239,7 +285,7 @@ impl OrphanSweep {
                 metrics::gauge!("lofianime_model_billed_seconds_total")
                     .increment(billed_ms as f64 / 1000.0);
                 metrics::gauge!("lofianime_spend_usd_total").increment(row.usd());
-                tracing::warn!(run = %row.run_id, billed_secs = billed_ms as f64 / 1000.0, usd = row.usd(), "an orphaned run was cancelled and written in the ledger");
+                tracing::warn!(run = %row.run_id, billed_secs = billed_ms as f64 / 1000.0, usd = row.usd(), "a run whose process is gone was written in the ledger");
                 Some(row)
             }
             Ok(false) => None,
@@ -247,6 +293,38 @@ impl OrphanSweep {
                 tracing::error!(run = %row.run_id, %error, "could not write an orphaned run's row (reconciliation writes it later)");
                 None
             }
+        }
+    }
+
+    /// Run `run_id` is over at the provider, which billed `billed_secs` (its
+    /// `completed` webhook said so): if its instance is gone without seeing
+    /// it end (its lease lapses unfinished), writes its row. Waits for the
+    /// lease to lapse (at most [`LEASE_LAPSE_MS`] and a little).
+    pub async fn settle_if_abandoned(
+        &self,
+        leases: &RunLeases,
+        run_id: &str,
+        billed_secs: f64,
+    ) -> Option<SpendRow> {
+        loop {
+            let lease = match leases.read(run_id).await {
+                Ok(Some(lease)) if !lease.done => lease,
+                // Seen to its end by its instance, or never this app's.
+                Ok(_) => return None,
+                Err(error) => {
+                    tracing::debug!(run = %run_id, %error, "could not read a run's lease (reconciliation settles it if need be)");
+                    return None;
+                }
+            };
+            let now_ms = leases.clock.now_ms();
+            if lease.alive_until_ms < now_ms {
+                return self.write(run_id, lease.info, billed_secs, now_ms).await;
+            }
+            let wait = lease.alive_until_ms - now_ms + 500;
+            tokio::time::sleep(std::time::Duration::from_millis(
+                wait.min(LEASE_LAPSE_MS + 1_000),
+            ))
+            .await;
         }
     }
 }

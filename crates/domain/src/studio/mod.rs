@@ -259,9 +259,44 @@ impl Studio {
         self.parts.generator.is_offline()
     }
 
-    /// Where the model provider's webhooks are delivered, when it calls back.
-    pub fn model_webhooks(&self) -> Option<crate::generator::ReplicateWebhooks> {
-        self.parts.generator.webhooks()
+    /// Whether the model provider calls back (its webhooks are taken).
+    pub fn takes_model_webhooks(&self) -> bool {
+        self.parts.generator.webhooks().is_some()
+    }
+
+    /// One delivery of the model provider's webhooks (`run`: the `?run=` of
+    /// the address it came to), verified and recorded; a refusal changes
+    /// nothing. When it says a run is over whose instance is gone without
+    /// seeing it end, the run's row is written by the provider's record.
+    pub async fn receive_model_webhook(
+        &self,
+        run: Option<&str>,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Result<crate::generator::WebhookOutcome, crate::generator::WebhookRefusal> {
+        let Some(webhooks) = self.parts.generator.webhooks() else {
+            return Err(crate::generator::WebhookRefusal::Unverified(
+                "webhooks are off for this app".into(),
+            ));
+        };
+        let (outcome, over) = webhooks.receive(run, headers, body).await?;
+        if let Some(crate::generator::RunRecord {
+            run_id: Some(run_id),
+            billed_secs,
+            ..
+        }) = over
+        {
+            let rows = crate::spend::OrphanRows {
+                ledger: self.parts.ledger.clone(),
+                usd_per_second: self.parts.spend.usd_per_second,
+                keep_ms: self.parts.spend.keep_ms(),
+            };
+            let leases = self.parts.leases.clone();
+            tokio::spawn(async move {
+                rows.settle_if_abandoned(&leases, &run_id, billed_secs).await;
+            });
+        }
+        Ok(outcome)
     }
 
     /// The clock the limits are decided by (`Retry-After` arithmetic uses it too).

@@ -124,13 +124,14 @@ pub struct ReplicateWebhooks {
 
 impl ReplicateWebhooks {
     /// Verifies one delivery (`run`: the `?run=` of the address it came to)
-    /// and records what it says; a refusal changes nothing.
-    pub async fn receive(
+    /// and records what it says; a refusal changes nothing. With the
+    /// provider's record of the run when the event says it is over.
+    pub(crate) async fn receive(
         &self,
         run: Option<&str>,
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
-    ) -> Result<WebhookOutcome, WebhookRefusal> {
+    ) -> Result<(WebhookOutcome, Option<super::RunRecord>), WebhookRefusal> {
         match &self.api.inbox {
             Some(inbox) => inbox.receive(&self.api, run, headers, body).await,
             None => Err(WebhookRefusal::Unverified(

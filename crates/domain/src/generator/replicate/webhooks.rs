@@ -13,6 +13,7 @@
 
 use super::prediction::Prediction;
 use super::Api;
+use crate::generator::RunRecord;
 use crate::shared::SharedState;
 use crate::store::StoreError;
 use secrecy::{ExposeSecret, SecretString};
@@ -190,14 +191,15 @@ impl Inbox {
         })
     }
 
-    /// Checks one delivery and writes what it says to its run's record.
+    /// Checks one delivery and writes what it says to its run's record; the
+    /// provider's record of the run when the event says it is over.
     pub(super) async fn receive(
         &self,
         api: &Api,
         run: Option<&str>,
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
-    ) -> Result<WebhookOutcome, WebhookRefusal> {
+    ) -> Result<(WebhookOutcome, Option<RunRecord>), WebhookRefusal> {
         let verifier = self.verifier(api).await?;
         verifier.verify(body, headers).map_err(|error| {
             WebhookRefusal::Unverified(format!("the webhook is not verified: {error}"))
@@ -225,7 +227,7 @@ impl Inbox {
             ));
         }
         let Some(run) = run.filter(|run| valid_run(run)) else {
-            return Ok(WebhookOutcome::Ignored);
+            return Ok((WebhookOutcome::Ignored, None));
         };
         let record = self
             .state
@@ -237,7 +239,7 @@ impl Inbox {
             .is_some_and(|known| known.is_empty() || *known == event.id);
         let settled = record.get("final").is_some_and(|t| !t.is_empty());
         if !ours || settled {
-            return Ok(WebhookOutcome::Ignored);
+            return Ok((WebhookOutcome::Ignored, None));
         }
         event.keep_logs_tail(LOGS_KEPT);
         let text = serde_json::to_string(&event)
@@ -256,13 +258,13 @@ impl Inbox {
             .await
             .map_err(unavailable)?;
         if !written {
-            return Ok(WebhookOutcome::Ignored);
+            return Ok((WebhookOutcome::Ignored, None));
         }
         if let Some(woken) = self.waiting.lock().ok().and_then(|w| w.get(run).cloned()) {
             woken.notify_one();
         }
         tracing::debug!(prediction = %event.id, status = %event.status, "a webhook event was recorded");
-        Ok(WebhookOutcome::Applied)
+        Ok((WebhookOutcome::Applied, event.record()))
     }
 }
 
