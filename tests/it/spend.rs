@@ -193,6 +193,12 @@ async fn the_ledger_keeps_its_promises_on_redis_and_upstash() {
         contract::reservations_hold_the_budget_until_settled_or_lapsed(store.as_ref(), 1_000).await;
         contract::locks_are_held_until_they_expire(store.as_ref()).await;
         contract::refusals_add_up_beside_the_runs(store.as_ref()).await;
+        // The provider call budget's log, on the same stores.
+        lofianime_domain::testing::shared_state_contract::slots_are_limited_over_a_sliding_window(
+            store.as_ref(),
+            &format!("slots:{kind}"),
+        )
+        .await;
         // The same run settled by two instances (two connections) counts once.
         let other = connect().await;
         let row = contract::row("shared-run", "delivered", 1_000, 975);

@@ -294,3 +294,46 @@ fn every_message_names_the_setting_it_is_about() {
         "LOFIANIME_SERVER__HEADER_READ_TIMEOUT_SECS"
     );
 }
+
+#[test]
+fn webhooks_are_on_for_an_https_site_and_the_call_budget_is_checked() {
+    Jail::expect_with(|jail| {
+        let settings = load_in(jail).expect("defaults load");
+        assert_eq!(settings.model.webhooks, WebhookMode::Auto);
+        assert!(!settings.model.webhooks_on(None), "no public address");
+        assert!(!settings.model.webhooks_on(Some("http://lofi.example")));
+        assert!(settings.model.webhooks_on(Some("https://lofi.example")));
+        assert_eq!(
+            (
+                settings.model.budget_creates,
+                settings.model.budget_calls,
+                settings.model.budget_window_secs,
+                settings.model.fallback_poll_secs
+            ),
+            (600, 3_000, 60, 10),
+            "Replicate's account limits"
+        );
+        jail.set_env("LOFIANIME_MODEL__WEBHOOKS", "off");
+        let settings = load_in(jail).unwrap();
+        assert!(!settings.model.webhooks_on(Some("https://lofi.example")));
+        jail.set_env("LOFIANIME_MODEL__WEBHOOKS", "on");
+        let error = load_in(jail).unwrap_err().to_string();
+        assert!(
+            error.contains("model.webhooks") && error.contains("site.public_url"),
+            "{error}"
+        );
+        jail.set_env("LOFIANIME_SITE__PUBLIC_URL", "http://10.0.0.5:3000");
+        let settings = load_in(jail).unwrap();
+        assert!(settings
+            .model
+            .webhooks_on(settings.site.public_origin().as_deref()));
+        jail.set_env("LOFIANIME_MODEL__WEBHOOKS", "sometimes");
+        let error = load_in(jail).unwrap_err().to_string();
+        assert!(error.contains("model.webhooks"), "{error}");
+        jail.set_env("LOFIANIME_MODEL__WEBHOOKS", "auto");
+        jail.set_env("LOFIANIME_MODEL__BUDGET_CALLS", "0");
+        let error = load_in(jail).unwrap_err().to_string();
+        assert!(error.contains("model.budget_calls"), "{error}");
+        Ok(())
+    });
+}

@@ -133,7 +133,8 @@ pub mod contract {
         );
         assert_eq!(
             state.take_slot(key, 3, 1_000, start + 1_050).await.unwrap(),
-            Some(51)
+            Some(50),
+            "the oldest left, taken at start + 100, leaves at start + 1100"
         );
         // Another key has its own window.
         let other = format!("{key}:other");

@@ -293,7 +293,8 @@ impl Studio {
             };
             let leases = self.parts.leases.clone();
             tokio::spawn(async move {
-                rows.settle_if_abandoned(&leases, &run_id, billed_secs).await;
+                rows.settle_if_abandoned(&leases, &run_id, billed_secs)
+                    .await;
             });
         }
         Ok(outcome)

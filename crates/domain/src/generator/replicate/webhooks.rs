@@ -62,6 +62,10 @@ pub enum WebhookOutcome {
 /// How long a `webhook-id` is remembered (replays are refused meanwhile;
 /// older events fail the timestamp check anyway).
 const SEEN_TTL_MS: u64 = 10 * 60 * 1000;
+/// How long after a failed fetch of the signing secret it is fetched again.
+const SECRET_RETRY: Duration = Duration::from_secs(30);
+/// The headers every signed delivery carries.
+const SIGNED_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
 /// The longest `webhook-id` accepted (Replicate's are ~30 characters).
 const MAX_ID_LEN: usize = 128;
 /// The longest tail of a prediction's logs kept in its record (the last
@@ -81,6 +85,10 @@ pub(super) struct Inbox {
     pub(super) settings: WebhookSettings,
     state: Arc<dyn SharedState>,
     secret: tokio::sync::OnceCell<standardwebhooks::Webhook>,
+    /// When fetching the secret last failed: not tried again for
+    /// [`SECRET_RETRY`], so unverified deliveries cannot spend the account's
+    /// API calls.
+    secret_failed: Mutex<Option<std::time::Instant>>,
     /// Runs this process waits for, woken when their event lands here.
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
 }
@@ -107,6 +115,7 @@ impl Inbox {
             settings,
             state,
             secret: Default::default(),
+            secret_failed: Default::default(),
             waiting: Default::default(),
         }
     }
@@ -169,26 +178,45 @@ impl Inbox {
         serde_json::from_str(text).ok()
     }
 
-    fn verifier<'a>(
-        &'a self,
-        api: &'a Api,
-    ) -> impl std::future::Future<Output = Result<&'a standardwebhooks::Webhook, WebhookRefusal>> + 'a
-    {
-        self.secret.get_or_try_init(move || async move {
-            let secret = match &self.settings.secret {
-                Some(secret) => secret.clone(),
-                None => api.webhook_secret().await.map_err(|error| {
-                    WebhookRefusal::Unavailable(format!(
-                        "the webhook signing secret could not be fetched: {error}"
-                    ))
-                })?,
-            };
-            standardwebhooks::Webhook::new(secret.expose_secret()).map_err(|_| {
-                WebhookRefusal::Unavailable(
-                    "the webhook signing secret is not a whsec_ base64 key".into(),
-                )
+    async fn verifier(&self, api: &Api) -> Result<&standardwebhooks::Webhook, WebhookRefusal> {
+        if let Some(verifier) = self.secret.get() {
+            return Ok(verifier);
+        }
+        let recently_failed = self
+            .secret_failed
+            .lock()
+            .ok()
+            .and_then(|failed| *failed)
+            .is_some_and(|at| at.elapsed() < SECRET_RETRY);
+        if recently_failed {
+            return Err(WebhookRefusal::Unavailable(
+                "the webhook signing secret could not be fetched a moment ago".into(),
+            ));
+        }
+        let made = self
+            .secret
+            .get_or_try_init(|| async {
+                let secret = match &self.settings.secret {
+                    Some(secret) => secret.clone(),
+                    None => api.webhook_secret().await.map_err(|error| {
+                        WebhookRefusal::Unavailable(format!(
+                            "the webhook signing secret could not be fetched: {error}"
+                        ))
+                    })?,
+                };
+                standardwebhooks::Webhook::new(secret.expose_secret()).map_err(|_| {
+                    WebhookRefusal::Unavailable(
+                        "the webhook signing secret is not a whsec_ base64 key".into(),
+                    )
+                })
             })
-        })
+            .await;
+        if made.is_err() {
+            if let Ok(mut failed) = self.secret_failed.lock() {
+                *failed = Some(std::time::Instant::now());
+            }
+        }
+        made
     }
 
     /// Checks one delivery and writes what it says to its run's record; the
@@ -200,6 +228,12 @@ impl Inbox {
         headers: &reqwest::header::HeaderMap,
         body: &[u8],
     ) -> Result<(WebhookOutcome, Option<RunRecord>), WebhookRefusal> {
+        // Unsigned deliveries are refused before anything else is done.
+        if let Some(missing) = SIGNED_HEADERS.iter().find(|h| !headers.contains_key(**h)) {
+            return Err(WebhookRefusal::Unverified(format!(
+                "the webhook is not signed: no {missing} header"
+            )));
+        }
         let verifier = self.verifier(api).await?;
         verifier.verify(body, headers).map_err(|error| {
             WebhookRefusal::Unverified(format!("the webhook is not verified: {error}"))
