@@ -95,6 +95,12 @@ async fn forty_generations_on_two_instances_ride_on_webhooks_within_the_account_
     ))
     .await;
     stand_in.route_webhooks(vec![(A.into(), b.url("")), (B.into(), a.url(""))]);
+    assert!(
+        a.output()
+            .contains("webhooks to http://a.lofianime.test/webhooks/replicate"),
+        "the start-up log says where events go: {}",
+        a.output()
+    );
 
     let statuses = generate_at_once(&[&a, &b], 40).await;
     assert!(

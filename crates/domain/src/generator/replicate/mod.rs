@@ -227,8 +227,12 @@ impl ImageGenerator for ReplicateGenerator {
     fn describe(&self) -> String {
         let settings = &self.api.settings;
         // Only the origin: a base URL may carry credentials (user:password@).
+        let progress = match &settings.webhooks {
+            Some(webhooks) => format!("webhooks to {}", webhooks.url),
+            None => format!("polled every {} ms", settings.poll_interval.as_millis()),
+        };
         format!(
-            "Replicate model {} (version {}…) at {}",
+            "Replicate model {} (version {}…) at {}, {progress}",
             settings.model,
             &settings.version[..settings.version.len().min(12)],
             settings.base_url.origin().ascii_serialization()
