@@ -240,9 +240,11 @@ impl OrphanSweep {
             usd_per_second: self.usd_per_second,
             keep_ms: self.keep_ms,
         };
-        writer
+        let row = writer
             .write(&run.id, info, record.billed_secs, now_ms)
-            .await
+            .await?;
+        tracing::warn!(run = %row.run_id, billed_secs = row.billed_ms as f64 / 1000.0, usd = row.usd(), "an orphaned run was cancelled and written in the ledger");
+        Some(row)
     }
 }
 
@@ -285,7 +287,6 @@ impl OrphanRows {
                 metrics::gauge!("lofianime_model_billed_seconds_total")
                     .increment(billed_ms as f64 / 1000.0);
                 metrics::gauge!("lofianime_spend_usd_total").increment(row.usd());
-                tracing::warn!(run = %row.run_id, billed_secs = billed_ms as f64 / 1000.0, usd = row.usd(), "a run whose process is gone was written in the ledger");
                 Some(row)
             }
             Ok(false) => None,
@@ -318,7 +319,9 @@ impl OrphanRows {
             };
             let now_ms = leases.clock.now_ms();
             if lease.alive_until_ms < now_ms {
-                return self.write(run_id, lease.info, billed_secs, now_ms).await;
+                let row = self.write(run_id, lease.info, billed_secs, now_ms).await?;
+                tracing::warn!(run = %row.run_id, billed_secs = row.billed_ms as f64 / 1000.0, usd = row.usd(), "a run whose process died before it ended was written in the ledger from its completed webhook");
+                return Some(row);
             }
             let wait = lease.alive_until_ms - now_ms + 500;
             tokio::time::sleep(std::time::Duration::from_millis(
