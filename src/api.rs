@@ -18,6 +18,8 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         prompt: Option<String>,
         job: Option<String>,
+        aspect: Option<String>,
+        seed: Option<String>,
     ) -> Result<CreatedImage, ApiError>;
     async fn progress(&self, job: String) -> Result<Option<JobProgress>, ApiError>;
     async fn cancel(&self, job: String) -> Result<bool, ApiError>;
@@ -44,13 +46,18 @@ fn backend() -> Result<std::sync::Arc<dyn Backend>, ApiError> {
 /// is optional at the protocol level so that a missing field gets the same clear
 /// "Please enter a prompt." as an empty one. `job` is the id the page chose for
 /// this generation (32 hex digits) so it can follow its progress and cancel it
-/// while this request runs; empty or absent without JavaScript.
+/// while this request runs; empty or absent without JavaScript. `aspect`
+/// (`square`, `portrait`, `landscape`) and `seed` (0 to 4294967295) are
+/// optional: a square picture from a new seed unless they say otherwise; a
+/// bad value is a 400 naming the field, and nothing is spent.
 #[server(prefix = "/api", endpoint = "generate", output = JsonAnswer)]
 pub async fn generate(
     prompt: Option<String>,
     job: Option<String>,
+    aspect: Option<String>,
+    seed: Option<String>,
 ) -> Result<CreatedImage, ApiError> {
-    backend()?.generate(prompt, job).await
+    backend()?.generate(prompt, job, aspect, seed).await
 }
 
 /// Where the calling visitor's generation `job` is; `None` when there is no such

@@ -16,7 +16,7 @@ pub mod api;
 pub mod app;
 pub mod wire;
 
-pub use lofianime_wire::{progress, prompt};
+pub use lofianime_wire::{progress, prompt, shape};
 
 #[cfg(feature = "ssr")]
 pub mod server;

@@ -97,6 +97,12 @@ pub enum ApiError {
     MalformedRequest(String),
     #[error("The generation id must be 32 lowercase hexadecimal digits.")]
     BadJobId,
+    /// The `aspect` field is not one of the shapes.
+    #[error("The shape (aspect) must be square, portrait or landscape.")]
+    BadAspect,
+    /// The `seed` field is not a whole number the model takes.
+    #[error("The seed must be a whole number from 0 to 4294967295.")]
+    BadSeed,
     #[error("This generation id is already in use; reload the page and try again.")]
     JobIdTaken,
     #[error("The server is restarting: your generation was stopped and not counted. Please try again in a moment.")]
@@ -127,6 +133,8 @@ impl ApiError {
             Self::InvalidPrompt(_)
             | Self::MalformedRequest(_)
             | Self::BadJobId
+            | Self::BadAspect
+            | Self::BadSeed
             | Self::JobIdTaken => StatusCode::BAD_REQUEST,
             Self::RateLimited(_) | Self::BudgetSpent(_) | Self::DailyBudgetSpent(_) => {
                 StatusCode::TOO_MANY_REQUESTS
@@ -246,6 +254,8 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "RecentImagesUnavailable" => ApiError::RecentImagesUnavailable,
             "MalformedRequest" => ApiError::MalformedRequest(data(&mut map)?),
             "BadJobId" => ApiError::BadJobId,
+            "BadAspect" => ApiError::BadAspect,
+            "BadSeed" => ApiError::BadSeed,
             "JobIdTaken" => ApiError::JobIdTaken,
             "SignInRequired" => ApiError::SignInRequired,
             "Paused" => ApiError::Paused,
@@ -259,6 +269,15 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             map.next_value::<serde::de::IgnoredAny>()?;
         }
         Ok(error)
+    }
+}
+
+impl From<lofianime_wire::shape::ChoiceError> for ApiError {
+    fn from(error: lofianime_wire::shape::ChoiceError) -> Self {
+        match error {
+            lofianime_wire::shape::ChoiceError::Aspect => Self::BadAspect,
+            lofianime_wire::shape::ChoiceError::Seed => Self::BadSeed,
+        }
     }
 }
 

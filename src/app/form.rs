@@ -5,6 +5,7 @@ use super::generation::{StudioState, Tracking};
 use super::quota::QuotaLine;
 use super::words::error_sentence;
 use crate::api::{cancel, Generate};
+use crate::shape::{Aspect, Choices};
 use crate::progress::{JobState, Phase};
 use crate::wire::ApiError;
 use leptos::prelude::*;
@@ -17,23 +18,46 @@ use leptos::server_fn::ServerFn;
 #[component]
 pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) -> impl IntoView {
     let StudioState {
-        action,
         pending,
         job_id,
         hydrated,
         prompt_input,
+        aspect,
         ..
     } = state;
     // Hydrated, the form sends through the action (no page load); without
     // JavaScript it is a plain POST to the same server function.
     let submit = move |event: leptos::ev::SubmitEvent| {
         event.prevent_default();
-        let prompt = prompt_input.get_untracked().map(|input| input.value());
-        action.dispatch(Generate {
+        let prompt = prompt_input
+            .get_untracked()
+            .map(|input| input.value())
+            .unwrap_or_default();
+        state.send(
             prompt,
-            job: Some(job_id.get_untracked()),
-        });
+            Choices {
+                aspect: aspect.get_untracked(),
+                seed: None,
+            },
+        );
     };
+    let shapes = Aspect::ALL
+        .into_iter()
+        .map(|shape| {
+            view! {
+                <label class="shape-choice">
+                    <input
+                        type="radio"
+                        name="aspect"
+                        value=shape.as_str()
+                        checked=move || aspect.get() == shape
+                        on:change=move |_| aspect.set(shape)
+                    />
+                    {shape.label()}
+                </label>
+            }
+        })
+        .collect_view();
     view! {
         <form
             method="post"
@@ -61,6 +85,10 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
                     "Submit"
                 </button>
             </div>
+            <fieldset class="shapes">
+                <legend>"Shape"</legend>
+                {shapes}
+            </fieldset>
         </form>
     }
 }

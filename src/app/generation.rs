@@ -6,6 +6,7 @@
 
 use crate::api::{current_quota, generate, progress, Generate};
 use crate::progress::JobState;
+use crate::shape::{Aspect, Choices};
 use crate::wire::{ApiError, CreatedImage, Quota, QuotaReading, RecentImage, ShownImage};
 use leptos::prelude::*;
 
@@ -42,13 +43,20 @@ pub struct StudioState {
     pub error: Signal<Option<ApiError>>,
     pub prompt_input: NodeRef<leptos::html::Input>,
     pub result_figure: NodeRef<leptos::html::Figure>,
+    /// The shape chosen in the form (kept from one generation to the next).
+    pub aspect: RwSignal<Aspect>,
 }
 
 impl StudioState {
-    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>) -> Self {
+    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>, aspect: Aspect) -> Self {
         let action = Action::new(|input: &Generate| {
-            let Generate { prompt, job } = input.clone();
-            generate(prompt, job)
+            let Generate {
+                prompt,
+                job,
+                aspect,
+                seed,
+            } = input.clone();
+            generate(prompt, job, aspect, seed)
         });
         let pending = action.pending();
         let job_id = RwSignal::new(String::new());
@@ -78,10 +86,23 @@ impl StudioState {
             error,
             prompt_input: NodeRef::new(),
             result_figure: NodeRef::new(),
+            aspect: RwSignal::new(aspect),
         };
         state.after_each_answer();
         state.renew_at_reset();
         state
+    }
+
+    /// Sends a generation of `prompt` with `choices` through the action (the
+    /// form's submission, "More like this", "Same again").
+    pub fn send(&self, prompt: String, choices: Choices) {
+        self.aspect.set(choices.aspect);
+        self.action.dispatch(Generate {
+            prompt: Some(prompt),
+            job: Some(self.job_id.get_untracked()),
+            aspect: Some(choices.aspect.as_str().to_owned()),
+            seed: choices.seed.map(|seed| seed.to_string()),
+        });
     }
 
     /// True when the visitor has no generation left.

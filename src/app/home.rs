@@ -21,6 +21,11 @@ pub fn HomePage() -> impl IntoView {
     let typed_prompt = use_query_map()
         .with_untracked(|q| q.get("prompt"))
         .unwrap_or_default();
+    // The shape chosen before that post stays chosen.
+    let typed_aspect = use_query_map()
+        .with_untracked(|q| q.get("aspect"))
+        .and_then(|text| crate::shape::Aspect::parse(&text))
+        .unwrap_or_default();
     let first_error = use_context::<ServerActionError>()
         .filter(|posted| posted.path() == Generate::PATH)
         .map(|posted| ServerFnUrlError::<ApiError>::decode_err(posted.err()));
@@ -87,6 +92,7 @@ pub fn HomePage() -> impl IntoView {
                             reading
                             recent
                             typed_prompt=typed_prompt.clone()
+                            typed_aspect
                             first_error=first_error.as_ref().map(|error| error_sentence(error, reading.now_ms))
                             account=viewer.account.map(|account| account.email)
                         />

@@ -2,7 +2,7 @@
 //! 320 px WebP thumbnails shown at 160 px; each opens the image's own page.
 
 use super::words::describe_age;
-use crate::wire::{image_page_path, RecentImage};
+use crate::wire::{image_page_path, RecentImage, Variant};
 use leptos::prelude::*;
 
 #[component]
@@ -30,6 +30,13 @@ pub fn RecentImages(
                         key=|image| image.id.clone()
                         children=move |image| {
                             let created = image.created_ms;
+                            // The thumbnail's own size, so its shape is
+                            // reserved (entries from before sizes were kept:
+                            // square).
+                            let (width, height) = match (image.width, image.height) {
+                                (0, _) | (_, 0) => (320, 320),
+                                (w, h) => Variant::Thumb.size_of(w, h),
+                            };
                             view! {
                                 <li>
                                     <a href=image_page_path(&image.id)>
@@ -38,8 +45,8 @@ pub fn RecentImages(
                                             alt=image.prompt.clone()
                                             loading="lazy"
                                             decoding="async"
-                                            width="160"
-                                            height="160"
+                                            width=width
+                                            height=height
                                         />
                                         <span class="recent-prompt">{image.prompt.clone()}</span>
                                         <span class="recent-when">

@@ -3,7 +3,10 @@
 //! (the image's own page), "Create new image" and "Use this prompt again".
 
 use super::words::again_url;
+use crate::api::Generate;
+use crate::shape::{Aspect, Choices};
 use crate::wire::{ShownImage, Variant};
+use leptos::server_fn::ServerFn;
 use leptos::prelude::*;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
@@ -16,6 +19,10 @@ pub fn ResultFigure<C: IntoView + 'static>(
     image: ShownImage,
     #[prop(optional)] node_ref: NodeRef<leptos::html::Figure>,
     copy_link: C,
+    /// Sends "More like this" and "Same again" without a page load (inside an
+    /// island); without it they are plain form posts.
+    #[prop(optional)]
+    again: Option<Callback<(String, Choices)>>,
 ) -> impl IntoView {
     let ShownImage {
         url,
@@ -25,8 +32,14 @@ pub fn ResultFigure<C: IntoView + 'static>(
         width,
         height,
         download_name,
+        aspect,
+        seed,
         ..
     } = image;
+    let about = match seed {
+        Some(seed) => format!("{} · seed {seed}", aspect.label()),
+        None => aspect.label().to_owned(),
+    };
     // The server chose the variants (`srcset`); the size reserves the shape.
     let (shown_width, shown_height) = Variant::Medium.size_of(width, height);
     view! {
@@ -39,7 +52,9 @@ pub fn ResultFigure<C: IntoView + 'static>(
                 height=shown_height
                 alt=prompt.clone()
             />
-            <figcaption>{prompt.clone()}</figcaption>
+            <figcaption>
+                {prompt.clone()} <span class="about">{about}</span>
+            </figcaption>
             <div class="result-actions">
                 <a class="button" href=url.clone() download=download_name>
                     "Download"
@@ -52,7 +67,53 @@ pub fn ResultFigure<C: IntoView + 'static>(
                     "Use this prompt again"
                 </a>
             </div>
+            <div class="result-actions">
+                <AgainForm prompt=prompt.clone() aspect seed=None again label="More like this" />
+                {seed
+                    .map(|seed| {
+                        view! {
+                            <AgainForm
+                                prompt=prompt.clone()
+                                aspect
+                                seed=Some(seed)
+                                again
+                                label="Same again"
+                            />
+                        }
+                    })}
+            </div>
         </figure>
+    }
+}
+
+/// One more generation of `prompt` in `aspect`: from `seed` ("Same again"),
+/// or from a new one ("More like this"). A form posting to the generate
+/// server function, so it works without JavaScript (the answer is the new
+/// image's page); with `again`, sent through the page's action instead.
+#[component]
+fn AgainForm(
+    prompt: String,
+    aspect: Aspect,
+    seed: Option<u32>,
+    again: Option<Callback<(String, Choices)>>,
+    label: &'static str,
+) -> impl IntoView {
+    let sent = prompt.clone();
+    let submit = move |event: leptos::ev::SubmitEvent| {
+        if let Some(again) = again {
+            event.prevent_default();
+            again.run((sent.clone(), Choices { aspect, seed }));
+        }
+    };
+    view! {
+        <form method="post" action=Generate::PATH class="again" on:submit=submit>
+            <input type="hidden" name="prompt" value=prompt />
+            <input type="hidden" name="aspect" value=aspect.as_str() />
+            <input type="hidden" name="seed" value=seed.map(|seed| seed.to_string()) />
+            <button type="submit" class="button secondary">
+                {label}
+            </button>
+        </form>
     }
 }
 

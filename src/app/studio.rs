@@ -6,6 +6,7 @@ use super::form::{PromptForm, StatusRegion};
 use super::generation::StudioState;
 use super::recent::RecentImages;
 use super::result::{CopyButton, ResultFigure};
+use crate::shape::{Aspect, Choices};
 use crate::wire::{image_page_path, QuotaReading, RecentImage};
 use leptos::prelude::*;
 
@@ -17,14 +18,20 @@ pub fn Studio(
     recent: Vec<RecentImage>,
     /// The prompt typed before a form post without JavaScript came back.
     typed_prompt: String,
+    /// The shape chosen then.
+    typed_aspect: Aspect,
     /// The sentence of the error that post came back with (rendered by the
     /// server: a page without JavaScript is never hydrated).
     first_error: Option<String>,
     /// The signed-in account's e-mail, if any (the quota line names it).
     account: Option<String>,
 ) -> impl IntoView {
-    let state = StudioState::new(reading, recent);
+    let state = StudioState::new(reading, recent, typed_aspect);
     let result_figure = state.result_figure;
+    // "More like this" and "Same again" go through the action, like the form.
+    let again = Callback::new(move |(prompt, choices): (String, Choices)| {
+        state.send(prompt, choices);
+    });
     view! {
         <PromptForm state max_chars=max_prompt_chars typed_prompt />
         <StatusRegion state first_error account />
@@ -39,6 +46,7 @@ pub fn Studio(
                             image
                             node_ref=result_figure
                             copy_link=view! { <CopyButton path /> }
+                            again
                         />
                     }
                 })

@@ -9,6 +9,7 @@ use crate::progress::{JobId, JobProgress};
 use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
 use crate::server::state::AppState;
+use crate::shape::{Aspect, Choices};
 use crate::wire::{
     image_page_path, srcset_variants, ApiError, AppInfo, CreatedImage, ImageId, ImagePage,
     QuotaReading, RecentImage, ShownImage, SignedInAs, Variant, Viewer,
@@ -114,6 +115,8 @@ fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownIm
         thumb_url: state.image_url(&key.variant(Variant::Thumb)),
         url,
         prompt: record.prompt,
+        aspect: Aspect::of(record.width, record.height),
+        seed: record.seed,
         width: record.width,
         height: record.height,
     }
@@ -128,12 +131,16 @@ pub async fn run_generation(
     visitor: &Visitor,
     raw_prompt: &str,
     job: Option<&JobId>,
+    choices: Choices,
 ) -> (
     Result<CreatedImage, ApiError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
     let mut counted = errors::OutcomeCounter::start();
-    let result = state.studio.generate(visitor, raw_prompt, job).await;
+    let result = state
+        .studio
+        .generate_with(visitor, raw_prompt, job, choices)
+        .await;
     let decision = match &result {
         Ok(generated) => generated.decision,
         Err(failure) => failure.decision(),
@@ -172,6 +179,8 @@ impl Backend for AppState {
         &self,
         prompt: Option<String>,
         job: Option<String>,
+        aspect: Option<String>,
+        seed: Option<String>,
     ) -> Result<CreatedImage, ApiError> {
         let raw_prompt = prompt.unwrap_or_default();
         // An empty id is a page without JavaScript: nobody follows the progress.
@@ -179,11 +188,14 @@ impl Backend for AppState {
             None => Ok(None),
             Some(id) => parse_job(id).map(Some),
         };
-        let (outcome, headers) = match (job, caller().await) {
-            (Ok(job), Ok(visitor)) => {
-                run_generation(self, &visitor, &raw_prompt, job.as_ref()).await
+        let choices = Choices::parse(aspect.as_deref(), seed.as_deref()).map_err(ApiError::from);
+        let (outcome, headers) = match (job, choices, caller().await) {
+            (Ok(job), Ok(choices), Ok(visitor)) => {
+                run_generation(self, &visitor, &raw_prompt, job.as_ref(), choices).await
             }
-            (Err(error), _) | (_, Err(error)) => (Err(error), Vec::new()),
+            (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+                (Err(error), Vec::new())
+            }
         };
         let mut outcome = outcome;
         if let Ok(created) = &mut outcome {
@@ -198,7 +210,10 @@ impl Backend for AppState {
                 // Without JavaScript the browser follows a redirect back to the
                 // page; the query carries the result (or the error and the typed
                 // prompt) so the page can show it.
-                response.insert_header(header::LOCATION, no_script_location(&outcome, &raw_prompt));
+                response.insert_header(
+                    header::LOCATION,
+                    no_script_location(&outcome, &raw_prompt, aspect.as_deref()),
+                );
             }
         }
         outcome
@@ -236,6 +251,8 @@ impl Backend for AppState {
                 thumb_url: self.image_url(&entry.image.variant(Variant::Thumb)),
                 prompt: entry.prompt,
                 created_ms: entry.created_ms,
+                width: entry.width,
+                height: entry.height,
             })
             .collect())
     }
@@ -346,12 +363,20 @@ fn plain_form_post() -> bool {
 /// Where a form post without JavaScript lands: the image's page on success,
 /// `/?prompt=…&__path=…&__err=…` on failure (the error in the encoding Leptos'
 /// `ServerAction` reads back).
-fn no_script_location(outcome: &Result<CreatedImage, ApiError>, raw_prompt: &str) -> HeaderValue {
+fn no_script_location(
+    outcome: &Result<CreatedImage, ApiError>,
+    raw_prompt: &str,
+    aspect: Option<&str>,
+) -> HeaderValue {
     let mut url = url::Url::parse("http://app.invalid/").expect("a valid constant URL");
     match outcome {
         Ok(created) => url.set_path(&image_page_path(&created.image.id)),
         Err(error) => {
             url.query_pairs_mut().append_pair("prompt", raw_prompt);
+            // The shape chosen stays chosen.
+            if let Some(aspect) = aspect.and_then(Aspect::parse) {
+                url.query_pairs_mut().append_pair("aspect", aspect.as_str());
+            }
             if let Ok(with_error) = ServerFnUrlError::new(crate::api::Generate::PATH, error.clone())
                 .to_url(url.as_str())
             {
@@ -379,6 +404,7 @@ mod offered_tests {
             created_ms: 0,
             bytes: 0,
             medium,
+            seed: None,
         }
     }
 

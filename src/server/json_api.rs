@@ -7,6 +7,7 @@ use crate::server::auth::Caller;
 use crate::server::errors;
 use crate::server::functions::{rate_limit_headers, run_generation};
 use crate::server::state::AppState;
+use crate::shape::Choices;
 use crate::wire::ApiError;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,10 +23,27 @@ pub fn routes() -> Router<AppState> {
         .route("/api/remaining", get(remaining_json))
 }
 
-/// What the original front end posts to `/api/ai`.
+/// What the original front end posts to `/api/ai`, with this app's optional
+/// shape (`"portrait"`) and seed (a number, or a number in a string).
 #[derive(serde::Deserialize)]
 struct AiRequest {
     prompt: String,
+    #[serde(default)]
+    aspect: Option<String>,
+    #[serde(default)]
+    seed: Option<serde_json::Value>,
+}
+
+impl AiRequest {
+    fn choices(&self) -> Result<Choices, ApiError> {
+        let seed = match &self.seed {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(ApiError::BadSeed),
+        };
+        Ok(Choices::parse(self.aspect.as_deref(), seed.as_deref())?)
+    }
 }
 
 /// A JSON answer with a status and headers; errors are a JSON string, as the
@@ -53,8 +71,11 @@ fn json_error(error: &ApiError, headers: Vec<(HeaderName, HeaderValue)>) -> Resp
 /// with `fetch` and no content type, which browsers label `text/plain`).
 /// 200 answers a JSON array of the app's image URLs.
 pub async fn generate_json(State(state): State<AppState>, caller: Caller, body: Bytes) -> Response {
-    let prompt = match serde_json::from_slice::<AiRequest>(&body) {
-        Ok(request) => request.prompt,
+    let (prompt, choices) = match serde_json::from_slice::<AiRequest>(&body) {
+        Ok(request) => match request.choices() {
+            Ok(choices) => (request.prompt, choices),
+            Err(error) => return json_error(&error, Vec::new()),
+        },
         Err(error) => {
             let message = format!(
                 "The request body must be JSON like {{\"prompt\": \"a quiet street at dusk\"}} ({error})."
@@ -66,7 +87,7 @@ pub async fn generate_json(State(state): State<AppState>, caller: Caller, body: 
             );
         }
     };
-    match run_generation(&state, &caller.visitor, &prompt, None).await {
+    match run_generation(&state, &caller.visitor, &prompt, None, choices).await {
         (Ok(created), headers) => json_answer(
             StatusCode::OK,
             headers,

@@ -26,6 +26,11 @@ pub struct RecentEntry {
     pub prompt: String,
     /// When it was made, epoch milliseconds.
     pub created_ms: u64,
+    /// The original's size (its shape); 0 in entries kept before it was.
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
 }
 
 /// Why a visitor's list could not be read or written.
@@ -258,6 +263,8 @@ mod tests {
             image: ImageKey::parse(&format!("{n:032x}.png")).unwrap(),
             prompt: format!("scene {n}"),
             created_ms: 1_000 + n,
+            width: 64,
+            height: 64,
         }
     }
 

@@ -126,6 +126,10 @@ pub struct ImageRecord {
     /// display and a thumbnail variant).
     #[serde(default)]
     pub medium: bool,
+    /// The seed it was made with (none: made before seeds were kept, or by a
+    /// generator that takes none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u32>,
 }
 
 impl ImageRecord {
@@ -539,6 +543,7 @@ impl ObjectImageStore {
                 created_ms: 0,
                 bytes: original_bytes,
                 medium: false,
+                seed: None,
             };
             self.write_record(id, &record).await?;
         }
@@ -669,6 +674,7 @@ impl ImageStore for ObjectImageStore {
             created_ms,
             bytes: image.bytes.len() as u64,
             medium: true,
+            seed: image.seed,
         };
         // The thumbnail follows under the image's lock (new, so not waited for).
         let lock = self.variant_lock(key.id());

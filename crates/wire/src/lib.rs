@@ -6,6 +6,7 @@
 
 pub mod progress;
 pub mod prompt;
+pub mod shape;
 
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +167,10 @@ pub struct ShownImage {
     pub height: u32,
     /// The file name Download saves the original as (`a-quiet-harbour.png`).
     pub download_name: String,
+    /// Its shape, and the seed it was made with (`None`: made before seeds
+    /// were kept): "More like this" and "Same again" send them back.
+    pub aspect: shape::Aspect,
+    pub seed: Option<u32>,
 }
 
 /// An image's own page (`/i/{id}`): the image, and the absolute addresses a
@@ -212,6 +217,9 @@ pub struct RecentImage {
     pub prompt: String,
     /// When it was made, epoch milliseconds.
     pub created_ms: u64,
+    /// The thumbnail's size (its shape; 0 for images listed before it was kept).
+    pub width: u32,
+    pub height: u32,
 }
 
 /// A visitor's quota as read by the server, with the server's clock at that

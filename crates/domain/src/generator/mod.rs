@@ -62,6 +62,17 @@ pub struct GeneratedImage {
     pub bytes: Bytes,
     pub format: ImageFormat,
     pub pixels: Option<std::sync::Arc<image::RgbImage>>,
+    /// The seed it was made with, when the generator was given one.
+    pub seed: Option<u32>,
+}
+
+/// How a picture is asked for besides its prompt: its shape, and the seed
+/// (the same prompt, shape and seed give the same picture from the offline
+/// painter, and nearly the same from the model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub aspect: lofianime_wire::shape::Aspect,
+    pub seed: u32,
 }
 
 impl GeneratedImage {
@@ -71,6 +82,7 @@ impl GeneratedImage {
             bytes,
             format,
             pixels: None,
+            seed: None,
         }
     }
 }
@@ -362,6 +374,18 @@ pub trait ImageGenerator: Send + Sync + 'static {
         prompt: &Prompt,
         progress: &ProgressReporter,
     ) -> Result<GeneratedImage, ModelError>;
+
+    /// Makes the image in `look`'s shape from its seed. A generator that
+    /// cannot choose either makes it as [`Self::generate_with_progress`] does.
+    async fn generate_look(
+        &self,
+        prompt: &Prompt,
+        look: Look,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
+        let _ = look;
+        self.generate_with_progress(prompt, progress).await
+    }
 
     /// The endpoint for the model provider's webhooks, when it calls back.
     fn webhooks(&self) -> Option<ReplicateWebhooks> {

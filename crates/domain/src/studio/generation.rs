@@ -6,6 +6,8 @@
 //! themselves when dropped, so no exit path (an error, a cancel, the visitor
 //! leaving, a panic) can forget a refund.
 
+use crate::generator::Look;
+use lofianime_wire::shape::Choices;
 use super::answers::{FailurePolicy, Generated, LimitScope, StudioError};
 use super::parts::Parts;
 use crate::charge::{record_budget_left, Charge, Ending, Settled, SpendTicket};
@@ -74,6 +76,8 @@ pub struct Order<'a> {
     pub prompt: &'a str,
     /// The id the page chose, so it can follow and cancel the generation.
     pub job: Option<&'a JobId>,
+    /// The shape, and the seed when the visitor gave one (else a random one).
+    pub choices: Choices,
 }
 
 /// One call of the generator, counted and timed (`lofianime_model_calls_total`,
@@ -189,10 +193,14 @@ impl Parts {
             },
             None => None,
         };
+        let look = Look {
+            aspect: order.choices.aspect,
+            seed: order.choices.seed.unwrap_or_else(rand::random),
+        };
         let result = self
             .deliver(
                 order.visitor,
-                prompt,
+                (prompt, look),
                 (charge, lease),
                 decision,
                 record.as_ref(),
@@ -233,7 +241,7 @@ impl Parts {
     async fn deliver(
         &self,
         visitor: &str,
-        prompt: Prompt,
+        (prompt, look): (Prompt, Look),
         (charge, lease): (Charge, LeaseInfo),
         decision: Option<Decision>,
         record: Option<&JobRecord>,
@@ -247,7 +255,7 @@ impl Parts {
             let bound = self.spend.run_deadline + crate::generator::RECORD_WAIT;
             self.leases.hold(progress.meter(), lease, bound);
         }
-        let (key, stored) = match self.produce(&prompt, &progress, phases, record).await {
+        let (key, stored) = match self.produce(&prompt, look, &progress, phases, record).await {
             Ok(stored) => stored,
             Err(spoiled) => {
                 let settled = charge.settle(spoiled.ending()).await;
@@ -268,6 +276,8 @@ impl Parts {
             image: key.clone(),
             prompt: prompt.to_string(),
             created_ms: stored.created_ms,
+            width: stored.width,
+            height: stored.height,
         };
         if let Err(error) = self.gallery.add(visitor, &kept).await {
             tracing::warn!(%error, "could not add the image to the visitor's recent images");
@@ -433,13 +443,14 @@ impl Parts {
     async fn produce(
         &self,
         prompt: &Prompt,
+        look: Look,
         progress: &ProgressReporter,
         phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
     ) -> Result<(ImageKey, ImageRecord), Spoiled> {
         let call = ModelCall::start(self.generator.is_offline());
         let image = tokio::select! {
-            made = self.generator.generate_with_progress(prompt, progress) => made.map_err(Spoiled::Model)?,
+            made = self.generator.generate_look(prompt, look, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
             () = self.watch(record, phases) => return Err(Spoiled::Canceled),

@@ -17,6 +17,7 @@ pub use controls::{Limits, Live, LiveLimit};
 pub use generation::Shutdown;
 pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
+use lofianime_wire::shape::Choices;
 use crate::controls::{DenyList, DynamicLimit, PauseSwitch, RemovedImages};
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
@@ -312,6 +313,19 @@ impl Studio {
         prompt: &str,
         job: Option<&JobId>,
     ) -> Result<Generated, StudioError> {
+        self.generate_with(visitor, prompt, job, Choices::default())
+            .await
+    }
+
+    /// [`Studio::generate`] in the visitor's chosen shape, from their seed
+    /// when they gave one (else a random one).
+    pub async fn generate_with(
+        &self,
+        visitor: &Visitor,
+        prompt: &str,
+        job: Option<&JobId>,
+        choices: Choices,
+    ) -> Result<Generated, StudioError> {
         let result = if self.may_generate(visitor) {
             self.parts
                 .run(Order {
@@ -321,6 +335,7 @@ impl Studio {
                     names: &visitor.deny_list_names(),
                     prompt,
                     job,
+                    choices,
                 })
                 .await
         } else {

@@ -2,7 +2,7 @@
 //! app works on a fresh machine with no account. The same prompt always gives the
 //! same picture; words in the prompt steer it ("night", "city", "sea", "rain", …).
 
-use super::{GeneratedImage, ImageFormat, ImageGenerator, ModelError, ProgressReporter};
+use super::{GeneratedImage, ImageFormat, ImageGenerator, Look, ModelError, ProgressReporter};
 use crate::cpu;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -56,6 +56,28 @@ impl ImageGenerator for OfflineGenerator {
         prompt: &Prompt,
         progress: &ProgressReporter,
     ) -> Result<GeneratedImage, ModelError> {
+        self.paint(prompt, None, progress).await
+    }
+
+    /// The shape scaled to the configured size of a square picture; the same
+    /// prompt, shape and seed always give the same picture.
+    async fn generate_look(
+        &self,
+        prompt: &Prompt,
+        look: Look,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
+        self.paint(prompt, Some(look), progress).await
+    }
+}
+
+impl OfflineGenerator {
+    async fn paint(
+        &self,
+        prompt: &Prompt,
+        look: Option<Look>,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
         progress.report(Phase::Starting);
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay / 4).await;
@@ -71,9 +93,13 @@ impl ImageGenerator for OfflineGenerator {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay - self.delay / 4).await;
         }
-        let (width, height) = (self.width, self.height);
+        let (width, height) = match look {
+            Some(look) => look.aspect.scaled(self.width, self.height),
+            None => (self.width, self.height),
+        };
+        let seed = look.map(|look| look.seed);
         let text = prompt.as_str().to_owned();
-        let (png, pixels) = cpu::run_with(worker, move || render(&text, width, height))
+        let (png, pixels) = cpu::run_with(worker, move || render_seeded(&text, seed, width, height))
             .await
             .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
         // The pixels go along: the image's variants are made without
@@ -82,6 +108,7 @@ impl ImageGenerator for OfflineGenerator {
             bytes: Bytes::from(png),
             format: ImageFormat::Png,
             pixels: Some(std::sync::Arc::new(pixels)),
+            seed,
         })
     }
 }
@@ -94,7 +121,17 @@ pub fn render_png(prompt: &str, width: u32, height: u32) -> Result<Vec<u8>, Mode
 
 /// Paints the scene for `prompt`: the PNG, and its pixels.
 pub fn render(prompt: &str, width: u32, height: u32) -> Result<(Vec<u8>, RgbImage), ModelError> {
-    let pixels = Scene::from_prompt(prompt).paint(width, height);
+    render_seeded(prompt, None, width, height)
+}
+
+/// Paints the scene for `prompt` and `seed` (none: the prompt's own).
+pub fn render_seeded(
+    prompt: &str,
+    seed: Option<u32>,
+    width: u32,
+    height: u32,
+) -> Result<(Vec<u8>, RgbImage), ModelError> {
+    let pixels = Scene::from_prompt_and_seed(prompt, seed).paint(width, height);
     let mut png = Vec::new();
     PngEncoder::new_with_quality(&mut png, CompressionType::Fast, FilterType::Adaptive)
         .write_image(&pixels, width, height, ExtendedColorType::Rgb8)

@@ -22,7 +22,19 @@ pub(super) struct Scene {
 
 impl Scene {
     pub(super) fn from_prompt(prompt: &str) -> Self {
-        let seed: [u8; 32] = Sha256::digest(prompt.as_bytes()).into();
+        Self::from_prompt_and_seed(prompt, None)
+    }
+
+    /// The scene for `prompt`; another `seed` draws every stroke anew (the
+    /// prompt's words still choose the time of day and the setting).
+    pub(super) fn from_prompt_and_seed(prompt: &str, seed: Option<u32>) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(prompt.as_bytes());
+        if let Some(seed) = seed {
+            hash.update(b"\0seed");
+            hash.update(seed.to_be_bytes());
+        }
+        let seed: [u8; 32] = hash.finalize().into();
         let lower = prompt.to_lowercase();
         let words: Vec<&str> = lower
             .split(|c: char| !c.is_alphanumeric())

@@ -1,7 +1,7 @@
 //! The HTTP side: create, read, cancel and the final record of a prediction,
 //! output downloads, with the retries the API allows.
 
-use super::super::{GeneratedImage, Meter, ModelError, ProgressReporter, RunRecord};
+use super::super::{GeneratedImage, Look, Meter, ModelError, ProgressReporter, RunRecord};
 use super::budget::Call;
 use super::prediction::{
     backoff, decode_data_uri, problem, retry_after, sniff, without_url, CreateFailed, Prediction,
@@ -39,8 +39,15 @@ impl Api {
         prompt: &Prompt,
         deadline: Instant,
         run: Option<&str>,
+        look: Option<Look>,
     ) -> reqwest::RequestBuilder {
         let mut input = self.settings.input.clone();
+        if let Some(look) = look {
+            let (width, height) = look.aspect.model_size();
+            input.insert("width".into(), json!(width));
+            input.insert("height".into(), json!(height));
+            input.insert("seed".into(), json!(look.seed));
+        }
         input.insert(
             "prompt".into(),
             Value::String(format!(
@@ -88,6 +95,7 @@ impl Api {
         prompt: &Prompt,
         deadline: Instant,
         run: Option<&str>,
+        look: Option<Look>,
     ) -> Result<Prediction, CreateFailed> {
         for attempt in 0..ATTEMPTS {
             // Waits in line for the account's create budget: nothing is sent,
@@ -97,7 +105,7 @@ impl Api {
                     retry_after: None,
                 }));
             }
-            let sent = self.create_request(prompt, deadline, run).send().await;
+            let sent = self.create_request(prompt, deadline, run, look).send().await;
             let response = match sent {
                 Ok(response) => response,
                 // Nothing reached Replicate: trying again cannot start a second prediction.

@@ -22,7 +22,7 @@ mod webhooks;
 pub use budget::CallLimits;
 pub use webhooks::{WebhookOutcome, WebhookRefusal, WebhookSettings};
 
-use super::{GeneratedImage, ImageGenerator, Meter, ModelError, ProgressReporter};
+use super::{GeneratedImage, ImageGenerator, Look, Meter, ModelError, ProgressReporter};
 use crate::on_drop::SpawnOnDrop;
 use crate::shared::SharedState;
 use async_trait::async_trait;
@@ -193,13 +193,14 @@ impl ReplicateGenerator {
         deadline: Instant,
         meter: Arc<Meter>,
         run: Option<String>,
+        look: Option<Look>,
     ) -> Result<Prediction, ModelError> {
         let (answer, created) = tokio::sync::oneshot::channel();
         let api = self.api.clone();
         let prompt = prompt.clone();
         crate::on_drop::spawn_cleanup(async move {
             let result = api
-                .create(&prompt, deadline, run.as_deref())
+                .create(&prompt, deadline, run.as_deref(), look)
                 .await
                 .map_err(|failed| {
                     meter.publish(failed.record(api.settings.deadline));
@@ -252,6 +253,30 @@ impl ImageGenerator for ReplicateGenerator {
         prompt: &Prompt,
         progress: &ProgressReporter,
     ) -> Result<GeneratedImage, ModelError> {
+        self.run(prompt, None, progress).await
+    }
+
+    /// The shape's size and the seed go to the model as its `width`,
+    /// `height` and `seed` inputs.
+    async fn generate_look(
+        &self,
+        prompt: &Prompt,
+        look: Look,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
+        let mut image = self.run(prompt, Some(look), progress).await?;
+        image.seed = Some(look.seed);
+        Ok(image)
+    }
+}
+
+impl ReplicateGenerator {
+    async fn run(
+        &self,
+        prompt: &Prompt,
+        look: Option<Look>,
+        progress: &ProgressReporter,
+    ) -> Result<GeneratedImage, ModelError> {
         let api = &self.api;
         let started = Instant::now();
         let deadline = started + api.settings.deadline;
@@ -268,7 +293,7 @@ impl ImageGenerator for ReplicateGenerator {
         };
         let run = mailbox.as_ref().map(|mailbox| mailbox.run.clone());
         let created = self
-            .create_detached(prompt, deadline, meter.clone(), run)
+            .create_detached(prompt, deadline, meter.clone(), run, look)
             .await?;
         progress.report(created.phase());
         let id = created.id.clone();
