@@ -525,3 +525,86 @@ test("pages load the WebP variants, never the PNG originals", async ({ browser }
   for (const image of pictures) expect(image.bytes).toBeLessThanOrEqual(25_000);
   await context.close();
 });
+
+/// The width and height a PNG's header gives.
+async function pngSize(page: Page, url: string): Promise<[number, number]> {
+  const body = await (await page.request.get(url)).body();
+  return [body.readUInt32BE(16), body.readUInt32BE(20)];
+}
+
+test("a portrait picture, then Same again and More like this", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  const prompt = "a lighthouse on a cliff";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await expect(page.getByLabel("Square")).toBeChecked();
+  await page.getByLabel("Portrait").check();
+  await page.getByRole("button", { name: "Submit" }).click();
+
+  const image = result(page).getByRole("img", { name: prompt });
+  await expect(image).toBeVisible();
+  await expect
+    .poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth))
+    .toBeGreaterThan(0);
+  // Taller than wide on the page, in the reserved size and in the file.
+  const box = (await image.boundingBox())!;
+  expect(box.height).toBeGreaterThan(box.width);
+  expect(Number(await image.getAttribute("height"))).toBeGreaterThan(
+    Number(await image.getAttribute("width")),
+  );
+  const download = result(page).getByRole("link", { name: "Download" });
+  const firstOriginal = (await download.getAttribute("href"))!;
+  const [width, height] = await pngSize(page, firstOriginal);
+  expect(height).toBeGreaterThan(width);
+  const about = result(page).locator(".about");
+  await expect(about).toHaveText(/^Portrait · seed \d+$/);
+  const seed = (await about.textContent())!.replace(/\D+/g, "");
+  const firstBytes = await (await page.request.get(firstOriginal)).body();
+
+  // Same again: the same seed paints the same picture (a new image).
+  await result(page).getByRole("button", { name: "Same again" }).click();
+  await expect(download).not.toHaveAttribute("href", firstOriginal);
+  await expect(about).toHaveText(`Portrait · seed ${seed}`);
+  const againBytes = await (await page.request.get((await download.getAttribute("href"))!)).body();
+  expect(againBytes.equals(firstBytes)).toBe(true);
+
+  // More like this: a new seed, the same prompt and shape.
+  const againOriginal = (await download.getAttribute("href"))!;
+  await result(page).getByRole("button", { name: "More like this" }).click();
+  await expect(download).not.toHaveAttribute("href", againOriginal);
+  await expect(about).toHaveText(/^Portrait · seed \d+$/);
+  await expect(about).not.toHaveText(`Portrait · seed ${seed}`);
+  const [moreWidth, moreHeight] = await pngSize(page, (await download.getAttribute("href"))!);
+  expect(moreHeight).toBeGreaterThan(moreWidth);
+  // Three generations like any other; the shape stays chosen.
+  await expect(page.getByText("0 of 3 generations left.")).toBeVisible();
+  await expect(page.getByLabel("Portrait")).toBeChecked();
+  // The recent images keep their shape.
+  const thumb = page.locator(".recent-grid img").first();
+  expect(Number(await thumb.getAttribute("height"))).toBeGreaterThan(
+    Number(await thumb.getAttribute("width")),
+  );
+  await context.close();
+});
+
+test("without JavaScript: a landscape picture, and Same again from its page", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, { javaScriptEnabled: false });
+  await page.goto("/");
+  const prompt = "a tram by the sea";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByLabel("Landscape").check();
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page).toHaveURL(/\/i\/[0-9a-f]{32}$/);
+  const first = page.url();
+  const download = page.getByRole("link", { name: "Download" });
+  const [width, height] = await pngSize(page, (await download.getAttribute("href"))!);
+  expect(width).toBeGreaterThan(height);
+  const about = (await page.locator(".about").textContent())!;
+  expect(about).toMatch(/^Landscape · seed \d+$/);
+  await page.getByRole("button", { name: "Same again" }).click();
+  await expect(page).toHaveURL(/\/i\/[0-9a-f]{32}$/);
+  expect(page.url()).not.toBe(first);
+  await expect(page.locator(".about")).toHaveText(about);
+  await context.close();
+});

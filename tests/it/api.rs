@@ -644,3 +644,145 @@ async fn form_posts_are_never_redirected_off_site() {
     );
     assert!(!location.contains("attacker"), "{location}");
 }
+
+mod shapes_and_seeds {
+    //! The visitor's shape and seed: through the form's server function and
+    //! the JSON API; bad values named, and nothing spent for them.
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use lofianime::shape::Aspect;
+    use serde_json::Value;
+
+    fn form(pairs: &[(&str, &str)]) -> String {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in pairs {
+            body.append_pair(name, value);
+        }
+        body.finish()
+    }
+
+    async fn created(response: axum::http::Response<Body>) -> CreatedImage {
+        assert_eq!(response.status(), StatusCode::OK);
+        serde_json::from_slice(&body_bytes(response).await).unwrap()
+    }
+
+    fn png_size(png: &[u8]) -> (u32, u32) {
+        let read = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+        (read(16), read(20))
+    }
+
+    async fn remaining(app: &TestApp) -> u64 {
+        let response = app.get("/api/remaining").await;
+        let body: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        body["remainingGenerations"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_portrait_picture_has_its_shape_and_seed_and_the_same_seed_paints_it_again() {
+        let app = spawn_app();
+        let first = created(
+            app.generate_body(form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]), &[])
+                .await,
+        )
+        .await;
+        let image = &first.image;
+        assert_eq!(image.aspect, Aspect::Portrait);
+        assert!(image.height > image.width, "{image:?}");
+        let seed = image.seed.expect("every new picture has a seed");
+        let original = body_bytes(app.get(&image.url).await).await;
+        let (width, height) = png_size(&original);
+        assert_eq!((width, height), (image.width, image.height), "the file is portrait");
+        // Same again: the same prompt, shape and seed paint the same picture.
+        let again = created(
+            app.generate_body(
+                form(&[
+                    ("prompt", "a lighthouse"),
+                    ("aspect", "portrait"),
+                    ("seed", &seed.to_string()),
+                ]),
+                &[],
+            )
+            .await,
+        )
+        .await;
+        assert_ne!(again.image.id, image.id, "a new image");
+        assert_eq!(again.image.seed, Some(seed));
+        assert_eq!(body_bytes(app.get(&again.image.url).await).await, original);
+        // More like this: a new seed, another picture of the same shape.
+        let more = created(
+            app.generate_body(form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]), &[])
+                .await,
+        )
+        .await;
+        assert_eq!(more.image.aspect, Aspect::Portrait);
+        assert_ne!(more.image.seed, Some(seed));
+        assert_ne!(body_bytes(app.get(&more.image.url).await).await, original);
+        // The image's page says it too.
+        let page = body_text(app.get(&format!("/i/{}", image.id)).await).await;
+        assert!(page.contains(&format!("Portrait · seed {seed}")), "{page}");
+        assert!(page.contains("More like this") && page.contains("Same again"));
+        // And the recent list has the shape.
+        let recent: Value =
+            serde_json::from_slice(&body_bytes(app.get("/api/recent").await).await).unwrap();
+        assert_eq!(recent[0]["height"].as_u64(), Some(u64::from(more.image.height)));
+        assert!(recent[0]["height"].as_u64() > recent[0]["width"].as_u64(), "{recent}");
+    }
+
+    #[tokio::test]
+    async fn the_json_api_takes_a_shape_and_a_seed_as_number_or_text() {
+        let app = spawn_app();
+        for body in [
+            r#"{"prompt": "a harbour", "aspect": "landscape", "seed": 42}"#,
+            r#"{"prompt": "a harbour", "aspect": "landscape", "seed": "42"}"#,
+        ] {
+            let response = app
+                .send(Request::post("/api/ai").body(Body::from(body)).unwrap())
+                .await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let urls: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            let png = body_bytes(app.get(urls[0].as_str().unwrap()).await).await;
+            let (width, height) = png_size(&png);
+            assert!(width > height, "landscape: {width}x{height}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_shapes_and_seeds_are_named_and_cost_nothing() {
+        let app = spawn_app();
+        let before = remaining(&app).await;
+        for (pairs, expected) in [
+            (&[("aspect", "round")][..], ApiError::BadAspect),
+            (&[("aspect", "Portrait")][..], ApiError::BadAspect),
+            (&[("seed", "4294967296")][..], ApiError::BadSeed),
+            (&[("seed", "-1")][..], ApiError::BadSeed),
+            (&[("seed", "twelve")][..], ApiError::BadSeed),
+        ] {
+            let mut fields = vec![("prompt", "a harbour")];
+            fields.extend_from_slice(pairs);
+            let response = app.generate_body(form(&fields), &[]).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{pairs:?}");
+            let error: ApiError = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            assert_eq!(error, expected, "{pairs:?}");
+        }
+        for body in [
+            r#"{"prompt": "a harbour", "aspect": "wide"}"#,
+            r#"{"prompt": "a harbour", "seed": 1.5}"#,
+            r#"{"prompt": "a harbour", "seed": [1]}"#,
+            r#"{"prompt": "a harbour", "seed": 99999999999}"#,
+        ] {
+            let response = app
+                .send(Request::post("/api/ai").body(Body::from(body)).unwrap())
+                .await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+            let message: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            let message = message.as_str().unwrap();
+            assert!(
+                message.contains("shape (aspect)") || message.contains("The seed"),
+                "{body}: {message}"
+            );
+        }
+        assert_eq!(remaining(&app).await, before, "nothing was spent");
+    }
+}

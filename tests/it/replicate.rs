@@ -851,3 +851,36 @@ fn a_base_url_with_credentials_is_never_described_in_clear() {
         "{described}"
     );
 }
+
+#[tokio::test]
+async fn a_shape_and_a_seed_go_to_the_model_as_its_inputs() {
+    let server = MockServer::start().await;
+    on_create(
+        &server,
+        ResponseTemplate::new(201)
+            .set_body_json(prediction("succeeded", json!([data_uri().await]))),
+    )
+    .await;
+    let look = lofianime_domain::Look {
+        aspect: lofianime::shape::Aspect::Portrait,
+        seed: 4_294_967_295,
+    };
+    let image = generator(&server)
+        .generate_look(
+            &prompt(),
+            look,
+            &lofianime_domain::ProgressReporter::unwatched(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(image.seed, Some(4_294_967_295));
+    let creates = requests_to(&server, "POST", "/v1/predictions").await;
+    let body: Value = serde_json::from_slice(&creates[0].body).unwrap();
+    let input = &body["input"];
+    assert_eq!(input["width"], 896);
+    assert_eq!(input["height"], 1152);
+    assert_eq!(input["seed"], 4_294_967_295u32);
+    // The owner's other inputs are kept.
+    assert_eq!(input["lora_scale"], 0.6);
+    assert_eq!(input["prompt"], "In the style of HISGH. a quiet train station at dusk");
+}

@@ -7,6 +7,7 @@ mod offline;
 mod replicate;
 
 pub use offline::{render as render_offline, OfflineGenerator};
+pub use lofianime_wire::shape::Aspect;
 pub use replicate::{
     CallLimits, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
     WebhookRefusal, WebhookSettings,
