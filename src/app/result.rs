@@ -6,8 +6,8 @@ use super::words::again_url;
 use crate::api::Generate;
 use crate::shape::{Aspect, Choices};
 use crate::wire::{ShownImage, Variant};
-use leptos::server_fn::ServerFn;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 
 /// How wide the result is laid out: the page's column (44rem), or the screen.
 const RESULT_SIZES: &str = "(max-width: 44rem) 100vw, 44rem";

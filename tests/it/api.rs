@@ -683,8 +683,11 @@ mod shapes_and_seeds {
     async fn a_portrait_picture_has_its_shape_and_seed_and_the_same_seed_paints_it_again() {
         let app = spawn_app();
         let first = created(
-            app.generate_body(form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]), &[])
-                .await,
+            app.generate_body(
+                form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]),
+                &[],
+            )
+            .await,
         )
         .await;
         let image = &first.image;
@@ -693,7 +696,11 @@ mod shapes_and_seeds {
         let seed = image.seed.expect("every new picture has a seed");
         let original = body_bytes(app.get(&image.url).await).await;
         let (width, height) = png_size(&original);
-        assert_eq!((width, height), (image.width, image.height), "the file is portrait");
+        assert_eq!(
+            (width, height),
+            (image.width, image.height),
+            "the file is portrait"
+        );
         // Same again: the same prompt, shape and seed paint the same picture.
         let again = created(
             app.generate_body(
@@ -712,8 +719,11 @@ mod shapes_and_seeds {
         assert_eq!(body_bytes(app.get(&again.image.url).await).await, original);
         // More like this: a new seed, another picture of the same shape.
         let more = created(
-            app.generate_body(form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]), &[])
-                .await,
+            app.generate_body(
+                form(&[("prompt", "a lighthouse"), ("aspect", "portrait")]),
+                &[],
+            )
+            .await,
         )
         .await;
         assert_eq!(more.image.aspect, Aspect::Portrait);
@@ -726,8 +736,14 @@ mod shapes_and_seeds {
         // And the recent list has the shape.
         let recent: Value =
             serde_json::from_slice(&body_bytes(app.get("/api/recent").await).await).unwrap();
-        assert_eq!(recent[0]["height"].as_u64(), Some(u64::from(more.image.height)));
-        assert!(recent[0]["height"].as_u64() > recent[0]["width"].as_u64(), "{recent}");
+        assert_eq!(
+            recent[0]["height"].as_u64(),
+            Some(u64::from(more.image.height))
+        );
+        assert!(
+            recent[0]["height"].as_u64() > recent[0]["width"].as_u64(),
+            "{recent}"
+        );
     }
 
     #[tokio::test]

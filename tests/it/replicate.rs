@@ -882,5 +882,8 @@ async fn a_shape_and_a_seed_go_to_the_model_as_its_inputs() {
     assert_eq!(input["seed"], 4_294_967_295u32);
     // The owner's other inputs are kept.
     assert_eq!(input["lora_scale"], 0.6);
-    assert_eq!(input["prompt"], "In the style of HISGH. a quiet train station at dusk");
+    assert_eq!(
+        input["prompt"],
+        "In the style of HISGH. a quiet train station at dusk"
+    );
 }

@@ -54,7 +54,8 @@ impl Aspect {
     /// painter's size (multiples of 8).
     pub fn scaled(self, square_width: u32, square_height: u32) -> (u32, u32) {
         let (width, height) = self.model_size();
-        let scale = |side: u32, of: u32| ((u64::from(side) * u64::from(of) / 1024) as u32 / 8 * 8).max(8);
+        let scale =
+            |side: u32, of: u32| ((u64::from(side) * u64::from(of) / 1024) as u32 / 8 * 8).max(8);
         (scale(width, square_width), scale(height, square_height))
     }
 
@@ -124,10 +125,20 @@ mod tests {
             Ok(Choices::default()),
             "empty fields are the defaults"
         );
-        assert_eq!(Choices::parse(Some("round"), None), Err(ChoiceError::Aspect));
-        assert_eq!(Choices::parse(Some("Square"), None), Err(ChoiceError::Aspect));
+        assert_eq!(
+            Choices::parse(Some("round"), None),
+            Err(ChoiceError::Aspect)
+        );
+        assert_eq!(
+            Choices::parse(Some("Square"), None),
+            Err(ChoiceError::Aspect)
+        );
         for seed in ["4294967296", "-1", "1.5", "12abc", "+3"] {
-            assert_eq!(Choices::parse(None, Some(seed)), Err(ChoiceError::Seed), "{seed}");
+            assert_eq!(
+                Choices::parse(None, Some(seed)),
+                Err(ChoiceError::Seed),
+                "{seed}"
+            );
         }
     }
 

@@ -6,12 +6,11 @@
 //! themselves when dropped, so no exit path (an error, a cancel, the visitor
 //! leaving, a panic) can forget a refund.
 
-use crate::generator::Look;
-use lofianime_wire::shape::Choices;
 use super::answers::{FailurePolicy, Generated, LimitScope, StudioError};
 use super::parts::Parts;
 use crate::charge::{record_budget_left, Charge, Ending, Settled, SpendTicket};
 use crate::gallery::RecentEntry;
+use crate::generator::Look;
 use crate::generator::{ModelError, ProgressReporter};
 use crate::jobs::JobRecord;
 use crate::ratelimit::{Decision, RateLimiter};
@@ -20,6 +19,7 @@ use crate::storage::{ImageKey, ImageRecord, StorageError};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
 use lofianime_wire::prompt::Prompt;
+use lofianime_wire::shape::Choices;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;

@@ -17,7 +17,6 @@ pub use controls::{Limits, Live, LiveLimit};
 pub use generation::Shutdown;
 pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 
-use lofianime_wire::shape::Choices;
 use crate::controls::{DenyList, DynamicLimit, PauseSwitch, RemovedImages};
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
@@ -28,6 +27,7 @@ use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
 use lofianime_wire::progress::{JobId, JobProgress};
+use lofianime_wire::shape::Choices;
 use lofianime_wire::{ImageId, Variant};
 use parts::{Parts, REFUNDS_PREFIX};
 use std::sync::Arc;

@@ -99,9 +99,10 @@ impl OfflineGenerator {
         };
         let seed = look.map(|look| look.seed);
         let text = prompt.as_str().to_owned();
-        let (png, pixels) = cpu::run_with(worker, move || render_seeded(&text, seed, width, height))
-            .await
-            .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
+        let (png, pixels) =
+            cpu::run_with(worker, move || render_seeded(&text, seed, width, height))
+                .await
+                .map_err(|e| ModelError::Render(format!("render task failed: {e}")))??;
         // The pixels go along: the image's variants are made without
         // decoding the PNG again.
         Ok(GeneratedImage {

@@ -21,6 +21,7 @@ pub(super) struct Scene {
 }
 
 impl Scene {
+    #[cfg(test)]
     pub(super) fn from_prompt(prompt: &str) -> Self {
         Self::from_prompt_and_seed(prompt, None)
     }

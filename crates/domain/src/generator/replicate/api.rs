@@ -105,7 +105,10 @@ impl Api {
                     retry_after: None,
                 }));
             }
-            let sent = self.create_request(prompt, deadline, run, look).send().await;
+            let sent = self
+                .create_request(prompt, deadline, run, look)
+                .send()
+                .await;
             let response = match sent {
                 Ok(response) => response,
                 // Nothing reached Replicate: trying again cannot start a second prediction.
