@@ -6,7 +6,6 @@ pub mod fake;
 mod offline;
 mod replicate;
 
-pub use lofianime_wire::shape::Aspect;
 pub use offline::{render as render_offline, OfflineGenerator};
 pub use replicate::{
     CallLimits, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
