@@ -26,6 +26,7 @@ pub trait Backend: Send + Sync + 'static {
     async fn recent_images(&self) -> Result<Vec<RecentImage>, ApiError>;
     async fn quota(&self) -> Result<QuotaReading, ApiError>;
     async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError>;
+    async fn delete_image(&self, id: String) -> Result<bool, ApiError>;
     fn site_info(&self) -> AppInfo;
     async fn viewer(&self) -> Result<Viewer, ApiError>;
 }
@@ -106,4 +107,15 @@ pub async fn who_is_visiting() -> Result<Viewer, ApiError> {
 #[server(prefix = "/api", endpoint = "image", input = GetUrl, output = JsonAnswer)]
 pub async fn image_details(id: String) -> Result<Option<ImagePage>, ApiError> {
     backend()?.image_page(id).await
+}
+
+/// Deletes image `id` for the visitor who made it (the same address, or the
+/// same account when signed in): its files and record leave the storage and
+/// the recent lists, on every instance, and its link answers 404 "This image
+/// was deleted.". Another visitor's request is a 403 that changes nothing.
+/// Served at `POST /api/delete-image` (form field `id`), so it works as a
+/// plain form without JavaScript too (which then lands on the home page).
+#[server(prefix = "/api", endpoint = "delete-image", output = JsonAnswer)]
+pub async fn delete_image(id: String) -> Result<bool, ApiError> {
+    backend()?.delete_image(id).await
 }

@@ -120,6 +120,14 @@ pub enum ApiError {
     /// The owner removed the image.
     #[error("This image was removed.")]
     ImageRemoved,
+    /// The visitor who made the image deleted it.
+    #[error("This image was deleted.")]
+    ImageDeleted,
+    #[error("No such image.")]
+    NoSuchImage,
+    /// Only the visitor who made an image may delete it: nothing changed.
+    #[error("Only the visitor who made this image can delete it.")]
+    NotYourImage,
     #[error("Could not reach the server. Check your connection and try again.")]
     Network,
     #[error("An error occurred. Please try again later.")]
@@ -146,8 +154,8 @@ impl ApiError {
             | Self::RecentImagesUnavailable
             | Self::ShuttingDown
             | Self::Paused => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Blocked => StatusCode::FORBIDDEN,
-            Self::ImageRemoved => StatusCode::NOT_FOUND,
+            Self::Blocked | Self::NotYourImage => StatusCode::FORBIDDEN,
+            Self::ImageRemoved | Self::ImageDeleted | Self::NoSuchImage => StatusCode::NOT_FOUND,
             Self::Unsafe => StatusCode::UNPROCESSABLE_ENTITY,
             Self::SignInRequired => StatusCode::UNAUTHORIZED,
             // The request lost to the visitor's own cancel request.
@@ -261,6 +269,9 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
             "Paused" => ApiError::Paused,
             "Blocked" => ApiError::Blocked,
             "ImageRemoved" => ApiError::ImageRemoved,
+            "ImageDeleted" => ApiError::ImageDeleted,
+            "NoSuchImage" => ApiError::NoSuchImage,
+            "NotYourImage" => ApiError::NotYourImage,
             "ShuttingDown" => ApiError::ShuttingDown,
             "Network" => ApiError::Network,
             _ => ApiError::Internal,

@@ -608,3 +608,48 @@ test("without JavaScript: a landscape picture, and Same again from its page", as
   await expect(page.locator(".about")).toHaveText(about);
   await context.close();
 });
+
+test("the maker deletes an image; another visitor cannot", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser);
+  await page.goto("/");
+  await waitForHydration(page);
+  for (const prompt of ["a kite over dunes", "a cat on a windowsill"]) {
+    await page.getByLabel("Enter your prompt").fill(prompt);
+    await page.getByRole("button", { name: "Submit" }).click();
+    await expect(result(page).getByRole("img", { name: prompt })).toBeVisible();
+  }
+  const kitePage = (await page
+    .locator(".recent-grid a", { hasText: "a kite over dunes" })
+    .getAttribute("href"))!;
+  const catPage = (await page
+    .locator(".recent-grid a", { hasText: "a cat on a windowsill" })
+    .getAttribute("href"))!;
+
+  // Another visitor sees the picture without Delete, and a forged request fails.
+  const stranger = await openAsVisitor(browser);
+  await stranger.page.goto(catPage);
+  await expect(stranger.page.getByRole("img", { name: "a cat on a windowsill" })).toBeVisible();
+  await expect(stranger.page.getByRole("button", { name: "Delete this image" })).toHaveCount(0);
+  const forged = await stranger.page.request.post("/api/delete-image", {
+    form: { id: catPage.split("/").pop()! },
+    headers: { Accept: "application/json" },
+  });
+  expect(forged.status()).toBe(403);
+  expect((await stranger.page.goto(catPage))?.status()).toBe(200);
+  await stranger.context.close();
+
+  // From the recent list, without leaving the page.
+  await page.getByRole("button", { name: "Delete a kite over dunes" }).click();
+  await expect(page.locator(".recent-grid a", { hasText: "a kite over dunes" })).toHaveCount(0);
+  // From the image's own page.
+  await page.goto(catPage);
+  await page.getByRole("button", { name: "Delete this image" }).click();
+  await expect(page).toHaveURL(/\/$/);
+  await expect(page.locator(".recent-grid a", { hasText: "a cat on a windowsill" })).toHaveCount(0);
+  for (const path of [kitePage, catPage]) {
+    const response = await page.goto(path);
+    expect(response?.status()).toBe(404);
+    await expect(page.getByRole("heading", { name: "This image was deleted." })).toBeVisible();
+  }
+  await context.close();
+});

@@ -4,7 +4,7 @@
 use super::account::{AccountBar, SignInPrompt};
 use super::studio::Studio;
 use super::words::{describe_window, error_sentence};
-use crate::api::{current_quota, recent_images, site_info, who_is_visiting, Generate};
+use crate::api::{current_quota, recent_images, site_info, who_is_visiting, Generate, DeleteImage};
 use crate::wire::{ApiError, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos::server::ServerActionError;
@@ -27,7 +27,7 @@ pub fn HomePage() -> impl IntoView {
         .and_then(|text| crate::shape::Aspect::parse(&text))
         .unwrap_or_default();
     let first_error = use_context::<ServerActionError>()
-        .filter(|posted| posted.path() == Generate::PATH)
+        .filter(|posted| posted.path() == Generate::PATH || posted.path() == DeleteImage::PATH)
         .map(|posted| ServerFnUrlError::<ApiError>::decode_err(posted.err()));
 
     view! {

@@ -6,7 +6,8 @@
 use super::account::AccountBar;
 use super::not_found::NotFound;
 use super::result::{CopyLink, ResultFigure};
-use crate::api::{image_details, who_is_visiting};
+use crate::api::{image_details, who_is_visiting, DeleteImage};
+use leptos::server_fn::ServerFn;
 use crate::wire::{image_page_path, is_hex_id, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos_meta::{Meta, Title};
@@ -31,6 +32,9 @@ pub fn ImagePage() -> impl IntoView {
                     Err(crate::wire::ApiError::ImageRemoved) => {
                         view! { <NotFound message="This image was removed." /> }.into_any()
                     }
+                    Err(crate::wire::ApiError::ImageDeleted) => {
+                        view! { <NotFound message="This image was deleted." /> }.into_any()
+                    }
                     Err(_) => view! { <p class="error">{GENERIC_FAILURE}</p> }.into_any(),
                 }
             })}
@@ -41,6 +45,18 @@ pub fn ImagePage() -> impl IntoView {
 #[component]
 fn SharedImage(page: crate::wire::ImagePage, viewer: Option<Viewer>) -> impl IntoView {
     let return_to = image_page_path(&page.image.id);
+    // Only the visitor who made it sees Delete (a plain form: no script needed).
+    let delete = page.yours.then(|| {
+        let id = page.image.id.clone();
+        view! {
+            <form method="post" action=DeleteImage::PATH class="delete-image">
+                <input type="hidden" name="id" value=id />
+                <button type="submit" class="button secondary danger">
+                    "Delete this image"
+                </button>
+            </form>
+        }
+    });
     let account_bar = viewer.map(|viewer| view! { <AccountBar viewer return_to /> });
     let prompt = page.image.prompt.clone();
     let title = if prompt.is_empty() {
@@ -76,6 +92,7 @@ fn SharedImage(page: crate::wire::ImagePage, viewer: Option<Viewer>) -> impl Int
                 copy_link=view! { <CopyLink path=image_page_path(&page.image.id) /> }
                 image=page.image
             />
+            {delete}
         </main>
     }
 }

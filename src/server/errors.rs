@@ -87,6 +87,9 @@ impl From<&StudioError> for ApiError {
             StudioError::Paused => Self::Paused,
             StudioError::Blocked => Self::Blocked,
             StudioError::ImageRemoved => Self::ImageRemoved,
+            StudioError::ImageDeleted => Self::ImageDeleted,
+            StudioError::NoSuchImage => Self::NoSuchImage,
+            StudioError::NotYourImage => Self::NotYourImage,
         }
     }
 }
@@ -112,7 +115,10 @@ pub fn log(failure: &StudioError) {
         | StudioError::SignInRequired
         | StudioError::Paused
         | StudioError::Blocked
-        | StudioError::ImageRemoved => {
+        | StudioError::ImageRemoved
+        | StudioError::ImageDeleted
+        | StudioError::NoSuchImage
+        | StudioError::NotYourImage => {
             tracing::debug!(%failure, "request refused")
         }
         StudioError::ShuttingDown { .. } => {

@@ -314,11 +314,55 @@ impl Backend for AppState {
                 url
             }
         };
+        // Whether the reader made it: the page is private to them (no-store).
+        let yours = match caller().await {
+            Ok(visitor) => self.studio.made_by(&record, &visitor),
+            Err(_) => false,
+        };
         Ok(Some(ImagePage {
             page_url: format!("{origin}{}", image_page_path(key.id().as_str())),
             preview_url: absolute(preview),
             image: shown_image(self, &key, record),
+            yours,
         }))
+    }
+
+    async fn delete_image(&self, id: String) -> Result<bool, ApiError> {
+        let id = ImageId::parse(id.trim()).ok_or(ApiError::NoSuchImage)?;
+        let visitor = caller().await?;
+        let outcome = self
+            .studio
+            .delete_image(&visitor, &id)
+            .await
+            .map(|()| true)
+            .map_err(|failure| {
+                errors::log(&failure);
+                errors::answer(&failure)
+            });
+        if let Some(response) = use_context::<ResponseOptions>() {
+            if plain_form_post() {
+                // Without JavaScript: back to the studio (its list without the
+                // image), or to the error's sentence on it.
+                let location = match &outcome {
+                    Ok(_) => HeaderValue::from_static("/"),
+                    Err(error) => {
+                        let url = ServerFnUrlError::new(crate::api::DeleteImage::PATH, error.clone())
+                            .to_url("http://app.invalid/")
+                            .ok();
+                        url.and_then(|url| {
+                            let location = match url.query() {
+                                Some(query) => format!("{}?{query}", url.path()),
+                                None => url.path().to_owned(),
+                            };
+                            HeaderValue::from_str(&location).ok()
+                        })
+                        .unwrap_or_else(|| HeaderValue::from_static("/"))
+                    }
+                };
+                response.insert_header(header::LOCATION, location);
+            }
+        }
+        outcome
     }
 
     fn site_info(&self) -> AppInfo {
@@ -405,6 +449,7 @@ mod offered_tests {
             bytes: 0,
             medium,
             seed: None,
+            owner: None,
         }
     }
 

@@ -40,6 +40,9 @@ pub async fn serve_image(State(state): State<AppState>, Path(file): Path<String>
         Err(StudioError::ImageRemoved) => {
             (StatusCode::NOT_FOUND, "This image was removed.").into_response()
         }
+        Err(StudioError::ImageDeleted) => {
+            (StatusCode::NOT_FOUND, "This image was deleted.").into_response()
+        }
         Err(failure) => {
             errors::log(&failure);
             match failure {

@@ -802,3 +802,128 @@ mod shapes_and_seeds {
         assert_eq!(remaining(&app).await, before, "nothing was spent");
     }
 }
+
+mod deleting {
+    //! `POST /api/delete-image`: the visitor who made an image deletes it;
+    //! anyone else gets a 403 that changes nothing.
+
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+
+    const MAKER: &str = "203.0.113.1";
+    const STRANGER: &str = "203.0.113.2";
+
+    fn app() -> TestApp {
+        let mut settings = Settings::default();
+        // The test client is a proxy whose X-Forwarded-For names the visitor.
+        settings.visitors.trusted_proxies = vec![VISITOR
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .ip()
+            .into()];
+        spawn_app_with(settings)
+    }
+
+    async fn as_visitor(app: &TestApp, who: &str, request: axum::http::request::Builder, body: String) -> axum::http::Response<Body> {
+        app.send(request.header("x-forwarded-for", who).body(Body::from(body)).unwrap())
+            .await
+    }
+
+    async fn delete(app: &TestApp, who: &str, id: &str, extra: &[(&str, &str)]) -> axum::http::Response<Body> {
+        let mut request = Request::post("/api/delete-image")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if !extra.iter().any(|(name, _)| *name == "accept") {
+            request = request.header(header::ACCEPT, "application/json");
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("id", id)
+            .finish();
+        as_visitor(app, who, request, body).await
+    }
+
+    async fn get_as(app: &TestApp, who: &str, uri: &str) -> axum::http::Response<Body> {
+        as_visitor(app, who, Request::get(uri), String::new()).await
+    }
+
+    async fn error_of(response: axum::http::Response<Body>) -> ApiError {
+        serde_json::from_slice(&body_bytes(response).await).unwrap()
+    }
+
+    #[tokio::test]
+    async fn only_the_maker_deletes_an_image_and_then_it_is_gone_everywhere() {
+        let app = app();
+        let response = as_visitor(
+            &app,
+            MAKER,
+            Request::post("/api/generate")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ACCEPT, "application/json"),
+            form_body("a paper lantern"),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let created: CreatedImage = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        let id = created.image.id.clone();
+        let page = format!("/i/{id}");
+        // The maker sees Delete on the page; a stranger does not.
+        assert!(body_text(get_as(&app, MAKER, &page).await).await.contains("Delete this image"));
+        let seen = body_text(get_as(&app, STRANGER, &page).await).await;
+        assert!(seen.contains("a paper lantern") && !seen.contains("Delete this image"));
+        // A stranger's request, and a cross-site one, change nothing.
+        let refused = delete(&app, STRANGER, &id, &[]).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(error_of(refused).await, ApiError::NotYourImage);
+        let cross_site = delete(&app, MAKER, &id, &[("origin", "https://evil.example"), ("host", "127.0.0.1:3000")]).await;
+        assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+        assert_eq!(get_as(&app, STRANGER, &created.image.url).await.status(), StatusCode::OK);
+        assert_eq!(get_as(&app, STRANGER, &page).await.status(), StatusCode::OK);
+        // Bad and unknown ids.
+        for bad in ["not-an-id", "0123456789abcdef0123456789abcdef"] {
+            let response = delete(&app, MAKER, bad, &[]).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{bad}");
+            assert_eq!(error_of(response).await, ApiError::NoSuchImage);
+        }
+        // The maker deletes it.
+        let deleted = delete(&app, MAKER, &id, &[]).await;
+        assert_eq!(deleted.status(), StatusCode::OK);
+        assert_eq!(body_text(deleted).await, "true");
+        for url in [created.image.url.clone(), created.image.shown_url.clone(), created.image.thumb_url.clone()] {
+            let response = get_as(&app, STRANGER, &url).await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{url}");
+            assert_eq!(body_text(response).await, "This image was deleted.");
+        }
+        let gone = get_as(&app, STRANGER, &page).await;
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        assert!(body_text(gone).await.contains("This image was deleted."));
+        let recent: Value =
+            serde_json::from_slice(&body_bytes(get_as(&app, MAKER, "/api/recent").await).await).unwrap();
+        assert_eq!(recent, serde_json::json!([]), "off the maker's list");
+        // Deleting it again says so.
+        let again = delete(&app, MAKER, &id, &[]).await;
+        assert_eq!(again.status(), StatusCode::NOT_FOUND);
+        assert_eq!(error_of(again).await, ApiError::ImageDeleted);
+    }
+
+    #[tokio::test]
+    async fn without_javascript_delete_is_a_form_that_lands_on_the_studio() {
+        let app = app();
+        let response = as_visitor(
+            &app,
+            MAKER,
+            Request::post("/api/ai"),
+            r#"{"prompt": "a kite"}"#.to_owned(),
+        )
+        .await;
+        let urls: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+        let id: String = urls[0].as_str().unwrap().trim_start_matches("/images/").chars().take(32).collect();
+        let response = delete(&app, MAKER, &id, &[("accept", "text/html")]).await;
+        assert!(response.status().is_redirection(), "{}", response.status());
+        assert_eq!(header_str(&response, "location"), "/");
+        assert_eq!(get_as(&app, MAKER, &format!("/i/{id}")).await.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -472,3 +472,46 @@ async fn a_frozen_bucket_answers_within_the_storage_time_limit_and_spends_nothin
     );
     s3.thaw();
 }
+
+#[tokio::test]
+async fn an_image_deleted_through_one_instance_is_gone_from_every_instance() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("pictures").await;
+    let mut env = s3_env(&s3, "s3://pictures/lofianime");
+    env.push(("REDIS_URL", redis.url()));
+    let a = AppProcess::start(&env).await;
+    let b = AppProcess::start(&env).await;
+    let client = reqwest::Client::new();
+    let made: Vec<String> = client
+        .post(a.url("/api/ai"))
+        .body(r#"{"prompt": "a lantern by the sea"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id: String = made[0].trim_start_matches("/images/").chars().take(32).collect();
+    // A's own copy is warm: its page and file are served.
+    assert_eq!(client.get(a.url(&made[0])).send().await.unwrap().status(), 200);
+    assert_eq!(client.get(a.url(&format!("/i/{id}"))).send().await.unwrap().status(), 200);
+    // The same visitor (this loopback address) deletes it through B.
+    let deleted = client
+        .post(b.url("/api/delete-image"))
+        .header("accept", "application/json")
+        .form(&[("id", id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200, "{}", b.output());
+    // Gone on A: its page, its file, its list; gone from the bucket.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let page = client.get(a.url(&format!("/i/{id}"))).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("This image was deleted."));
+    assert_eq!(client.get(a.url(&made[0])).send().await.unwrap().status(), 404);
+    assert_eq!(a.get_json("/api/recent").await, serde_json::json!([]));
+    let keys = s3.keys("pictures").await;
+    assert!(!keys.iter().any(|key| key.contains(&id)), "{keys:?}");
+}

@@ -130,6 +130,9 @@ pub struct ImageRecord {
     /// generator that takes none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u32>,
+    /// The tag of the visitor (or account) who made it: only they may delete it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl ImageRecord {
@@ -544,6 +547,7 @@ impl ObjectImageStore {
                 bytes: original_bytes,
                 medium: false,
                 seed: None,
+                owner: None,
             };
             self.write_record(id, &record).await?;
         }
@@ -675,6 +679,7 @@ impl ImageStore for ObjectImageStore {
             bytes: image.bytes.len() as u64,
             medium: true,
             seed: image.seed,
+            owner: image.owner.clone(),
         };
         // The thumbnail follows under the image's lock (new, so not waited for).
         let lock = self.variant_lock(key.id());

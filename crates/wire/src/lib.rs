@@ -183,6 +183,8 @@ pub struct ImagePage {
     /// The picture's absolute URL for previews (`og:image`): the original, or
     /// the display variant when the original is larger than chat apps take.
     pub preview_url: String,
+    /// The visitor reading the page made this image (they may delete it).
+    pub yours: bool,
 }
 
 /// A visitor's generations: how many the policy allows, how many are left, and

@@ -341,17 +341,30 @@ pub struct Block {
 /// a copy on its own disk.
 pub struct RemovedImages {
     store: Arc<dyn ControlStore>,
+    key: &'static str,
     value: Refreshed<Arc<std::collections::BTreeSet<String>>>,
 }
 
 /// How long the set of removed images is believed.
 pub const REMOVED_REFRESH: Duration = Duration::from_secs(1);
 const REMOVED_KEY: &str = "lofianime:images:removed";
+const DELETED_KEY: &str = "lofianime:images:deleted";
 
 impl RemovedImages {
+    /// The images the owner removed.
     pub fn new(store: Arc<dyn ControlStore>) -> Self {
         Self {
             store,
+            key: REMOVED_KEY,
+            value: Refreshed::new(),
+        }
+    }
+
+    /// The images their makers deleted.
+    pub fn deleted(store: Arc<dyn ControlStore>) -> Self {
+        Self {
+            store,
+            key: DELETED_KEY,
             value: Refreshed::new(),
         }
     }
@@ -369,7 +382,7 @@ impl RemovedImages {
         {
             return known;
         }
-        match self.store.members(REMOVED_KEY).await {
+        match self.store.members(self.key).await {
             Ok(ids) => {
                 let ids = Arc::new(ids.into_iter().collect());
                 self.value.keep(Arc::clone(&ids));
@@ -385,7 +398,7 @@ impl RemovedImages {
 
     /// Marks image `id` removed on every instance.
     pub async fn add(&self, id: &str) -> Result<(), StoreError> {
-        self.store.add_member(REMOVED_KEY, id).await?;
+        self.store.add_member(self.key, id).await?;
         self.value.forget();
         Ok(())
     }

@@ -64,6 +64,9 @@ pub struct GeneratedImage {
     pub pixels: Option<std::sync::Arc<image::RgbImage>>,
     /// The seed it was made with, when the generator was given one.
     pub seed: Option<u32>,
+    /// Who asked for it (a visitor's tag), kept in its record so only they
+    /// may delete it; set by the studio.
+    pub owner: Option<String>,
 }
 
 /// How a picture is asked for besides its prompt: its shape, and the seed
@@ -83,6 +86,7 @@ impl GeneratedImage {
             format,
             pixels: None,
             seed: None,
+            owner: None,
         }
     }
 }

@@ -114,6 +114,15 @@ pub enum StudioError {
     /// The owner removed this image.
     #[error("the image was removed by the owner")]
     ImageRemoved,
+    /// The visitor who made this image deleted it.
+    #[error("the image was deleted by its maker")]
+    ImageDeleted,
+    /// There is no such image.
+    #[error("no such image")]
+    NoSuchImage,
+    /// Only the visitor who made an image may delete it.
+    #[error("the image is another visitor's")]
+    NotYourImage,
 }
 
 impl StudioError {

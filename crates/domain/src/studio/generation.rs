@@ -255,7 +255,11 @@ impl Parts {
             let bound = self.spend.run_deadline + crate::generator::RECORD_WAIT;
             self.leases.hold(progress.meter(), lease, bound);
         }
-        let (key, stored) = match self.produce(&prompt, look, &progress, phases, record).await {
+        let owner = crate::visitor::tag(visitor);
+        let (key, stored) = match self
+            .produce((&prompt, look, &owner), &progress, phases, record)
+            .await
+        {
             Ok(stored) => stored,
             Err(spoiled) => {
                 let settled = charge.settle(spoiled.ending()).await;
@@ -442,14 +446,13 @@ impl Parts {
     /// Makes the image while watching for a cancel, then keeps it.
     async fn produce(
         &self,
-        prompt: &Prompt,
-        look: Look,
+        (prompt, look, owner_tag): (&Prompt, Look, &str),
         progress: &ProgressReporter,
         phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
     ) -> Result<(ImageKey, ImageRecord), Spoiled> {
         let call = ModelCall::start(self.generator.is_offline());
-        let image = tokio::select! {
+        let mut image = tokio::select! {
             made = self.generator.generate_look(prompt, look, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
@@ -459,6 +462,7 @@ impl Parts {
             () = self.shutdown.stopped() => return Err(Spoiled::ServerStopped),
         };
         drop(call);
+        image.owner = Some(owner_tag.to_owned());
         if let Some(record) = record {
             record.report(JobState::Running(Phase::Saving)).await;
         }

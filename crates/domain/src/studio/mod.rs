@@ -145,6 +145,7 @@ impl Studio {
                 deny: Arc::new(DenyList::new(components.controls.clone(), &policy.prefix)),
                 pause: Arc::new(PauseSwitch::new(components.controls.clone())),
                 removed: Arc::new(RemovedImages::new(components.controls.clone())),
+                deleted: Arc::new(RemovedImages::deleted(components.controls.clone())),
                 generator: components.generator,
                 writable: Arc::new(Writability::new(components.images.clone())),
                 images: components.images,
@@ -397,18 +398,50 @@ impl Studio {
             .list(visitor.id())
             .await
             .map_err(StudioError::Gallery)?;
-        let removed = self.parts.removed.ids().await;
-        if !removed.is_empty() {
-            list.retain(|entry| !removed.contains(entry.image.id().as_str()));
+        for gone in [&self.parts.removed, &self.parts.deleted] {
+            let ids = gone.ids().await;
+            if !ids.is_empty() {
+                list.retain(|entry| !ids.contains(entry.image.id().as_str()));
+            }
         }
         Ok(list)
     }
 
+    /// Whether image `record` was made by `visitor` (the same visitor, or the
+    /// same account when signed in).
+    pub fn made_by(&self, record: &ImageRecord, visitor: &Visitor) -> bool {
+        record.owner.as_deref() == Some(visitor.tag().as_str())
+    }
+
+    /// Deletes image `id` for the visitor who made it: its original, variants
+    /// and record leave the storage, and on every instance its page and files
+    /// answer "deleted" and it leaves the recent-images lists.
+    pub async fn delete_image(&self, visitor: &Visitor, id: &ImageId) -> Result<(), StudioError> {
+        let Some(record) = self.image_record(id).await? else {
+            return Err(StudioError::NoSuchImage);
+        };
+        if !self.made_by(&record, visitor) {
+            return Err(StudioError::NotYourImage);
+        }
+        // Marked first: an instance that still has a copy stops serving it
+        // even if removing the files fails half-way.
+        self.parts
+            .deleted
+            .add(id.as_str())
+            .await
+            .map_err(StudioError::LimiterUnavailable)?;
+        self.parts
+            .images
+            .delete(id)
+            .await
+            .map_err(StudioError::ImageStore)?;
+        tracing::info!(image = %id, visitor = %visitor.tag(), "an image was deleted by the visitor who made it");
+        Ok(())
+    }
+
     /// A stored image as a stream, to serve it without holding it whole.
     pub async fn open_image(&self, key: &ImageKey) -> Result<Option<ImageStream>, StudioError> {
-        if self.parts.removed.contains(key.id().as_str()).await {
-            return Err(StudioError::ImageRemoved);
-        }
+        self.gone(key.id()).await?;
         self.parts
             .images
             .open(key)
@@ -419,9 +452,7 @@ impl Studio {
     /// What the page of image `id` shows (`None`: no such image). An image
     /// stored before records were kept gets one (and its variants) now.
     pub async fn image_record(&self, id: &ImageId) -> Result<Option<ImageRecord>, StudioError> {
-        if self.parts.removed.contains(id.as_str()).await {
-            return Err(StudioError::ImageRemoved);
-        }
+        self.gone(id).await?;
         let images = &self.parts.images;
         if let Some(record) = images.record(id).await.map_err(StudioError::ImageStore)? {
             return Ok(Some(record));
@@ -436,5 +467,16 @@ impl Studio {
             return Ok(None);
         }
         images.record(id).await.map_err(StudioError::ImageStore)
+    }
+
+    /// Refuses image `id` when the owner removed it or its maker deleted it.
+    async fn gone(&self, id: &ImageId) -> Result<(), StudioError> {
+        if self.parts.removed.contains(id.as_str()).await {
+            return Err(StudioError::ImageRemoved);
+        }
+        if self.parts.deleted.contains(id.as_str()).await {
+            return Err(StudioError::ImageDeleted);
+        }
+        Ok(())
     }
 }

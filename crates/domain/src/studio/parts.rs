@@ -216,6 +216,8 @@ pub(super) struct Parts {
     pub(super) pause: Arc<PauseSwitch>,
     /// Images the owner removed.
     pub(super) removed: Arc<RemovedImages>,
+    /// Images their makers deleted (gone on every instance).
+    pub(super) deleted: Arc<RemovedImages>,
     /// The owner's live daily dollar budget, in micro-dollars.
     pub(super) daily_usd: Arc<crate::controls::LiveValue<u64>>,
 }

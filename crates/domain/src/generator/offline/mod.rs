@@ -110,6 +110,7 @@ impl OfflineGenerator {
             format: ImageFormat::Png,
             pixels: Some(std::sync::Arc::new(pixels)),
             seed,
+            owner: None,
         })
     }
 }
