@@ -6,7 +6,6 @@ use super::quota::QuotaLine;
 use super::words::error_sentence;
 use crate::api::{cancel, Generate};
 use crate::progress::{JobState, Phase};
-use crate::shape::{Aspect, Choices};
 use crate::wire::ApiError;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
@@ -16,13 +15,18 @@ use leptos::server_fn::ServerFn;
 /// rather than `ActionForm`: reading two fields by hand keeps a form-data
 /// decoder out of the bundle.)
 #[component]
-pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) -> impl IntoView {
+pub fn PromptForm(
+    state: StudioState,
+    max_chars: usize,
+    typed_prompt: String,
+    /// The shape chosen before (`square`, `portrait`, `landscape`).
+    typed_aspect: String,
+) -> impl IntoView {
     let StudioState {
         pending,
         job_id,
         hydrated,
         prompt_input,
-        aspect,
         ..
     } = state;
     // Hydrated, the form sends through the action (no page load); without
@@ -33,31 +37,11 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
             .get_untracked()
             .map(|input| input.value())
             .unwrap_or_default();
-        state.send(
-            prompt,
-            Choices {
-                aspect: aspect.get_untracked(),
-                seed: None,
-            },
-        );
+        state.send(prompt, checked_shape(), String::new());
     };
-    let shapes = Aspect::ALL
-        .into_iter()
-        .map(|shape| {
-            view! {
-                <label class="shape-choice">
-                    <input
-                        type="radio"
-                        name="aspect"
-                        value=shape.as_str()
-                        checked=move || aspect.get() == shape
-                        on:change=move |_| aspect.set(shape)
-                    />
-                    {shape.label()}
-                </label>
-            }
-        })
-        .collect_view();
+    // Plain radio buttons: the browser keeps the choice from one generation
+    // to the next, and the bundle carries no code for the shapes.
+    let is = |shape: &str| typed_aspect == shape;
     view! {
         <form
             method="post"
@@ -87,7 +71,18 @@ pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) ->
             </div>
             <fieldset class="shapes">
                 <legend>"Shape"</legend>
-                {shapes}
+                <label class="shape-choice">
+                    <input type="radio" name="aspect" value="square" checked=is("square") />
+                    "Square"
+                </label>
+                <label class="shape-choice">
+                    <input type="radio" name="aspect" value="portrait" checked=is("portrait") />
+                    "Portrait"
+                </label>
+                <label class="shape-choice">
+                    <input type="radio" name="aspect" value="landscape" checked=is("landscape") />
+                    "Landscape"
+                </label>
             </fieldset>
         </form>
     }
@@ -191,3 +186,24 @@ fn Progress(tracking: Tracking, now: RwSignal<u64>) -> impl IntoView {
         </div>
     }
 }
+
+/// The shape the form's radio buttons say (empty on the server).
+fn checked_shape() -> String {
+    #[cfg(feature = "hydrate")]
+    {
+        let checked = web_sys::window()
+            .and_then(|window| window.document())
+            .and_then(|document| {
+                document
+                    .query_selector("input[name=aspect]:checked")
+                    .ok()
+                    .flatten()
+            })
+            .and_then(|radio| radio.get_attribute("value"));
+        if let Some(shape) = checked {
+            return shape;
+        }
+    }
+    String::new()
+}
+

@@ -6,7 +6,6 @@
 
 use crate::api::{current_quota, generate, progress, Generate};
 use crate::progress::JobState;
-use crate::shape::{Aspect, Choices};
 use crate::wire::{ApiError, CreatedImage, Quota, QuotaReading, RecentImage, ShownImage};
 use leptos::prelude::*;
 
@@ -43,12 +42,10 @@ pub struct StudioState {
     pub error: Signal<Option<ApiError>>,
     pub prompt_input: NodeRef<leptos::html::Input>,
     pub result_figure: NodeRef<leptos::html::Figure>,
-    /// The shape chosen in the form (kept from one generation to the next).
-    pub aspect: RwSignal<Aspect>,
 }
 
 impl StudioState {
-    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>, aspect: Aspect) -> Self {
+    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>) -> Self {
         let action = Action::new(|input: &Generate| {
             let Generate {
                 prompt,
@@ -86,22 +83,21 @@ impl StudioState {
             error,
             prompt_input: NodeRef::new(),
             result_figure: NodeRef::new(),
-            aspect: RwSignal::new(aspect),
         };
         state.after_each_answer();
         state.renew_at_reset();
         state
     }
 
-    /// Sends a generation of `prompt` with `choices` through the action (the
-    /// form's submission, "More like this", "Same again").
-    pub fn send(&self, prompt: String, choices: Choices) {
-        self.aspect.set(choices.aspect);
+    /// Sends a generation of `prompt` in shape `aspect` from `seed` (empty:
+    /// a new one) through the action: the form's submission, "More like
+    /// this", "Same again". The server reads and checks both.
+    pub fn send(&self, prompt: String, aspect: String, seed: String) {
         self.action.dispatch(Generate {
             prompt: Some(prompt),
             job: Some(self.job_id.get_untracked()),
-            aspect: Some(choices.aspect.as_str().to_owned()),
-            seed: choices.seed.map(|seed| seed.to_string()),
+            aspect: Some(aspect),
+            seed: Some(seed),
         });
     }
 

@@ -25,7 +25,9 @@ pub fn HomePage() -> impl IntoView {
     let typed_aspect = use_query_map()
         .with_untracked(|q| q.get("aspect"))
         .and_then(|text| crate::shape::Aspect::parse(&text))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .as_str()
+        .to_owned();
     let first_error = use_context::<ServerActionError>()
         .filter(|posted| posted.path() == Generate::PATH || posted.path() == DeleteImage::PATH)
         .map(|posted| ServerFnUrlError::<ApiError>::decode_err(posted.err()));

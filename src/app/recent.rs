@@ -2,7 +2,7 @@
 //! 320 px WebP thumbnails shown at 160 px; each opens the image's own page.
 
 use super::words::describe_age;
-use crate::api::{delete_image, DeleteImage};
+use crate::api::DeleteImage;
 use crate::wire::{image_page_path, RecentImage, Variant};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
@@ -13,12 +13,10 @@ pub fn RecentImages(
     now: RwSignal<u64>,
     keep: usize,
 ) -> impl IntoView {
-    // Why the last Delete failed, if it did.
-    let failed = RwSignal::new(None::<String>);
     view! {
         <section class="recent" aria-labelledby="recent-heading">
             <h2 id="recent-heading">"Your recent images"</h2>
-            {move || failed.get().map(|text| view! { <p class="error">{text}</p> })}
+
             <Show
                 when=move || !recent.with(Vec::is_empty)
                 fallback=move || {
@@ -35,23 +33,7 @@ pub fn RecentImages(
                         key=|image| image.id.clone()
                         children=move |image| {
                             let created = image.created_ms;
-                            let id = image.id.clone();
-                            // Hydrated, Delete asks without a page load and
-                            // takes the image off the list; without
-                            // JavaScript it is a plain form post.
-                            let remove = move |event: leptos::ev::SubmitEvent| {
-                                event.prevent_default();
-                                let id = id.clone();
-                                leptos::task::spawn_local(async move {
-                                    match delete_image(id.clone()).await {
-                                        Ok(_) => {
-                                            failed.set(None);
-                                            recent.update(|list| list.retain(|image| image.id != id));
-                                        }
-                                        Err(error) => failed.set(Some(error.to_string())),
-                                    }
-                                });
-                            };
+
                             // The thumbnail's own size, so its shape is
                             // reserved (entries from before sizes were kept:
                             // square).
@@ -75,11 +57,12 @@ pub fn RecentImages(
                                             {move || describe_age(now.get(), created)}
                                         </span>
                                     </a>
+                                    // A plain form (no script): the page
+                                    // comes back without the image.
                                     <form
                                         method="post"
                                         action=DeleteImage::PATH
                                         class="recent-delete"
-                                        on:submit=remove
                                     >
                                         <input type="hidden" name="id" value=image.id.clone() />
                                         <button

@@ -4,7 +4,6 @@
 
 use super::words::again_url;
 use crate::api::Generate;
-use crate::shape::{Aspect, Choices};
 use crate::wire::{ShownImage, Variant};
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
@@ -19,10 +18,10 @@ pub fn ResultFigure<C: IntoView + 'static>(
     image: ShownImage,
     #[prop(optional)] node_ref: NodeRef<leptos::html::Figure>,
     copy_link: C,
-    /// Sends "More like this" and "Same again" without a page load (inside an
-    /// island); without it they are plain form posts.
+    /// Sends "More like this" and "Same again" (prompt, shape, seed) without
+    /// a page load (inside an island); without it they are plain form posts.
     #[prop(optional)]
-    again: Option<Callback<(String, Choices)>>,
+    again: Option<Callback<(String, String, String)>>,
 ) -> impl IntoView {
     let ShownImage {
         url,
@@ -34,12 +33,34 @@ pub fn ResultFigure<C: IntoView + 'static>(
         download_name,
         aspect,
         seed,
+        about,
         ..
     } = image;
-    let about = match seed {
-        Some(seed) => format!("{} · seed {seed}", aspect.label()),
-        None => aspect.label().to_owned(),
+    // One form, two submit buttons: the one pressed sends its `seed` (empty
+    // for "More like this": a new one).
+    let resend = {
+        let (prompt, aspect) = (prompt.clone(), aspect.clone());
+        move |event: leptos::ev::MouseEvent, seed: String| {
+            if let Some(again) = again {
+                event.prevent_default();
+                again.run((prompt.clone(), aspect.clone(), seed));
+            }
+        }
     };
+    let same_again = seed.map(|seed| {
+        let resend = resend.clone();
+        view! {
+            <button
+                type="submit"
+                name="seed"
+                value=seed.to_string()
+                class="button secondary"
+                on:click=move |event| resend(event, seed.to_string())
+            >
+                "Same again"
+            </button>
+        }
+    });
     // The server chose the variants (`srcset`); the size reserves the shape.
     let (shown_width, shown_height) = Variant::Medium.size_of(width, height);
     view! {
@@ -67,53 +88,21 @@ pub fn ResultFigure<C: IntoView + 'static>(
                     "Use this prompt again"
                 </a>
             </div>
-            <div class="result-actions">
-                <AgainForm prompt=prompt.clone() aspect seed=None again label="More like this" />
-                {seed
-                    .map(|seed| {
-                        view! {
-                            <AgainForm
-                                prompt=prompt.clone()
-                                aspect
-                                seed=Some(seed)
-                                again
-                                label="Same again"
-                            />
-                        }
-                    })}
-            </div>
+            <form method="post" action=Generate::PATH class="result-actions again">
+                <input type="hidden" name="prompt" value=prompt.clone() />
+                <input type="hidden" name="aspect" value=aspect />
+                <button
+                    type="submit"
+                    name="seed"
+                    value=""
+                    class="button secondary"
+                    on:click=move |event| resend(event, String::new())
+                >
+                    "More like this"
+                </button>
+                {same_again}
+            </form>
         </figure>
-    }
-}
-
-/// One more generation of `prompt` in `aspect`: from `seed` ("Same again"),
-/// or from a new one ("More like this"). A form posting to the generate
-/// server function, so it works without JavaScript (the answer is the new
-/// image's page); with `again`, sent through the page's action instead.
-#[component]
-fn AgainForm(
-    prompt: String,
-    aspect: Aspect,
-    seed: Option<u32>,
-    again: Option<Callback<(String, Choices)>>,
-    label: &'static str,
-) -> impl IntoView {
-    let sent = prompt.clone();
-    let submit = move |event: leptos::ev::SubmitEvent| {
-        if let Some(again) = again {
-            event.prevent_default();
-            again.run((sent.clone(), Choices { aspect, seed }));
-        }
-    };
-    view! {
-        <form method="post" action=Generate::PATH class="again" on:submit=submit>
-            <input type="hidden" name="prompt" value=prompt />
-            <input type="hidden" name="aspect" value=aspect.as_str() />
-            <input type="hidden" name="seed" value=seed.map(|seed| seed.to_string()) />
-            <button type="submit" class="button secondary">
-                {label}
-            </button>
-        </form>
     }
 }
 

@@ -6,7 +6,6 @@ use super::form::{PromptForm, StatusRegion};
 use super::generation::StudioState;
 use super::recent::RecentImages;
 use super::result::{CopyButton, ResultFigure};
-use crate::shape::{Aspect, Choices};
 use crate::wire::{image_page_path, QuotaReading, RecentImage};
 use leptos::prelude::*;
 
@@ -18,22 +17,22 @@ pub fn Studio(
     recent: Vec<RecentImage>,
     /// The prompt typed before a form post without JavaScript came back.
     typed_prompt: String,
-    /// The shape chosen then.
-    typed_aspect: Aspect,
+    /// The shape chosen then (`square`, `portrait`, `landscape`).
+    typed_aspect: String,
     /// The sentence of the error that post came back with (rendered by the
     /// server: a page without JavaScript is never hydrated).
     first_error: Option<String>,
     /// The signed-in account's e-mail, if any (the quota line names it).
     account: Option<String>,
 ) -> impl IntoView {
-    let state = StudioState::new(reading, recent, typed_aspect);
+    let state = StudioState::new(reading, recent);
     let result_figure = state.result_figure;
     // "More like this" and "Same again" go through the action, like the form.
-    let again = Callback::new(move |(prompt, choices): (String, Choices)| {
-        state.send(prompt, choices);
+    let again = Callback::new(move |(prompt, aspect, seed): (String, String, String)| {
+        state.send(prompt, aspect, seed);
     });
     view! {
-        <PromptForm state max_chars=max_prompt_chars typed_prompt />
+        <PromptForm state max_chars=max_prompt_chars typed_prompt typed_aspect />
         <StatusRegion state first_error account />
         {move || {
             state

@@ -167,10 +167,14 @@ pub struct ShownImage {
     pub height: u32,
     /// The file name Download saves the original as (`a-quiet-harbour.png`).
     pub download_name: String,
-    /// Its shape, and the seed it was made with (`None`: made before seeds
-    /// were kept): "More like this" and "Same again" send them back.
-    pub aspect: shape::Aspect,
+    /// Its shape (`square`, `portrait`, `landscape`) and the seed it was
+    /// made with (`None`: made before seeds were kept), which "More like
+    /// this" and "Same again" send back; `about` says both for the page
+    /// ("Portrait · seed 42"). Plain values: the browser bundle carries no
+    /// code for the shapes.
+    pub aspect: String,
     pub seed: Option<u32>,
+    pub about: String,
 }
 
 /// An image's own page (`/i/{id}`): the image, and the absolute addresses a

@@ -72,6 +72,15 @@ impl Aspect {
     }
 }
 
+/// What a page says of a picture: "Portrait · seed 42" (or just the shape
+/// when the seed is not known).
+pub fn about(aspect: Aspect, seed: Option<u32>) -> String {
+    match seed {
+        Some(seed) => format!("{} · seed {seed}", aspect.label()),
+        None => aspect.label().to_owned(),
+    }
+}
+
 /// Why a visitor's choice could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChoiceError {
