@@ -638,7 +638,7 @@ test("the maker deletes an image; another visitor cannot", async ({ browser }) =
   expect((await stranger.page.goto(catPage))?.status()).toBe(200);
   await stranger.context.close();
 
-  // From the recent list, without leaving the page.
+  // From the recent list (a plain form: the page comes back without it).
   await page.getByRole("button", { name: "Delete a kite over dunes" }).click();
   await expect(page.locator(".recent-grid a", { hasText: "a kite over dunes" })).toHaveCount(0);
   // From the image's own page.

@@ -206,4 +206,3 @@ fn checked_shape() -> String {
     }
     String::new()
 }
-

@@ -4,7 +4,7 @@
 use super::account::{AccountBar, SignInPrompt};
 use super::studio::Studio;
 use super::words::{describe_window, error_sentence};
-use crate::api::{current_quota, recent_images, site_info, who_is_visiting, Generate, DeleteImage};
+use crate::api::{current_quota, recent_images, site_info, who_is_visiting, DeleteImage, Generate};
 use crate::wire::{ApiError, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos::server::ServerActionError;

@@ -7,9 +7,9 @@ use super::account::AccountBar;
 use super::not_found::NotFound;
 use super::result::{CopyLink, ResultFigure};
 use crate::api::{image_details, who_is_visiting, DeleteImage};
-use leptos::server_fn::ServerFn;
 use crate::wire::{image_page_path, is_hex_id, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 use leptos_meta::{Meta, Title};
 use leptos_router::hooks::use_params_map;
 

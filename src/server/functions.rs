@@ -347,9 +347,10 @@ impl Backend for AppState {
                 let location = match &outcome {
                     Ok(_) => HeaderValue::from_static("/"),
                     Err(error) => {
-                        let url = ServerFnUrlError::new(crate::api::DeleteImage::PATH, error.clone())
-                            .to_url("http://app.invalid/")
-                            .ok();
+                        let url =
+                            ServerFnUrlError::new(crate::api::DeleteImage::PATH, error.clone())
+                                .to_url("http://app.invalid/")
+                                .ok();
                         url.and_then(|url| {
                             let location = match url.query() {
                                 Some(query) => format!("{}?{query}", url.path()),

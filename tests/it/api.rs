@@ -652,7 +652,6 @@ mod shapes_and_seeds {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use lofianime::shape::Aspect;
     use serde_json::Value;
 
     fn form(pairs: &[(&str, &str)]) -> String {
@@ -691,7 +690,11 @@ mod shapes_and_seeds {
         )
         .await;
         let image = &first.image;
-        assert_eq!(image.aspect, Aspect::Portrait);
+        assert_eq!(image.aspect, "portrait");
+        assert_eq!(
+            image.about,
+            format!("Portrait · seed {}", image.seed.unwrap())
+        );
         assert!(image.height > image.width, "{image:?}");
         let seed = image.seed.expect("every new picture has a seed");
         let original = body_bytes(app.get(&image.url).await).await;
@@ -726,7 +729,7 @@ mod shapes_and_seeds {
             .await,
         )
         .await;
-        assert_eq!(more.image.aspect, Aspect::Portrait);
+        assert_eq!(more.image.aspect, "portrait");
         assert_ne!(more.image.seed, Some(seed));
         assert_ne!(body_bytes(app.get(&more.image.url).await).await, original);
         // The image's page says it too.
@@ -818,20 +821,32 @@ mod deleting {
     fn app() -> TestApp {
         let mut settings = Settings::default();
         // The test client is a proxy whose X-Forwarded-For names the visitor.
-        settings.visitors.trusted_proxies = vec![VISITOR
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .ip()
-            .into()];
+        settings.visitors.trusted_proxies =
+            vec![VISITOR.parse::<std::net::SocketAddr>().unwrap().ip().into()];
         spawn_app_with(settings)
     }
 
-    async fn as_visitor(app: &TestApp, who: &str, request: axum::http::request::Builder, body: String) -> axum::http::Response<Body> {
-        app.send(request.header("x-forwarded-for", who).body(Body::from(body)).unwrap())
-            .await
+    async fn as_visitor(
+        app: &TestApp,
+        who: &str,
+        request: axum::http::request::Builder,
+        body: String,
+    ) -> axum::http::Response<Body> {
+        app.send(
+            request
+                .header("x-forwarded-for", who)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
     }
 
-    async fn delete(app: &TestApp, who: &str, id: &str, extra: &[(&str, &str)]) -> axum::http::Response<Body> {
+    async fn delete(
+        app: &TestApp,
+        who: &str,
+        id: &str,
+        extra: &[(&str, &str)],
+    ) -> axum::http::Response<Body> {
         let mut request = Request::post("/api/delete-image")
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         if !extra.iter().any(|(name, _)| *name == "accept") {
@@ -871,16 +886,30 @@ mod deleting {
         let id = created.image.id.clone();
         let page = format!("/i/{id}");
         // The maker sees Delete on the page; a stranger does not.
-        assert!(body_text(get_as(&app, MAKER, &page).await).await.contains("Delete this image"));
+        assert!(body_text(get_as(&app, MAKER, &page).await)
+            .await
+            .contains("Delete this image"));
         let seen = body_text(get_as(&app, STRANGER, &page).await).await;
         assert!(seen.contains("a paper lantern") && !seen.contains("Delete this image"));
         // A stranger's request, and a cross-site one, change nothing.
         let refused = delete(&app, STRANGER, &id, &[]).await;
         assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         assert_eq!(error_of(refused).await, ApiError::NotYourImage);
-        let cross_site = delete(&app, MAKER, &id, &[("origin", "https://evil.example"), ("host", "127.0.0.1:3000")]).await;
+        let cross_site = delete(
+            &app,
+            MAKER,
+            &id,
+            &[
+                ("origin", "https://evil.example"),
+                ("host", "127.0.0.1:3000"),
+            ],
+        )
+        .await;
         assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
-        assert_eq!(get_as(&app, STRANGER, &created.image.url).await.status(), StatusCode::OK);
+        assert_eq!(
+            get_as(&app, STRANGER, &created.image.url).await.status(),
+            StatusCode::OK
+        );
         assert_eq!(get_as(&app, STRANGER, &page).await.status(), StatusCode::OK);
         // Bad and unknown ids.
         for bad in ["not-an-id", "0123456789abcdef0123456789abcdef"] {
@@ -892,7 +921,11 @@ mod deleting {
         let deleted = delete(&app, MAKER, &id, &[]).await;
         assert_eq!(deleted.status(), StatusCode::OK);
         assert_eq!(body_text(deleted).await, "true");
-        for url in [created.image.url.clone(), created.image.shown_url.clone(), created.image.thumb_url.clone()] {
+        for url in [
+            created.image.url.clone(),
+            created.image.shown_url.clone(),
+            created.image.thumb_url.clone(),
+        ] {
             let response = get_as(&app, STRANGER, &url).await;
             assert_eq!(response.status(), StatusCode::NOT_FOUND, "{url}");
             assert_eq!(body_text(response).await, "This image was deleted.");
@@ -901,7 +934,8 @@ mod deleting {
         assert_eq!(gone.status(), StatusCode::NOT_FOUND);
         assert!(body_text(gone).await.contains("This image was deleted."));
         let recent: Value =
-            serde_json::from_slice(&body_bytes(get_as(&app, MAKER, "/api/recent").await).await).unwrap();
+            serde_json::from_slice(&body_bytes(get_as(&app, MAKER, "/api/recent").await).await)
+                .unwrap();
         assert_eq!(recent, serde_json::json!([]), "off the maker's list");
         // Deleting it again says so.
         let again = delete(&app, MAKER, &id, &[]).await;
@@ -920,10 +954,19 @@ mod deleting {
         )
         .await;
         let urls: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
-        let id: String = urls[0].as_str().unwrap().trim_start_matches("/images/").chars().take(32).collect();
+        let id: String = urls[0]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("/images/")
+            .chars()
+            .take(32)
+            .collect();
         let response = delete(&app, MAKER, &id, &[("accept", "text/html")]).await;
         assert!(response.status().is_redirection(), "{}", response.status());
         assert_eq!(header_str(&response, "location"), "/");
-        assert_eq!(get_as(&app, MAKER, &format!("/i/{id}")).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get_as(&app, MAKER, &format!("/i/{id}")).await.status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -492,10 +492,25 @@ async fn an_image_deleted_through_one_instance_is_gone_from_every_instance() {
         .json()
         .await
         .unwrap();
-    let id: String = made[0].trim_start_matches("/images/").chars().take(32).collect();
+    let id: String = made[0]
+        .trim_start_matches("/images/")
+        .chars()
+        .take(32)
+        .collect();
     // A's own copy is warm: its page and file are served.
-    assert_eq!(client.get(a.url(&made[0])).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(a.url(&format!("/i/{id}"))).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client.get(a.url(&made[0])).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(a.url(&format!("/i/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // The same visitor (this loopback address) deletes it through B.
     let deleted = client
         .post(b.url("/api/delete-image"))
@@ -509,8 +524,15 @@ async fn an_image_deleted_through_one_instance_is_gone_from_every_instance() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let page = client.get(a.url(&format!("/i/{id}"))).send().await.unwrap();
     assert_eq!(page.status(), 404);
-    assert!(page.text().await.unwrap().contains("This image was deleted."));
-    assert_eq!(client.get(a.url(&made[0])).send().await.unwrap().status(), 404);
+    assert!(page
+        .text()
+        .await
+        .unwrap()
+        .contains("This image was deleted."));
+    assert_eq!(
+        client.get(a.url(&made[0])).send().await.unwrap().status(),
+        404
+    );
     assert_eq!(a.get_json("/api/recent").await, serde_json::json!([]));
     let keys = s3.keys("pictures").await;
     assert!(!keys.iter().any(|key| key.contains(&id)), "{keys:?}");
