@@ -560,27 +560,32 @@ test("a portrait picture, then Same again and More like this", async ({ browser 
   const about = result(page).locator(".about");
   await expect(about).toHaveText(/^Portrait · seed \d+$/);
   const seed = (await about.textContent())!.replace(/\D+/g, "");
+  // The shape stays chosen for the next generation.
+  await expect(page.getByLabel("Portrait")).toBeChecked();
   const firstBytes = await (await page.request.get(firstOriginal)).body();
 
-  // Same again: the same seed paints the same picture (a new image).
+  // Same again (a form post, with or without JavaScript): the same seed
+  // paints the same picture, as a new image on its own page.
   await result(page).getByRole("button", { name: "Same again" }).click();
-  await expect(download).not.toHaveAttribute("href", firstOriginal);
+  await expect(page).toHaveURL(/\/i\/[0-9a-f]{32}$/);
   await expect(about).toHaveText(`Portrait · seed ${seed}`);
-  const againBytes = await (await page.request.get((await download.getAttribute("href"))!)).body();
+  const againOriginal = (await download.getAttribute("href"))!;
+  expect(againOriginal).not.toBe(firstOriginal);
+  const againBytes = await (await page.request.get(againOriginal)).body();
   expect(againBytes.equals(firstBytes)).toBe(true);
 
   // More like this: a new seed, the same prompt and shape.
-  const againOriginal = (await download.getAttribute("href"))!;
+  const againPage = page.url();
   await result(page).getByRole("button", { name: "More like this" }).click();
-  await expect(download).not.toHaveAttribute("href", againOriginal);
+  await expect(page).not.toHaveURL(againPage);
+  await expect(page).toHaveURL(/\/i\/[0-9a-f]{32}$/);
   await expect(about).toHaveText(/^Portrait · seed \d+$/);
   await expect(about).not.toHaveText(`Portrait · seed ${seed}`);
   const [moreWidth, moreHeight] = await pngSize(page, (await download.getAttribute("href"))!);
   expect(moreHeight).toBeGreaterThan(moreWidth);
-  // Three generations like any other; the shape stays chosen.
+  // Three generations like any other; the recent images keep their shape.
+  await page.goto("/");
   await expect(page.getByText("0 of 3 generations left.")).toBeVisible();
-  await expect(page.getByLabel("Portrait")).toBeChecked();
-  // The recent images keep their shape.
   const thumb = page.locator(".recent-grid img").first();
   expect(Number(await thumb.getAttribute("height"))).toBeGreaterThan(
     Number(await thumb.getAttribute("width")),

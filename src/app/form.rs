@@ -15,13 +15,7 @@ use leptos::server_fn::ServerFn;
 /// rather than `ActionForm`: reading two fields by hand keeps a form-data
 /// decoder out of the bundle.)
 #[component]
-pub fn PromptForm(
-    state: StudioState,
-    max_chars: usize,
-    typed_prompt: String,
-    /// The shape chosen before (`square`, `portrait`, `landscape`).
-    typed_aspect: String,
-) -> impl IntoView {
+pub fn PromptForm(state: StudioState, max_chars: usize, typed_prompt: String) -> impl IntoView {
     let StudioState {
         pending,
         job_id,
@@ -37,15 +31,14 @@ pub fn PromptForm(
             .get_untracked()
             .map(|input| input.value())
             .unwrap_or_default();
-        state.send(prompt, checked_shape(), String::new());
+        state.send(prompt, checked_shape());
     };
-    // Plain radio buttons: the browser keeps the choice from one generation
-    // to the next, and the bundle carries no code for the shapes.
-    let is = |shape: &str| typed_aspect == shape;
+
     view! {
         <form
             method="post"
             action=Generate::PATH
+            id="prompt-form"
             class="prompt-form"
             data-hydrated=move || hydrated.get().to_string()
             on:submit=submit
@@ -69,21 +62,6 @@ pub fn PromptForm(
                     "Submit"
                 </button>
             </div>
-            <fieldset class="shapes">
-                <legend>"Shape"</legend>
-                <label class="shape-choice">
-                    <input type="radio" name="aspect" value="square" checked=is("square") />
-                    "Square"
-                </label>
-                <label class="shape-choice">
-                    <input type="radio" name="aspect" value="portrait" checked=is("portrait") />
-                    "Portrait"
-                </label>
-                <label class="shape-choice">
-                    <input type="radio" name="aspect" value="landscape" checked=is("landscape") />
-                    "Landscape"
-                </label>
-            </fieldset>
         </form>
     }
 }
@@ -187,7 +165,8 @@ fn Progress(tracking: Tracking, now: RwSignal<u64>) -> impl IntoView {
     }
 }
 
-/// The shape the form's radio buttons say (empty on the server).
+/// The shape the form's radio buttons say ([`ShapeChoice`]; empty on the
+/// server).
 fn checked_shape() -> String {
     #[cfg(feature = "hydrate")]
     {
@@ -205,4 +184,30 @@ fn checked_shape() -> String {
         }
     }
     String::new()
+}
+
+/// The shape radio buttons, rendered by the server outside the studio island
+/// and tied to its form by `form="prompt-form"`: the browser keeps the choice
+/// from one generation to the next and sends it without JavaScript, and the
+/// bundle carries no code for them. `chosen`: the shape chosen before.
+#[component]
+pub fn ShapeChoice(chosen: String) -> impl IntoView {
+    let is = |shape: &str| chosen == shape;
+    view! {
+        <fieldset class="shapes" form="prompt-form">
+            <legend>"Shape"</legend>
+            <label class="shape-choice">
+                <input type="radio" name="aspect" value="square" form="prompt-form" checked=is("square") />
+                "Square"
+            </label>
+            <label class="shape-choice">
+                <input type="radio" name="aspect" value="portrait" form="prompt-form" checked=is("portrait") />
+                "Portrait"
+            </label>
+            <label class="shape-choice">
+                <input type="radio" name="aspect" value="landscape" form="prompt-form" checked=is("landscape") />
+                "Landscape"
+            </label>
+        </fieldset>
+    }
 }

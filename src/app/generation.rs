@@ -89,15 +89,14 @@ impl StudioState {
         state
     }
 
-    /// Sends a generation of `prompt` in shape `aspect` from `seed` (empty:
-    /// a new one) through the action: the form's submission, "More like
-    /// this", "Same again". The server reads and checks both.
-    pub fn send(&self, prompt: String, aspect: String, seed: String) {
+    /// Sends the form's generation of `prompt` in shape `aspect` (a new
+    /// seed) through the action. The server reads and checks the shape.
+    pub fn send(&self, prompt: String, aspect: String) {
         self.action.dispatch(Generate {
             prompt: Some(prompt),
             job: Some(self.job_id.get_untracked()),
             aspect: Some(aspect),
-            seed: Some(seed),
+            seed: None,
         });
     }
 

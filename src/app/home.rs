@@ -2,6 +2,7 @@
 //! footer. Rendered on the server only; the studio gets what it needs as props.
 
 use super::account::{AccountBar, SignInPrompt};
+use super::form::ShapeChoice;
 use super::studio::Studio;
 use super::words::{describe_window, error_sentence};
 use crate::api::{current_quota, recent_images, site_info, who_is_visiting, DeleteImage, Generate};
@@ -88,13 +89,13 @@ pub fn HomePage() -> impl IntoView {
                     let recent = recent_images().await.unwrap_or_default();
                     view! {
                         {notice}
+                        <ShapeChoice chosen=typed_aspect.clone() />
                         <Studio
                             max_prompt_chars=info.max_prompt_chars
                             recent_images_kept=info.recent_images
                             reading
                             recent
                             typed_prompt=typed_prompt.clone()
-                            typed_aspect
                             first_error=first_error.as_ref().map(|error| error_sentence(error, reading.now_ms))
                             account=viewer.account.map(|account| account.email)
                         />

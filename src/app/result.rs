@@ -18,10 +18,6 @@ pub fn ResultFigure<C: IntoView + 'static>(
     image: ShownImage,
     #[prop(optional)] node_ref: NodeRef<leptos::html::Figure>,
     copy_link: C,
-    /// Sends "More like this" and "Same again" (prompt, shape, seed) without
-    /// a page load (inside an island); without it they are plain form posts.
-    #[prop(optional)]
-    again: Option<Callback<(String, String, String)>>,
 ) -> impl IntoView {
     let ShownImage {
         url,
@@ -36,27 +32,12 @@ pub fn ResultFigure<C: IntoView + 'static>(
         about,
         ..
     } = image;
-    // One form, two submit buttons: the one pressed sends its `seed` (empty
-    // for "More like this": a new one).
-    let resend = {
-        let (prompt, aspect) = (prompt.clone(), aspect.clone());
-        move |event: leptos::ev::MouseEvent, seed: String| {
-            if let Some(again) = again {
-                event.prevent_default();
-                again.run((prompt.clone(), aspect.clone(), seed));
-            }
-        }
-    };
+    // One plain form, two submit buttons: the one pressed sends its `seed`
+    // (empty for "More like this": a new one). A form post with or without
+    // JavaScript; it lands on the new image's page.
     let same_again = seed.map(|seed| {
-        let resend = resend.clone();
         view! {
-            <button
-                type="submit"
-                name="seed"
-                value=seed.to_string()
-                class="button secondary"
-                on:click=move |event| resend(event, seed.to_string())
-            >
+            <button type="submit" name="seed" value=seed class="button secondary">
                 "Same again"
             </button>
         }
@@ -91,13 +72,7 @@ pub fn ResultFigure<C: IntoView + 'static>(
             <form method="post" action=Generate::PATH class="result-actions again">
                 <input type="hidden" name="prompt" value=prompt.clone() />
                 <input type="hidden" name="aspect" value=aspect />
-                <button
-                    type="submit"
-                    name="seed"
-                    value=""
-                    class="button secondary"
-                    on:click=move |event| resend(event, String::new())
-                >
+                <button type="submit" name="seed" value="" class="button secondary">
                     "More like this"
                 </button>
                 {same_again}

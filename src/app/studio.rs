@@ -17,8 +17,6 @@ pub fn Studio(
     recent: Vec<RecentImage>,
     /// The prompt typed before a form post without JavaScript came back.
     typed_prompt: String,
-    /// The shape chosen then (`square`, `portrait`, `landscape`).
-    typed_aspect: String,
     /// The sentence of the error that post came back with (rendered by the
     /// server: a page without JavaScript is never hydrated).
     first_error: Option<String>,
@@ -27,12 +25,8 @@ pub fn Studio(
 ) -> impl IntoView {
     let state = StudioState::new(reading, recent);
     let result_figure = state.result_figure;
-    // "More like this" and "Same again" go through the action, like the form.
-    let again = Callback::new(move |(prompt, aspect, seed): (String, String, String)| {
-        state.send(prompt, aspect, seed);
-    });
     view! {
-        <PromptForm state max_chars=max_prompt_chars typed_prompt typed_aspect />
+        <PromptForm state max_chars=max_prompt_chars typed_prompt />
         <StatusRegion state first_error account />
         {move || {
             state
@@ -45,7 +39,6 @@ pub fn Studio(
                             image
                             node_ref=result_figure
                             copy_link=view! { <CopyButton path /> }
-                            again
                         />
                     }
                 })

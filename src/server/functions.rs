@@ -117,7 +117,7 @@ fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownIm
         prompt: record.prompt,
         aspect: Aspect::of(record.width, record.height).as_str().to_owned(),
         about: crate::shape::about(Aspect::of(record.width, record.height), record.seed),
-        seed: record.seed,
+        seed: record.seed.map(|seed| seed.to_string()),
         width: record.width,
         height: record.height,
     }

@@ -693,10 +693,15 @@ mod shapes_and_seeds {
         assert_eq!(image.aspect, "portrait");
         assert_eq!(
             image.about,
-            format!("Portrait · seed {}", image.seed.unwrap())
+            format!("Portrait · seed {}", image.seed.as_deref().unwrap())
         );
         assert!(image.height > image.width, "{image:?}");
-        let seed = image.seed.expect("every new picture has a seed");
+        let seed: u32 = image
+            .seed
+            .as_deref()
+            .expect("every new picture has a seed")
+            .parse()
+            .unwrap();
         let original = body_bytes(app.get(&image.url).await).await;
         let (width, height) = png_size(&original);
         assert_eq!(
@@ -718,7 +723,7 @@ mod shapes_and_seeds {
         )
         .await;
         assert_ne!(again.image.id, image.id, "a new image");
-        assert_eq!(again.image.seed, Some(seed));
+        assert_eq!(again.image.seed, Some(seed.to_string()));
         assert_eq!(body_bytes(app.get(&again.image.url).await).await, original);
         // More like this: a new seed, another picture of the same shape.
         let more = created(
@@ -730,7 +735,7 @@ mod shapes_and_seeds {
         )
         .await;
         assert_eq!(more.image.aspect, "portrait");
-        assert_ne!(more.image.seed, Some(seed));
+        assert_ne!(more.image.seed, Some(seed.to_string()));
         assert_ne!(body_bytes(app.get(&more.image.url).await).await, original);
         // The image's page says it too.
         let page = body_text(app.get(&format!("/i/{}", image.id)).await).await;

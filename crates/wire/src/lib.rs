@@ -173,7 +173,7 @@ pub struct ShownImage {
     /// ("Portrait · seed 42"). Plain values: the browser bundle carries no
     /// code for the shapes.
     pub aspect: String,
-    pub seed: Option<u32>,
+    pub seed: Option<String>,
     pub about: String,
 }
 
