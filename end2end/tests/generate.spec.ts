@@ -321,7 +321,9 @@ test("keyboard only: type, press Enter, focus moves to the result", async ({ bro
   await page.goto("/");
   await waitForHydration(page);
   const input = page.getByLabel("Enter your prompt");
-  // The prompt is the first thing Tab reaches.
+  // Tab reaches the shape (one stop for the three radio buttons), then the prompt.
+  await page.keyboard.press("Tab");
+  await expect(page.getByLabel("Square")).toBeFocused();
   await page.keyboard.press("Tab");
   await expect(input).toBeFocused();
   await page.keyboard.type("a cat on a windowsill, rain outside");
