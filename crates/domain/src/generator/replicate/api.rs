@@ -282,18 +282,31 @@ impl Api {
         )))
     }
 
+    /// An API call with the token (`method` on `url`), as
+    /// [`Api::request_safely`] sends it.
+    pub(super) async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &url::Url,
+        deadline: Instant,
+        target: Target,
+    ) -> Result<Response, ModelError> {
+        self.request_safely(
+            || {
+                self.client
+                    .request(method.clone(), url.clone())
+                    .bearer_auth(self.settings.token.expose_secret())
+            },
+            deadline,
+            target,
+        )
+        .await
+    }
+
     pub(super) async fn read(&self, id: &str, deadline: Instant) -> Result<Prediction, ModelError> {
         let url = self.endpoint(&format!("predictions/{id}"));
         let response = self
-            .request_safely(
-                || {
-                    self.client
-                        .get(url.clone())
-                        .bearer_auth(self.settings.token.expose_secret())
-                },
-                deadline,
-                Target::Api,
-            )
+            .call(reqwest::Method::GET, &url, deadline, Target::Api)
             .await?;
         response
             .json::<Prediction>()
@@ -309,15 +322,7 @@ impl Api {
         // for nobody.
         let deadline = Instant::now() + CANCEL_PATIENCE;
         let result = self
-            .request_safely(
-                || {
-                    self.client
-                        .post(url.clone())
-                        .bearer_auth(self.settings.token.expose_secret())
-                },
-                deadline,
-                Target::Api,
-            )
+            .call(reqwest::Method::POST, &url, deadline, Target::Api)
             .await;
         match result {
             Ok(response) => {
@@ -457,16 +462,9 @@ impl Api {
             key: String,
         }
         let url = self.endpoint("webhooks/default/secret");
+        let deadline = Instant::now() + Duration::from_secs(20);
         let response = self
-            .request_safely(
-                || {
-                    self.client
-                        .get(url.clone())
-                        .bearer_auth(self.settings.token.expose_secret())
-                },
-                Instant::now() + Duration::from_secs(20),
-                Target::RunList,
-            )
+            .call(reqwest::Method::GET, &url, deadline, Target::RunList)
             .await?;
         let secret: Secret = response
             .json()

@@ -5,7 +5,6 @@ use super::super::ModelError;
 use super::prediction::PredictionMetrics;
 use super::{ReplicateGenerator, Target};
 use async_trait::async_trait;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::time::{Duration, Instant};
 
@@ -46,15 +45,7 @@ impl crate::spend::RunHistory for ReplicateGenerator {
         for _ in 0..MAX_PAGES {
             let deadline = Instant::now() + Duration::from_secs(30);
             let page = api
-                .request_safely(
-                    || {
-                        api.client
-                            .get(url.clone())
-                            .bearer_auth(api.settings.token.expose_secret())
-                    },
-                    deadline,
-                    Target::RunList,
-                )
+                .call(reqwest::Method::GET, &url, deadline, Target::RunList)
                 .await?
                 .json::<PredictionPage>()
                 .await
