@@ -130,6 +130,10 @@ fn app_env(stand_in: &ReplicateStandIn) -> Vec<(&'static str, String)> {
         ("REPLICATE_BASE_URL", stand_in.base_url.clone()),
         ("LOFIANIME_RATELIMIT__LIMIT", "1000000".to_owned()),
         ("LOFIANIME_RATELIMIT__GLOBAL_LIMIT", "0".to_owned()),
+        // The app's own cost is measured, not Replicate's account limits
+        // (600 creates a minute would cap the burst at ~60 generations/s).
+        ("LOFIANIME_MODEL__BUDGET_CREATES", "1000000".to_owned()),
+        ("LOFIANIME_MODEL__BUDGET_CALLS", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ]
 }

@@ -90,12 +90,15 @@ impl SharedState for MemoryStore {
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError> {
-        // The log, oldest first: the instants the slots in the window were taken.
+        // The log, oldest first: the instants the slots in the window were
+        // taken (changed in place: it holds up to `limit` entries).
         Ok(self.with(|entries| {
             let expires_at = entries.now_ms() + window_ms;
-            let mut log = match entries.get(key) {
-                Some(Value::List(list)) => list.clone(),
-                _ => VecDeque::new(),
+            if !matches!(entries.get(key), Some(Value::List(_))) {
+                entries.set(key, Value::List(VecDeque::new()), Some(expires_at));
+            }
+            let Some(Value::List(log)) = entries.get_mut(key) else {
+                return None;
             };
             let since = now_ms.saturating_sub(window_ms);
             while log
@@ -116,7 +119,7 @@ impl SharedState for MemoryStore {
                         .max(1),
                 )
             };
-            entries.set(key, Value::List(log), Some(expires_at));
+            entries.expire_at(key, expires_at);
             wait
         }))
     }
