@@ -2,7 +2,7 @@
 //! HTTP calls); on the server each body hands its arguments to the [`Backend`]
 //! the router provides, so this shared file depends on no server-only module.
 
-use crate::progress::JobProgress;
+use crate::progress::{JobProgress, MakingView, RunningGeneration};
 use crate::wire::{
     ApiError, AppInfo, CreatedImage, ImagePage, JsonAnswer, QuotaReading, RecentImage, Viewer,
 };
@@ -27,6 +27,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn quota(&self) -> Result<QuotaReading, ApiError>;
     async fn image_page(&self, id: String) -> Result<Option<ImagePage>, ApiError>;
     async fn delete_image(&self, id: String) -> Result<bool, ApiError>;
+    async fn running(&self) -> Result<Vec<RunningGeneration>, ApiError>;
+    async fn making(&self, job: String) -> Result<Option<MakingView>, ApiError>;
     fn site_info(&self) -> AppInfo;
     async fn viewer(&self) -> Result<Viewer, ApiError>;
 }
@@ -118,4 +120,22 @@ pub async fn image_details(id: String) -> Result<Option<ImagePage>, ApiError> {
 #[server(prefix = "/api", endpoint = "delete-image", output = JsonAnswer)]
 pub async fn delete_image(id: String) -> Result<bool, ApiError> {
     backend()?.delete_image(id).await
+}
+
+/// The calling visitor's generations still running (same address, or same
+/// account when signed in), newest first: `GET /api/running`, a JSON list of
+/// `{"job", "prompt", "phase", "started_ms"}` (and `percent` when the model
+/// says). A page that lists one follows it by sending its `job` to
+/// `POST /api/generate` again. Listing them counts as watching them: a
+/// generation whose page went away goes on while someone comes back to it.
+#[server(prefix = "/api", endpoint = "running", input = GetUrl, output = JsonAnswer)]
+pub async fn running_generations() -> Result<Vec<RunningGeneration>, ApiError> {
+    backend()?.running().await
+}
+
+/// What the waiting page of generation `job` shows (`None`: no such
+/// generation of the caller's); reading it counts as watching it.
+#[server(prefix = "/api", endpoint = "making", input = GetUrl, output = JsonAnswer)]
+pub async fn making(job: String) -> Result<Option<MakingView>, ApiError> {
+    backend()?.making(job).await
 }

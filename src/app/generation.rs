@@ -45,7 +45,7 @@ pub struct StudioState {
 }
 
 impl StudioState {
-    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>) -> Self {
+    pub fn new(reading: QuotaReading, recent: Vec<RecentImage>, following: Option<String>) -> Self {
         let action = Action::new(|input: &Generate| {
             let Generate {
                 prompt,
@@ -58,8 +58,22 @@ impl StudioState {
         let pending = action.pending();
         let job_id = RwSignal::new(String::new());
         let hydrated = RwSignal::new(false);
+        let following = StoredValue::new(following);
         Effect::new(move |_| {
-            job_id.set(new_job_id());
+            match following.get_value() {
+                // Sent again, the running generation's id follows it (nothing
+                // new starts): progress, Cancel and the answer as usual.
+                Some(id) => {
+                    job_id.set(id.clone());
+                    action.dispatch(Generate {
+                        prompt: None,
+                        job: Some(id),
+                        aspect: None,
+                        seed: None,
+                    });
+                }
+                None => job_id.set(new_job_id()),
+            }
             hydrated.set(true);
         });
         let shown = Memo::new(move |_| match action.value().get() {
@@ -238,6 +252,13 @@ fn follow_generations(pending: Memo<bool>, job_id: RwSignal<String>) -> Tracking
                     leptos::task::spawn_local(async move {
                         if let Ok(Some(reading)) = progress(id).await {
                             if pending.get_untracked() {
+                                // The server's clock says since when (a page
+                                // that came back to it was not there at the start).
+                                if tracking.reading.get_untracked().is_none() {
+                                    tracking
+                                        .sent_at
+                                        .set(browser_now_ms().saturating_sub(reading.elapsed_ms));
+                                }
                                 tracking.reading.set(Some(reading.state));
                             }
                         }

@@ -5,8 +5,11 @@ use super::account::{AccountBar, SignInPrompt};
 use super::form::ShapeChoice;
 use super::studio::Studio;
 use super::words::{describe_window, error_sentence};
-use crate::api::{current_quota, recent_images, site_info, who_is_visiting, DeleteImage, Generate};
-use crate::wire::{ApiError, Viewer, GENERIC_FAILURE};
+use crate::api::{
+    current_quota, recent_images, running_generations, site_info, who_is_visiting, DeleteImage,
+    Generate,
+};
+use crate::wire::{making_path, ApiError, Viewer, GENERIC_FAILURE};
 use leptos::prelude::*;
 use leptos::server::ServerActionError;
 use leptos::server_fn::error::ServerFnUrlError;
@@ -87,15 +90,38 @@ pub fn HomePage() -> impl IntoView {
                     };
                     // The page works without the list if it cannot be read.
                     let recent = recent_images().await.unwrap_or_default();
+                    // A generation of theirs still running (a reload, another
+                    // tab or device): the studio follows it once hydrated;
+                    // without JavaScript, a link to its waiting page.
+                    let following = running_generations()
+                        .await
+                        .ok()
+                        .and_then(|running| running.into_iter().next());
+                    let typed = following
+                        .as_ref()
+                        .map(|running| running.prompt.clone())
+                        .unwrap_or_else(|| typed_prompt.clone());
+                    let waiting_link = following.as_ref().map(|running| {
+                        view! {
+                            <noscript>
+                                <p class="notice">
+                                    "A picture of yours is being made. "
+                                    <a href=making_path(&running.job)>"See how it is going"</a>
+                                </p>
+                            </noscript>
+                        }
+                    });
                     view! {
                         {notice}
+                        {waiting_link}
                         <ShapeChoice chosen=typed_aspect.clone() />
                         <Studio
                             max_prompt_chars=info.max_prompt_chars
                             recent_images_kept=info.recent_images
                             reading
                             recent
-                            typed_prompt=typed_prompt.clone()
+                            following=following.map(|running| running.job)
+                            typed_prompt=typed
                             first_error=first_error.as_ref().map(|error| error_sentence(error, reading.now_ms))
                             account=viewer.account.map(|account| account.email)
                         />

@@ -9,7 +9,8 @@
 //! - `account`: the header's sign-in corner and the sign-in prompt;
 //! - `studio`: the island, and `generation`: its client-side state in one place;
 //! - `form`, `quota`, `result`, `recent`: the studio's parts;
-//! - `image_page`: `/i/{id}`, the shareable page of one image; `not_found`: 404;
+//! - `image_page`: `/i/{id}`, the shareable page of one image; `making`:
+//!   `/making/{job}`, where a browser without JavaScript waits; `not_found`: 404;
 //! - `words`: how times, windows and file names read.
 
 mod account;
@@ -17,6 +18,7 @@ mod form;
 mod generation;
 mod home;
 mod image_page;
+mod making;
 mod not_found;
 mod quota;
 mod recent;

@@ -3,6 +3,7 @@
 
 use super::home::HomePage;
 use super::image_page::ImagePage;
+use super::making::MakingPage;
 use super::not_found::NotFound;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags};
@@ -90,6 +91,11 @@ pub fn App() -> impl IntoView {
                 <Route
                     path=(StaticSegment("i"), ParamSegment("id"))
                     view=ImagePage
+                    ssr=SsrMode::Async
+                />
+                <Route
+                    path=(StaticSegment("making"), ParamSegment("job"))
+                    view=MakingPage
                     ssr=SsrMode::Async
                 />
             </Routes>

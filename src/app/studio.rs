@@ -15,6 +15,9 @@ pub fn Studio(
     recent_images_kept: usize,
     reading: QuotaReading,
     recent: Vec<RecentImage>,
+    /// A generation of the visitor's still running when the page was made
+    /// (the page was reloaded): followed as if the form had just sent it.
+    following: Option<String>,
     /// The prompt typed before a form post without JavaScript came back.
     typed_prompt: String,
     /// The sentence of the error that post came back with (rendered by the
@@ -23,7 +26,7 @@ pub fn Studio(
     /// The signed-in account's e-mail, if any (the quota line names it).
     account: Option<String>,
 ) -> impl IntoView {
-    let state = StudioState::new(reading, recent);
+    let state = StudioState::new(reading, recent, following);
     let result_figure = state.result_figure;
     view! {
         <PromptForm state max_chars=max_prompt_chars typed_prompt />

@@ -287,6 +287,7 @@ pub fn policy(settings: &Settings) -> Policy {
         // Longer than any generation may take.
         job_ttl_ms: (settings.model.deadline_secs + 600) * 1000,
         cancel_check: Duration::from_millis(settings.progress.cancel_check_ms),
+        return_grace: Duration::from_secs(settings.progress.return_grace_secs),
         max_refunds_per_window: Some(limits.max_refunds_per_window.unwrap_or(limits.limit)),
         spend: SpendPolicy {
             usd_per_second: settings.spend.usd_per_second,

@@ -5,14 +5,15 @@
 
 use crate::api::Backend;
 use crate::app::download_name;
-use crate::progress::{JobId, JobProgress};
+use crate::progress::{JobId, JobProgress, JobState, MakingView, Phase, RunningGeneration};
 use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
+use crate::server::returning;
 use crate::server::state::AppState;
 use crate::shape::{Aspect, Choices};
 use crate::wire::{
-    image_page_path, srcset_variants, ApiError, AppInfo, CreatedImage, ImageId, ImagePage,
-    QuotaReading, RecentImage, ShownImage, SignedInAs, Variant, Viewer,
+    image_page_path, making_path, srcset_variants, ApiError, AppInfo, CreatedImage, ImageId,
+    ImagePage, QuotaReading, RecentImage, ShownImage, SignedInAs, Variant, Viewer,
 };
 use axum::http::{header, HeaderName, HeaderValue};
 use leptos::prelude::*;
@@ -22,6 +23,7 @@ use leptos_axum::ResponseOptions;
 use lofianime_domain::CancelOutcome;
 use lofianime_domain::Decision;
 use lofianime_domain::Generated;
+use lofianime_domain::Presence;
 use lofianime_domain::Visitor;
 use lofianime_domain::{ImageKey, ImageRecord};
 
@@ -68,12 +70,35 @@ pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, 
     headers
 }
 
-fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
+pub(crate) fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
     CreatedImage {
         image: shown_image(state, &generated.image, generated.record),
         quota: generated.decision.as_ref().map(quota),
         recent: Vec::new(),
     }
+}
+
+/// The image `id` as an answer to a generation of `visitor`'s that a page
+/// came back to: as the first request would have had it, with the quota now.
+pub(crate) async fn created_image_from_record(
+    state: &AppState,
+    visitor: &Visitor,
+    id: &ImageId,
+) -> Result<CreatedImage, ApiError> {
+    let record = state
+        .studio
+        .image_record(id)
+        .await
+        .map_err(|failure| errors::answer(&failure))?;
+    let Some((key, record)) = record.and_then(|record| Some((record.key()?, record))) else {
+        return Err(ApiError::NoSuchImage);
+    };
+    let quota = state.studio.quota(visitor).await.ok().map(|d| quota(&d));
+    Ok(CreatedImage {
+        image: shown_image(state, &key, record),
+        quota,
+        recent: Vec::new(),
+    })
 }
 
 /// The variant a page shows and the `srcset` candidates it offers. Images
@@ -100,7 +125,7 @@ fn variants_offered(
 }
 
 /// A stored image as pages show it.
-fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
+pub(crate) fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
     let url = state.image_url(key);
     let (shown, offered) = variants_offered(&record, state.images_base.is_some());
     ShownImage {
@@ -137,10 +162,26 @@ pub async fn run_generation(
     Result<CreatedImage, ApiError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
+    run_watched(state, visitor, raw_prompt, job, choices, None).await
+}
+
+/// [`run_generation`] of a page's generation that may go on without its
+/// request for a while ([`crate::server::returning`]).
+pub async fn run_watched(
+    state: &AppState,
+    visitor: &Visitor,
+    raw_prompt: &str,
+    job: Option<&JobId>,
+    choices: Choices,
+    presence: Option<&Presence>,
+) -> (
+    Result<CreatedImage, ApiError>,
+    Vec<(HeaderName, HeaderValue)>,
+) {
     let mut counted = errors::OutcomeCounter::start();
     let result = state
         .studio
-        .generate_with(visitor, raw_prompt, job, choices)
+        .generate_watched(visitor, raw_prompt, job, choices, presence)
         .await;
     let decision = match &result {
         Ok(generated) => generated.decision,
@@ -190,7 +231,40 @@ impl Backend for AppState {
             Some(id) => parse_job(id).map(Some),
         };
         let choices = Choices::parse(aspect.as_deref(), seed.as_deref()).map_err(ApiError::from);
+        let without_script = plain_form_post();
+        let mut waiting_page = None;
         let (outcome, headers) = match (job, choices, caller().await) {
+            // The same id again from its visitor: a page that came back (a
+            // reload, another device) follows the generation; nothing new starts.
+            (Ok(Some(job)), _, Ok(visitor))
+                if matches!(returning::look(self, &visitor, &job).await, Ok(Some(_))) =>
+            {
+                (returning::follow(self, &visitor, &job).await, Vec::new())
+            }
+            (Ok(Some(job)), Ok(choices), Ok(visitor)) => {
+                returning::Started::spawn(self, visitor, raw_prompt.clone(), job, choices)
+                    .answer()
+                    .await
+            }
+            // A browser without JavaScript: the server names the generation,
+            // waits a moment, then sends the browser to its waiting page.
+            (Ok(None), Ok(choices), Ok(visitor)) if without_script => {
+                let job = JobId::from_bytes(rand::random());
+                let started = returning::Started::spawn(
+                    self,
+                    visitor,
+                    raw_prompt.clone(),
+                    job.clone(),
+                    choices,
+                );
+                match started.answer_within(returning::NO_SCRIPT_HOLD).await {
+                    Some(answer) => answer,
+                    None => {
+                        waiting_page = Some(job);
+                        (Err(ApiError::Internal), Vec::new())
+                    }
+                }
+            }
             (Ok(job), Ok(choices), Ok(visitor)) => {
                 run_generation(self, &visitor, &raw_prompt, job.as_ref(), choices).await
             }
@@ -207,7 +281,13 @@ impl Backend for AppState {
             for (name, value) in headers {
                 response.insert_header(name, value);
             }
-            if plain_form_post() {
+            if let Some(job) = waiting_page {
+                response.insert_header(
+                    header::LOCATION,
+                    HeaderValue::from_str(&making_path(job.as_str()))
+                        .unwrap_or_else(|_| HeaderValue::from_static("/")),
+                );
+            } else if without_script {
                 // Without JavaScript the browser follows a redirect back to the
                 // page; the query carries the result (or the error and the typed
                 // prompt) so the page can show it.
@@ -232,6 +312,15 @@ impl Backend for AppState {
     async fn cancel(&self, job: String) -> Result<bool, ApiError> {
         let job = parse_job(&job)?;
         let visitor = caller().await?;
+        // Without JavaScript (the waiting page's Cancel): back to that page.
+        if plain_form_post() {
+            if let (Some(response), Ok(location)) = (
+                use_context::<ResponseOptions>(),
+                HeaderValue::from_str(&making_path(job.as_str())),
+            ) {
+                response.insert_header(header::LOCATION, location);
+            }
+        }
         match self.studio.cancel(&visitor, &job).await {
             Ok(outcome) => Ok(outcome == CancelOutcome::Requested),
             Err(failure) => Err(errors::answer(&failure)),
@@ -367,6 +456,66 @@ impl Backend for AppState {
         outcome
     }
 
+    async fn running(&self) -> Result<Vec<RunningGeneration>, ApiError> {
+        let visitor = caller().await?;
+        let running = self
+            .studio
+            .running(&visitor)
+            .await
+            .map_err(|f| errors::answer(&f))?;
+        Ok(running
+            .into_iter()
+            .map(|job| {
+                let phase = match job.state {
+                    JobState::Running(phase) => phase,
+                    _ => Phase::Saving,
+                };
+                RunningGeneration {
+                    job: job.job.to_string(),
+                    prompt: job.prompt,
+                    phase: phase.name().to_owned(),
+                    percent: match phase {
+                        Phase::Generating { percent } => percent,
+                        _ => None,
+                    },
+                    started_ms: job.started_ms,
+                }
+            })
+            .collect())
+    }
+
+    async fn making(&self, job: String) -> Result<Option<MakingView>, ApiError> {
+        let Ok(job) = parse_job(&job) else {
+            return Ok(None);
+        };
+        let visitor = caller().await?;
+        let Some(seen) = returning::look(self, &visitor, &job).await? else {
+            return Ok(None);
+        };
+        let mut making = MakingView {
+            job: job.to_string(),
+            prompt: seen.prompt,
+            label: match seen.progress.state {
+                JobState::Running(phase) => phase.label(),
+                _ => Phase::Saving.label(),
+            },
+            elapsed_secs: seen.progress.elapsed_ms / 1000,
+            image: None,
+            error: None,
+        };
+        match seen.answer {
+            Some(kept) => match returning::decode(self, &visitor, &kept).await {
+                Ok(created) => making.image = Some(created.image.id),
+                Err(error) => making.error = Some(error.to_string()),
+            },
+            None if seen.progress.cancel_requested => {
+                making.label = "Cancelling…".to_owned();
+            }
+            None => {}
+        }
+        Ok(Some(making))
+    }
+
     fn site_info(&self) -> AppInfo {
         self.info.clone()
     }
@@ -396,7 +545,7 @@ fn request_origin() -> String {
 
 /// A browser submitting the form without JavaScript asks for HTML; the page's own
 /// calls ask for JSON.
-fn plain_form_post() -> bool {
+pub(crate) fn plain_form_post() -> bool {
     use_context::<axum::http::request::Parts>().is_some_and(|request| {
         request
             .headers

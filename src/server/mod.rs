@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod pages;
 pub mod per_address;
+pub mod returning;
 pub mod router;
 pub mod serve;
 pub mod settings;

@@ -1,17 +1,81 @@
 //! Generations in flight, on the [`SharedState`]: each has a record (whose it is,
-//! its phase, when it started, whether someone asked to cancel it) that any
+//! its prompt and phase, when it started, when someone last looked at it,
+//! whether someone asked to cancel it, and at the end its answer) that any
 //! instance can read or mark, while the instance running it reports its phases
-//! and checks for a cancel request.
+//! and checks for a cancel request, or for a visitor who left and did not come
+//! back. Each visitor's recent generations are listed, so that a reloaded page
+//! (or another device of the same account) finds the ones still running.
 
 use crate::clock::Clock;
 use crate::shared::SharedState;
 use crate::store::StoreError;
 use crate::visitor::tag as owner_tag;
 use lofianime_wire::progress::{JobId, JobProgress, JobState, Phase};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Keys of job records: `lofianime:job:{id}`.
 const KEY_PREFIX: &str = "lofianime:job:";
+
+/// Keys of each visitor's list of generations: `lofianime:jobs:of:{owner tag}`.
+const LIST_PREFIX: &str = "lofianime:jobs:of:";
+
+/// How many of a visitor's latest generations their list keeps.
+const LISTED: usize = 8;
+
+/// Whether someone on this instance is waiting for a generation's answer (the
+/// request that started it): `0` while they are, else when they left (epoch
+/// milliseconds). Others watch through the record's `seen_ms`.
+#[derive(Clone, Default)]
+pub struct Presence(Arc<AtomicU64>);
+
+impl Presence {
+    /// Someone is waiting (the request that started the generation).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// They left at `now_ms` (their connection closed).
+    pub fn left(&self, now_ms: u64) {
+        self.0.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    fn left_at(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            at => Some(at),
+        }
+    }
+}
+
+/// Why a running generation stops before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The visitor asked to cancel it.
+    Canceled,
+    /// Nobody has watched it for longer than the board's grace period.
+    Abandoned,
+}
+
+/// A generation as someone coming back to it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSnapshot {
+    pub progress: JobProgress,
+    pub prompt: String,
+    /// When it started (epoch milliseconds, the board's clock).
+    pub started_ms: u64,
+    /// The answer the instance that ran it wrote at the end (opaque here).
+    pub answer: Option<String>,
+}
+
+/// One of a visitor's generations still running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningJob {
+    pub job: JobId,
+    pub prompt: String,
+    pub state: JobState,
+    pub started_ms: u64,
+}
 
 /// What a cancel request found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,10 +95,17 @@ pub struct JobBoard {
     clock: Arc<dyn Clock>,
     /// How long a record lives: longer than any generation may run.
     ttl_ms: u64,
+    /// How long a generation nobody watches goes on before it is stopped: the
+    /// time a reloaded page (or the visitor's other device) has to come back.
+    grace_ms: u64,
 }
 
 fn key(id: &JobId) -> String {
     format!("{KEY_PREFIX}{id}")
+}
+
+fn list_key(visitor: &str) -> String {
+    format!("{LIST_PREFIX}{}", owner_tag(visitor))
 }
 
 fn encode(state: JobState) -> [(&'static str, String); 2] {
@@ -79,7 +150,14 @@ impl JobBoard {
             state,
             clock,
             ttl_ms,
+            grace_ms: 0,
         }
+    }
+
+    /// A board on which a generation nobody watches goes on for `grace_ms`.
+    pub fn with_grace(mut self, grace_ms: u64) -> Self {
+        self.grace_ms = grace_ms;
+        self
     }
 
     pub fn describe(&self) -> String {
@@ -88,22 +166,42 @@ impl JobBoard {
 
     /// Opens the record of a new generation for `visitor`. `None` when the id is
     /// taken (ids are random: a repeat is a replayed or forged request).
+    /// `presence`: who waits for it on this instance (`None`: it stops only
+    /// when cancelled, or when its flow is dropped).
     pub async fn open(
         self: &Arc<Self>,
         id: &JobId,
         visitor: &str,
+        prompt: &str,
+        presence: Option<Presence>,
     ) -> Result<Option<JobRecord>, StoreError> {
-        Ok(self.create(id, visitor).await?.then(|| JobRecord {
+        if !self.create(id, visitor, prompt).await? {
+            return Ok(None);
+        }
+        // Listed for the visitor's other pages; a list that cannot be written
+        // costs only that.
+        let listed = self
+            .state
+            .push_capped(&list_key(visitor), id.as_str(), LISTED, self.ttl_ms)
+            .await;
+        if let Err(error) = listed {
+            tracing::warn!(%error, job = %id, "could not list the generation for the visitor's other pages");
+        }
+        Ok(Some(JobRecord {
             board: self.clone(),
             id: id.clone(),
+            presence,
             ended: false,
         }))
     }
 
-    async fn create(&self, id: &JobId, visitor: &str) -> Result<bool, StoreError> {
+    async fn create(&self, id: &JobId, visitor: &str, prompt: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms().to_string();
         let mut fields = vec![
             ("owner", owner_tag(visitor)),
-            ("started_ms", self.clock.now_ms().to_string()),
+            ("prompt", prompt.to_owned()),
+            ("started_ms", now.clone()),
+            ("seen_ms", now),
             ("cancel", "0".to_owned()),
         ];
         fields.extend(encode(JobState::Running(Phase::Waiting)));
@@ -118,6 +216,16 @@ impl JobBoard {
 
     /// The generation's progress, if it is `visitor`'s.
     pub async fn read(&self, id: &JobId, visitor: &str) -> Result<Option<JobProgress>, StoreError> {
+        Ok(self.snapshot(id, visitor).await?.map(|seen| seen.progress))
+    }
+
+    /// The generation as a page coming back to it sees it, if it is
+    /// `visitor`'s.
+    pub async fn snapshot(
+        &self,
+        id: &JobId,
+        visitor: &str,
+    ) -> Result<Option<JobSnapshot>, StoreError> {
         let record = self.state.read_hash(&key(id)).await?;
         if record.get("owner") != Some(&owner_tag(visitor)) {
             return Ok(None);
@@ -130,11 +238,83 @@ impl JobBoard {
             )));
         };
         let started_ms: u64 = field("started_ms").parse().unwrap_or(0);
-        Ok(Some(JobProgress {
-            state,
-            elapsed_ms: self.clock.now_ms().saturating_sub(started_ms),
-            cancel_requested: field("cancel") == "1",
+        Ok(Some(JobSnapshot {
+            progress: JobProgress {
+                state,
+                elapsed_ms: self.clock.now_ms().saturating_sub(started_ms),
+                cancel_requested: field("cancel") == "1",
+            },
+            prompt: field("prompt").to_owned(),
+            started_ms,
+            answer: record.get("answer").cloned(),
         }))
+    }
+
+    /// Someone is looking at the generation (a page following it, a reloaded
+    /// page, the page of a browser without JavaScript): it goes on for at
+    /// least the grace period from now.
+    pub async fn touch(&self, id: &JobId) -> Result<(), StoreError> {
+        self.state
+            .update_hash(&key(id), &[("seen_ms", self.clock.now_ms().to_string())])
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the answer to the generation (written once it ended, for a page
+    /// that comes back to it).
+    pub async fn keep_answer(&self, id: &JobId, answer: &str) -> Result<(), StoreError> {
+        self.state
+            .update_hash(&key(id), &[("answer", answer.to_owned())])
+            .await?;
+        Ok(())
+    }
+
+    /// `visitor`'s generations still running, newest first; each is touched
+    /// (someone is looking at them).
+    pub async fn running(&self, visitor: &str) -> Result<Vec<RunningJob>, StoreError> {
+        let mut running = Vec::new();
+        for text in self.state.read_list(&list_key(visitor)).await? {
+            let Ok(job) = JobId::parse(&text) else {
+                continue;
+            };
+            let Some(seen) = self.snapshot(&job, visitor).await? else {
+                continue;
+            };
+            if seen.progress.state.is_running() && !seen.progress.cancel_requested {
+                self.touch(&job).await?;
+                running.push(RunningJob {
+                    job,
+                    prompt: seen.prompt,
+                    state: seen.progress.state,
+                    started_ms: seen.started_ms,
+                });
+            }
+        }
+        Ok(running)
+    }
+
+    /// Whether the generation should stop now: cancelled, or watched by
+    /// nobody (on this instance per `presence`, elsewhere per the record's
+    /// `seen_ms`) for longer than the grace period.
+    pub async fn should_stop(
+        &self,
+        id: &JobId,
+        presence: Option<&Presence>,
+    ) -> Result<Option<Stop>, StoreError> {
+        let record = self.state.read_hash(&key(id)).await?;
+        if record.get("cancel").is_some_and(|flag| flag == "1") {
+            return Ok(Some(Stop::Canceled));
+        }
+        let Some(left_ms) = presence.and_then(Presence::left_at) else {
+            return Ok(None);
+        };
+        let seen_ms: u64 = record
+            .get("seen_ms")
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(0);
+        let last_watched = left_ms.max(seen_ms);
+        let unwatched = self.clock.now_ms().saturating_sub(last_watched) > self.grace_ms;
+        Ok(unwatched.then_some(Stop::Abandoned))
     }
 
     /// Asks the instance running `visitor`'s generation to stop it.
@@ -154,16 +334,6 @@ impl JobBoard {
             }
         }
     }
-
-    /// True once someone asked to cancel the generation.
-    pub async fn cancel_requested(&self, id: &JobId) -> Result<bool, StoreError> {
-        Ok(self
-            .state
-            .read_hash(&key(id))
-            .await?
-            .get("cancel")
-            .is_some_and(|flag| flag == "1"))
-    }
 }
 
 /// The record of one running generation, held by the flow that runs it. Ended
@@ -172,6 +342,7 @@ impl JobBoard {
 pub struct JobRecord {
     board: Arc<JobBoard>,
     id: JobId,
+    presence: Option<Presence>,
     ended: bool,
 }
 
@@ -184,13 +355,18 @@ impl JobRecord {
         }
     }
 
-    /// True once someone asked to cancel the generation.
-    pub async fn cancel_requested(&self) -> bool {
-        match self.board.cancel_requested(&self.id).await {
-            Ok(requested) => requested,
+    /// Whether the generation should stop: cancelled, or left unwatched past
+    /// the grace period. A store that cannot answer stops nothing.
+    pub async fn should_stop(&self) -> Option<Stop> {
+        match self
+            .board
+            .should_stop(&self.id, self.presence.as_ref())
+            .await
+        {
+            Ok(stop) => stop,
             Err(error) => {
                 tracing::warn!(%error, job = %self.id, "could not check for a cancel request");
-                false
+                None
             }
         }
     }
@@ -234,10 +410,17 @@ mod tests {
     async fn a_job_is_seen_only_by_its_visitor() {
         let (board, clock) = board();
         let id = JobId::from_bytes([1; 16]);
-        let record = board.open(&id, "203.0.113.7").await.unwrap();
+        let record = board
+            .open(&id, "203.0.113.7", "a harbour", None)
+            .await
+            .unwrap();
         assert!(record.is_some());
         assert!(
-            board.open(&id, "203.0.113.8").await.unwrap().is_none(),
+            board
+                .open(&id, "203.0.113.8", "a harbour", None)
+                .await
+                .unwrap()
+                .is_none(),
             "ids are single-use"
         );
         clock.advance(1_500);
@@ -260,19 +443,22 @@ mod tests {
             board.request_cancel(&id, "203.0.113.8").await.unwrap(),
             CancelOutcome::Unknown
         );
-        assert!(!board.cancel_requested(&id).await.unwrap());
+        assert_eq!(board.should_stop(&id, None).await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn cancel_marks_a_running_job_only() {
         let (board, _) = board();
         let id = JobId::from_bytes([2; 16]);
-        let _record = board.open(&id, "v").await.unwrap();
+        let _record = board.open(&id, "v", "p", None).await.unwrap();
         assert_eq!(
             board.request_cancel(&id, "v").await.unwrap(),
             CancelOutcome::Requested
         );
-        assert!(board.cancel_requested(&id).await.unwrap());
+        assert_eq!(
+            board.should_stop(&id, None).await.unwrap(),
+            Some(Stop::Canceled)
+        );
         board.report(&id, JobState::Canceled).await.unwrap();
         assert_eq!(
             board.request_cancel(&id, "v").await.unwrap(),
@@ -289,7 +475,7 @@ mod tests {
     async fn a_record_dropped_before_it_ended_says_cancelled() {
         let (board, _) = board();
         let id = JobId::from_bytes([4; 16]);
-        let record = board.open(&id, "v").await.unwrap().unwrap();
+        let record = board.open(&id, "v", "p", None).await.unwrap().unwrap();
         drop(record);
         for _ in 0..100 {
             let state = board.read(&id, "v").await.unwrap().unwrap().state;
@@ -305,12 +491,76 @@ mod tests {
     async fn an_ended_record_keeps_its_ending() {
         let (board, _) = board();
         let id = JobId::from_bytes([5; 16]);
-        let record = board.open(&id, "v").await.unwrap().unwrap();
+        let record = board.open(&id, "v", "p", None).await.unwrap().unwrap();
         record.end(JobState::Finished).await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         assert_eq!(
             board.read(&id, "v").await.unwrap().unwrap().state,
             JobState::Finished
         );
+    }
+
+    #[tokio::test]
+    async fn a_generation_nobody_watches_stops_after_the_grace_period() {
+        let clock = Arc::new(ManualClock::at(10_000));
+        let state = Arc::new(MemoryStore::new(clock.clone()));
+        let board = Arc::new(JobBoard::new(state, clock.clone(), 60_000).with_grace(5_000));
+        let id = JobId::from_bytes([6; 16]);
+        let presence = Presence::new();
+        let record = board
+            .open(&id, "v", "p", Some(presence.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        clock.advance(30_000);
+        assert_eq!(record.should_stop().await, None, "its request still waits");
+        presence.left(clock.now_ms());
+        clock.advance(4_000);
+        assert_eq!(record.should_stop().await, None, "within the grace period");
+        // A reloaded page (on any instance) looks at it: the grace starts again.
+        board.touch(&id).await.unwrap();
+        clock.advance(4_000);
+        assert_eq!(record.should_stop().await, None);
+        clock.advance(1_001);
+        assert_eq!(record.should_stop().await, Some(Stop::Abandoned));
+        // A cancel says so, whoever watches.
+        board.request_cancel(&id, "v").await.unwrap();
+        assert_eq!(record.should_stop().await, Some(Stop::Canceled));
+    }
+
+    #[tokio::test]
+    async fn a_visitor_finds_their_running_generations_and_only_theirs() {
+        let (board, clock) = board();
+        let (first, second, other) = (
+            JobId::from_bytes([7; 16]),
+            JobId::from_bytes([8; 16]),
+            JobId::from_bytes([9; 16]),
+        );
+        let done = board
+            .open(&first, "v", "a harbour", None)
+            .await
+            .unwrap()
+            .unwrap();
+        let _running = board.open(&second, "v", "a station", None).await.unwrap();
+        let _theirs = board.open(&other, "w", "a forest", None).await.unwrap();
+        done.end(JobState::Finished).await;
+        clock.advance(2_000);
+        let running = board.running("v").await.unwrap();
+        assert_eq!(
+            running,
+            vec![RunningJob {
+                job: second.clone(),
+                prompt: "a station".into(),
+                state: JobState::Running(Phase::Waiting),
+                started_ms: 10_000,
+            }]
+        );
+        board.keep_answer(&first, "image:x").await.unwrap();
+        let seen = board.snapshot(&first, "v").await.unwrap().unwrap();
+        assert_eq!(seen.answer.as_deref(), Some("image:x"));
+        assert_eq!(seen.prompt, "a harbour");
+        assert_eq!(board.snapshot(&first, "w").await.unwrap(), None);
+        assert_eq!(board.running("w").await.unwrap().len(), 1);
+        assert!(board.running("u").await.unwrap().is_empty());
     }
 }

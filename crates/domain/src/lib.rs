@@ -28,7 +28,7 @@ mod visitor;
 
 // The front door and its vocabulary.
 pub use gallery::RecentEntry;
-pub use jobs::CancelOutcome;
+pub use jobs::{CancelOutcome, JobSnapshot, Presence, RunningJob};
 pub use ratelimit::{Decision, Reason};
 pub use spend::{
     micros, next_midnight_ms, parse_rfc3339, rfc3339, utc_day, DayTotals, ListedRun, OutcomeTotals,

@@ -147,6 +147,11 @@ pub fn image_page_path(id: &str) -> String {
     format!("/i/{id}")
 }
 
+/// The page a browser without JavaScript waits on while generation `job` runs.
+pub fn making_path(job: &str) -> String {
+    format!("/making/{job}")
+}
+
 /// A stored image as a page shows it: its original's URL (Download), its prompt
 /// (title and alt text) and the original's size (the variants' sizes follow).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -71,6 +71,17 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The phase's name in `GET /api/running`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Queued => "queued",
+            Self::Starting => "starting",
+            Self::Generating { .. } => "generating",
+            Self::Saving => "saving",
+        }
+    }
+
     /// The sentence the page shows.
     pub fn label(&self) -> String {
         match self {
@@ -82,6 +93,35 @@ impl Phase {
             Self::Saving => "Saving your image…".into(),
         }
     }
+}
+
+/// One of the calling visitor's generations still running, as
+/// `GET /api/running` lists them: `phase` is `waiting`, `queued`, `starting`,
+/// `generating` (with `percent` when the model says) or `saving`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningGeneration {
+    pub job: String,
+    pub prompt: String,
+    pub phase: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u8>,
+    /// When the server started it (epoch milliseconds).
+    pub started_ms: u64,
+}
+
+/// What the waiting page of a browser without JavaScript shows
+/// (`/making/{job}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakingView {
+    pub job: String,
+    pub prompt: String,
+    /// The phase's sentence while it runs.
+    pub label: String,
+    pub elapsed_secs: u64,
+    /// The image made, once there is one (the page then goes to it).
+    pub image: Option<String>,
+    /// How it ended without an image, as a sentence.
+    pub error: Option<String>,
 }
 
 /// Where a generation is, or how it ended.

@@ -137,12 +137,19 @@ pub struct ProgressSettings {
     /// the longest a cancel waits, and with Redis / Upstash one read per period
     /// per running generation.
     pub cancel_check_ms: u64,
+    /// How long a page's generation goes on once the page is gone (closed,
+    /// reloaded, its connection lost), in seconds: the time a reloaded page,
+    /// a browser without JavaScript refreshing its waiting page, or the
+    /// visitor's other device has to come back to it. Past it, the run is
+    /// stopped as if cancelled. 0: stopped at once (nothing to come back to).
+    pub return_grace_secs: u64,
 }
 
 impl Default for ProgressSettings {
     fn default() -> Self {
         Self {
             cancel_check_ms: 500,
+            return_grace_secs: 5,
         }
     }
 }
@@ -210,6 +217,11 @@ impl ProgressSettings {
             "progress.cancel_check_ms",
             self.cancel_check_ms,
             50..=10_000,
+        )?;
+        within(
+            "progress.return_grace_secs",
+            self.return_grace_secs,
+            0..=120,
         )
     }
 }

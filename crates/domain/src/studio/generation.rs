@@ -12,7 +12,7 @@ use crate::charge::{record_budget_left, Charge, Ending, Settled, SpendTicket};
 use crate::gallery::RecentEntry;
 use crate::generator::Look;
 use crate::generator::{ModelError, ProgressReporter};
-use crate::jobs::JobRecord;
+use crate::jobs::{JobRecord, Presence, Stop};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::spend::{micros, next_midnight_ms, p90, utc_day, LeaseInfo, Reservation};
 use crate::storage::{ImageKey, ImageRecord, StorageError};
@@ -78,6 +78,10 @@ pub struct Order<'a> {
     pub job: Option<&'a JobId>,
     /// The shape, and the seed when the visitor gave one (else a random one).
     pub choices: Choices,
+    /// Who waits for the answer on this instance, when the generation may go
+    /// on without them for a while (a page that reloads comes back to it);
+    /// `None`: it ends with its caller, as an API call does.
+    pub presence: Option<&'a Presence>,
 }
 
 /// One call of the generator, counted and timed (`lofianime_model_calls_total`,
@@ -184,7 +188,10 @@ impl Parts {
             }
         };
         let record = match order.job {
-            Some(id) => match self.open_record(id, order.visitor).await {
+            Some(id) => match self
+                .open_record(id, order.visitor, prompt.as_str(), order.presence)
+                .await
+            {
                 Ok(record) => record,
                 Err(taken) => {
                     charge.settle(Ending::NothingRan).await;
@@ -226,8 +233,10 @@ impl Parts {
         &self,
         id: &JobId,
         visitor: &str,
+        prompt: &str,
+        presence: Option<&Presence>,
     ) -> Result<Option<JobRecord>, StudioError> {
-        match self.jobs.open(id, visitor).await {
+        match self.jobs.open(id, visitor, prompt, presence.cloned()).await {
             Ok(Some(record)) => Ok(Some(record)),
             Ok(None) => Err(StudioError::JobIdTaken),
             Err(error) => {
@@ -456,7 +465,12 @@ impl Parts {
             made = self.generator.generate_look(prompt, look, progress) => made.map_err(Spoiled::Model)?,
             // Dropping the generator's future stops it (a hosted model's
             // prediction is cancelled on its side).
-            () = self.watch(record, phases) => return Err(Spoiled::Canceled),
+            stop = self.watch(record, phases) => {
+                if stop == Stop::Abandoned {
+                    tracing::info!("nobody came back to the generation: stopping it");
+                }
+                return Err(Spoiled::Canceled);
+            }
             // Past the shutdown's grace period: dropping the generator's future
             // cancels the model run; the visitor's credit comes back.
             () = self.shutdown.stopped() => return Err(Spoiled::ServerStopped),
@@ -476,8 +490,9 @@ impl Parts {
     }
 
     /// Reports `phases` to the record and returns when a cancel was requested
-    /// (never, without a record).
-    async fn watch(&self, record: Option<&JobRecord>, mut phases: watch::Receiver<Phase>) {
+    /// or nobody watched the generation for the grace period (never, without
+    /// a record).
+    async fn watch(&self, record: Option<&JobRecord>, mut phases: watch::Receiver<Phase>) -> Stop {
         let Some(record) = record else {
             return std::future::pending().await;
         };
@@ -494,8 +509,8 @@ impl Parts {
                     let phase = *phases.borrow_and_update();
                     record.report(JobState::Running(phase)).await;
                 }
-                _ = check.tick() => if record.cancel_requested().await {
-                    return;
+                _ = check.tick() => if let Some(stop) = record.should_stop().await {
+                    return stop;
                 },
             }
         }

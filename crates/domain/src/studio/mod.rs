@@ -20,7 +20,7 @@ pub use parts::{Components, Policy, RemoteStore, SignedOut, SpendPolicy};
 use crate::controls::{DenyList, DynamicLimit, PauseSwitch, RemovedImages};
 use crate::gallery::RecentEntry;
 use crate::generator::ImageFormat;
-use crate::jobs::{CancelOutcome, JobBoard};
+use crate::jobs::{CancelOutcome, JobBoard, JobSnapshot, Presence, RunningJob};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::spend::{utc_day, OrphanSweep, Reconciler, RefusalTally, RunLeases};
 use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
@@ -153,11 +153,14 @@ impl Studio {
                 on_store_failure: policy.on_store_failure,
                 shared: components.shared.clone(),
                 leases,
-                jobs: Arc::new(JobBoard::new(
-                    components.shared,
-                    components.clock.clone(),
-                    policy.job_ttl_ms,
-                )),
+                jobs: Arc::new(
+                    JobBoard::new(
+                        components.shared,
+                        components.clock.clone(),
+                        policy.job_ttl_ms,
+                    )
+                    .with_grace(policy.return_grace.as_millis() as u64),
+                ),
                 gallery: Arc::new(crate::gallery::Queued::new(components.gallery)),
                 cancel_check: policy.cancel_check,
                 refund_allowance,
@@ -327,6 +330,22 @@ impl Studio {
         job: Option<&JobId>,
         choices: Choices,
     ) -> Result<Generated, StudioError> {
+        self.generate_watched(visitor, prompt, job, choices, None)
+            .await
+    }
+
+    /// [`Studio::generate_with`] for a page that may go away and come back:
+    /// when `presence` says its request left, the generation goes on for the
+    /// grace period, and for as long as someone follows `job`
+    /// ([`Studio::follow`], [`Studio::running`]).
+    pub async fn generate_watched(
+        &self,
+        visitor: &Visitor,
+        prompt: &str,
+        job: Option<&JobId>,
+        choices: Choices,
+        presence: Option<&Presence>,
+    ) -> Result<Generated, StudioError> {
         let result = if self.may_generate(visitor) {
             self.parts
                 .run(Order {
@@ -337,6 +356,7 @@ impl Studio {
                     prompt,
                     job,
                     choices,
+                    presence,
                 })
                 .await
         } else {
@@ -370,6 +390,50 @@ impl Studio {
             .read(job, visitor.id())
             .await
             .map_err(StudioError::JobBoard)
+    }
+
+    /// `visitor`'s generation `job` for a page following it (`None`: no such
+    /// generation of theirs); it counts as being watched.
+    pub async fn follow(
+        &self,
+        visitor: &Visitor,
+        job: &JobId,
+    ) -> Result<Option<JobSnapshot>, StudioError> {
+        let jobs = &self.parts.jobs;
+        let seen = jobs
+            .snapshot(job, visitor.id())
+            .await
+            .map_err(StudioError::JobBoard)?;
+        if seen
+            .as_ref()
+            .is_some_and(|seen| seen.progress.state.is_running())
+        {
+            jobs.touch(job).await.map_err(StudioError::JobBoard)?;
+        }
+        Ok(seen)
+    }
+
+    /// `visitor`'s generations still running (same address, or same account
+    /// when signed in), newest first; each counts as being watched.
+    pub async fn running(&self, visitor: &Visitor) -> Result<Vec<RunningJob>, StudioError> {
+        self.parts
+            .jobs
+            .running(visitor.id())
+            .await
+            .map_err(StudioError::JobBoard)
+    }
+
+    /// The one waiting on this instance for a generation (`presence`) left.
+    pub fn left(&self, presence: &Presence) {
+        presence.left(self.parts.clock.now_ms());
+    }
+
+    /// Keeps how generation `job` was answered, for a page that comes back to
+    /// it (an encoding of the caller's choosing).
+    pub async fn keep_answer(&self, job: &JobId, answer: &str) {
+        if let Err(error) = self.parts.jobs.keep_answer(job, answer).await {
+            tracing::warn!(%error, %job, "could not keep a generation's answer for its page");
+        }
     }
 
     /// Asks whichever instance runs `visitor`'s generation `job` to stop it.

@@ -159,6 +159,9 @@ pub struct Policy {
     pub job_ttl_ms: u64,
     /// How often a running generation looks for a cancel request.
     pub cancel_check: Duration,
+    /// How long a page's generation goes on once nobody watches it (the page
+    /// was closed or reloaded): the time the visitor has to come back to it.
+    pub return_grace: Duration,
     /// How many failures per window give the payer's credit back (`None`: every one).
     pub max_refunds_per_window: Option<u64>,
     /// What runs cost and the daily dollar budget.

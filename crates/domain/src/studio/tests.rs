@@ -27,6 +27,7 @@ fn policy(limit: u64, budget: Option<u64>) -> Policy {
         max_prompt_chars: 20,
         job_ttl_ms: 600_000,
         cancel_check: Duration::from_millis(10),
+        return_grace: Duration::ZERO,
         max_refunds_per_window: Some(limit),
         spend: SpendPolicy::default(),
     }
