@@ -36,10 +36,18 @@ pub fn MakingPage() -> impl IntoView {
 
 #[component]
 fn Waiting(view: crate::progress::MakingView) -> impl IntoView {
-    // Made: on to its page (a 302 the browser follows).
+    // Made: on to its page (a 303 the browser follows).
     #[cfg(feature = "ssr")]
-    if let Some(image) = &view.image {
-        leptos_axum::redirect(&crate::wire::image_page_path(image));
+    if let (Some(image), Some(response)) = (
+        &view.image,
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(location) =
+            axum::http::HeaderValue::from_str(&crate::wire::image_page_path(image))
+        {
+            response.insert_header(axum::http::header::LOCATION, location);
+            response.set_status(axum::http::StatusCode::SEE_OTHER);
+        }
     }
     let running = view.image.is_none() && view.error.is_none();
     let again = again_link(&view.prompt);

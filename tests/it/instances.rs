@@ -537,3 +537,65 @@ async fn an_image_deleted_through_one_instance_is_gone_from_every_instance() {
     let keys = s3.keys("pictures").await;
     assert!(!keys.iter().any(|key| key.contains(&id)), "{keys:?}");
 }
+
+#[tokio::test]
+async fn a_generation_left_on_one_instance_is_followed_to_its_image_on_another() {
+    let redis = RedisServer::start();
+    let s3 = S3Server::start();
+    s3.create_bucket("pictures").await;
+    let mut env = s3_env(&s3, "s3://pictures/lofianime");
+    env.push(("REDIS_URL", redis.url()));
+    // A painter that takes 3 s, like a model; a reload has 5 s to come back.
+    env.push(("LOFIANIME_OFFLINE__DELAY_MS", "3000".into()));
+    let a = AppProcess::start(&env).await;
+    let b = AppProcess::start(&env).await;
+    let client = reqwest::Client::new();
+    let job = "0123456789abcdef0123456789abcdef";
+    let before = b.get_json("/api/remaining").await["remainingGenerations"]
+        .as_u64()
+        .unwrap();
+
+    // The page sends its generation to A and is reloaded half a second later:
+    // the request is gone, the generation goes on.
+    let sent = client
+        .post(a.url("/api/generate"))
+        .header("accept", "application/json")
+        .form(&[("prompt", "a harbour after a reload"), ("job", job)])
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the request was cut before its answer");
+
+    // The reloaded page lands on B, which lists the generation...
+    let running = b.get_json("/api/running").await;
+    assert_eq!(running[0]["job"], job, "{running}");
+    assert_eq!(running[0]["prompt"], "a harbour after a reload");
+    assert!(running[0]["started_ms"].as_u64().unwrap() > 0);
+    assert!(running[0]["phase"].is_string(), "{running}");
+    // ...and follows it by sending its id again: the image A made.
+    let followed = client
+        .post(b.url("/api/generate"))
+        .header("accept", "application/json")
+        .form(&[("job", job)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200, "{}", b.output());
+    let created: serde_json::Value = followed.json().await.unwrap();
+    let id = created["image"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["image"]["prompt"], "a harbour after a reload");
+    let keys = s3.keys("pictures").await;
+    assert!(keys.contains(&format!("lofianime/{id}.png")), "{keys:?}");
+    // One generation made and counted; nothing left running.
+    let after = b.get_json("/api/remaining").await["remainingGenerations"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before - 1);
+    assert_eq!(b.get_json("/api/running").await, serde_json::json!([]));
+    assert_eq!(b.get_json("/api/recent").await[0]["id"], id.as_str());
+    assert!(
+        a.output().contains("generated image"),
+        "A made it: {}",
+        a.output()
+    );
+}

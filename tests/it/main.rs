@@ -13,6 +13,7 @@ mod limiter_stores;
 mod pages;
 mod progress;
 mod replicate;
+mod returning;
 mod serve;
 mod shutdown;
 mod spend;
