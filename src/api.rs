@@ -52,7 +52,9 @@ fn backend() -> Result<std::sync::Arc<dyn Backend>, ApiError> {
 /// while this request runs; empty or absent without JavaScript. `aspect`
 /// (`square`, `portrait`, `landscape`) and `seed` (0 to 4294967295) are
 /// optional: a square picture from a new seed unless they say otherwise; a
-/// bad value is a 400 naming the field, and nothing is spent.
+/// bad value is a 400 naming the field, and nothing is spent. A `job` of the
+/// caller's already running (or over) sent without a prompt follows that
+/// generation to its answer instead (a reloaded page): nothing new starts.
 #[server(prefix = "/api", endpoint = "generate", output = JsonAnswer)]
 pub async fn generate(
     prompt: Option<String>,

@@ -152,3 +152,50 @@ test("leaving the page mid-generation cancels the prediction; once drawing, it c
   await expect(again.getByText("49 of 50 generations left.")).toBeVisible();
   await context.close();
 });
+
+test("a reload mid-generation comes back to it: progress, then the image", async ({ browser }) => {
+  const { context, page } = await openAsVisitor(browser, "198.51.100.36");
+  const prompt = "a night market after a reload [slow]";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page.locator(".generating")).toContainText(/Generating…/);
+  await page.reload();
+  // The reloaded page follows the same generation: its prompt, phase, time and Cancel.
+  await page.locator('form[data-hydrated="true"]').waitFor();
+  const progress = page.locator(".generating");
+  await expect(progress).toContainText(/Generating… \d+%/);
+  await expect(progress.locator(".elapsed")).toHaveText(/^([3-9]|\d\d) s$/);
+  await expect(progress.getByRole("button", { name: "Cancel" })).toBeVisible();
+  await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
+  // Then the picture, as if the page had never left.
+  await expect(page.getByRole("img", { name: prompt })).toBeVisible({ timeout: 20_000 });
+  const sent = (await predictions()).filter((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+  expect(sent.length, "one run, not two").toBe(1);
+  expect(sent[0].canceled, "the run was not stopped by the reload").toBe(false);
+  expect(sent[0].finishedAt, "it ran to its end").not.toBeNull();
+  await expect(page.getByText("49 of 50 generations left.")).toBeVisible();
+  await context.close();
+});
+
+test("without JavaScript the form lands on a waiting page that refreshes until the picture", async ({ browser }) => {
+  const context = await browser.newContext({
+    javaScriptEnabled: false,
+    extraHTTPHeaders: { "X-Forwarded-For": "198.51.100.37" },
+  });
+  const page = await context.newPage();
+  await page.goto("/");
+  const prompt = "a paper lantern festival [slow]";
+  await page.getByLabel("Enter your prompt").fill(prompt);
+  await page.getByRole("button", { name: "Submit" }).click();
+  await expect(page).toHaveURL(/\/making\/[0-9a-f]{32}$/);
+  await expect(page.getByRole("heading", { name: "Making your picture" })).toBeVisible();
+  await expect(page.getByText(prompt)).toBeVisible();
+  await expect(page.getByRole("button", { name: "Cancel" })).toBeVisible();
+  // The page refreshes itself until the picture is made, then shows its page.
+  await expect(page).toHaveURL(/\/i\/[0-9a-f]{32}$/, { timeout: 25_000 });
+  await expect(page.getByRole("img", { name: prompt })).toBeVisible();
+  const sent = (await predictions()).filter((p) => p.prompt === `In the style of HISGH. ${prompt}`);
+  expect(sent.length).toBe(1);
+  expect(sent[0].canceled).toBe(false);
+  await context.close();
+});

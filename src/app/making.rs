@@ -38,10 +38,9 @@ pub fn MakingPage() -> impl IntoView {
 fn Waiting(view: crate::progress::MakingView) -> impl IntoView {
     // Made: on to its page (a 303 the browser follows).
     #[cfg(feature = "ssr")]
-    if let (Some(image), Some(response)) = (
-        &view.image,
-        use_context::<leptos_axum::ResponseOptions>(),
-    ) {
+    if let (Some(image), Some(response)) =
+        (&view.image, use_context::<leptos_axum::ResponseOptions>())
+    {
         if let Ok(location) =
             axum::http::HeaderValue::from_str(&crate::wire::image_page_path(image))
         {

@@ -335,6 +335,7 @@ impl AppState {
             metrics: None,
             auth: Arc::new(auth),
             admin,
+            generations: tokio_util::task::TaskTracker::new(),
         })
     }
 }

@@ -4,28 +4,24 @@
 //! `server_fn_status` layer), not from each body.
 
 use crate::api::Backend;
-use crate::app::download_name;
 use crate::progress::{JobId, JobProgress, JobState, MakingView, Phase, RunningGeneration};
 use crate::server::auth::Caller;
 use crate::server::errors::{self, quota};
+use crate::server::generations::{run_generation, shown_image};
 use crate::server::returning;
 use crate::server::state::AppState;
 use crate::shape::{Aspect, Choices};
 use crate::wire::{
-    image_page_path, making_path, srcset_variants, ApiError, AppInfo, CreatedImage, ImageId,
-    ImagePage, QuotaReading, RecentImage, ShownImage, SignedInAs, Variant, Viewer,
+    image_page_path, making_path, ApiError, AppInfo, CreatedImage, ImageId, ImagePage,
+    QuotaReading, RecentImage, SignedInAs, Variant, Viewer,
 };
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::{header, HeaderValue};
 use leptos::prelude::*;
 use leptos::server_fn::error::ServerFnUrlError;
 use leptos::server_fn::ServerFn;
 use leptos_axum::ResponseOptions;
 use lofianime_domain::CancelOutcome;
-use lofianime_domain::Decision;
-use lofianime_domain::Generated;
-use lofianime_domain::Presence;
 use lofianime_domain::Visitor;
-use lofianime_domain::{ImageKey, ImageRecord};
 
 /// Who is calling the current server function (an account, or an address).
 async fn calling() -> Result<Caller, ApiError> {
@@ -43,176 +39,6 @@ async fn caller() -> Result<Visitor, ApiError> {
 /// Reads a generation id sent by the page.
 fn parse_job(text: &str) -> Result<JobId, ApiError> {
     JobId::parse(text.trim()).map_err(|_| ApiError::BadJobId)
-}
-
-/// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.
-pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = vec![
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(decision.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(decision.remaining),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(decision.reset_ms),
-        ),
-    ];
-    if !decision.success {
-        headers.push((
-            header::RETRY_AFTER,
-            HeaderValue::from(decision.retry_after_secs(now_ms)),
-        ));
-    }
-    headers
-}
-
-pub(crate) fn created_image(state: &AppState, generated: Generated) -> CreatedImage {
-    CreatedImage {
-        image: shown_image(state, &generated.image, generated.record),
-        quota: generated.decision.as_ref().map(quota),
-        recent: Vec::new(),
-    }
-}
-
-/// The image `id` as an answer to a generation of `visitor`'s that a page
-/// came back to: as the first request would have had it, with the quota now.
-pub(crate) async fn created_image_from_record(
-    state: &AppState,
-    visitor: &Visitor,
-    id: &ImageId,
-) -> Result<CreatedImage, ApiError> {
-    let record = state
-        .studio
-        .image_record(id)
-        .await
-        .map_err(|failure| errors::answer(&failure))?;
-    let Some((key, record)) = record.and_then(|record| Some((record.key()?, record))) else {
-        return Err(ApiError::NoSuchImage);
-    };
-    let quota = state.studio.quota(visitor).await.ok().map(|d| quota(&d));
-    Ok(CreatedImage {
-        image: shown_image(state, &key, record),
-        quota,
-        recent: Vec::new(),
-    })
-}
-
-/// The variant a page shows and the `srcset` candidates it offers. Images
-/// served from elsewhere have only the variants made when they were stored:
-/// one stored before medium variants existed offers its thumbnail and display
-/// variants, as it did.
-fn variants_offered(
-    record: &ImageRecord,
-    served_elsewhere: bool,
-) -> (Variant, Vec<(Variant, u32)>) {
-    if record.medium || !served_elsewhere {
-        return (
-            Variant::Medium,
-            srcset_variants(record.width, record.height),
-        );
-    }
-    let thumb = Variant::Thumb.size_of(record.width, record.height).0;
-    let display = Variant::Display.size_of(record.width, record.height).0;
-    let mut offered = vec![(Variant::Display, display)];
-    if thumb < display {
-        offered.insert(0, (Variant::Thumb, thumb));
-    }
-    (Variant::Display, offered)
-}
-
-/// A stored image as pages show it.
-pub(crate) fn shown_image(state: &AppState, key: &ImageKey, record: ImageRecord) -> ShownImage {
-    let url = state.image_url(key);
-    let (shown, offered) = variants_offered(&record, state.images_base.is_some());
-    ShownImage {
-        id: key.id().to_string(),
-        download_name: download_name(&record.prompt, &url),
-        shown_url: state.image_url(&key.variant(shown)),
-        srcset: offered
-            .iter()
-            .map(|(variant, width)| format!("{} {width}w", state.image_url(&key.variant(*variant))))
-            .collect::<Vec<_>>()
-            .join(", "),
-        thumb_url: state.image_url(&key.variant(Variant::Thumb)),
-        url,
-        prompt: record.prompt,
-        aspect: Aspect::of(record.width, record.height).as_str().to_owned(),
-        about: crate::shape::about(Aspect::of(record.width, record.height), record.seed),
-        seed: record.seed.map(|seed| seed.to_string()),
-        width: record.width,
-        height: record.height,
-    }
-}
-
-/// One generation for `visitor`, as HTTP sees it: the outcome, and the headers
-/// to send with it (`X-RateLimit-*` whenever the limiter answered, `Retry-After`
-/// on a denial or when the model is busy). Shared by the page's server function
-/// and the JSON API.
-pub async fn run_generation(
-    state: &AppState,
-    visitor: &Visitor,
-    raw_prompt: &str,
-    job: Option<&JobId>,
-    choices: Choices,
-) -> (
-    Result<CreatedImage, ApiError>,
-    Vec<(HeaderName, HeaderValue)>,
-) {
-    run_watched(state, visitor, raw_prompt, job, choices, None).await
-}
-
-/// [`run_generation`] of a page's generation that may go on without its
-/// request for a while ([`crate::server::returning`]).
-pub async fn run_watched(
-    state: &AppState,
-    visitor: &Visitor,
-    raw_prompt: &str,
-    job: Option<&JobId>,
-    choices: Choices,
-    presence: Option<&Presence>,
-) -> (
-    Result<CreatedImage, ApiError>,
-    Vec<(HeaderName, HeaderValue)>,
-) {
-    let mut counted = errors::OutcomeCounter::start();
-    let result = state
-        .studio
-        .generate_watched(visitor, raw_prompt, job, choices, presence)
-        .await;
-    let decision = match &result {
-        Ok(generated) => generated.decision,
-        Err(failure) => failure.decision(),
-    };
-    let mut headers = decision
-        .map(|d| rate_limit_headers(&d, state.studio.now_ms()))
-        .unwrap_or_default();
-    let outcome = result
-        .map(|generated| created_image(state, generated))
-        .map_err(|f| errors::answer(&f));
-    counted.set(&outcome);
-    match &outcome {
-        Err(ApiError::ModelBusy { retry_after_secs }) => {
-            headers.push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
-        }
-        // The owner decides when; a minute is a polite guess for scripts.
-        Err(ApiError::Paused) => {
-            headers.push((header::RETRY_AFTER, HeaderValue::from(60u64)));
-        }
-        // Another instance (or this one, restarted) will take it in a moment;
-        // a store that cannot save images is probed again in a few seconds.
-        Err(ApiError::ShuttingDown | ApiError::ImagesUnavailable) => {
-            headers.push((
-                header::RETRY_AFTER,
-                HeaderValue::from(RETRY_AFTER_RESTART_SECS),
-            ));
-        }
-        _ => {}
-    }
-    (outcome, headers)
 }
 
 #[async_trait::async_trait]
@@ -234,10 +60,12 @@ impl Backend for AppState {
         let without_script = plain_form_post();
         let mut waiting_page = None;
         let (outcome, headers) = match (job, choices, caller().await) {
-            // The same id again from its visitor: a page that came back (a
-            // reload, another device) follows the generation; nothing new starts.
+            // A known id of this visitor's without a prompt: a page that came
+            // back (a reload, another device) follows that generation; nothing
+            // new starts. (Anything else without a prompt is refused below.)
             (Ok(Some(job)), _, Ok(visitor))
-                if matches!(returning::look(self, &visitor, &job).await, Ok(Some(_))) =>
+                if raw_prompt.trim().is_empty()
+                    && matches!(returning::look(self, &visitor, &job).await, Ok(Some(_))) =>
             {
                 (returning::follow(self, &visitor, &job).await, Vec::new())
             }
@@ -521,9 +349,6 @@ impl Backend for AppState {
     }
 }
 
-/// `Retry-After` of a generation refused or stopped by a shutdown.
-const RETRY_AFTER_RESTART_SECS: u64 = 5;
-
 /// The largest original a link preview is pointed at.
 const MAX_PREVIEW_BYTES: u64 = 5_000_000;
 
@@ -584,47 +409,4 @@ fn no_script_location(
         None => url.path().to_owned(),
     };
     HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/"))
-}
-
-#[cfg(test)]
-mod offered_tests {
-    use super::*;
-
-    fn record(width: u32, medium: bool) -> ImageRecord {
-        ImageRecord {
-            original: "0123456789abcdef0123456789abcdef.png".into(),
-            prompt: String::new(),
-            width,
-            height: width,
-            created_ms: 0,
-            bytes: 0,
-            medium,
-            seed: None,
-            owner: None,
-        }
-    }
-
-    #[test]
-    fn an_older_image_served_from_elsewhere_offers_the_variants_it_has() {
-        assert_eq!(
-            variants_offered(&record(1024, false), true),
-            (
-                Variant::Display,
-                vec![(Variant::Thumb, 320), (Variant::Display, 1024)]
-            )
-        );
-        assert_eq!(
-            variants_offered(&record(256, false), true),
-            (Variant::Display, vec![(Variant::Display, 256)])
-        );
-        // Served by the app, a missing variant is made: the medium one shows.
-        assert_eq!(
-            variants_offered(&record(1024, false), false).0,
-            Variant::Medium
-        );
-        assert_eq!(
-            variants_offered(&record(1024, true), true),
-            (Variant::Medium, srcset_variants(1024, 1024))
-        );
-    }
 }

@@ -5,7 +5,7 @@
 
 use crate::server::auth::Caller;
 use crate::server::errors;
-use crate::server::functions::{rate_limit_headers, run_generation};
+use crate::server::generations::{rate_limit_headers, run_generation};
 use crate::server::state::AppState;
 use crate::shape::Choices;
 use crate::wire::ApiError;

@@ -10,6 +10,7 @@ pub mod client_ip;
 pub mod compose;
 pub mod errors;
 pub mod functions;
+pub mod generations;
 pub mod guard;
 pub mod health;
 pub mod images;

@@ -15,7 +15,7 @@
 
 use crate::progress::JobId;
 use crate::server::errors;
-use crate::server::functions::{created_image_from_record, run_watched};
+use crate::server::generations::{created_image_from_record, run_watched};
 use crate::server::state::AppState;
 use crate::shape::Choices;
 use crate::wire::{ApiError, CreatedImage, ImageId};
@@ -63,7 +63,7 @@ impl Started {
         let presence = Presence::new();
         let task = {
             let (state, presence) = (state.clone(), presence.clone());
-            tokio::spawn(async move {
+            state.generations.clone().spawn(async move {
                 let answer = run_watched(
                     &state,
                     &visitor,
@@ -73,8 +73,9 @@ impl Started {
                     Some(&presence),
                 )
                 .await;
-                // Another visitor's id: their record is not ours to write.
-                if answer.0 != Err(ApiError::JobIdTaken) {
+                // Kept only in a record this generation opened (not for a
+                // refusal, nor in another visitor's record).
+                if presence.has_record() {
                     state.studio.keep_answer(&job, &encode(&answer.0)).await;
                 }
                 answer

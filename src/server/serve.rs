@@ -43,6 +43,9 @@ pub struct Draining {
     pub after_expiry: Duration,
     pub on_signal: Box<dyn FnOnce() + Send>,
     pub on_expiry: Box<dyn FnOnce() + Send>,
+    /// Work in flight besides requests (generations whose page left),
+    /// waited for like them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Draining {
@@ -53,6 +56,7 @@ impl Draining {
             after_expiry: Duration::ZERO,
             on_signal: Box::new(|| {}),
             on_expiry: Box::new(|| {}),
+            tasks: tokio_util::task::TaskTracker::new(),
         }
     }
 }
@@ -163,7 +167,12 @@ async fn serve_connection<S>(
 /// generations still running are stopped and get a little longer to answer.
 async fn drain(graceful: GracefulShutdown, draining: Draining) {
     (draining.on_signal)();
-    let in_flight = graceful.shutdown();
+    let tasks = draining.tasks.clone();
+    tasks.close();
+    let in_flight = async move {
+        graceful.shutdown().await;
+        tasks.wait().await;
+    };
     tokio::pin!(in_flight);
     let grace = tokio::time::sleep(draining.grace.min(Duration::from_secs(365 * 86_400)));
     tokio::select! {

@@ -168,6 +168,7 @@ fn draining(state: &AppState, grace: Duration) -> Draining {
     Draining {
         grace,
         after_expiry: AFTER_GRACE,
+        tasks: state.generations.clone(),
         on_signal: Box::new(move || {
             tracing::info!(
                 grace_secs = grace.as_secs(),

@@ -30,6 +30,10 @@ pub struct AppState {
     pub auth: Arc<crate::server::auth::Auth>,
     /// The owner's API, when `ADMIN_TOKEN` is set.
     pub admin: Option<Arc<crate::server::admin_access::AdminAccess>>,
+    /// Page generations running apart from their requests
+    /// ([`crate::server::returning`]): a shutdown waits for them as for
+    /// requests in flight.
+    pub generations: tokio_util::task::TaskTracker,
 }
 
 impl AppState {

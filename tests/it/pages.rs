@@ -10,11 +10,28 @@ use lofianime_domain::OfflineGenerator;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The id of the image a form post without JavaScript made.
+/// The id of the image a form post without JavaScript made (through its
+/// waiting page when it took more than a moment).
 async fn made_image(app: &crate::support::app::TestApp, prompt: &str) -> String {
     let response = app.submit_form_without_js(prompt).await;
     assert_eq!(response.status(), StatusCode::FOUND);
-    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    let mut location = response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for _ in 0..600 {
+        if !location.starts_with("/making/") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let page = app.get(&location).await;
+        if page.status() == StatusCode::SEE_OTHER {
+            location = page.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned();
+        }
+    }
     location.strip_prefix("/i/").unwrap().to_owned()
 }
 

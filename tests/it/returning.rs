@@ -47,8 +47,7 @@ fn with_job(prompt: &str, job: &str) -> String {
 
 /// Sends the page's generation `job` and leaves after `after` (a reload).
 async fn send_and_leave(app: &TestApp, prompt: &str, job: &str, after: Duration) {
-    let answered =
-        tokio::time::timeout(after, app.generate_body(with_job(prompt, job), &[])).await;
+    let answered = tokio::time::timeout(after, app.generate_body(with_job(prompt, job), &[])).await;
     assert!(answered.is_err(), "answered before the page left");
 }
 

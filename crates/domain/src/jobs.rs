@@ -11,7 +11,7 @@ use crate::shared::SharedState;
 use crate::store::StoreError;
 use crate::visitor::tag as owner_tag;
 use lofianime_wire::progress::{JobId, JobProgress, JobState, Phase};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Keys of job records: `lofianime:job:{id}`.
@@ -25,9 +25,11 @@ const LISTED: usize = 8;
 
 /// Whether someone on this instance is waiting for a generation's answer (the
 /// request that started it): `0` while they are, else when they left (epoch
-/// milliseconds). Others watch through the record's `seen_ms`.
+/// milliseconds). Others watch through the record's `seen_ms`. Also says
+/// whether the generation's record was opened (it was admitted, and the id
+/// was not someone else's).
 #[derive(Clone, Default)]
-pub struct Presence(Arc<AtomicU64>);
+pub struct Presence(Arc<(AtomicU64, AtomicBool)>);
 
 impl Presence {
     /// Someone is waiting (the request that started the generation).
@@ -37,14 +39,19 @@ impl Presence {
 
     /// They left at `now_ms` (their connection closed).
     pub fn left(&self, now_ms: u64) {
-        self.0.store(now_ms.max(1), Ordering::Relaxed);
+        self.0 .0.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     fn left_at(&self) -> Option<u64> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.0 .0.load(Ordering::Relaxed) {
             0 => None,
             at => Some(at),
         }
+    }
+
+    /// True once the generation's record is open: its answer may be kept there.
+    pub fn has_record(&self) -> bool {
+        self.0 .1.load(Ordering::Relaxed)
     }
 }
 
@@ -177,6 +184,9 @@ impl JobBoard {
     ) -> Result<Option<JobRecord>, StoreError> {
         if !self.create(id, visitor, prompt).await? {
             return Ok(None);
+        }
+        if let Some(presence) = &presence {
+            presence.0 .1.store(true, Ordering::Relaxed);
         }
         // Listed for the visitor's other pages; a list that cannot be written
         // costs only that.
