@@ -78,6 +78,9 @@ pub enum ApiError {
     ModelTimedOut,
     #[error("The model is busy right now; try again in {retry_after_secs} s.")]
     ModelBusy { retry_after_secs: u64 },
+    /// None of the owner's model servers can take a run: nothing was counted.
+    #[error("The model is not available right now. Please try again shortly.")]
+    ModelUnavailable,
     #[error("{}", match (counted, model_started) {
         (false, _) => "Cancelled before the model started: not counted.",
         (true, true) => "Cancelled: the model had already started, so this one counted.",
@@ -149,6 +152,7 @@ impl ApiError {
             }
             Self::LimiterUnavailable
             | Self::ModelBusy { .. }
+            | Self::ModelUnavailable
             | Self::JobBoardUnavailable
             | Self::ImagesUnavailable
             | Self::RecentImagesUnavailable
@@ -257,6 +261,7 @@ impl<'de> serde::de::Visitor<'de> for ErrorVisitor {
                     model_started: stopped.model_started,
                 }
             }
+            "ModelUnavailable" => ApiError::ModelUnavailable,
             "JobBoardUnavailable" => ApiError::JobBoardUnavailable,
             "ImagesUnavailable" => ApiError::ImagesUnavailable,
             "RecentImagesUnavailable" => ApiError::RecentImagesUnavailable,
@@ -385,6 +390,7 @@ mod tests {
             ApiError::MalformedRequest("x".into()),
             ApiError::BadJobId,
             ApiError::JobIdTaken,
+            ApiError::ModelUnavailable,
             ApiError::ShuttingDown,
             ApiError::SignInRequired,
             ApiError::Network,

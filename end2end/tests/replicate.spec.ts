@@ -168,7 +168,9 @@ test("a reload mid-generation comes back to it: progress, then the image", async
   await expect(progress.getByRole("button", { name: "Cancel" })).toBeVisible();
   await expect(page.getByLabel("Enter your prompt")).toHaveValue(prompt);
   // Then the picture, as if the page had never left.
-  await expect(page.getByRole("img", { name: prompt })).toBeVisible({ timeout: 20_000 });
+  const shown = page.locator("figure.result img");
+  await expect(shown).toBeVisible({ timeout: 20_000 });
+  await expect(shown).toHaveAttribute("alt", prompt);
   const sent = (await predictions()).filter((p) => p.prompt === `In the style of HISGH. ${prompt}`);
   expect(sent.length, "one run, not two").toBe(1);
   expect(sent[0].canceled, "the run was not stopped by the reload").toBe(false);

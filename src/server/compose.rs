@@ -1,9 +1,13 @@
 //! Composition: the settings and secrets decide which store, generator and image
 //! storage the studio runs on, and with which policy. Nothing here serves HTTP.
 
+use crate::server::settings::Backend;
 use lofianime_domain::{CallLimits, MemoryStore, WebhookSettings};
 use lofianime_domain::{Clock, SystemClock};
-use lofianime_domain::{ImageGenerator, OfflineGenerator, ReplicateGenerator, ReplicateSettings};
+use lofianime_domain::{
+    CogGenerator, CogServer, CogSettings, CogWebhook, ImageGenerator, OfflineGenerator,
+    ReplicateGenerator, ReplicateSettings,
+};
 
 use crate::server::auth::Auth;
 use crate::server::client_ip::TrustedProxies;
@@ -129,15 +133,23 @@ pub fn model(
     secrets: &Secrets,
     store: Option<Arc<dyn RemoteStore>>,
 ) -> Result<Model, ComposeError> {
-    let Some(token) = &secrets.replicate_api_token else {
-        return Ok(Model {
-            generator: Arc::new(OfflineGenerator::new(
-                settings.image.width,
-                settings.image.height,
-                Duration::from_millis(settings.offline.delay_ms),
-            )),
-            history: None,
-        });
+    let offline = || Model {
+        generator: Arc::new(OfflineGenerator::new(
+            settings.image.width,
+            settings.image.height,
+            Duration::from_millis(settings.offline.delay_ms),
+        )),
+        history: None,
+    };
+    let token = match (settings.model.backend, &secrets.replicate_api_token) {
+        (Backend::Offline, _) | (Backend::Auto, None) => return Ok(offline()),
+        (Backend::Cog, _) => return cog_model(settings, secrets, store),
+        (Backend::Replicate, None) => {
+            return Err(ComposeError::Config(
+                "model.backend = \"replicate\" needs REPLICATE_API_TOKEN".into(),
+            ))
+        }
+        (Backend::Replicate | Backend::Auto, Some(token)) => token,
     };
     let base = secrets
         .replicate_base_url
@@ -181,6 +193,88 @@ pub fn model(
     Ok(Model {
         generator: replicate.clone(),
         history: Some(replicate),
+    })
+}
+
+/// The owner's Cog model servers (`COG_URLS`), their pool and run records in
+/// `store` (shared by the instances) or in memory.
+fn cog_model(
+    settings: &Settings,
+    secrets: &Secrets,
+    store: Option<Arc<dyn RemoteStore>>,
+) -> Result<Model, ComposeError> {
+    use secrecy::ExposeSecret;
+    let Some(urls) = &secrets.cog_urls else {
+        return Err(ComposeError::Config(
+            "model.backend = \"cog\" needs COG_URLS (the model servers' addresses, comma-separated)"
+                .into(),
+        ));
+    };
+    let mut servers = Vec::new();
+    for (n, text) in urls.expose_secret().split(',').enumerate() {
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        // The value is not repeated: it may carry credentials.
+        let url = url::Url::parse(text)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                ComposeError::Config(format!("COG_URLS: address {} is not an http(s) URL", n + 1))
+            })?;
+        servers.push(CogServer {
+            url,
+            token: secrets.cog_token.clone(),
+        });
+    }
+    if servers.is_empty() {
+        return Err(ComposeError::Config(
+            "COG_URLS names no model server".into(),
+        ));
+    }
+    let base = settings
+        .cog
+        .webhook_base_url
+        .clone()
+        .or_else(|| settings.site.public_origin());
+    let webhook = match (&secrets.cog_webhook_token, base) {
+        (Some(token), Some(base)) => {
+            let url = url::Url::parse(&format!("{}/webhooks/cog", base.trim_end_matches('/')))
+                .map_err(|_| {
+                    ComposeError::Config("cog.webhook_base_url is not a usable address".into())
+                })?;
+            Some(CogWebhook {
+                url,
+                token: token.clone(),
+            })
+        }
+        (Some(_), None) => {
+            return Err(ComposeError::Config(
+                "COG_WEBHOOK_TOKEN is set but neither cog.webhook_base_url nor site.public_url says where the model servers reach the app".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let model = &settings.model;
+    let state =
+        store.unwrap_or_else(|| Arc::new(MemoryStore::new(Arc::new(SystemClock))) as Arc<_>);
+    let generator = CogGenerator::new(
+        CogSettings {
+            servers,
+            prompt_prefix: model.prompt_prefix.clone(),
+            input: model.input.clone(),
+            deadline: Duration::from_secs(model.deadline_secs),
+            max_image_bytes: model.max_image_bytes,
+            webhook,
+        },
+        state,
+        Arc::new(SystemClock),
+    )
+    .map_err(|e| ComposeError::Config(e.to_string()))?;
+    Ok(Model {
+        generator: Arc::new(generator),
+        history: None,
     })
 }
 

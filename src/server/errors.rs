@@ -65,6 +65,7 @@ impl From<&StudioError> for ApiError {
                 ModelError::Busy { retry_after } => Self::ModelBusy {
                     retry_after_secs: retry_after.map_or(30, |d| d.as_secs().max(1)),
                 },
+                ModelError::NoServer(_) => Self::ModelUnavailable,
                 _ => Self::Internal,
             },
             StudioError::Storage { .. } | StudioError::ImageStore(_) | StudioError::Ledger(_) => {

@@ -37,16 +37,32 @@ pub async fn healthz() -> Response {
     (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
 }
 
-/// `GET /readyz`: 200 when the limiter store and the image store answer, else
-/// 503 with `{"status": "unavailable", "failing": ["limiter store"]}`.
+/// `GET /readyz`: 200 when the limiter store and the image store answer (and,
+/// with the owner's model servers, at least one of them), else 503 with
+/// `{"status": "unavailable", "failing": ["limiter store"]}`; with model
+/// servers, `"model_servers": {"ready": 1, "total": 2}` besides.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     static WAS_READY: AtomicBool = AtomicBool::new(true);
-    let checks = state.studio.readiness(READY_BOUND).await;
-    let failing: Vec<&str> = checks
+    let (checks, servers) = tokio::join!(
+        state.studio.readiness(READY_BOUND),
+        tokio::time::timeout(READY_BOUND, state.studio.model_servers())
+    );
+    let mut failing: Vec<&str> = checks
         .iter()
         .filter(|check| check.problem.is_some())
         .map(|check| check.dependency)
         .collect();
+    // The owner's model servers (Cog): how many answer READY or BUSY.
+    let servers = match servers {
+        Ok(Some((up, total))) => Some((up, total)),
+        Ok(None) => None,
+        Err(_) => state.studio.model_servers_known().map(|total| (0, total)),
+    };
+    if servers.is_some_and(|(up, _)| up == 0) {
+        failing.push("model servers");
+    }
+    let servers_json =
+        servers.map(|(up, total)| serde_json::json!({ "ready": up, "total": total }));
     let ready = failing.is_empty();
     if WAS_READY.swap(ready, Ordering::Relaxed) != ready {
         if ready {
@@ -62,13 +78,19 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if ready {
         (
             StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
+            Json(match servers_json {
+                Some(servers) => serde_json::json!({ "status": "ready", "model_servers": servers }),
+                None => serde_json::json!({ "status": "ready" }),
+            }),
         )
             .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "unavailable", "failing": failing })),
+            Json(match servers_json {
+                Some(servers) => serde_json::json!({ "status": "unavailable", "failing": failing, "model_servers": servers }),
+                None => serde_json::json!({ "status": "unavailable", "failing": failing }),
+            }),
         )
             .into_response()
     }

@@ -143,6 +143,13 @@ async fn build(
     for (part, description) in state.studio.describe() {
         tracing::info!(%description, "{part}");
     }
+    for (server, health) in state.studio.model_server_health().await {
+        if health == "READY" || health == "BUSY" {
+            tracing::info!(%server, %health, "model server");
+        } else {
+            tracing::warn!(%server, %health, "model server not ready");
+        }
+    }
     if !settings.visitors.trusted_proxies.is_empty() {
         tracing::info!(proxies = ?settings.visitors.trusted_proxies, header = ?settings.visitors.client_ip_header, "the forwarding header is believed from these proxies");
     }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use lofianime_domain::{WebhookOutcome, WebhookRefusal};
+use lofianime_domain::{CogWebhookRefusal, WebhookOutcome, WebhookRefusal};
 use serde::Deserialize;
 
 /// The largest event accepted: a prediction with its logs and output URLs is
@@ -20,10 +20,63 @@ use serde::Deserialize;
 /// the running instance's fallback poll instead.
 pub const MAX_WEBHOOK_BYTES: usize = 1024 * 1024;
 
+/// The largest event a model server of the owner's may send: its final
+/// event carries the picture as a `data:` URI (base64 of up to
+/// `model.max_image_bytes`). Read only once its bearer token checked out.
+pub const MAX_COG_WEBHOOK_BYTES: usize = 40 * 1024 * 1024;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/webhooks/replicate", post(replicate))
-        .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES))
+        .route(
+            "/webhooks/replicate",
+            post(replicate).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)),
+        )
+        .route(
+            "/webhooks/cog",
+            post(cog).layer(DefaultBodyLimit::max(MAX_COG_WEBHOOK_BYTES)),
+        )
+}
+
+/// `POST /webhooks/cog`: the owner's model servers' events (start, logs,
+/// output, completed), each with `Authorization: Bearer {COG_WEBHOOK_TOKEN}`.
+/// The token is checked (in constant time) before the body is read; anything
+/// else is a 401 that changes nothing.
+async fn cog(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let Some(webhooks) = state.studio.cog_webhooks() else {
+        return answer(StatusCode::NOT_FOUND, "webhooks are off for this app");
+    };
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    if !webhooks.authorized(authorization) {
+        metrics::counter!("lofianime_webhooks_total", "result" => "unverified").increment(1);
+        tracing::warn!("refused a model server's webhook: no or the wrong bearer token");
+        return answer(StatusCode::UNAUTHORIZED, "no or the wrong bearer token");
+    }
+    let body = match axum::body::to_bytes(body, MAX_COG_WEBHOOK_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return answer(StatusCode::PAYLOAD_TOO_LARGE, "the event is too large"),
+    };
+    match webhooks.receive(&body).await {
+        Ok(applied) => {
+            let result = if applied { "applied" } else { "ignored" };
+            metrics::counter!("lofianime_webhooks_total", "result" => result).increment(1);
+            answer(StatusCode::OK, "received")
+        }
+        Err(refusal) => {
+            let status = match &refusal {
+                CogWebhookRefusal::Unverified(_) => StatusCode::UNAUTHORIZED,
+                CogWebhookRefusal::Unreadable(_) => StatusCode::BAD_REQUEST,
+                CogWebhookRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            tracing::warn!(status = status.as_u16(), reason = %refusal, "refused a model server's webhook");
+            answer(status, &refusal.to_string())
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -199,6 +199,15 @@ async fn the_ledger_keeps_its_promises_on_redis_and_upstash() {
             &format!("slots:{kind}"),
         )
         .await;
+        // The model servers' holds and line (the Cog pool), on the same stores.
+        let shared =
+            lofianime_domain::testing::shared_state_contract::holds_go_to_one_holder_at_a_time;
+        shared(store.as_ref(), &format!("hold:{kind}")).await;
+        lofianime_domain::testing::shared_state_contract::a_line_keeps_its_order_and_forgets_who_left(
+            store.as_ref(),
+            &format!("line:{kind}"),
+        )
+        .await;
         // The same run settled by two instances (two connections) counts once.
         let other = connect().await;
         let row = contract::row("shared-run", "delivered", 1_000, 975);

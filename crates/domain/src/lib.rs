@@ -46,7 +46,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Block, ControlStore};
 pub use generator::render_offline;
 pub use generator::{
-    CallLimits, GeneratedImage, ImageFormat, ImageGenerator, Look, ModelError, OfflineGenerator,
+    CallLimits, CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhookRefusal, CogWebhooks,
+    GeneratedImage, ImageFormat, ImageGenerator, Look, ModelError, OfflineGenerator,
     ProgressReporter, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
     WebhookRefusal, WebhookSettings,
 };

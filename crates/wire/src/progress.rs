@@ -62,6 +62,9 @@ pub enum Phase {
     /// The offline painter's CPU workers are all busy; it waits for one
     /// (leaving or cancelling now costs nothing).
     Queued,
+    /// Every one of the owner's model servers is busy: it waits in line
+    /// behind `ahead` others (leaving or cancelling now costs nothing).
+    InLine { ahead: u32 },
     /// The model is booting or loading its weights.
     Starting,
     /// The model is drawing; `percent` when it says how far it is.
@@ -76,6 +79,7 @@ impl Phase {
         match self {
             Self::Waiting => "waiting",
             Self::Queued => "queued",
+            Self::InLine { .. } => "in_line",
             Self::Starting => "starting",
             Self::Generating { .. } => "generating",
             Self::Saving => "saving",
@@ -87,6 +91,8 @@ impl Phase {
         match self {
             Self::Waiting => "Waiting for the model…".into(),
             Self::Queued => "Waiting for a free painter…".into(),
+            Self::InLine { ahead: 0 } => "Waiting for a free GPU…".into(),
+            Self::InLine { ahead } => format!("Waiting for a free GPU… {ahead} ahead of you"),
             Self::Starting => "The model is starting…".into(),
             Self::Generating { percent: Some(p) } => format!("Generating… {p}%"),
             Self::Generating { percent: None } => "Generating…".into(),
@@ -96,7 +102,7 @@ impl Phase {
 }
 
 /// One of the calling visitor's generations still running, as
-/// `GET /api/running` lists them: `phase` is `waiting`, `queued`, `starting`,
+/// `GET /api/running` lists them: `phase` is `waiting`, `queued`, `in_line`, `starting`,
 /// `generating` (with `percent` when the model says) or `saving`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningGeneration {
@@ -181,5 +187,9 @@ mod tests {
         );
         assert_eq!(Phase::Waiting.label(), "Waiting for the model…");
         assert_eq!(Phase::Queued.label(), "Waiting for a free painter…");
+        assert_eq!(
+            Phase::InLine { ahead: 2 }.label(),
+            "Waiting for a free GPU… 2 ahead of you"
+        );
     }
 }

@@ -19,7 +19,8 @@ mod visitors;
 
 pub use auth::{AccountKey, AuthMode, AuthSettings};
 pub use model::{
-    ImageSettings, ModelSettings, OfflineSettings, ProgressSettings, PromptSettings, WebhookMode,
+    Backend, CogFileSettings, ImageSettings, ModelSettings, OfflineSettings, ProgressSettings,
+    PromptSettings, WebhookMode,
 };
 pub use ratelimit::{AlgorithmName, IdentifyBy, KeyLocking, RateLimitSettings, Window};
 pub use secrets::Secrets;
@@ -44,6 +45,7 @@ pub struct Settings {
     pub visitors: VisitorSettings,
     pub prompt: PromptSettings,
     pub model: ModelSettings,
+    pub cog: CogFileSettings,
     pub image: ImageSettings,
     pub offline: OfflineSettings,
     pub storage: StorageSettings,
@@ -176,6 +178,7 @@ impl Settings {
     fn check(&self) -> Result<(), SettingsError> {
         self.ratelimit.check()?;
         self.model.check()?;
+        self.cog.check()?;
         self.prompt.check()?;
         self.progress.check()?;
         self.image.check()?;

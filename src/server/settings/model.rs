@@ -23,6 +23,10 @@ impl Default for PromptSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSettings {
+    /// Which model makes the pictures: `auto` (Replicate when
+    /// `REPLICATE_API_TOKEN` is set, else the offline painter), `replicate`,
+    /// `cog` (the owner's own model servers, `COG_URLS`) or `offline`.
+    pub backend: Backend,
     /// `owner/name` of the Replicate model.
     pub id: String,
     /// The model version (64 hex digits).
@@ -61,6 +65,41 @@ pub struct ModelSettings {
     pub budget_window_secs: u64,
 }
 
+/// `model.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    #[default]
+    Auto,
+    Replicate,
+    Cog,
+    Offline,
+}
+
+/// `[cog]`: the owner's own model servers (their addresses and tokens are in
+/// the environment: `COG_URLS`, `COG_TOKEN`, `COG_WEBHOOK_TOKEN`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CogFileSettings {
+    /// Where the model servers reach the app for their webhooks
+    /// (`{this}/webhooks/cog`), when it is not `site.public_url` (a private
+    /// network address, say).
+    pub webhook_base_url: Option<String>,
+}
+
+impl CogFileSettings {
+    pub(super) fn check(&self) -> Result<(), SettingsError> {
+        if let Some(base) = &self.webhook_base_url {
+            let usable = url::Url::parse(base)
+                .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
+            if !usable {
+                return invalid("cog.webhook_base_url", "must be an http(s) address");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `model.webhooks`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -89,6 +128,7 @@ impl Default for ModelSettings {
             unreachable!("a JSON object literal")
         };
         Self {
+            backend: Backend::Auto,
             id: "doriandarko/sdxl-hiroshinagai".into(),
             version: "563a66acc0b39e5308e8372bed42504731b7fec3bc21f2fcbea413398690f3ec".into(),
             prompt_prefix: "In the style of HISGH. ".into(),

@@ -14,6 +14,14 @@ pub struct Secrets {
     pub redis_url: Option<SecretString>,
     pub upstash_redis_rest_url: Option<SecretString>,
     pub upstash_redis_rest_token: Option<SecretString>,
+    /// The owner's Cog model servers, comma-separated base URLs (may carry
+    /// credentials, so never logged whole).
+    pub cog_urls: Option<SecretString>,
+    /// A bearer token for a proxy in front of the model servers.
+    pub cog_token: Option<SecretString>,
+    /// The token the model servers send with their webhooks (their
+    /// `WEBHOOK_AUTH_TOKEN`); without it, runs are requests held open.
+    pub cog_webhook_token: Option<SecretString>,
     /// The bearer token `/metrics` asks for (without it, `/metrics` is a 404).
     pub metrics_token: Option<SecretString>,
     /// Not a secret, but an environment matter: where the Replicate API lives
@@ -52,6 +60,9 @@ impl Secrets {
             upstash_redis_rest_url: non_empty("UPSTASH_REDIS_REST_URL"),
             upstash_redis_rest_token: non_empty("UPSTASH_REDIS_REST_TOKEN"),
             metrics_token: non_empty("METRICS_TOKEN"),
+            cog_urls: non_empty("COG_URLS"),
+            cog_token: non_empty("COG_TOKEN"),
+            cog_webhook_token: non_empty("COG_WEBHOOK_TOKEN"),
             replicate_base_url: plain("REPLICATE_BASE_URL"),
             oidc_issuer_url: plain("OIDC_ISSUER_URL"),
             oidc_client_id: plain("OIDC_CLIENT_ID"),

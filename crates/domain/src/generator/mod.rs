@@ -2,10 +2,12 @@
 //! The offline generator is the zero-configuration default; a hosted model
 //! (Replicate) plugs in behind the same trait.
 
+mod cog;
 pub mod fake;
 mod offline;
 mod replicate;
 
+pub use cog::{CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhookRefusal, CogWebhooks};
 pub use offline::{render as render_offline, OfflineGenerator};
 pub use replicate::{
     CallLimits, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
@@ -121,6 +123,10 @@ pub enum ModelError {
     /// The model service could not be reached or answered with a server error.
     #[error("the model service is unavailable: {0}")]
     Unavailable(String),
+    /// None of the owner's model servers could take the run (all down, or
+    /// refusing): nothing ran.
+    #[error("no model server can take the run: {0}")]
+    NoServer(String),
     /// The model answered, but its output was missing, expired, too big or not an image.
     #[error("unusable output: {0}")]
     BadOutput(String),
@@ -393,6 +399,27 @@ pub trait ImageGenerator: Send + Sync + 'static {
 
     /// The endpoint for the model provider's webhooks, when it calls back.
     fn webhooks(&self) -> Option<ReplicateWebhooks> {
+        None
+    }
+
+    /// The endpoint for the owner's model servers' webhooks (Cog).
+    fn cog_webhooks(&self) -> Option<CogWebhooks> {
+        None
+    }
+
+    /// How many of the owner's model servers are up, of how many (`None`: the
+    /// generator has none of its own).
+    async fn model_servers(&self) -> Option<(usize, usize)> {
+        None
+    }
+
+    /// Each of its own model servers' origin and health (empty: none).
+    async fn server_health(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// How many model servers of its own it has (`None`: none).
+    fn model_servers_count(&self) -> Option<usize> {
         None
     }
 

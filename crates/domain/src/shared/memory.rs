@@ -83,6 +83,77 @@ impl SharedState for MemoryStore {
         }))
     }
 
+    async fn hold(&self, key: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        Ok(self.with(|entries| {
+            let free = match entries.get(key) {
+                None => true,
+                Some(Value::Text(current)) => current == holder,
+                Some(_) => false,
+            };
+            if free {
+                let expires_at = entries.now_ms() + ttl_ms.max(1);
+                entries.set(key, Value::Text(holder.to_owned()), Some(expires_at));
+            }
+            free
+        }))
+    }
+
+    async fn let_go(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.with(|entries| {
+            if matches!(entries.get(key), Some(Value::Text(current)) if current == holder) {
+                entries.delete(key);
+            }
+        });
+        Ok(())
+    }
+
+    async fn wait_in_line(
+        &self,
+        key: &str,
+        ticket: &str,
+        now_ms: u64,
+        stale_ms: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(self.with(|entries| {
+            let expires_at = entries.now_ms() + stale_ms.max(1) * 4;
+            if !matches!(entries.get(key), Some(Value::Hash(_))) {
+                entries.set(key, Value::Hash(HashMap::new()), Some(expires_at));
+            }
+            let Some(Value::Hash(line)) = entries.get_mut(key) else {
+                return 0;
+            };
+            let parse = |text: &str| -> Option<(u64, u64)> {
+                let (joined, seen) = text.split_once(':')?;
+                Some((joined.parse().ok()?, seen.parse().ok()?))
+            };
+            let joined = line
+                .get(ticket)
+                .and_then(|text| parse(text))
+                .map_or(now_ms, |(joined, _)| joined);
+            line.insert(ticket.to_owned(), format!("{joined}:{now_ms}"));
+            line.retain(|_, text| parse(text).is_some_and(|(_, seen)| seen + stale_ms >= now_ms));
+            let ahead = line
+                .iter()
+                .filter(|(other, text)| {
+                    parse(text).is_some_and(|(j, _)| {
+                        j < joined || (j == joined && other.as_str() < ticket)
+                    })
+                })
+                .count() as u64;
+            entries.expire_at(key, expires_at);
+            ahead
+        }))
+    }
+
+    async fn leave_line(&self, key: &str, ticket: &str) -> Result<(), StoreError> {
+        self.with(|entries| {
+            if let Some(Value::Hash(line)) = entries.get_mut(key) {
+                line.remove(ticket);
+            }
+        });
+        Ok(())
+    }
+
     async fn take_slot(
         &self,
         key: &str,
@@ -138,6 +209,8 @@ mod tests {
         contract::hashes_are_created_once_updated_and_read(&state, "h").await;
         contract::lists_keep_the_newest_entries(&state, "l").await;
         contract::slots_are_limited_over_a_sliding_window(&state, "s").await;
+        contract::holds_go_to_one_holder_at_a_time(&state, "hold").await;
+        contract::a_line_keeps_its_order_and_forgets_who_left(&state, "line").await;
     }
 
     #[tokio::test]

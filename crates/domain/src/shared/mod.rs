@@ -65,6 +65,27 @@ pub trait SharedState: Send + Sync + 'static {
         window_ms: u64,
         now_ms: u64,
     ) -> Result<Option<u64>, StoreError>;
+    /// Takes `key` for `holder` for `ttl_ms` when nobody holds it (or it
+    /// lapsed), or renews it when `holder` already does. False: someone
+    /// else holds it.
+    async fn hold(&self, key: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError>;
+
+    /// Lets `key` go if `holder` holds it (someone else's hold is left alone).
+    async fn let_go(&self, key: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// Puts `ticket` in the line at `key` (keeping its place when it is in it
+    /// already: each call says it is still waiting), drops tickets not seen for
+    /// `stale_ms`, and returns how many are ahead of it.
+    async fn wait_in_line(
+        &self,
+        key: &str,
+        ticket: &str,
+        now_ms: u64,
+        stale_ms: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Takes `ticket` out of the line at `key`.
+    async fn leave_line(&self, key: &str, ticket: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -144,6 +165,68 @@ pub mod contract {
                 .await
                 .unwrap(),
             None
+        );
+    }
+
+    pub async fn holds_go_to_one_holder_at_a_time(state: &dyn SharedState, key: &str) {
+        assert!(state.hold(key, "a", 60_000).await.unwrap());
+        assert!(!state.hold(key, "b", 60_000).await.unwrap(), "a holds it");
+        assert!(state.hold(key, "a", 60_000).await.unwrap(), "a renews");
+        state.let_go(key, "b").await.unwrap();
+        assert!(
+            !state.hold(key, "b", 60_000).await.unwrap(),
+            "b cannot let a's go"
+        );
+        state.let_go(key, "a").await.unwrap();
+        assert!(state.hold(key, "b", 60_000).await.unwrap(), "free again");
+    }
+
+    pub async fn a_line_keeps_its_order_and_forgets_who_left(state: &dyn SharedState, key: &str) {
+        let start = 5_000_000;
+        assert_eq!(
+            state
+                .wait_in_line(key, "first", start, 1_000)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            state
+                .wait_in_line(key, "second", start + 10, 1_000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            state
+                .wait_in_line(key, "third", start + 20, 1_000)
+                .await
+                .unwrap(),
+            2
+        );
+        // Still waiting: each keeps its place.
+        assert_eq!(
+            state
+                .wait_in_line(key, "second", start + 500, 1_000)
+                .await
+                .unwrap(),
+            1
+        );
+        state.leave_line(key, "first").await.unwrap();
+        assert_eq!(
+            state
+                .wait_in_line(key, "third", start + 600, 1_000)
+                .await
+                .unwrap(),
+            1
+        );
+        // "second" was last seen at +500: gone from the line past +1500.
+        assert_eq!(
+            state
+                .wait_in_line(key, "third", start + 1_550, 1_000)
+                .await
+                .unwrap(),
+            0
         );
     }
 }

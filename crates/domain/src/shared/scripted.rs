@@ -72,6 +72,66 @@ return math.max(1, tonumber(oldest[2]) + window - now)
     )
 });
 
+/// KEYS[1] the hold; ARGV holder, ttl_ms. 1 when taken or renewed.
+static HOLD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local current = redis.call("GET", KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
+  return 1
+end
+return 0
+"#,
+        false,
+    )
+});
+
+/// KEYS[1] the hold; ARGV holder.
+static LET_GO: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  redis.call("DEL", KEYS[1])
+end
+return 1
+"#,
+        false,
+    )
+});
+
+/// KEYS[1] the line, a hash of ticket -> "joined_ms:seen_ms"; ARGV ticket,
+/// now_ms, stale_ms. How many live tickets joined before this one.
+static WAIT_IN_LINE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local now = tonumber(ARGV[2])
+local stale = tonumber(ARGV[3])
+local joined = now
+local mine = redis.call("HGET", KEYS[1], ARGV[1])
+if mine then
+  joined = tonumber(string.match(mine, "^(%d+)"))
+end
+redis.call("HSET", KEYS[1], ARGV[1], joined .. ":" .. now)
+local flat = redis.call("HGETALL", KEYS[1])
+local ahead = 0
+for i = 1, #flat, 2 do
+  local j, s = string.match(flat[i + 1], "^(%d+):(%d+)$")
+  j = tonumber(j)
+  s = tonumber(s)
+  if s == nil or s < now - stale then
+    redis.call("HDEL", KEYS[1], flat[i])
+  elseif j < joined or (j == joined and flat[i] < ARGV[1]) then
+    ahead = ahead + 1
+  end
+end
+redis.call("PEXPIRE", KEYS[1], stale * 4)
+return ahead
+"#,
+        false,
+    )
+});
+
 fn pairs<'a>(fields: &'a [(&str, String)]) -> impl Iterator<Item = String> + 'a {
     fields
         .iter()
@@ -145,6 +205,42 @@ impl<R: ScriptRunner> SharedState for ScriptedStore<R> {
                 "the slot script answered {other:?}"
             ))),
         }
+    }
+
+    async fn hold(&self, key: &str, holder: &str, ttl_ms: u64) -> Result<bool, StoreError> {
+        let args = [holder.to_owned(), ttl_ms.max(1).to_string()];
+        Ok(self.run(&HOLD, &[key], &args).await? == Reply::Int(1))
+    }
+
+    async fn let_go(&self, key: &str, holder: &str) -> Result<(), StoreError> {
+        self.run(&LET_GO, &[key], &[holder.to_owned()]).await?;
+        Ok(())
+    }
+
+    async fn wait_in_line(
+        &self,
+        key: &str,
+        ticket: &str,
+        now_ms: u64,
+        stale_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let args = [
+            ticket.to_owned(),
+            now_ms.to_string(),
+            stale_ms.max(1).to_string(),
+        ];
+        match self.run(&WAIT_IN_LINE, &[key], &args).await? {
+            Reply::Int(ahead) if ahead >= 0 => Ok(ahead as u64),
+            other => Err(StoreError::Protocol(format!(
+                "the line script answered {other:?}"
+            ))),
+        }
+    }
+
+    async fn leave_line(&self, key: &str, ticket: &str) -> Result<(), StoreError> {
+        self.send(vec!["HDEL".into(), key.to_owned(), ticket.to_owned()])
+            .await?;
+        Ok(())
     }
 
     async fn read_list(&self, key: &str) -> Result<Vec<String>, StoreError> {

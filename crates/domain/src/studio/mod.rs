@@ -264,6 +264,27 @@ impl Studio {
         self.parts.generator.is_offline()
     }
 
+    /// The owner's model servers' webhooks (Cog), when they call back.
+    pub fn cog_webhooks(&self) -> Option<crate::generator::CogWebhooks> {
+        self.parts.generator.cog_webhooks()
+    }
+
+    /// How many of the owner's model servers are up, of how many (`None`
+    /// without servers of its own).
+    pub async fn model_servers(&self) -> Option<(usize, usize)> {
+        self.parts.generator.model_servers().await
+    }
+
+    /// Each of the owner's model servers and what its health check says.
+    pub async fn model_server_health(&self) -> Vec<(String, String)> {
+        self.parts.generator.server_health().await
+    }
+
+    /// How many model servers of its own the generator has, without asking them.
+    pub fn model_servers_known(&self) -> Option<usize> {
+        self.parts.generator.model_servers_count()
+    }
+
     /// Whether the model provider calls back (its webhooks are taken).
     pub fn takes_model_webhooks(&self) -> bool {
         self.parts.generator.webhooks().is_some()

@@ -14,7 +14,7 @@
 mod api;
 mod budget;
 mod history;
-mod prediction;
+pub(in crate::generator) mod prediction;
 #[cfg(test)]
 mod tests;
 mod webhooks;

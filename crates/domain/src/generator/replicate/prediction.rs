@@ -14,14 +14,14 @@ use std::time::{Duration, SystemTime};
 /// A create that did not give us a prediction, and whether it may have started
 /// one all the same (then it counts as billed: its id is unknown, so it can be
 /// neither stopped nor read).
-pub(super) struct CreateFailed {
-    pub(super) error: ModelError,
-    pub(super) may_have_started: bool,
+pub(in crate::generator) struct CreateFailed {
+    pub(in crate::generator) error: ModelError,
+    pub(in crate::generator) may_have_started: bool,
 }
 
 impl CreateFailed {
     /// Refused by the provider: no prediction was started.
-    pub(super) fn refused(error: ModelError) -> Self {
+    pub(in crate::generator) fn refused(error: ModelError) -> Self {
         Self {
             error,
             may_have_started: false,
@@ -29,7 +29,7 @@ impl CreateFailed {
     }
 
     /// What the owner is billed for a create that failed like this.
-    pub(super) fn record(&self, deadline: Duration) -> RunRecord {
+    pub(in crate::generator) fn record(&self, deadline: Duration) -> RunRecord {
         if self.may_have_started {
             RunRecord::assumed_billed(None, deadline)
         } else {
@@ -43,31 +43,31 @@ impl CreateFailed {
 }
 
 #[derive(Debug, Deserialize, Serialize)]
-pub(super) struct Prediction {
-    pub(super) id: String,
-    pub(super) status: String,
+pub(in crate::generator) struct Prediction {
+    pub(in crate::generator) id: String,
+    pub(in crate::generator) status: String,
     #[serde(default)]
-    pub(super) output: Value,
+    pub(in crate::generator) output: Value,
     #[serde(default)]
-    pub(super) error: Value,
+    pub(in crate::generator) error: Value,
     #[serde(default)]
-    pub(super) logs: Option<String>,
+    pub(in crate::generator) logs: Option<String>,
     /// When it started processing (and billing); null while it has not.
     #[serde(default)]
-    pub(super) started_at: Option<String>,
+    pub(in crate::generator) started_at: Option<String>,
     #[serde(default)]
-    pub(super) metrics: Option<PredictionMetrics>,
+    pub(in crate::generator) metrics: Option<PredictionMetrics>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
-pub(super) struct PredictionMetrics {
+pub(in crate::generator) struct PredictionMetrics {
     /// Billed seconds of a public time-billed model, once the run ended.
     #[serde(default)]
-    pub(super) predict_time: Option<f64>,
+    pub(in crate::generator) predict_time: Option<f64>,
 }
 
 impl Prediction {
-    pub(super) fn first_output(&self) -> Option<&str> {
+    pub(in crate::generator) fn first_output(&self) -> Option<&str> {
         match &self.output {
             Value::String(s) if !s.is_empty() => Some(s),
             Value::Array(items) => items
@@ -78,7 +78,7 @@ impl Prediction {
     }
 
     /// Keeps only the last `max` bytes of the logs (the last progress bar).
-    pub(super) fn keep_logs_tail(&mut self, max: usize) {
+    pub(in crate::generator) fn keep_logs_tail(&mut self, max: usize) {
         if let Some(logs) = &mut self.logs {
             if logs.len() > max {
                 let mut from = logs.len() - max;
@@ -90,7 +90,7 @@ impl Prediction {
         }
     }
 
-    pub(super) fn is_terminal(&self) -> bool {
+    pub(in crate::generator) fn is_terminal(&self) -> bool {
         matches!(
             self.status.as_str(),
             "succeeded" | "failed" | "canceled" | "aborted"
@@ -98,7 +98,7 @@ impl Prediction {
     }
 
     /// What the provider billed for this run, once it is over.
-    pub(super) fn record(&self) -> Option<RunRecord> {
+    pub(in crate::generator) fn record(&self) -> Option<RunRecord> {
         if !self.is_terminal() {
             return None;
         }
@@ -117,13 +117,13 @@ impl Prediction {
 
     /// Terminal, or still `processing` but already holding its output (SDXL
     /// models answer like that when `Prefer: wait` runs out at the last moment).
-    pub(super) fn is_done(&self) -> bool {
+    pub(in crate::generator) fn is_done(&self) -> bool {
         self.is_terminal() || (self.status == "processing" && self.first_output().is_some())
     }
 
     /// The phase to show: `starting`, then `processing` with the last progress
     /// bar percentage in the logs (diffusers print `45%|████▌     | 23/50`).
-    pub(super) fn phase(&self) -> Phase {
+    pub(in crate::generator) fn phase(&self) -> Phase {
         match self.status.as_str() {
             "starting" => Phase::Starting,
             _ => Phase::Generating {
@@ -132,7 +132,7 @@ impl Prediction {
         }
     }
 
-    pub(super) fn error_text(&self) -> String {
+    pub(in crate::generator) fn error_text(&self) -> String {
         match &self.error {
             Value::String(s) => s.clone(),
             Value::Null => String::new(),
@@ -142,7 +142,7 @@ impl Prediction {
 }
 
 /// The parts of an RFC 7807 problem body worth logging.
-pub(super) fn problem(body: &str) -> String {
+pub(in crate::generator) fn problem(body: &str) -> String {
     let Ok(value) = serde_json::from_str::<Value>(body) else {
         return body.chars().take(300).collect();
     };
@@ -163,7 +163,7 @@ pub(super) fn problem(body: &str) -> String {
 }
 
 /// `Retry-After` in seconds or as an HTTP date, or a `retry_after` in the body.
-pub(super) fn retry_after(headers: &HeaderMap, body: &str) -> Option<Duration> {
+pub(in crate::generator) fn retry_after(headers: &HeaderMap, body: &str) -> Option<Duration> {
     let from_header = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
@@ -188,7 +188,7 @@ pub(super) fn retry_after(headers: &HeaderMap, body: &str) -> Option<Duration> {
 }
 
 /// The last `NN%|` in a model's logs.
-pub(super) fn last_percent(logs: &str) -> Option<u8> {
+pub(in crate::generator) fn last_percent(logs: &str) -> Option<u8> {
     logs.rmatch_indices("%|").find_map(|(at, _)| {
         let digits: String = logs[..at]
             .chars()
@@ -203,13 +203,13 @@ pub(super) fn last_percent(logs: &str) -> Option<u8> {
 }
 
 /// Exponential back-off with full jitter: a random delay up to base * 2^attempt.
-pub(super) fn backoff(base: Duration, attempt: u32) -> Duration {
+pub(in crate::generator) fn backoff(base: Duration, attempt: u32) -> Duration {
     let ceiling = base.saturating_mul(1 << attempt.min(6));
     ceiling.mul_f64(rand::random_range(0.5..1.0))
 }
 
 /// Identifies a known image format from its first bytes.
-pub(super) fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
+pub(in crate::generator) fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         Some(ImageFormat::Png)
     } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -223,7 +223,7 @@ pub(super) fn sniff(bytes: &[u8]) -> Option<ImageFormat> {
 
 /// The bytes of a `data:` URI's payload (`rest` follows `data:`), refused
 /// unread when it would decode to more than `max` bytes.
-pub(super) fn decode_data_uri(rest: &str, max: usize) -> Result<Bytes, ModelError> {
+pub(in crate::generator) fn decode_data_uri(rest: &str, max: usize) -> Result<Bytes, ModelError> {
     let (_, encoded) = rest
         .split_once(";base64,")
         .ok_or_else(|| ModelError::BadOutput("a data URI that is not base64".into()))?;
@@ -238,7 +238,7 @@ pub(super) fn decode_data_uri(rest: &str, max: usize) -> Result<Bytes, ModelErro
         .map_err(|e| ModelError::BadOutput(format!("bad base64 in the data URI: {e}")))
 }
 
-pub(super) fn without_url(error: &reqwest::Error) -> String {
+pub(in crate::generator) fn without_url(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     if let Some(url) = error.url() {
         text = text.replace(url.as_str(), "(url)");
