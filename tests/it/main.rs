@@ -7,6 +7,7 @@ mod admin;
 mod api;
 mod auth;
 mod billing;
+mod cog;
 mod instances;
 mod layering;
 mod limiter_stores;

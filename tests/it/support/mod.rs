@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cog_server;
 pub mod oidc_provider;
 pub mod process;
 pub mod redis_server;

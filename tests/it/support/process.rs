@@ -13,7 +13,7 @@ pub struct AppProcess {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -44,6 +44,12 @@ fn command(env: &[(&str, String)]) -> (Command, tempfile::TempDir, u16) {
     for (name, value) in env {
         command.env(name, value);
     }
+    // A test that must know the address first (to give it to others) sets it.
+    let port = env
+        .iter()
+        .find(|(name, _)| *name == "LEPTOS_SITE_ADDR")
+        .and_then(|(_, addr)| addr.rsplit(':').next()?.parse().ok())
+        .unwrap_or(port);
     (command, dir, port)
 }
 

@@ -513,7 +513,7 @@ impl CogGenerator {
                         guard.disarm();
                     }
                     meter.publish(nothing_ran());
-                    return Err(ModelError::Unavailable(
+                    return Err(ModelError::NoServer(
                         "every model server is down or refusing runs".into(),
                     ));
                 }
