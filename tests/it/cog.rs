@@ -420,3 +420,51 @@ async fn forged_webhooks_change_nothing() {
         "the token is never logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_app_instances_share_the_servers_through_redis_and_never_send_to_a_busy_one() {
+    let redis = crate::support::redis_server::RedisServer::start();
+    let predictor = Predictor {
+        steps: 10,
+        step: Duration::from_millis(150),
+    };
+    let (a, b) = tokio::join!(
+        CogServer::start(predictor, None),
+        CogServer::start(predictor, None)
+    );
+    let store = [("REDIS_URL", redis.url())];
+    let (first, second) = tokio::join!(
+        app_on(&[&a, &b], false, &store),
+        app_on(&[&a, &b], false, &store)
+    );
+    // Six generations at once, three through each instance.
+    let runs = (0..6u32).map(|n| {
+        let app = if n % 2 == 0 { &first } else { &second };
+        async move { generate_following(app, &format!("a canal {n}"), &job(50 + n)).await }
+    });
+    let answers = futures_util::future::join_all(runs).await;
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    // The holds in Redis kept every run off a busy server: no 409 was met.
+    for app in [&first, &second] {
+        assert!(
+            !app.output().contains("did not take the run"),
+            "{}",
+            app.output()
+        );
+    }
+    let mut total = 0;
+    for server in [&a, &b] {
+        let events = server.events();
+        for pair in events.chunks(2) {
+            assert_eq!(
+                (pair[0].0.as_str(), pair.get(1).map(|e| e.0.as_str())),
+                ("started", Some("finished")),
+                "one run at a time: {events:?}"
+            );
+        }
+        total += events.len() / 2;
+    }
+    assert_eq!(total, 6);
+}
