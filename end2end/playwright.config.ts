@@ -11,7 +11,10 @@ import { defineConfig } from "@playwright/test";
 //   for first-load.spec.ts's returning visitor with 12 recent images;
 // - "optional" (3306) and "required" (3307): sign-in on, against a real OpenID
 //   provider (3310), for sign-in.spec.ts;
-// - "admin" (3308): ADMIN_TOKEN set, for admin.spec.ts.
+// - "admin" (3308): ADMIN_TOKEN set, for admin.spec.ts;
+// - "cog" (3311): model.backend = "cog" against a real Cog model server
+//   (3312: cog/coglet from /opt/cog-venv serving tests/cog/predict.py), its
+//   progress by webhook, for cog.spec.ts.
 const offlinePort = 3300;
 const replicatePort = 3301;
 const standInPort = 3302;
@@ -25,6 +28,11 @@ const requiredPort = 3307;
 const providerPort = 3310;
 // The owner's page: ADMIN_TOKEN set (admin.spec.ts).
 const adminPort = 3308;
+// The owner's own model server (Cog) and the app using it.
+const cogAppPort = 3311;
+const cogPort = 3312;
+const cogHookToken = "an end-to-end webhook token for the cog server";
+const cogVenv = process.env.COG_VENV ?? "/opt/cog-venv";
 const signIn = (port: number, mode: string) =>
   app(port, {
     LOFIANIME_CONFIG: "end2end/lofianime.signin.toml",
@@ -107,6 +115,11 @@ export default defineConfig({
       testMatch: "admin.spec.ts",
       use: { baseURL: `http://127.0.0.1:${adminPort}` },
     },
+    {
+      name: "cog",
+      testMatch: "cog.spec.ts",
+      use: { baseURL: `http://127.0.0.1:${cogAppPort}` },
+    },
   ],
   webServer: [
     {
@@ -167,6 +180,32 @@ export default defineConfig({
       LOFIANIME_CONFIG: "end2end/lofianime.replicate.toml",
       REPLICATE_API_TOKEN: standInToken,
       REPLICATE_BASE_URL: `http://127.0.0.1:${standInPort}`,
+    }),
+    {
+      // Without Docker: coglet starts its worker as `python`, so the venv's
+      // bin comes first on PATH.
+      command: `${cogVenv}/bin/python -m cog.server.http --host 127.0.0.1`,
+      cwd: "../tests/cog",
+      url: `http://127.0.0.1:${cogPort}/health-check`,
+      reuseExistingServer: false,
+      timeout: 60_000,
+      env: {
+        PATH: `${cogVenv}/bin:${process.env.PATH}`,
+        PORT: String(cogPort),
+        COG_PREDICT_TYPE_STUB: "predict.py:Predictor",
+        WEBHOOK_AUTH_TOKEN: cogHookToken,
+        COG_TEST_STEPS: "20",
+        COG_TEST_STEP_MS: "150",
+      },
+    },
+    app(cogAppPort, {
+      LOFIANIME_CONFIG: "end2end/lofianime.e2e.toml",
+      REPLICATE_API_TOKEN: "",
+      LOFIANIME_MODEL__BACKEND: "cog",
+      COG_URLS: `http://127.0.0.1:${cogPort}`,
+      COG_WEBHOOK_TOKEN: cogHookToken,
+      LOFIANIME_COG__WEBHOOK_BASE_URL: `http://127.0.0.1:${cogAppPort}`,
+      LOFIANIME_STORAGE__DIR: "target/e2e-cog-images",
     }),
   ],
 });

@@ -58,21 +58,13 @@ impl StudioState {
         let pending = action.pending();
         let job_id = RwSignal::new(String::new());
         let hydrated = RwSignal::new(false);
-        let following = StoredValue::new(following);
         Effect::new(move |_| {
-            match following.get_value() {
-                // Sent again, the running generation's id follows it (nothing
-                // new starts): progress, Cancel and the answer as usual.
-                Some(id) => {
-                    job_id.set(id.clone());
-                    action.dispatch(Generate {
-                        prompt: None,
-                        job: Some(id),
-                        aspect: None,
-                        seed: None,
-                    });
-                }
-                None => job_id.set(new_job_id()),
+            // A generation of the visitor's still running when the page was
+            // made: its id, sent again without a prompt, follows it (nothing
+            // new starts): progress, Cancel and the answer as usual.
+            job_id.set(following.clone().unwrap_or_else(new_job_id));
+            if following.is_some() {
+                dispatch(action, None, job_id.get_untracked(), None);
             }
             hydrated.set(true);
         });
@@ -106,12 +98,12 @@ impl StudioState {
     /// Sends the form's generation of `prompt` in shape `aspect` (a new
     /// seed) through the action. The server reads and checks the shape.
     pub fn send(&self, prompt: String, aspect: String) {
-        self.action.dispatch(Generate {
-            prompt: Some(prompt),
-            job: Some(self.job_id.get_untracked()),
-            aspect: Some(aspect),
-            seed: None,
-        });
+        dispatch(
+            self.action,
+            Some(prompt),
+            self.job_id.get_untracked(),
+            Some(aspect),
+        );
     }
 
     /// True when the visitor has no generation left.
@@ -179,6 +171,21 @@ impl StudioState {
             }
         });
     }
+}
+
+/// Sends one generation (a new seed) through the action.
+fn dispatch(
+    action: Action<Generate, Result<CreatedImage, ApiError>>,
+    prompt: Option<String>,
+    job: String,
+    aspect: Option<String>,
+) {
+    action.dispatch(Generate {
+        prompt,
+        job: Some(job),
+        aspect,
+        seed: None,
+    });
 }
 
 /// The visitor's clock: the server's reading until the page is hydrated, then
@@ -252,13 +259,6 @@ fn follow_generations(pending: Memo<bool>, job_id: RwSignal<String>) -> Tracking
                     leptos::task::spawn_local(async move {
                         if let Ok(Some(reading)) = progress(id).await {
                             if pending.get_untracked() {
-                                // The server's clock says since when (a page
-                                // that came back to it was not there at the start).
-                                if tracking.reading.get_untracked().is_none() {
-                                    tracking
-                                        .sent_at
-                                        .set(browser_now_ms().saturating_sub(reading.elapsed_ms));
-                                }
                                 tracking.reading.set(Some(reading.state));
                             }
                         }

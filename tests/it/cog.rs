@@ -433,9 +433,10 @@ async fn two_app_instances_share_the_servers_through_redis_and_never_send_to_a_b
         CogServer::start(predictor, None)
     );
     let store = [("REDIS_URL", redis.url())];
+    let servers = [&a, &b];
     let (first, second) = tokio::join!(
-        app_on(&[&a, &b], false, &store),
-        app_on(&[&a, &b], false, &store)
+        app_on(&servers, false, &store),
+        app_on(&servers, false, &store)
     );
     // Six generations at once, three through each instance.
     let runs = (0..6u32).map(|n| {

@@ -119,7 +119,7 @@ fn encode(state: JobState) -> [(&'static str, String); 2] {
     let (name, percent) = match state {
         JobState::Running(Phase::Waiting) => ("waiting", None),
         JobState::Running(Phase::Queued) => ("queued", None),
-        JobState::Running(Phase::InLine { ahead }) => ("in_line", Some(ahead)),
+        JobState::Running(Phase::InLine(ahead)) => ("in_line", Some(ahead)),
         JobState::Running(Phase::Starting) => ("starting", None),
         JobState::Running(Phase::Generating { percent }) => ("generating", percent.map(u32::from)),
         JobState::Running(Phase::Saving) => ("saving", None),
@@ -140,9 +140,7 @@ fn decode(name: &str, percent: &str) -> Option<JobState> {
     Some(match name {
         "waiting" => JobState::Running(Phase::Waiting),
         "queued" => JobState::Running(Phase::Queued),
-        "in_line" => JobState::Running(Phase::InLine {
-            ahead: percent.parse().unwrap_or(0),
-        }),
+        "in_line" => JobState::Running(Phase::InLine(percent.parse().unwrap_or(0))),
         "starting" => JobState::Running(Phase::Starting),
         "generating" => JobState::Running(Phase::Generating {
             percent: percent.parse().ok().filter(|p| *p <= 100),

@@ -63,8 +63,9 @@ pub enum Phase {
     /// (leaving or cancelling now costs nothing).
     Queued,
     /// Every one of the owner's model servers is busy: it waits in line
-    /// behind `ahead` others (leaving or cancelling now costs nothing).
-    InLine { ahead: u32 },
+    /// behind this many others (leaving or cancelling now costs nothing). A
+    /// newtype variant: lighter in the browser bundle than a named field.
+    InLine(u32),
     /// The model is booting or loading its weights.
     Starting,
     /// The model is drawing; `percent` when it says how far it is.
@@ -79,7 +80,7 @@ impl Phase {
         match self {
             Self::Waiting => "waiting",
             Self::Queued => "queued",
-            Self::InLine { .. } => "in_line",
+            Self::InLine(_) => "in_line",
             Self::Starting => "starting",
             Self::Generating { .. } => "generating",
             Self::Saving => "saving",
@@ -91,8 +92,8 @@ impl Phase {
         match self {
             Self::Waiting => "Waiting for the model…".into(),
             Self::Queued => "Waiting for a free painter…".into(),
-            Self::InLine { ahead: 0 } => "Waiting for a free GPU…".into(),
-            Self::InLine { ahead } => format!("Waiting for a free GPU… {ahead} ahead of you"),
+            Self::InLine(0) => "Waiting for a free GPU…".into(),
+            Self::InLine(ahead) => format!("Waiting for a free GPU… {ahead} ahead of you"),
             Self::Starting => "The model is starting…".into(),
             Self::Generating { percent: Some(p) } => format!("Generating… {p}%"),
             Self::Generating { percent: None } => "Generating…".into(),
@@ -188,7 +189,7 @@ mod tests {
         assert_eq!(Phase::Waiting.label(), "Waiting for the model…");
         assert_eq!(Phase::Queued.label(), "Waiting for a free painter…");
         assert_eq!(
-            Phase::InLine { ahead: 2 }.label(),
+            Phase::InLine(2).label(),
             "Waiting for a free GPU… 2 ahead of you"
         );
     }

@@ -137,9 +137,7 @@ impl Pool {
                     }
                 }
             }
-            progress.report(Phase::InLine {
-                ahead: ahead.min(u32::MAX as u64) as u32,
-            });
+            progress.report(Phase::InLine(ahead.min(u32::MAX as u64) as u32));
             tokio::time::sleep(LOOK_EVERY).await;
         }
     }
