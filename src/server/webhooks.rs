@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use lofianime_domain::{CogWebhookRefusal, WebhookOutcome, WebhookRefusal};
+use lofianime_domain::{WebhookOutcome, WebhookRefusal};
 use serde::Deserialize;
 
 /// The largest event accepted: a prediction with its logs and output URLs is
@@ -69,9 +69,9 @@ async fn cog(
         }
         Err(refusal) => {
             let status = match &refusal {
-                CogWebhookRefusal::Unverified(_) => StatusCode::UNAUTHORIZED,
-                CogWebhookRefusal::Unreadable(_) => StatusCode::BAD_REQUEST,
-                CogWebhookRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                WebhookRefusal::Unverified(_) => StatusCode::UNAUTHORIZED,
+                WebhookRefusal::Unreadable(_) => StatusCode::BAD_REQUEST,
+                WebhookRefusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             tracing::warn!(status = status.as_u16(), reason = %refusal, "refused a model server's webhook");
             answer(status, &refusal.to_string())

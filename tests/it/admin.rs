@@ -42,11 +42,7 @@ async fn two_instances(redis: &RedisServer, prefix: &str) -> (TestApp, TestApp, 
         let mut settings = Settings::default();
         settings.ratelimit.prefix = prefix.to_owned();
         // The test client is a proxy whose X-Forwarded-For names the visitor.
-        settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .ip()
-            .into()];
+        crate::support::app::trust_the_test_client(&mut settings);
         let components = crate::support::app::local_components(model.clone())
             .on_remote_store(Arc::new(store), settings.recent.keep);
         apps.push(spawn_app_with_secrets(

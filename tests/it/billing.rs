@@ -23,11 +23,7 @@ fn app(stand_in: &ReplicateStandIn, wait: Duration) -> TestApp {
     settings.ratelimit.limit = LIMIT;
     settings.progress.cancel_check_ms = 50;
     // The test client is a proxy whose X-Forwarded-For names the visitor.
-    settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
-        .parse::<std::net::SocketAddr>()
-        .unwrap()
-        .ip()
-        .into()];
+    crate::support::app::trust_the_test_client(&mut settings);
     spawn_app_on(settings, local_components(Arc::new(generator)))
 }
 
@@ -298,11 +294,7 @@ async fn thirty_generations_under_a_limit_of_sixty_reads_a_minute_lose_no_run() 
         })
         .unwrap();
     let mut settings = Settings::default();
-    settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
-        .parse::<std::net::SocketAddr>()
-        .unwrap()
-        .ip()
-        .into()];
+    crate::support::app::trust_the_test_client(&mut settings);
     let router = Arc::new(spawn_app_on(
         settings,
         local_components(Arc::new(generator)),

@@ -469,3 +469,73 @@ async fn two_app_instances_share_the_servers_through_redis_and_never_send_to_a_b
     }
     assert_eq!(total, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_while_waiting_in_line_costs_nothing() {
+    let server = CogServer::start(
+        Predictor {
+            steps: 20,
+            step: Duration::from_millis(150),
+        },
+        None,
+    )
+    .await;
+    let app = app_on(&[&server], false, &[]).await;
+    let before = app.get_json("/api/remaining").await["remainingGenerations"]
+        .as_u64()
+        .unwrap();
+    let first_job = job(60);
+    let first = generate_following(&app, "the first in line", &first_job);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let client = reqwest::Client::new();
+        let waiting = client
+            .post(app.url("/api/generate"))
+            .header("accept", "application/json")
+            .form(&[("prompt", "the second in line"), ("job", job(61).as_str())])
+            .send();
+        tokio::pin!(waiting);
+        // Cancelled once the page says it waits for a free GPU.
+        loop {
+            tokio::select! {
+                answer = &mut waiting => panic!("answered while it should wait: {:?}", answer.map(|a| a.status())),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let reading = app.get_json(&format!("/api/progress?job={}", job(61))).await;
+                    if reading["state"]["Running"].get("InLine").is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        let cancelled = client
+            .post(app.url("/api/cancel"))
+            .header("accept", "application/json")
+            .form(&[("job", job(61))])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancelled.text().await.unwrap(), "true");
+        let answer = waiting.await.unwrap();
+        assert_eq!(answer.status(), 409);
+        answer.json::<serde_json::Value>().await.unwrap()
+    };
+    let ((status, _, _), error) = tokio::join!(first, second);
+    assert_eq!(status, 200);
+    assert_eq!(
+        error["data"],
+        serde_json::json!({"counted": false, "model_started": false}),
+        "{error}"
+    );
+    let after = app.get_json("/api/remaining").await["remainingGenerations"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after, before - 1, "only the run that happened counted");
+    assert_eq!(
+        server.events(),
+        [
+            ("started".to_owned(), prompt_sent("the first in line")),
+            ("finished".to_owned(), prompt_sent("the first in line")),
+        ],
+        "the one that waited never reached the server"
+    );
+}

@@ -27,11 +27,7 @@ fn app(stand_in: &ReplicateStandIn, grace_secs: u64) -> TestApp {
     settings.progress.cancel_check_ms = 50;
     settings.progress.return_grace_secs = grace_secs;
     // The test client is a proxy whose X-Forwarded-For names the visitor.
-    settings.visitors.trusted_proxies = vec![crate::support::app::VISITOR
-        .parse::<std::net::SocketAddr>()
-        .unwrap()
-        .ip()
-        .into()];
+    crate::support::app::trust_the_test_client(&mut settings);
     spawn_app_on(settings, local_components(Arc::new(generator)))
 }
 

@@ -46,10 +46,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use controls::{Block, ControlStore};
 pub use generator::render_offline;
 pub use generator::{
-    CallLimits, CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhookRefusal, CogWebhooks,
-    GeneratedImage, ImageFormat, ImageGenerator, Look, ModelError, OfflineGenerator,
-    ProgressReporter, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
-    WebhookRefusal, WebhookSettings,
+    CallLimits, CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhooks, GeneratedImage,
+    ImageFormat, ImageGenerator, Look, ModelError, OfflineGenerator, ProgressReporter,
+    ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome, WebhookRefusal,
+    WebhookSettings,
 };
 pub use lofianime_wire::Variant;
 pub use ratelimit::{

@@ -20,6 +20,16 @@ use tower::ServiceExt;
 
 pub const VISITOR: &str = "198.51.100.20:51000";
 
+/// Believes the test client's `X-Forwarded-For` (it stands for a proxy), so
+/// each request may name its own visitor.
+pub fn trust_the_test_client(settings: &mut Settings) {
+    settings.visitors.trusted_proxies = vec![VISITOR
+        .parse::<std::net::SocketAddr>()
+        .expect("a socket address")
+        .ip()
+        .into()];
+}
+
 pub struct TestApp {
     router: Router,
     /// The app's front door, for what a test does besides requests (the

@@ -7,7 +7,7 @@ pub mod fake;
 mod offline;
 mod replicate;
 
-pub use cog::{CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhookRefusal, CogWebhooks};
+pub use cog::{CogGenerator, CogServer, CogSettings, CogWebhook, CogWebhooks};
 pub use offline::{render as render_offline, OfflineGenerator};
 pub use replicate::{
     CallLimits, ReplicateGenerator, ReplicateSettings, ReplicateWebhooks, WebhookOutcome,
@@ -91,6 +91,29 @@ impl GeneratedImage {
             owner: None,
         }
     }
+}
+
+/// A model's inputs for one run: the owner's (`[model.input]`), the shape's
+/// `width` and `height` and the seed when given, and the prompt after its
+/// prefix. The same for Replicate and for the owner's Cog servers.
+pub(crate) fn model_input(
+    owner_inputs: &serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    prompt: &Prompt,
+    look: Option<Look>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut input = owner_inputs.clone();
+    if let Some(look) = look {
+        let (width, height) = look.aspect.model_size();
+        input.insert("width".into(), width.into());
+        input.insert("height".into(), height.into());
+        input.insert("seed".into(), look.seed.into());
+    }
+    input.insert(
+        "prompt".into(),
+        format!("{prefix}{}", prompt.as_str()).into(),
+    );
+    input
 }
 
 /// Why the model (or the offline painter) could not make the image. Details are

@@ -13,7 +13,10 @@
 mod pool;
 
 use super::replicate::prediction::{decode_data_uri, last_percent, sniff, without_url, Prediction};
-use super::{GeneratedImage, ImageGenerator, Look, Meter, ModelError, ProgressReporter, RunRecord};
+use super::{
+    GeneratedImage, ImageGenerator, Look, Meter, ModelError, ProgressReporter, RunRecord,
+    WebhookRefusal,
+};
 use crate::clock::Clock;
 use crate::on_drop::SpawnOnDrop;
 use crate::shared::SharedState;
@@ -99,20 +102,6 @@ enum Attempt {
 #[derive(Clone)]
 pub struct CogWebhooks {
     inner: Arc<Inner>,
-}
-
-/// Why a webhook was refused; nothing was changed.
-#[derive(Debug, thiserror::Error)]
-pub enum CogWebhookRefusal {
-    /// No or the wrong bearer token: 401.
-    #[error("{0}")]
-    Unverified(String),
-    /// Not a prediction: 400.
-    #[error("{0}")]
-    Unreadable(String),
-    /// The store could not be reached: 503.
-    #[error("{0}")]
-    Unavailable(String),
 }
 
 impl CogGenerator {
@@ -204,22 +193,12 @@ impl Inner {
     }
 
     fn input(&self, prompt: &Prompt, look: Option<Look>) -> Value {
-        let mut input = self.settings.input.clone();
-        input.insert(
-            "prompt".into(),
-            Value::String(format!(
-                "{}{}",
-                self.settings.prompt_prefix,
-                prompt.as_str()
-            )),
-        );
-        if let Some(look) = look {
-            let (width, height) = look.aspect.model_size();
-            input.insert("width".into(), json!(width));
-            input.insert("height".into(), json!(height));
-            input.insert("seed".into(), json!(look.seed));
-        }
-        Value::Object(input)
+        Value::Object(super::model_input(
+            &self.settings.input,
+            &self.settings.prompt_prefix,
+            prompt,
+            look,
+        ))
     }
 
     /// The run's record in the store, once it holds its final event.
@@ -653,9 +632,9 @@ impl CogWebhooks {
     /// Writes what an authorized delivery says to its run's record: `Ok(true)`
     /// when applied, `Ok(false)` for a run this app did not open (or already
     /// over): acknowledged and ignored.
-    pub async fn receive(&self, body: &[u8]) -> Result<bool, CogWebhookRefusal> {
+    pub async fn receive(&self, body: &[u8]) -> Result<bool, WebhookRefusal> {
         let mut prediction: Prediction = serde_json::from_slice(body)
-            .map_err(|e| CogWebhookRefusal::Unreadable(format!("not a prediction: {e}")))?;
+            .map_err(|e| WebhookRefusal::Unreadable(format!("not a prediction: {e}")))?;
         if prediction.id.len() != 32 || !prediction.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(false);
         }
@@ -664,7 +643,7 @@ impl CogWebhooks {
         let record = state
             .read_hash(&key)
             .await
-            .map_err(|e| CogWebhookRefusal::Unavailable(e.to_string()))?;
+            .map_err(|e| WebhookRefusal::Unavailable(e.to_string()))?;
         if record.is_empty() || record.contains_key("final") {
             return Ok(false);
         }
@@ -681,11 +660,11 @@ impl CogWebhooks {
             "latest"
         };
         let text = serde_json::to_string(&prediction)
-            .map_err(|e| CogWebhookRefusal::Unreadable(e.to_string()))?;
+            .map_err(|e| WebhookRefusal::Unreadable(e.to_string()))?;
         state
             .update_hash(&key, &[(field, text)])
             .await
-            .map_err(|e| CogWebhookRefusal::Unavailable(e.to_string()))?;
+            .map_err(|e| WebhookRefusal::Unavailable(e.to_string()))?;
         if terminal {
             if let Some(woken) = self
                 .inner

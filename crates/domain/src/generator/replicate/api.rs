@@ -41,20 +41,11 @@ impl Api {
         run: Option<&str>,
         look: Option<Look>,
     ) -> reqwest::RequestBuilder {
-        let mut input = self.settings.input.clone();
-        if let Some(look) = look {
-            let (width, height) = look.aspect.model_size();
-            input.insert("width".into(), json!(width));
-            input.insert("height".into(), json!(height));
-            input.insert("seed".into(), json!(look.seed));
-        }
-        input.insert(
-            "prompt".into(),
-            Value::String(format!(
-                "{}{}",
-                self.settings.prompt_prefix,
-                prompt.as_str()
-            )),
+        let input = crate::generator::model_input(
+            &self.settings.input,
+            &self.settings.prompt_prefix,
+            prompt,
+            look,
         );
         let mut body = json!({ "version": self.settings.version, "input": input });
         if let (Some(inbox), Some(run)) = (&self.inbox, run) {
