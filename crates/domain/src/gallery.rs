@@ -104,13 +104,14 @@ impl Gallery for SharedGallery {
 }
 
 /// The list as `recent/{visitor hash}.json` in an object store (the image
-/// directory by default). One instance writes it; a lock keeps its
-/// read-modify-write whole.
+/// directory by default). One instance writes it; a lock per visitor keeps
+/// its read-modify-write of that visitor's small file whole, while other
+/// visitors' adds go on at the same time.
 pub struct FileGallery {
     store: Arc<dyn ObjectStore>,
     description: String,
     keep: usize,
-    writing: tokio::sync::Mutex<()>,
+    writing: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl FileGallery {
@@ -119,7 +120,7 @@ impl FileGallery {
             store,
             description,
             keep: keep.max(1),
-            writing: tokio::sync::Mutex::new(()),
+            writing: std::sync::Mutex::default(),
         }
     }
 
@@ -139,6 +140,16 @@ impl FileGallery {
     fn error(error: impl std::fmt::Display) -> GalleryError {
         GalleryError::File(error.to_string())
     }
+
+    /// The lock on `visitor`'s file (locks nobody holds are dropped).
+    fn lock_of(&self, visitor: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .writing
+            .lock()
+            .expect("the lock table is never poisoned");
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(owner_tag(visitor)).or_default().clone()
+    }
 }
 
 #[async_trait]
@@ -148,7 +159,8 @@ impl Gallery for FileGallery {
     }
 
     async fn add(&self, visitor: &str, kept: &RecentEntry) -> Result<(), GalleryError> {
-        let _writing = self.writing.lock().await;
+        let lock = self.lock_of(visitor);
+        let _writing = lock.lock().await;
         let mut list = self.list(visitor).await?;
         list.insert(0, kept.clone());
         list.truncate(self.keep);
@@ -297,6 +309,37 @@ mod tests {
         keeps_the_last_twelve_per_visitor(&open()).await;
         // A new process reads what the last one wrote.
         assert_eq!(open().list("b").await.unwrap(), [kept(99)]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_adds_to_one_file_lose_nothing_and_visitors_do_not_wait_on_each_other() {
+        let store = object_store::memory::InMemory::new();
+        let gallery = Arc::new(FileGallery::new(Arc::new(store), "test".into(), 50));
+        let adds = (0..40u64).map(|n| {
+            let gallery = gallery.clone();
+            tokio::spawn(async move {
+                let visitor = if n % 2 == 0 { "a" } else { "b" };
+                gallery.add(visitor, &kept(n)).await.unwrap();
+            })
+        });
+        for add in adds {
+            add.await.unwrap();
+        }
+        for (visitor, parity) in [("a", 0), ("b", 1)] {
+            let mut listed: Vec<u64> = gallery
+                .list(visitor)
+                .await
+                .unwrap()
+                .iter()
+                .map(|entry| entry.created_ms - 1_000)
+                .collect();
+            listed.sort_unstable();
+            let expected: Vec<u64> = (0..40).filter(|n| n % 2 == parity).collect();
+            assert_eq!(listed, expected, "{visitor}: every add kept");
+        }
+        // The locks of finished adds are not kept: only the one in use.
+        let _held = gallery.lock_of("c");
+        assert_eq!(gallery.writing.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
