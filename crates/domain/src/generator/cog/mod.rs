@@ -39,6 +39,8 @@ const RECORD_SEARCH: Duration = Duration::from_secs(25);
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// The longest tail of a run's logs kept in its record.
 const LOGS_KEPT: usize = 400;
+/// How long a server that could not be reached is skipped.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How long a health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -88,12 +90,19 @@ struct Inner {
     state: Arc<dyn SharedState>,
     /// Runs this process waits on, woken when their event lands here.
     waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Servers this process could not reach, and when: skipped for
+    /// [`UNREACHABLE_FOR`] so a dead machine does not cost every generation
+    /// a connection attempt.
+    unreachable: Mutex<HashMap<usize, Instant>>,
 }
 
 /// How one try on one server ended without an image.
 enum Attempt {
     /// The server did not take the run (busy, down): nothing ran; try another.
     Skip(String),
+    /// The server could not be reached: nothing ran; try another, and skip it
+    /// for a while.
+    Unreachable(String),
     /// The run happened (or may have) and failed.
     Failed(ModelError),
 }
@@ -129,6 +138,7 @@ impl CogGenerator {
                 pool,
                 state,
                 waiting: Mutex::default(),
+                unreachable: Mutex::default(),
             }),
         })
     }
@@ -257,7 +267,7 @@ impl Inner {
         let response = match sent {
             Err(_) => return Err(Attempt::Failed(ModelError::TimedOut)),
             Ok(Err(error)) if error.is_connect() => {
-                return Err(Attempt::Skip(format!(
+                return Err(Attempt::Unreachable(format!(
                     "unreachable ({})",
                     without_url(&error)
                 )))
@@ -478,7 +488,15 @@ impl CogGenerator {
         let deadline = Instant::now() + inner.settings.deadline;
         progress.report(Phase::Waiting);
         let meter = progress.meter();
-        let mut down = HashSet::new();
+        // Servers found unreachable lately are left out, unless that is all of them.
+        let mut down: HashSet<usize> = {
+            let mut recent = inner.unreachable.lock().expect("never poisoned");
+            recent.retain(|_, at| at.elapsed() < UNREACHABLE_FOR);
+            recent.keys().copied().collect()
+        };
+        if down.len() >= inner.settings.servers.len() {
+            down.clear();
+        }
         // After a server refused a run, the run is settled as "nothing ran"
         // if the generation ends before another run is sent.
         let mut nothing_yet: Option<SpawnOnDrop> = None;
@@ -510,21 +528,28 @@ impl CogGenerator {
                 guard.disarm();
             }
             let server = held.server;
-            match self
+            let why = match self
                 .run_on(held, prompt, look, deadline, progress, &meter)
                 .await
             {
                 Ok(image) => return Ok(image),
                 Err(Attempt::Failed(error)) => return Err(error),
-                Err(Attempt::Skip(why)) => {
-                    tracing::warn!(server = %inner.settings.servers[server].url.origin().ascii_serialization(), %why, "a model server did not take the run; trying the next");
-                    down.insert(server);
-                    let meter = meter.clone();
-                    nothing_yet = Some(SpawnOnDrop::new(
-                        async move { meter.publish(nothing_ran()) },
-                    ));
+                Err(Attempt::Skip(why)) => why,
+                Err(Attempt::Unreachable(why)) => {
+                    inner
+                        .unreachable
+                        .lock()
+                        .expect("never poisoned")
+                        .insert(server, Instant::now());
+                    why
                 }
-            }
+            };
+            tracing::warn!(server = %inner.settings.servers[server].url.origin().ascii_serialization(), %why, "a model server did not take the run; trying the next");
+            down.insert(server);
+            let meter = meter.clone();
+            nothing_yet = Some(SpawnOnDrop::new(
+                async move { meter.publish(nothing_ran()) },
+            ));
         }
     }
 
@@ -569,7 +594,7 @@ impl CogGenerator {
                 match &outcome {
                     Ok(prediction) => meter.publish(record_of(prediction)),
                     // Refused: the caller tries another server.
-                    Err(Attempt::Skip(_)) => {}
+                    Err(Attempt::Skip(_) | Attempt::Unreachable(_)) => {}
                     Err(Attempt::Failed(_)) => meter.publish(RunRecord::assumed_billed(
                         Some(id.clone()),
                         inner.settings.deadline,
