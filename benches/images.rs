@@ -8,7 +8,7 @@
 //!   the variant's size;
 //! - what a visitor downloads to see the result at 1× (the column is 704 px)
 //!   and 2×, before (the 1024 px display variant, method 4) and now (medium
-//!   768 px, resp. display 1024 px, method 0), and its PSNR as seen (scaled
+//!   704 px, resp. display 1024 px, method 0), and its PSNR as seen (scaled
 //!   to the column);
 //! - what storing an image costs before its answer now, and its thumbnail
 //!   after;
@@ -116,7 +116,7 @@ fn study(name: &str, png: &[u8]) {
         .unwrap()
         .into_owned();
     println!("medium variant seen at {column} px, by quality and method:");
-    for quality in [82.0, 86.0, 90.0, 93.0] {
+    for quality in [82.0, 86.0, 88.0, 92.0, 93.0, 95.0] {
         let mut line = format!("  q{quality:<3}");
         for method in [0, 1, 4] {
             let bytes = image_work::encode_with(&medium, Encoding { quality, method }).unwrap();
@@ -148,10 +148,24 @@ fn study(name: &str, png: &[u8]) {
         .map_or(Variant::Medium, |(variant, _)| *variant);
     let now_display = image_work::make(&source, widest).unwrap();
     let seen = |bytes: &[u8]| psnr(&reference, &seen_at(&webp_pixels(bytes), column));
+    // The medium variant as it was until December 2026: 768 px, quality 95
+    // method 0 when downscaled, else 82 method 1.
+    let wide_medium = image_work::resize(&source, 768.min(width), height * 768.min(width) / width);
+    let wide_encoding = if width > 768 { (95.0, 0) } else { (82.0, 1) };
+    let wide_medium = image_work::encode_with(
+        &wide_medium,
+        Encoding {
+            quality: wide_encoding.0,
+            method: wide_encoding.1,
+        },
+    )
+    .unwrap();
     println!(
-        "1x visitor (seen at {column} px): before {} B ({:.2} dB), now {} B ({:.2} dB)",
+        "1x visitor (seen at {column} px): before {} B ({:.2} dB), 768 px medium {} B ({:.2} dB), now {} B ({:.2} dB)",
         before_display.len(),
         seen(&before_display),
+        wide_medium.len(),
+        seen(&wide_medium),
         now_medium.len(),
         seen(&now_medium)
     );

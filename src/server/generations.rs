@@ -9,7 +9,9 @@ use crate::server::state::AppState;
 use crate::shape::{Aspect, Choices};
 use crate::wire::{srcset_variants, ApiError, CreatedImage, ImageId, ShownImage, Variant};
 use axum::http::{header, HeaderName, HeaderValue};
-use lofianime_domain::{Decision, Generated, ImageKey, ImageRecord, Presence, Visitor};
+use lofianime_domain::{
+    Decision, Generated, ImageKey, ImageRecord, Presence, StudioError, Variants, Visitor,
+};
 
 /// `X-RateLimit-*` on every limited answer, plus `Retry-After` on a denial.
 pub fn rate_limit_headers(decision: &Decision, now_ms: u64) -> Vec<(HeaderName, HeaderValue)> {
@@ -131,6 +133,24 @@ pub async fn run_generation(
     run_watched(state, visitor, raw_prompt, job, choices, None).await
 }
 
+/// [`run_generation`] for the JSON API: its answer is the original's URL,
+/// so the page variants are made when first asked for.
+pub async fn run_api_generation(
+    state: &AppState,
+    visitor: &Visitor,
+    raw_prompt: &str,
+    choices: Choices,
+) -> (
+    Result<CreatedImage, ApiError>,
+    Vec<(HeaderName, HeaderValue)>,
+) {
+    let result = state
+        .studio
+        .generate_for_api(visitor, raw_prompt, choices)
+        .await;
+    answer_generation(state, result)
+}
+
 /// [`run_generation`] of a page's generation that may go on without its
 /// request for a while ([`crate::server::returning`]).
 pub async fn run_watched(
@@ -144,11 +164,22 @@ pub async fn run_watched(
     Result<CreatedImage, ApiError>,
     Vec<(HeaderName, HeaderValue)>,
 ) {
-    let mut counted = errors::OutcomeCounter::start();
     let result = state
         .studio
-        .generate_watched(visitor, raw_prompt, job, choices, presence)
+        .generate_watched(visitor, raw_prompt, job, choices, presence, Variants::First)
         .await;
+    answer_generation(state, result)
+}
+
+/// A generation's outcome as HTTP answers it, counted.
+fn answer_generation(
+    state: &AppState,
+    result: Result<Generated, StudioError>,
+) -> (
+    Result<CreatedImage, ApiError>,
+    Vec<(HeaderName, HeaderValue)>,
+) {
+    let mut counted = errors::OutcomeCounter::start();
     let decision = match &result {
         Ok(generated) => generated.decision,
         Err(failure) => failure.decision(),

@@ -5,7 +5,7 @@
 
 use crate::server::auth::Caller;
 use crate::server::errors;
-use crate::server::generations::{rate_limit_headers, run_generation};
+use crate::server::generations::{rate_limit_headers, run_api_generation};
 use crate::server::state::AppState;
 use crate::shape::Choices;
 use crate::wire::ApiError;
@@ -87,7 +87,7 @@ pub async fn generate_json(State(state): State<AppState>, caller: Caller, body: 
             );
         }
     };
-    match run_generation(&state, &caller.visitor, &prompt, None, choices).await {
+    match run_api_generation(&state, &caller.visitor, &prompt, choices).await {
         (Ok(created), headers) => json_answer(
             StatusCode::OK,
             headers,

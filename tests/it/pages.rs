@@ -240,3 +240,70 @@ async fn with_a_public_base_url_pages_and_the_json_api_point_at_it() {
         "{home}"
     );
 }
+
+#[tokio::test]
+async fn the_json_api_answers_before_any_variant_is_made_and_a_page_gets_its_variant_first() {
+    // The painter at its real size, storing in a directory the test reads.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let components = lofianime_domain::Components::local(
+        Arc::new(OfflineGenerator::new(768, 768, Duration::ZERO)),
+        lofianime_domain::ObjectImageStore::local_dir(&images).unwrap(),
+        Arc::new(lofianime_domain::SystemClock),
+        lofianime_domain::DEFAULT_RECENT_KEEP,
+    );
+    let app = spawn_app_on(Settings::default(), components);
+    let files_of = |id: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&images)
+            .unwrap()
+            .flatten()
+            .map(|file| file.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(id))
+            .collect();
+        names.sort();
+        names
+    };
+
+    // The JSON API: its answer is the original's URL, and only the original
+    // and its record are stored (a moment later still).
+    let response = app
+        .send(
+            Request::post("/api/ai")
+                .body(Body::from(r#"{"prompt": "a tram at night"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let urls: Vec<String> = serde_json::from_slice(&body_bytes(response).await).unwrap();
+    let id = urls[0]
+        .trim_start_matches("/images/")
+        .trim_end_matches(".png")
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(files_of(&id), [format!("{id}.json"), format!("{id}.png")]);
+    // Its page offers the medium variant, made on its first request at the
+    // column's width, the thumbnail with it.
+    let page = body_text(app.get(&format!("/i/{id}")).await).await;
+    assert!(page.contains(&format!("/images/{id}-medium.webp 704w")), "{page}");
+    let medium = app.get(&format!("/images/{id}-medium.webp")).await;
+    assert_eq!(medium.status(), StatusCode::OK);
+    let medium = image::load_from_memory(&body_bytes(medium).await).unwrap();
+    assert_eq!((medium.width(), medium.height()), (704, 704));
+    assert_eq!(
+        files_of(&id),
+        [
+            format!("{id}-medium.webp"),
+            format!("{id}-thumb.webp"),
+            format!("{id}.json"),
+            format!("{id}.png")
+        ]
+    );
+
+    // A page's generation: the variant it shows is there when it answers.
+    let shown = made_image(&app, "a tram at dawn").await;
+    assert!(
+        files_of(&shown).contains(&format!("{shown}-medium.webp")),
+        "{:?}",
+        files_of(&shown)
+    );
+}

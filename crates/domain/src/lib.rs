@@ -34,7 +34,7 @@ pub use spend::{
     micros, next_midnight_ms, parse_rfc3339, rfc3339, utc_day, DayTotals, ListedRun, OutcomeTotals,
     RunHistory, SpendLedger, SpendRow,
 };
-pub use storage::{ImageKey, ImageRecord, ImageStream};
+pub use storage::{ImageKey, ImageRecord, ImageStream, Variants};
 pub use studio::{
     Components, FailurePolicy, Generated, LimitScope, Limits, Live, LiveLimit, Policy, Readiness,
     RemoteStore, Shutdown, SignedOut, SpendPolicy, Studio, StudioError,

@@ -157,6 +157,19 @@ pub enum StorageError {
     FailedRecently(String),
 }
 
+/// When a new image's page variants are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variants {
+    /// The one a page shows before the answer, the thumbnail right after
+    /// (a page shows both at once).
+    #[default]
+    First,
+    /// When first asked for: nobody is known to look (the JSON API answers
+    /// the original's URL), so the answer waits for no image work. The
+    /// original is checked by its header, not decoded.
+    WhenAsked,
+}
+
 #[async_trait]
 pub trait ImageStore: Send + Sync + 'static {
     fn describe(&self) -> String;
@@ -174,6 +187,19 @@ pub trait ImageStore: Send + Sync + 'static {
         image: &GeneratedImage,
         prompt: &str,
         created_ms: u64,
+    ) -> Result<(ImageKey, ImageRecord), StorageError> {
+        self.put_with(image, prompt, created_ms, Variants::First)
+            .await
+    }
+
+    /// [`ImageStore::put`], its variants made `when` said (all of them first
+    /// whatever it says when the store cannot make one later).
+    async fn put_with(
+        &self,
+        image: &GeneratedImage,
+        prompt: &str,
+        created_ms: u64,
+        when: Variants,
     ) -> Result<(ImageKey, ImageRecord), StorageError>;
 
     /// The bytes of a stored image or variant, or `None` when there is no such
@@ -361,6 +387,18 @@ impl ObjectImageStore {
         .await
     }
 
+    /// Whether object `name` is there (its metadata only).
+    async fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        self.timed(async {
+            match self.store.head(&Path::from(name)).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::NotFound { .. }) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
     async fn write(&self, name: &str, bytes: Bytes) -> Result<(), StorageError> {
         self.timed(async {
             self.store
@@ -529,12 +567,41 @@ impl ObjectImageStore {
         let id = key.id();
         let started = std::time::Instant::now();
         let original_bytes = bytes.len() as u64;
+        // The medium variant's first request (an image made through the JSON
+        // API, or stored before medium variants existed): the thumbnail is
+        // made from its pixels too unless it is there, as for a new image,
+        // rather than decoding the original again when the list asks for it.
+        let with_thumb = variant == Variant::Medium
+            && !self
+                .exists(&key.variant(Variant::Thumb).to_string())
+                .await?;
         let (width, height, made) = on_cpu(move || {
+            if with_thumb {
+                let first = variants::first_variants(&bytes, None, false)?;
+                let mut made = first.ready;
+                if let Some(thumb) = first.thumb_pixels {
+                    made.push((Variant::Thumb, variants::encode(&thumb, Variant::Thumb)?));
+                }
+                return Ok::<_, VariantError>((first.width, first.height, made));
+            }
             let pixels = variants::decode(&bytes)?;
-            let made = variants::make(&pixels, variant)?;
-            Ok::<_, VariantError>((pixels.width(), pixels.height(), made))
+            let made = vec![(variant, variants::make(&pixels, variant)?)];
+            Ok((pixels.width(), pixels.height(), made))
         })
         .await?;
+        // The one asked for last: a request that finds it finds the rest.
+        let mut asked = None;
+        for (made_variant, made_bytes) in made {
+            if made_variant == variant {
+                asked = Some(made_bytes);
+            } else {
+                self.write(&key.variant(made_variant).to_string(), made_bytes)
+                    .await?;
+            }
+        }
+        let made = asked.ok_or_else(|| {
+            StorageError::Variants(VariantError::Encode(format!("{variant:?} was not made")))
+        })?;
         self.write(&key.variant(variant).to_string(), made.clone())
             .await?;
         if !has_record {
@@ -653,23 +720,39 @@ impl ImageStore for ObjectImageStore {
         self.description.clone()
     }
 
-    async fn put(
+    async fn put_with(
         &self,
         image: &GeneratedImage,
         prompt: &str,
         created_ms: u64,
+        when: Variants,
     ) -> Result<(ImageKey, ImageRecord), StorageError> {
         let key = ImageKey::new_random(image.format);
-        // Decoded once (not at all when the painter's pixels are at hand), and
-        // the variant the page shows first made: an image that cannot be
-        // decoded is not kept.
         let (bytes, pixels, all) = (image.bytes.clone(), image.pixels.clone(), self.eager);
         let FirstVariants {
             width,
             height,
             ready,
             thumb_pixels,
-        } = on_cpu(move || variants::first_variants(&bytes, pixels.as_deref(), all)).await?;
+        } = if when == Variants::WhenAsked && !all {
+            // Only its size, from the header (or the painter's pixels): an
+            // image whose header cannot be read is not kept.
+            let (width, height) = match pixels.as_deref() {
+                Some(pixels) => pixels.dimensions(),
+                None => variants::dimensions(&bytes)?,
+            };
+            FirstVariants {
+                width,
+                height,
+                ready: Vec::new(),
+                thumb_pixels: None,
+            }
+        } else {
+            // Decoded once (not at all when the painter's pixels are at hand),
+            // and the variant the page shows first made: an image that cannot
+            // be decoded is not kept.
+            on_cpu(move || variants::first_variants(&bytes, pixels.as_deref(), all)).await?
+        };
         let record = ImageRecord {
             original: key.to_string(),
             prompt: prompt.to_owned(),
@@ -788,15 +871,7 @@ impl ImageStore for ObjectImageStore {
         names.push(format!("{id}.json"));
         let mut found = false;
         for name in names {
-            let there = self
-                .timed(async {
-                    match self.store.head(&Path::from(name.as_str())).await {
-                        Ok(_) => Ok(true),
-                        Err(object_store::Error::NotFound { .. }) => Ok(false),
-                        Err(e) => Err(e.into()),
-                    }
-                })
-                .await?;
+            let there = self.exists(&name).await?;
             if there {
                 self.remove_file(&name).await?;
                 found = true;
@@ -987,6 +1062,73 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(thumb.exists(), "nobody asked for it, and it was made");
+    }
+
+    /// The names of the files in `dir`, sorted.
+    fn files_in(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|file| file.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn an_image_nobody_looks_at_yet_is_stored_without_variants_until_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        let store = ObjectImageStore::local_dir(&images).unwrap();
+        let (key, record) = store
+            .put_with(
+                &GeneratedImage::encoded(png(1100, 800), ImageFormat::Png),
+                "a harbour",
+                1,
+                Variants::WhenAsked,
+            )
+            .await
+            .unwrap();
+        // Its size read from the header; nothing made, now or after.
+        assert_eq!((record.width, record.height), (1100, 800));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let id = key.id().to_string();
+        assert_eq!(files_in(&images), [format!("{id}.json"), format!("{id}.png")]);
+        // The page's variant on its first request, the thumbnail with it.
+        let medium = store.get(&key.variant(Variant::Medium)).await.unwrap().unwrap();
+        let decoded = image::load_from_memory(&medium).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (704, 512));
+        assert_eq!(
+            files_in(&images),
+            [
+                format!("{id}-medium.webp"),
+                format!("{id}-thumb.webp"),
+                format!("{id}.json"),
+                format!("{id}.png")
+            ]
+        );
+        let thumb = store.get(&key.variant(Variant::Thumb)).await.unwrap().unwrap();
+        assert_eq!(image::load_from_memory(&thumb).unwrap().width(), 320);
+        assert!(store.making.lock().unwrap().is_empty(), "no lock is kept");
+    }
+
+    #[tokio::test]
+    async fn an_image_whose_header_cannot_be_read_is_not_kept_even_when_nobody_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        let store = ObjectImageStore::local_dir(&images).unwrap();
+        let mut truncated = png(64, 64).to_vec();
+        truncated.truncate(20);
+        let refused = store
+            .put_with(
+                &GeneratedImage::encoded(truncated.into(), ImageFormat::Png),
+                "a harbour",
+                1,
+                Variants::WhenAsked,
+            )
+            .await;
+        assert!(matches!(refused, Err(StorageError::Variants(_))), "{refused:?}");
+        assert!(!images.exists() || files_in(&images).is_empty());
     }
 
     #[tokio::test]

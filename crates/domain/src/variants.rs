@@ -1,5 +1,5 @@
 //! The smaller copies of an image that pages show, as lossy WebP:
-//! - `medium`, at most 768 px wide: the result in the page's 704 px column
+//! - `medium`, at most 704 px wide: the result in the page's 704 px column
 //!   at 1× density (made with the image, before the answer);
 //! - `thumb`, 320 px: a 160 px tile on a 2× screen (made right after the
 //!   answer);
@@ -28,25 +28,33 @@ pub struct Encoding {
     pub method: i32,
 }
 
-/// The encoding of `variant`, `downscaled` when it is smaller than its
-/// original. Chosen by `cargo bench --bench images` (1024 px grainy pictures
+/// The encoding of `variant` at `width` px, made from an original `from_width`
+/// px wide. Chosen by `cargo bench --bench images` (1024 px grainy pictures
 /// as a model makes them, and the offline painter's 768 px ones) so that a
 /// visitor gets at least the quality they got before, as seen on the page,
 /// for fewer bytes, at a fraction of the CPU of libwebp's default method 4:
-/// - the medium variant of a larger original is seen at 704 px in place of
-///   the 1024 px display variant 1x visitors got before: quality 95 matches
-///   it (41.8 dB against 41.5 dB as seen) at 80 % of its bytes; method 0 is
-///   as small as method 4 on grain, 4x faster;
-/// - a medium variant at the original's own size (the painter's 768 px) is
-///   what the display variant was: quality 82 as before, method 1 (method 0
-///   adds 20 % on smooth pictures, method 1 5 %; method 4 costs 3.4x the time);
+/// - the medium variant of a much larger original (a model's 1024 px shown
+///   at 704 px) replaces the 1024 px display variant that 1x visitors got
+///   before, which the browser scaled down, hiding its artefacts: quality 93
+///   matches it (41.9 dB against 41.5 dB as seen) at 54 % of its bytes;
+///   method 0 is as small as method 4 on grain, 4x faster;
+/// - a medium variant a little smaller than its original (the painter's
+///   768 px at 704 px) replaces the 768 px medium variant it had until
+///   December 2026 (quality 82, seen scaled to 704 px): quality 86 is as good
+///   (36.5 dB against 36.6 dB as seen) for 10 % fewer bytes; method 1 (method
+///   0 adds 15-20 % on smooth pictures; method 4 costs 3x the time);
+/// - a medium variant at its original's own size: quality 82 as before,
+///   method 1;
 /// - the display variant (2x): quality 83, method 0 (37.1 dB against 36.9 dB
 ///   before, 7 % fewer bytes);
 /// - the thumbnail: quality 72 as before, method 2 (off the answer's path;
 ///   within 5 % of method 4's bytes at a third of its time).
-pub fn encoding(variant: Variant, downscaled: bool) -> Encoding {
+pub fn encoding(variant: Variant, from_width: u32, width: u32) -> Encoding {
+    // A fifth narrower or more (a portrait 896 px wide is too).
+    let much_smaller = lofianime_wire::a_fifth_narrower(width, from_width);
     let (quality, method) = match variant {
-        Variant::Medium if downscaled => (95.0, 0),
+        Variant::Medium if much_smaller => (93.0, 0),
+        Variant::Medium if width < from_width => (86.0, 1),
         Variant::Medium | Variant::Original => (82.0, 1),
         Variant::Display => (83.0, 0),
         Variant::Thumb => (72.0, 2),
@@ -67,6 +75,15 @@ pub enum VariantError {
 /// Decodes `original` (PNG, JPEG or WebP) to RGB pixels.
 pub fn decode(original: &[u8]) -> Result<RgbImage, VariantError> {
     Ok(image::load_from_memory(original)?.into_rgb8())
+}
+
+/// The width and height `original` (PNG, JPEG or WebP) says it has, read from
+/// its header without decoding it.
+pub fn dimensions(original: &[u8]) -> Result<(u32, u32), VariantError> {
+    Ok(image::ImageReader::new(std::io::Cursor::new(original))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?
+        .into_dimensions()?)
 }
 
 /// `image` at `variant`'s size (borrowed when it already fits).
@@ -100,7 +117,7 @@ fn resize_to(
 /// `image`, already at `variant`'s size and not smaller than its original,
 /// as WebP (the thumbnail's encoding does not depend on it).
 pub fn encode(image: &RgbImage, variant: Variant) -> Result<Bytes, VariantError> {
-    encode_with(image, encoding(variant, false))
+    encode_with(image, encoding(variant, image.width(), image.width()))
 }
 
 /// `image` as WebP with `encoding`.
@@ -126,8 +143,7 @@ pub fn resize(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 /// `variant` of the decoded `image`: resized, then encoded.
 pub fn make(image: &RgbImage, variant: Variant) -> Result<Bytes, VariantError> {
     let shrunk = shrink(image, variant)?;
-    let downscaled = shrunk.width() < image.width();
-    encode_with(&shrunk, encoding(variant, downscaled))
+    encode_with(&shrunk, encoding(variant, image.width(), shrunk.width()))
 }
 
 /// A new image's variants: those ready before its answer, and the
@@ -158,8 +174,7 @@ pub fn first_variants(
     };
     let (width, height) = image.dimensions();
     let medium = shrink(image, Variant::Medium)?;
-    let downscaled = medium.width() < width;
-    let medium_bytes = encode_with(&medium, encoding(Variant::Medium, downscaled))?;
+    let medium_bytes = encode_with(&medium, encoding(Variant::Medium, width, medium.width()))?;
     let mut ready = vec![(Variant::Medium, medium_bytes.clone())];
     let thumb = match resize_to(&medium, Variant::Thumb.size_of(width, height))? {
         // A picture of 320 px or less: its thumbnail is the medium variant's
@@ -181,7 +196,7 @@ pub fn first_variants(
     if let Some(thumb) = thumb {
         ready.push((Variant::Thumb, encode(&thumb, Variant::Thumb)?));
     }
-    if Variant::Display.size_of(width, height).0 > medium.width() {
+    if lofianime_wire::a_fifth_narrower(medium.width(), Variant::Display.size_of(width, height).0) {
         ready.push((Variant::Display, make(image, Variant::Display)?));
     }
     Ok(FirstVariants {
@@ -227,7 +242,7 @@ mod tests {
         assert_eq!((first.width, first.height), (1024, 683));
         assert_eq!(first.ready.len(), 1);
         assert_eq!(first.ready[0].0, Variant::Medium);
-        assert_eq!(size_of_webp(&first.ready[0].1), (768, 512));
+        assert_eq!(size_of_webp(&first.ready[0].1), (704, 470));
         assert!(
             first.ready[0].1.len() * 5 <= png.len(),
             "much smaller than the PNG"
@@ -238,6 +253,20 @@ mod tests {
             size_of_webp(&encode(&thumb, Variant::Thumb).unwrap()),
             (320, 213)
         );
+    }
+
+    #[test]
+    fn a_much_larger_original_gets_the_higher_quality_the_browser_no_longer_hides() {
+        // A model's square, portrait and landscape pictures shown at 704 px.
+        for from in [1024, 896, 1152] {
+            assert_eq!(encoding(Variant::Medium, from, 704).quality, 93.0, "{from}");
+        }
+        // The painter's 768 px, a little larger than the column.
+        assert_eq!(encoding(Variant::Medium, 768, 704).quality, 86.0);
+        // A picture already at its size.
+        for from in [704, 512, 256] {
+            assert_eq!(encoding(Variant::Medium, from, from).quality, 82.0, "{from}");
+        }
     }
 
     #[test]
@@ -253,7 +282,7 @@ mod tests {
         assert_eq!(
             sizes,
             [
-                (Variant::Medium, (768, 384)),
+                (Variant::Medium, (704, 352)),
                 (Variant::Thumb, (320, 160)),
                 (Variant::Display, (1024, 512))
             ]

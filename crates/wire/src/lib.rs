@@ -58,8 +58,10 @@ pub const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "webp"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     Original,
-    /// At most 768 px wide: the result in the page's 704 px column at 1x
-    /// density (made with the image).
+    /// At most 704 px wide: the result in the page's 704 px column at 1x
+    /// density, shown at its own size (made with the image, or for an image
+    /// made through the JSON API, when first asked for). Images stored before
+    /// keep their 768 px file, which the page shows scaled to the column.
     Medium,
     /// At most 1024 px wide: the result on a page, sharp on 2x screens (made
     /// when first asked for).
@@ -73,7 +75,7 @@ impl Variant {
     pub const fn max_width(self) -> Option<u32> {
         match self {
             Self::Original => None,
-            Self::Medium => Some(768),
+            Self::Medium => Some(704),
             Self::Display => Some(1024),
             Self::Thumb => Some(320),
         }
@@ -121,7 +123,9 @@ pub fn split_image_name(file_name: &str) -> Option<(&str, Variant, &str)> {
 /// `srcset` candidates (variant, width), narrowest first: the medium one
 /// always (the page's `src`); the thumbnail only when it is narrower, the
 /// display one only when it is wider. None is offered twice at one width,
-/// so a browser never picks a thumbnail stretched to the column.
+/// so a browser never picks a thumbnail stretched to the column; nor is a
+/// display variant barely wider than the medium one (the painter's 768 px
+/// beside 704 px: a 2x screen scales either, and the medium is smaller).
 pub fn srcset_variants(width: u32, height: u32) -> Vec<(Variant, u32)> {
     let medium = Variant::Medium.size_of(width, height).0;
     let mut offered = Vec::with_capacity(3);
@@ -131,10 +135,15 @@ pub fn srcset_variants(width: u32, height: u32) -> Vec<(Variant, u32)> {
     }
     offered.push((Variant::Medium, medium));
     let display = Variant::Display.size_of(width, height).0;
-    if display > medium {
+    if a_fifth_narrower(medium, display) {
         offered.push((Variant::Display, display));
     }
     offered
+}
+
+/// Whether `width` is a fifth narrower than `from_width`, or more.
+pub const fn a_fifth_narrower(width: u32, from_width: u32) -> bool {
+    width as u64 * 5 <= from_width as u64 * 4
 }
 
 /// The app's URL for a variant of image `id`.
@@ -344,8 +353,9 @@ mod tests {
         assert_eq!(Variant::Thumb.size_of(1024, 576), (320, 180));
         assert_eq!(Variant::Original.size_of(4000, 3000), (4000, 3000));
         assert_eq!(Variant::Thumb.size_of(100_000, 1), (320, 1), "never zero");
-        assert_eq!(Variant::Medium.size_of(1024, 1024), (768, 768));
-        assert_eq!(Variant::Medium.size_of(1152, 896), (768, 597));
+        assert_eq!(Variant::Medium.size_of(1024, 1024), (704, 704));
+        assert_eq!(Variant::Medium.size_of(1152, 896), (704, 548));
+        assert_eq!(Variant::Medium.size_of(896, 1152), (704, 905));
     }
 
     #[test]
@@ -355,22 +365,32 @@ mod tests {
             widths(1024, 1024),
             [
                 (Variant::Thumb, 320),
-                (Variant::Medium, 768),
+                (Variant::Medium, 704),
                 (Variant::Display, 1024)
             ]
         );
         assert_eq!(
             widths(768, 768),
-            [(Variant::Thumb, 320), (Variant::Medium, 768)]
+            [(Variant::Thumb, 320), (Variant::Medium, 704)],
+            "the painter's 768 px: no display variant barely wider than the medium"
         );
         // A source of 320 px or less: its one size, at the medium quality.
         assert_eq!(widths(256, 256), [(Variant::Medium, 256)]);
         assert_eq!(widths(320, 200), [(Variant::Medium, 320)]);
         assert_eq!(
+            widths(896, 1152),
+            [
+                (Variant::Thumb, 320),
+                (Variant::Medium, 704),
+                (Variant::Display, 896)
+            ],
+            "a portrait: its display variant is a fifth wider"
+        );
+        assert_eq!(
             widths(2048, 1024),
             [
                 (Variant::Thumb, 320),
-                (Variant::Medium, 768),
+                (Variant::Medium, 704),
                 (Variant::Display, 1024)
             ]
         );

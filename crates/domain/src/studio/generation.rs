@@ -15,7 +15,7 @@ use crate::generator::{ModelError, ProgressReporter};
 use crate::jobs::{JobRecord, Presence, Stop};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::spend::{micros, next_midnight_ms, p90, utc_day, LeaseInfo, Reservation};
-use crate::storage::{ImageKey, ImageRecord, StorageError};
+use crate::storage::{ImageKey, ImageRecord, StorageError, Variants};
 use crate::store::StoreError;
 use lofianime_wire::progress::{JobId, JobState, Phase};
 use lofianime_wire::prompt::Prompt;
@@ -82,6 +82,9 @@ pub struct Order<'a> {
     /// on without them for a while (a page that reloads comes back to it);
     /// `None`: it ends with its caller, as an API call does.
     pub presence: Option<&'a Presence>,
+    /// When the image's page variants are made: before the answer for a
+    /// page, on first request for the JSON API.
+    pub variants: Variants,
 }
 
 /// One call of the generator, counted and timed (`lofianime_model_calls_total`,
@@ -207,7 +210,7 @@ impl Parts {
         let result = self
             .deliver(
                 order.visitor,
-                (prompt, look),
+                (prompt, look, order.variants),
                 (charge, lease),
                 decision,
                 record.as_ref(),
@@ -250,7 +253,7 @@ impl Parts {
     async fn deliver(
         &self,
         visitor: &str,
-        (prompt, look): (Prompt, Look),
+        (prompt, look, variants): (Prompt, Look, Variants),
         (charge, lease): (Charge, LeaseInfo),
         decision: Option<Decision>,
         record: Option<&JobRecord>,
@@ -266,7 +269,7 @@ impl Parts {
         }
         let owner = crate::visitor::tag(visitor);
         let (key, stored) = match self
-            .produce((&prompt, look, &owner), &progress, phases, record)
+            .produce((&prompt, look, &owner), variants, &progress, phases, record)
             .await
         {
             Ok(stored) => stored,
@@ -456,6 +459,7 @@ impl Parts {
     async fn produce(
         &self,
         (prompt, look, owner_tag): (&Prompt, Look, &str),
+        variants: Variants,
         progress: &ProgressReporter,
         phases: watch::Receiver<Phase>,
         record: Option<&JobRecord>,
@@ -482,7 +486,7 @@ impl Parts {
         }
         let stored = self
             .images
-            .put(&image, prompt.as_str(), self.limiter.now_ms())
+            .put_with(&image, prompt.as_str(), self.limiter.now_ms(), variants)
             .await
             .map_err(Spoiled::Storage)?;
         tracing::debug!(image = %stored.0, bytes = image.bytes.len(), "stored the image and its variants");

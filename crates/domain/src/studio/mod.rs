@@ -23,7 +23,7 @@ use crate::generator::ImageFormat;
 use crate::jobs::{CancelOutcome, JobBoard, JobSnapshot, Presence, RunningJob};
 use crate::ratelimit::{Algorithm, Decision, LimiterStore, RateLimiter};
 use crate::spend::{utc_day, OrphanSweep, Reconciler, RefusalTally, RunLeases};
-use crate::storage::{ImageKey, ImageRecord, ImageStream, Writability};
+use crate::storage::{ImageKey, ImageRecord, ImageStream, Variants, Writability};
 use crate::visitor::{Visitor, WhoPays};
 use generation::Order;
 use lofianime_wire::progress::{JobId, JobProgress};
@@ -351,7 +351,20 @@ impl Studio {
         job: Option<&JobId>,
         choices: Choices,
     ) -> Result<Generated, StudioError> {
-        self.generate_watched(visitor, prompt, job, choices, None)
+        self.generate_watched(visitor, prompt, job, choices, None, Variants::First)
+            .await
+    }
+
+    /// [`Studio::generate_with`] for the JSON API, whose answer is the
+    /// original's URL: the image's page variants are made when first asked
+    /// for, not before the answer.
+    pub async fn generate_for_api(
+        &self,
+        visitor: &Visitor,
+        prompt: &str,
+        choices: Choices,
+    ) -> Result<Generated, StudioError> {
+        self.generate_watched(visitor, prompt, None, choices, None, Variants::WhenAsked)
             .await
     }
 
@@ -366,6 +379,7 @@ impl Studio {
         job: Option<&JobId>,
         choices: Choices,
         presence: Option<&Presence>,
+        variants: Variants,
     ) -> Result<Generated, StudioError> {
         let result = if self.may_generate(visitor) {
             self.parts
@@ -378,6 +392,7 @@ impl Studio {
                     job,
                     choices,
                     presence,
+                    variants,
                 })
                 .await
         } else {
