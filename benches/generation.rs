@@ -138,7 +138,26 @@ fn app_env(stand_in: &ReplicateStandIn) -> Vec<(&'static str, String)> {
     ]
 }
 
-async fn one_at_a_time() {
+/// `srcset` candidates of a `srcset` attribute's value.
+fn candidates_of(list: &str) -> Vec<(String, u32)> {
+    list.split(',')
+        .filter_map(|candidate| {
+            let (url, width) = candidate.trim().rsplit_once(' ')?;
+            Some((url.to_owned(), width.trim_end_matches('w').parse().ok()?))
+        })
+        .collect()
+}
+
+/// How the generations are asked for: the JSON API (`/api/ai`, then the
+/// image's page), or the page's own server function (its answer carries the
+/// `srcset`).
+#[derive(Clone, Copy, PartialEq)]
+enum Asked {
+    Api,
+    Page,
+}
+
+async fn one_at_a_time(asked: Asked) {
     let png = grainy_png(1024, 13);
     let stand_in = ReplicateStandIn::start(Model {
         boot: Duration::ZERO,
@@ -152,35 +171,59 @@ async fn one_at_a_time() {
     let mut ids = Vec::new();
     let mut latencies = Vec::new();
     let mut shown = Vec::new();
+    let mut fetched = Vec::new();
     let mut bytes_1x = 0;
     let mut bytes_2x = 0;
     let cpu_before = process_cpu(app.pid());
     for i in 0..RUNS {
         let started = Instant::now();
-        let answer: Vec<String> = client
-            .post(app.url("/api/ai"))
-            .json(&serde_json::json!({ "prompt": format!("a grainy harbour {i}") }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        let id: String = answer[0]
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .chars()
-            .take(32)
-            .collect();
-        let html = app.get_text(&format!("/i/{id}")).await;
-        let candidates = srcset_of(&html);
+        let prompt = format!("a grainy harbour {i}");
+        let (id, candidates) = if asked == Asked::Api {
+            let answer: Vec<String> = client
+                .post(app.url("/api/ai"))
+                .json(&serde_json::json!({ "prompt": prompt }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            let id: String = answer[0]
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .chars()
+                .take(32)
+                .collect();
+            let html = app.get_text(&format!("/i/{id}")).await;
+            (id, srcset_of(&html))
+        } else {
+            let answer: serde_json::Value = client
+                .post(app.url("/api/generate"))
+                .header("accept", "application/json")
+                .form(&[("prompt", prompt.as_str())])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+            let image = &answer["image"];
+            let id = image["id"].as_str().expect("the image's id").to_owned();
+            (
+                id,
+                candidates_of(image["srcset"].as_str().unwrap_or_default()),
+            )
+        };
         let (url, _) = pick(&candidates, 1).expect("a srcset on the image page");
+        let asked_at = Instant::now();
         let first_view = client.get(app.url(url)).send().await.unwrap();
         assert!(first_view.status().is_success(), "{url}");
         bytes_1x = first_view.bytes().await.unwrap().len();
         shown.push(started.elapsed().as_secs_f64() * 1000.0);
+        fetched.push(asked_at.elapsed().as_secs_f64() * 1000.0);
         // The page's list of recent images shows its thumbnail too.
         let thumb = client
             .get(app.url(&format!("/images/{id}-thumb.webp")))
@@ -194,8 +237,10 @@ async fn one_at_a_time() {
     let with_pages = process_cpu(app.pid()) - cpu_before;
     // The image pages alone, again (they are not image work).
     let before_pages = process_cpu(app.pid());
-    for (id, _) in &ids {
-        app.get_text(&format!("/i/{id}")).await;
+    if asked == Asked::Api {
+        for (id, _) in &ids {
+            app.get_text(&format!("/i/{id}")).await;
+        }
     }
     let pages = process_cpu(app.pid()) - before_pages;
     // A 2× visitor's view of the last one (after the measurement).
@@ -214,13 +259,20 @@ async fn one_at_a_time() {
     }
     latencies.sort_by(f64::total_cmp);
     shown.sort_by(f64::total_cmp);
+    fetched.sort_by(f64::total_cmp);
     println!(
-        "1024 px, one at a time ({} B grainy PNG, {RUNS} generations): app CPU per generation with its first view (page's variant and thumbnail) {:.1} ms (image pages {:.1} ms each, taken off); answer p50 {:.0} ms, to the page's variant downloaded p50 {:.0} ms; a 1x visitor downloads {} B, a 2x visitor {} B; srcset {:?}",
+        "1024 px, one at a time, {} ({} B grainy PNG, {RUNS} generations): app CPU per generation with its first view (page's variant and thumbnail) {:.1} ms (image pages {:.1} ms each, taken off); answer p50 {:.0} ms, to the page's variant downloaded p50 {:.0} ms (its request alone {:.0} ms); a 1x visitor downloads {} B, a 2x visitor {} B; srcset {:?}",
+        if asked == Asked::Api {
+            "through /api/ai"
+        } else {
+            "from the page"
+        },
         png.len(),
         (with_pages - pages) * 1000.0 / RUNS as f64,
         pages * 1000.0 / RUNS as f64,
         latencies[RUNS / 2],
         shown[RUNS / 2],
+        fetched[RUNS / 2],
         bytes_1x,
         bytes_2x,
         ids.last()
@@ -258,7 +310,11 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        one_at_a_time().await;
+        one_at_a_time(Asked::Page).await;
+        one_at_a_time(Asked::Api).await;
+        if std::env::var_os("BENCH_ONE_AT_A_TIME").is_some() {
+            return;
+        }
         under_load(13).await;
         // Smooth pictures encode several times faster than grainy ones.
         under_load(0).await;

@@ -284,7 +284,10 @@ async fn the_json_api_answers_before_any_variant_is_made_and_a_page_gets_its_var
     // Its page offers the medium variant, made on its first request at the
     // column's width, the thumbnail with it.
     let page = body_text(app.get(&format!("/i/{id}")).await).await;
-    assert!(page.contains(&format!("/images/{id}-medium.webp 704w")), "{page}");
+    assert!(
+        page.contains(&format!("/images/{id}-medium.webp 704w")),
+        "{page}"
+    );
     let medium = app.get(&format!("/images/{id}-medium.webp")).await;
     assert_eq!(medium.status(), StatusCode::OK);
     let medium = image::load_from_memory(&body_bytes(medium).await).unwrap();

@@ -1093,9 +1093,16 @@ mod tests {
         assert_eq!((record.width, record.height), (1100, 800));
         tokio::time::sleep(Duration::from_millis(300)).await;
         let id = key.id().to_string();
-        assert_eq!(files_in(&images), [format!("{id}.json"), format!("{id}.png")]);
+        assert_eq!(
+            files_in(&images),
+            [format!("{id}.json"), format!("{id}.png")]
+        );
         // The page's variant on its first request, the thumbnail with it.
-        let medium = store.get(&key.variant(Variant::Medium)).await.unwrap().unwrap();
+        let medium = store
+            .get(&key.variant(Variant::Medium))
+            .await
+            .unwrap()
+            .unwrap();
         let decoded = image::load_from_memory(&medium).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (704, 512));
         assert_eq!(
@@ -1107,7 +1114,11 @@ mod tests {
                 format!("{id}.png")
             ]
         );
-        let thumb = store.get(&key.variant(Variant::Thumb)).await.unwrap().unwrap();
+        let thumb = store
+            .get(&key.variant(Variant::Thumb))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(image::load_from_memory(&thumb).unwrap().width(), 320);
         assert!(store.making.lock().unwrap().is_empty(), "no lock is kept");
     }
@@ -1127,7 +1138,10 @@ mod tests {
                 Variants::WhenAsked,
             )
             .await;
-        assert!(matches!(refused, Err(StorageError::Variants(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(StorageError::Variants(_))),
+            "{refused:?}"
+        );
         assert!(!images.exists() || files_in(&images).is_empty());
     }
 

@@ -265,7 +265,11 @@ mod tests {
         assert_eq!(encoding(Variant::Medium, 768, 704).quality, 86.0);
         // A picture already at its size.
         for from in [704, 512, 256] {
-            assert_eq!(encoding(Variant::Medium, from, from).quality, 82.0, "{from}");
+            assert_eq!(
+                encoding(Variant::Medium, from, from).quality,
+                82.0,
+                "{from}"
+            );
         }
     }
 
