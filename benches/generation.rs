@@ -2,21 +2,23 @@
 //! Replicate stand-in (tests/it/support) whose model answers at once:
 //!
 //! 1. **1024 px, one at a time**: the stand-in's output is a 1024 px PNG with
-//!    film grain (about 2.3 MB, heavier than SDXL's usual 1.5–2 MB), served as
-//!    a file as replicate.delivery serves outputs. 30 generations through
-//!    `/api/ai`, each followed by its first view as the page shows it: the
-//!    image's page gives the `srcset`, and the candidate a 1×-density browser
-//!    picks for the 704 px column is fetched. App CPU per generation
-//!    (utime + stime of the process, from /proc) with its first view; the
-//!    image page's own CPU is measured apart (the same pages again) and taken
-//!    off. Also the answer's latency, and the bytes a 1× and a 2× visitor
-//!    download to see the result.
+//!    film grain (about 2.5 MB, heavier than SDXL's usual 1.5–2 MB), served as
+//!    a file as replicate.delivery serves outputs. 30 generations from the
+//!    page (its server function, whose answer carries the `srcset`), then 30
+//!    through `/api/ai` (the image's page gives the `srcset`), each followed
+//!    by its first view as the page shows it: the candidate a 1×-density
+//!    browser picks for the 704 px column, and the thumbnail the list of
+//!    recent images shows. App CPU per generation (utime + stime of the
+//!    process, from /proc) with its first view; the image pages' own CPU is
+//!    measured apart (the same pages again) and taken off. Also the answer's
+//!    latency, the time to the page's variant downloaded, and the bytes a 1×
+//!    and a 2× visitor download to see the result.
 //! 2. **256 px under load**: 32 clients post to `/api/ai` for 10 s, with
 //!    grainy and with smooth pictures; generations per second and app CPU
 //!    per generation.
 //!
 //! After each part: which of the app's threads did the CPU work. Prints
-//! figures; asserts nothing.
+//! figures; asserts nothing. `BENCH_ONE_AT_A_TIME=1` stops after part 1.
 //!
 //!     cargo bench --features ssr --bench generation
 

@@ -1,12 +1,14 @@
 //! Memory and throughput under a burst, on the real server binary: 32 clients
-//! post to `/api/ai` for 10 s (768 px offline pictures, no limits in the way),
+//! generate for 10 s from the page (its server function: the page's variant
+//! made before each answer) and through `/api/ai` (variants made when first
+//! asked for) (768 px offline pictures, no limits in the way),
 //! then the process's resident memory (VmRSS and its peak, VmHWM) is read from
 //! /proc, after the burst and again after 5 s idle. Run with the CPU workers
 //! bounded (`workers.cpu` = cores, the default) and with 64 (as good as
 //! unbounded, as the app was before). Prints figures; asserts nothing.
 //!
-//! Then the cost of S3 storage to one generation: 30 generations one after
-//! another (768 px), median latency with images on the local disk and in a
+//! Then the cost of S3 storage to one generation: 30 generations from the
+//! page one after another (768 px), median latency with images on the local disk and in a
 //! bucket on a local S3 API (`moto_server`, so the network is loopback: a
 //! real bucket adds its round trips).
 //!
@@ -33,7 +35,7 @@ fn memory_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(workers: &str) {
+async fn run(workers: &str, path: &str) {
     let app = AppProcess::start(&[
         ("LOFIANIME_WORKERS__CPU", workers.into()),
         ("LOFIANIME_IMAGE__WIDTH", "768".into()),
@@ -44,13 +46,13 @@ async fn run(workers: &str) {
     ])
     .await;
     let idle_kib = memory_kib(app.pid(), "VmRSS:");
-    let made = burst::burst(app.url("/api/ai"), CLIENTS, BURST).await;
+    let made = burst::burst(app.url(path), CLIENTS, BURST).await;
     let after_kib = memory_kib(app.pid(), "VmRSS:");
     let peak_kib = memory_kib(app.pid(), "VmHWM:");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let settled_kib = memory_kib(app.pid(), "VmRSS:");
     println!(
-        "workers.cpu={workers:>3}: {:>6.1} images/s ({} failed); RSS idle {:>5.1} MiB, after the burst {:>5.1} MiB, 5 s later {:>5.1} MiB, peak {:>5.1} MiB",
+        "{path:<13} workers.cpu={workers:>3}: {:>6.1} images/s ({} failed); RSS idle {:>5.1} MiB, after the burst {:>5.1} MiB, 5 s later {:>5.1} MiB, peak {:>5.1} MiB",
         made.done as f64 / BURST.as_secs_f64(),
         made.failed,
         idle_kib as f64 / 1024.0,
@@ -60,7 +62,8 @@ async fn run(workers: &str) {
     );
 }
 
-/// Median latency of one generation through `/api/ai`, one after another.
+/// Median latency of one generation from the page (its variant made before
+/// the answer), one after another.
 async fn median_generation_ms(env: &[(&'static str, String)]) -> f64 {
     let mut env = env.to_vec();
     env.extend([
@@ -75,8 +78,9 @@ async fn median_generation_ms(env: &[(&'static str, String)]) -> f64 {
     for i in 0..30 {
         let started = Instant::now();
         let response = client
-            .post(app.url("/api/ai"))
-            .body(format!(r#"{{"prompt": "a stored picture {i}"}}"#))
+            .post(app.url("/api/generate"))
+            .header("accept", "application/json")
+            .form(&[("prompt", format!("a stored picture {i}"))])
             .send()
             .await
             .unwrap();
@@ -107,8 +111,9 @@ fn main() {
         .expect("a runtime");
     runtime.block_on(async {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        run(&cores.to_string()).await;
-        run("64").await;
+        run(&cores.to_string(), "/api/generate").await;
+        run(&cores.to_string(), "/api/ai").await;
+        run("64", "/api/generate").await;
         storage_cost().await;
     });
 }

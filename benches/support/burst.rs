@@ -1,5 +1,7 @@
 //! A burst of generations against a running app: `clients` clients post to
-//! `/api/ai` one after another until `length` has passed.
+//! `/api/ai` (JSON) or the page's `/api/generate` (its form, answered in
+//! JSON as the page's script asks) one after another until `length` has
+//! passed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +26,18 @@ pub async fn burst(url: String, clients: usize, length: Duration) -> Burst {
             let mut i = 0;
             while Instant::now() < until {
                 i += 1;
-                let body = serde_json::json!({ "prompt": format!("client {n} picture {i}") });
-                match client.post(&url).json(&body).send().await {
+                let prompt = format!("client {n} picture {i}");
+                let request = if url.ends_with("/api/generate") {
+                    client
+                        .post(&url)
+                        .header("accept", "application/json")
+                        .form(&[("prompt", prompt)])
+                } else {
+                    client
+                        .post(&url)
+                        .json(&serde_json::json!({ "prompt": prompt }))
+                };
+                match request.send().await {
                     Ok(response) if response.status().is_success() => {
                         done.fetch_add(1, Ordering::Relaxed);
                     }
