@@ -103,16 +103,7 @@ fn srcset_of(html: &str) -> Vec<(String, u32)> {
         return Vec::new();
     };
     let rest = &html[figure + start + 8..];
-    let list = &rest[..rest.find('"').unwrap_or(0)];
-    list.split(',')
-        .filter_map(|candidate| {
-            let (url, width) = candidate.trim().rsplit_once(' ')?;
-            Some((
-                url.replace("&amp;", "&"),
-                width.trim_end_matches('w').parse().ok()?,
-            ))
-        })
-        .collect()
+    candidates_of(&rest[..rest.find('"').unwrap_or(0)].replace("&amp;", "&"))
 }
 
 /// What a browser at `density` picks for the column: the narrowest candidate
