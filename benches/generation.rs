@@ -172,9 +172,7 @@ async fn one_at_a_time(asked: Asked) {
         let started = Instant::now();
         let prompt = format!("a grainy harbour {i}");
         let (id, candidates) = if asked == Asked::Api {
-            let answer: Vec<String> = client
-                .post(app.url("/api/ai"))
-                .json(&serde_json::json!({ "prompt": prompt }))
+            let answer: Vec<String> = burst::generation(&client, &app.url("/api/ai"), &prompt)
                 .send()
                 .await
                 .unwrap()
@@ -192,16 +190,14 @@ async fn one_at_a_time(asked: Asked) {
             let html = app.get_text(&format!("/i/{id}")).await;
             (id, srcset_of(&html))
         } else {
-            let answer: serde_json::Value = client
-                .post(app.url("/api/generate"))
-                .header("accept", "application/json")
-                .form(&[("prompt", prompt.as_str())])
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer: serde_json::Value =
+                burst::generation(&client, &app.url("/api/generate"), &prompt)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             let image = &answer["image"];
             let id = image["id"].as_str().expect("the image's id").to_owned();

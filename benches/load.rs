@@ -77,13 +77,14 @@ async fn median_generation_ms(env: &[(&'static str, String)]) -> f64 {
     let mut times = Vec::new();
     for i in 0..30 {
         let started = Instant::now();
-        let response = client
-            .post(app.url("/api/generate"))
-            .header("accept", "application/json")
-            .form(&[("prompt", format!("a stored picture {i}"))])
-            .send()
-            .await
-            .unwrap();
+        let response = burst::generation(
+            &client,
+            &app.url("/api/generate"),
+            &format!("a stored picture {i}"),
+        )
+        .send()
+        .await
+        .unwrap();
         assert!(response.status().is_success());
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }

@@ -13,6 +13,21 @@ pub struct Burst {
     pub failed: u64,
 }
 
+/// A generation of `prompt` asked of `url`: the page's `/api/generate` (its
+/// form, answered in JSON as the page's script asks) or `/api/ai` (JSON).
+pub fn generation(client: &reqwest::Client, url: &str, prompt: &str) -> reqwest::RequestBuilder {
+    if url.ends_with("/api/generate") {
+        client
+            .post(url)
+            .header("accept", "application/json")
+            .form(&[("prompt", prompt)])
+    } else {
+        client
+            .post(url)
+            .json(&serde_json::json!({ "prompt": prompt }))
+    }
+}
+
 pub async fn burst(url: String, clients: usize, length: Duration) -> Burst {
     let client = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));
@@ -26,17 +41,7 @@ pub async fn burst(url: String, clients: usize, length: Duration) -> Burst {
             let mut i = 0;
             while Instant::now() < until {
                 i += 1;
-                let prompt = format!("client {n} picture {i}");
-                let request = if url.ends_with("/api/generate") {
-                    client
-                        .post(&url)
-                        .header("accept", "application/json")
-                        .form(&[("prompt", prompt)])
-                } else {
-                    client
-                        .post(&url)
-                        .json(&serde_json::json!({ "prompt": prompt }))
-                };
+                let request = generation(&client, &url, &format!("client {n} picture {i}"));
                 match request.send().await {
                     Ok(response) if response.status().is_success() => {
                         done.fetch_add(1, Ordering::Relaxed);
