@@ -13,8 +13,9 @@ use leptos::server_fn::ServerFn;
 use leptos_meta::{Meta, Title};
 use leptos_router::hooks::use_params_map;
 
-/// Seconds between the waiting page's refreshes.
-const REFRESH_SECS: u32 = 2;
+/// Seconds between the waiting page's refreshes (each look promises the
+/// next: the generation is watched until then, and the grace period after).
+pub const REFRESH_SECS: u32 = 2;
 
 #[component]
 pub fn MakingPage() -> impl IntoView {

@@ -18,7 +18,7 @@ mod form;
 mod generation;
 mod home;
 mod image_page;
-mod making;
+pub(crate) mod making;
 mod not_found;
 mod quota;
 mod recent;

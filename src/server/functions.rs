@@ -22,6 +22,7 @@ use leptos::server_fn::ServerFn;
 use leptos_axum::ResponseOptions;
 use lofianime_domain::CancelOutcome;
 use lofianime_domain::Visitor;
+use std::time::Duration;
 
 /// Who is calling the current server function (an account, or an address).
 async fn calling() -> Result<Caller, ApiError> {
@@ -65,7 +66,10 @@ impl Backend for AppState {
             // new starts. (Anything else without a prompt is refused below.)
             (Ok(Some(job)), _, Ok(visitor))
                 if raw_prompt.trim().is_empty()
-                    && matches!(returning::look(self, &visitor, &job).await, Ok(Some(_))) =>
+                    && matches!(
+                        returning::look(self, &visitor, &job, Duration::ZERO).await,
+                        Ok(Some(_))
+                    ) =>
             {
                 (returning::follow(self, &visitor, &job).await, Vec::new())
             }
@@ -317,7 +321,9 @@ impl Backend for AppState {
             return Ok(None);
         };
         let visitor = caller().await?;
-        let Some(seen) = returning::look(self, &visitor, &job).await? else {
+        // The waiting page comes back at its next refresh.
+        let next_look = Duration::from_secs(crate::app::making::REFRESH_SECS.into());
+        let Some(seen) = returning::look(self, &visitor, &job, next_look).await? else {
             return Ok(None);
         };
         let mut making = MakingView {

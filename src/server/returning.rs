@@ -148,16 +148,18 @@ pub async fn decode(
 }
 
 /// What became of `visitor`'s generation `job` once it ended, else `None`
-/// while it runs (the look counts as watching it). `Err` for a generation
-/// that is not theirs (or no longer known).
+/// while it runs (the look counts as watching it, by someone who looks again
+/// within `next_look`). `Err` for a generation that is not theirs (or no
+/// longer known).
 pub async fn look(
     state: &AppState,
     visitor: &Visitor,
     job: &JobId,
+    next_look: Duration,
 ) -> Result<Option<JobSnapshot>, ApiError> {
     state
         .studio
-        .follow(visitor, job)
+        .follow(visitor, job, next_look)
         .await
         .map_err(|failure| errors::answer(&failure))
 }
@@ -172,7 +174,7 @@ pub async fn follow(
     tracing::info!(%job, "a page came back to a generation in progress");
     let mut ended_at: Option<Instant> = None;
     loop {
-        let Some(seen) = look(state, visitor, job).await? else {
+        let Some(seen) = look(state, visitor, job, FOLLOW_EVERY).await? else {
             // Its record expired: far past any generation's deadline.
             return Err(ApiError::Internal);
         };

@@ -13,6 +13,7 @@ use crate::visitor::tag as owner_tag;
 use lofianime_wire::progress::{JobId, JobProgress, JobState, Phase};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Keys of job records: `lofianime:job:{id}`.
 const KEY_PREFIX: &str = "lofianime:job:";
@@ -263,11 +264,18 @@ impl JobBoard {
     }
 
     /// Someone is looking at the generation (a page following it, a reloaded
-    /// page, the page of a browser without JavaScript): it goes on for at
-    /// least the grace period from now.
-    pub async fn touch(&self, id: &JobId) -> Result<(), StoreError> {
+    /// page, the page of a browser without JavaScript) and will look again
+    /// within `next_look`: it goes on for at least that long and the grace
+    /// period after it. (A waiting page that refreshes every two seconds
+    /// under a grace of two seconds was otherwise given up between two of
+    /// its refreshes.)
+    pub async fn touch(&self, id: &JobId, next_look: Duration) -> Result<(), StoreError> {
+        let until = self
+            .clock
+            .now_ms()
+            .saturating_add(u64::try_from(next_look.as_millis()).unwrap_or(u64::MAX));
         self.state
-            .update_hash(&key(id), &[("seen_ms", self.clock.now_ms().to_string())])
+            .update_hash(&key(id), &[("seen_ms", until.to_string())])
             .await?;
         Ok(())
     }
@@ -293,7 +301,7 @@ impl JobBoard {
                 continue;
             };
             if seen.progress.state.is_running() && !seen.progress.cancel_requested {
-                self.touch(&job).await?;
+                self.touch(&job, Duration::ZERO).await?;
                 running.push(RunningJob {
                     job,
                     prompt: seen.prompt,
@@ -530,7 +538,7 @@ mod tests {
         clock.advance(4_000);
         assert_eq!(record.should_stop().await, None, "within the grace period");
         // A reloaded page (on any instance) looks at it: the grace starts again.
-        board.touch(&id).await.unwrap();
+        board.touch(&id, Duration::ZERO).await.unwrap();
         clock.advance(4_000);
         assert_eq!(record.should_stop().await, None);
         clock.advance(1_001);
@@ -538,6 +546,36 @@ mod tests {
         // A cancel says so, whoever watches.
         board.request_cancel(&id, "v").await.unwrap();
         assert_eq!(record.should_stop().await, Some(Stop::Canceled));
+    }
+
+    #[tokio::test]
+    async fn a_page_that_promises_its_next_look_is_watched_until_then_and_the_grace_after() {
+        // A waiting page refreshing every 2 s under a grace of 2 s: each of
+        // its looks covers the gap to the next, however late it lands.
+        let clock = Arc::new(ManualClock::at(10_000));
+        let state = Arc::new(MemoryStore::new(clock.clone()));
+        let board = Arc::new(JobBoard::new(state, clock.clone(), 60_000).with_grace(2_000));
+        let id = JobId::from_bytes([5; 16]);
+        let presence = Presence::new();
+        let record = board
+            .open(&id, "v", "p", Some(presence.clone()))
+            .await
+            .unwrap()
+            .unwrap();
+        presence.left(clock.now_ms());
+        board.touch(&id, Duration::from_secs(2)).await.unwrap();
+        clock.advance(4_000);
+        assert_eq!(
+            record.should_stop().await,
+            None,
+            "the refresh is due, with its grace"
+        );
+        clock.advance(1);
+        assert_eq!(record.should_stop().await, Some(Stop::Abandoned));
+        // The same look without the promise: only the grace.
+        board.touch(&id, Duration::ZERO).await.unwrap();
+        clock.advance(2_001);
+        assert_eq!(record.should_stop().await, Some(Stop::Abandoned));
     }
 
     #[tokio::test]

@@ -429,11 +429,13 @@ impl Studio {
     }
 
     /// `visitor`'s generation `job` for a page following it (`None`: no such
-    /// generation of theirs); it counts as being watched.
+    /// generation of theirs); it counts as being watched, by a page that looks
+    /// again within `next_look`.
     pub async fn follow(
         &self,
         visitor: &Visitor,
         job: &JobId,
+        next_look: Duration,
     ) -> Result<Option<JobSnapshot>, StudioError> {
         let jobs = &self.parts.jobs;
         let seen = jobs
@@ -444,7 +446,9 @@ impl Studio {
             .as_ref()
             .is_some_and(|seen| seen.progress.state.is_running())
         {
-            jobs.touch(job).await.map_err(StudioError::JobBoard)?;
+            jobs.touch(job, next_look)
+                .await
+                .map_err(StudioError::JobBoard)?;
         }
         Ok(seen)
     }
