@@ -72,6 +72,28 @@ fn kernel_of_stat(stat: &str) -> f64 {
     stime as f64 / TICKS_PER_SEC
 }
 
+/// Minor page faults so far (fresh memory touched: each costs the kernel).
+fn process_faults(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name
+        .split_whitespace()
+        .nth(7)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes the process has written through `write` and its kind so far
+/// (`wchar` of /proc's `io`: files and sockets).
+fn process_written(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("wchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn process_kernel_cpu(pid: u32) -> f64 {
     kernel_of_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
 }
@@ -146,6 +168,10 @@ fn app_env(stand_in: &ReplicateStandIn) -> Vec<(&'static str, String)> {
         ("LOFIANIME_MODEL__BUDGET_CREATES", "1000000".to_owned()),
         ("LOFIANIME_MODEL__BUDGET_CALLS", "1000000".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
+        (
+            "GLIBC_TUNABLES",
+            std::env::var("BENCH_TUNABLES").unwrap_or_default(),
+        ),
     ]
 }
 
@@ -187,6 +213,8 @@ async fn one_at_a_time(asked: Asked, first: bool) {
     let mut bytes_2x = 0;
     let cpu_before = process_cpu(app.pid());
     let kernel_before = process_kernel_cpu(app.pid());
+    let faults_before = process_faults(app.pid());
+    let written_before = process_written(app.pid());
     for i in 0..RUNS {
         let started = Instant::now();
         let prompt = format!("a grainy harbour {i}");
@@ -244,6 +272,8 @@ async fn one_at_a_time(asked: Asked, first: bool) {
     }
     let with_pages = process_cpu(app.pid()) - cpu_before;
     let kernel = process_kernel_cpu(app.pid()) - kernel_before;
+    let faults = process_faults(app.pid()) - faults_before;
+    let written = process_written(app.pid()) - written_before;
     // The image pages alone, again (they are not image work).
     let before_pages = process_cpu(app.pid());
     if asked == Asked::Api {
@@ -270,7 +300,7 @@ async fn one_at_a_time(asked: Asked, first: bool) {
     shown.sort_by(f64::total_cmp);
     fetched.sort_by(f64::total_cmp);
     println!(
-        "{}1024 px, one at a time, {} ({} B grainy PNG, {RUNS} generations): app CPU per generation with its first view (page's variant and thumbnail) {:.1} ms, {:.1} ms of it in the kernel (image pages {:.1} ms each, taken off); answer p50 {:.0} ms, to the page's variant downloaded p50 {:.0} ms (its request alone {:.0} ms); a 1x visitor downloads {} B, a 2x visitor {} B; srcset {:?}",
+        "{}1024 px, one at a time, {} ({} B grainy PNG, {RUNS} generations): app CPU per generation with its first view (page's variant and thumbnail) {:.1} ms, {:.1} ms of it in the kernel ({} page faults, {} B written to files and sockets) (image pages {:.1} ms each, taken off); answer p50 {:.0} ms, to the page's variant downloaded p50 {:.0} ms (its request alone {:.0} ms); a 1x visitor downloads {} B, a 2x visitor {} B; srcset {:?}",
         if first {
             "(first part, fresh page cache) "
         } else {
@@ -284,6 +314,8 @@ async fn one_at_a_time(asked: Asked, first: bool) {
         png.len(),
         (with_pages - pages) * 1000.0 / RUNS as f64,
         kernel * 1000.0 / RUNS as f64,
+        faults / RUNS as u64,
+        written / RUNS as u64,
         pages * 1000.0 / RUNS as f64,
         latencies[RUNS / 2],
         shown[RUNS / 2],
