@@ -6,9 +6,9 @@
 //!    a file as replicate.delivery serves outputs. 30 generations from the
 //!    page (its server function, whose answer carries the `srcset`), then 30
 //!    through `/api/ai` (the image's page gives the `srcset`), each followed
-//!    by its first view as the page shows it (both after a first part
-//!    through `/api/ai`, printed too: the first process to fill the page
-//!    cache pays more for writing its files): the candidate a 1×-density
+//!    by its first view as the page shows it (three parts of each, in turn,
+//!    after a first part through `/api/ai`, printed too: the first process
+//!    to fill the page cache pays more for writing its files): the candidate a 1×-density
 //!    browser picks for the 704 px column, and the thumbnail the list of
 //!    recent images shows. App CPU per generation (utime + stime of the
 //!    process, from /proc) with its first view; the image pages' own CPU is
@@ -194,7 +194,9 @@ enum Asked {
     Page,
 }
 
-async fn one_at_a_time(asked: Asked, first: bool) {
+/// One part: `RUNS` generations in a fresh app process; prints its figures
+/// and returns its app CPU per generation, in ms.
+async fn one_at_a_time(asked: Asked, first: bool) -> f64 {
     let png = grainy_png(1024, 13);
     let stand_in = ReplicateStandIn::start(Model {
         boot: Duration::ZERO,
@@ -327,6 +329,19 @@ async fn one_at_a_time(asked: Asked, first: bool) {
             .unwrap_or_default(),
     );
     print_threads(app.pid());
+    (with_pages - pages) * 1000.0 / RUNS as f64
+}
+
+/// The median and range of `figures`.
+fn spread(mut figures: Vec<f64>) -> String {
+    figures.sort_by(f64::total_cmp);
+    match (figures.first(), figures.last()) {
+        (Some(low), Some(high)) => format!(
+            "median {:.1} ms ({low:.1}–{high:.1})",
+            figures[figures.len() / 2]
+        ),
+        _ => "none".to_owned(),
+    }
 }
 
 async fn under_load(grain: i32) {
@@ -363,8 +378,19 @@ fn main() {
         // run second, not). Both compared parts run after such a part, which
         // is printed too.
         one_at_a_time(Asked::Api, true).await;
-        one_at_a_time(Asked::Page, false).await;
-        one_at_a_time(Asked::Api, false).await;
+        // This machine's CPU time for the same work varies by a fifth from
+        // minute to minute (other tenants): three parts of each path, taken
+        // in turn, and their median.
+        let (mut page, mut api) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            page.push(one_at_a_time(Asked::Page, false).await);
+            api.push(one_at_a_time(Asked::Api, false).await);
+        }
+        println!(
+            "1024 px, app CPU per generation with its first view, three parts each: from the page {}, through /api/ai {}",
+            spread(page),
+            spread(api)
+        );
         if std::env::var_os("BENCH_ONE_AT_A_TIME").is_some() {
             return;
         }
