@@ -64,21 +64,46 @@ pub struct Worker(OwnedSemaphorePermit);
 #[error("a CPU task failed (it panicked)")]
 pub struct TaskFailed;
 
+impl Pool {
+    fn all_busy(&self) -> bool {
+        self.permits.available_permits() == 0
+    }
+
+    async fn worker(&self) -> Worker {
+        Worker(
+            self.permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the CPU workers' semaphore is never closed"),
+        )
+    }
+
+    async fn run_with<T: Send + 'static>(
+        &self,
+        worker: Worker,
+        task: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, TaskFailed> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.threads.spawn(move || {
+            let done = task();
+            // Free before the answer: whoever gets it finds the worker
+            // free again. A panic frees it while unwinding.
+            drop(worker);
+            let _ = answer.send(done);
+        });
+        answered.await.map_err(|_| TaskFailed)
+    }
+}
+
 /// True when a task would have to wait for a worker now.
 pub fn all_busy() -> bool {
-    pool().permits.available_permits() == 0
+    pool().all_busy()
 }
 
 /// Waits for a free CPU worker (dropping the future leaves the queue).
 pub async fn worker() -> Worker {
-    Worker(
-        pool()
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the CPU workers' semaphore is never closed"),
-    )
+    pool().worker().await
 }
 
 /// Runs `task` on a CPU thread once a worker is free.
@@ -90,17 +115,12 @@ pub async fn run<T: Send + 'static>(
 }
 
 /// Runs `task` on a CPU thread with the `worker` already held (released when
-/// the task ends).
+/// the task ends, before its answer).
 pub async fn run_with<T: Send + 'static>(
     worker: Worker,
     task: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, TaskFailed> {
-    let (answer, answered) = tokio::sync::oneshot::channel();
-    pool().threads.spawn(move || {
-        let Worker(_held) = worker;
-        let _ = answer.send(task());
-    });
-    answered.await.map_err(|_| TaskFailed)
+    pool().run_with(worker, task).await
 }
 
 #[cfg(test)]
@@ -109,17 +129,28 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_run_on_the_named_cpu_threads_and_a_panic_fails_only_its_own() {
-        let name = run(|| std::thread::current().name().map(str::to_owned))
+        // A pool of its own with one worker: other tests use the process's.
+        let pool = pool_of(1);
+        let name = pool
+            .run_with(pool.worker().await, || {
+                std::thread::current().name().map(str::to_owned)
+            })
             .await
             .unwrap();
-        assert!(
-            name.as_deref()
-                .is_some_and(|n| n.starts_with("lofianime-cpu-")),
-            "{name:?}"
-        );
-        let failed = run(|| -> u32 { panic!("a broken picture") }).await;
+        assert_eq!(name.as_deref(), Some("lofianime-cpu-0"));
+        let failed = pool
+            .run_with(pool.worker().await, || -> u32 {
+                panic!("a broken picture")
+            })
+            .await;
         assert!(failed.is_err());
-        assert_eq!(run(|| 7).await.unwrap(), 7, "the pool goes on");
-        assert!(!all_busy(), "the panicked task's worker was given back");
+        // The one worker was given back: the next task gets it.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            pool.run_with(pool.worker().await, || 7).await
+        })
+        .await
+        .expect("the panicked task's worker was given back");
+        assert_eq!(next.unwrap(), 7, "the pool goes on");
+        assert!(!pool.all_busy(), "a task's worker is free once it answered");
     }
 }
