@@ -85,11 +85,12 @@ impl Pool {
         task: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, TaskFailed> {
         let (answer, answered) = tokio::sync::oneshot::channel();
+        let Worker(permit) = worker;
         self.threads.spawn(move || {
             let done = task();
             // Free before the answer: whoever gets it finds the worker
             // free again. A panic frees it while unwinding.
-            drop(worker);
+            drop(permit);
             let _ = answer.send(done);
         });
         answered.await.map_err(|_| TaskFailed)
