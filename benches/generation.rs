@@ -7,8 +7,8 @@
 //!    page (its server function, whose answer carries the `srcset`), then 30
 //!    through `/api/ai` (the image's page gives the `srcset`), each followed
 //!    by its first view as the page shows it (three parts of each, in turn,
-//!    after a first part through `/api/ai`, printed too: the first process
-//!    to fill the page cache pays more for writing its files): the candidate a 1×-density
+//!    after a first part through `/api/ai`, printed too: the first part of a
+//!    run paid the most for writing its files): the candidate a 1×-density
 //!    browser picks for the 704 px column, and the thumbnail the list of
 //!    recent images shows. App CPU per generation (utime + stime of the
 //!    process, from /proc) with its first view; the image pages' own CPU is
@@ -372,11 +372,10 @@ fn main() {
         .build()
         .expect("a runtime");
     runtime.block_on(async {
-        // The first process on this machine to write ~100 MB of new files
-        // pays ~5 ms more per generation in the kernel, copying into page
-        // cache it never used (measured: either path, run first, showed it;
-        // run second, not). Both compared parts run after such a part, which
-        // is printed too.
+        // The kernel's share (copying the ~2.8 MB each generation writes
+        // into the page cache) varies 2–20 ms per generation on this VM:
+        // guest memory not touched lately costs ~5x. The first part of a run
+        // always paid the most: it is printed, not counted.
         one_at_a_time(Asked::Api, true).await;
         // This machine's CPU time for the same work varies by a fifth from
         // minute to minute (other tenants): three parts of each path, taken
