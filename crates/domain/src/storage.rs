@@ -687,6 +687,53 @@ fn within(
     .boxed()
 }
 
+/// How much of a local file one read sends.
+const FILE_CHUNK: u64 = 64 * 1024;
+
+/// `range` of a local file, [`FILE_CHUNK`] bytes per read on the blocking
+/// pool. `object_store` reads 8 KB per blocking task: serving a 1 MB original
+/// cost 5.4 ms of CPU (a 120 KB medium variant, 15 hand-offs). One chunk is
+/// read at a time, as the connection takes them.
+fn file_chunks(
+    file: std::fs::File,
+    range: std::ops::Range<u64>,
+) -> BoxStream<'static, Result<Bytes, StorageError>> {
+    let failed = |error: std::io::Error| {
+        StorageError::Store(object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(error),
+        })
+    };
+    futures_util::stream::try_unfold(
+        (file, range.start, range.end),
+        move |(mut file, at, end)| async move {
+            if at >= end {
+                return Ok(None);
+            }
+            let want = (end - at).min(FILE_CHUNK);
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek, SeekFrom};
+                file.seek(SeekFrom::Start(at))?;
+                let mut chunk = Vec::with_capacity(want as usize);
+                (&mut file).take(want).read_to_end(&mut chunk)?;
+                Ok::<_, std::io::Error>((file, chunk))
+            })
+            .await
+            .map_err(|joined| failed(std::io::Error::other(joined)))?;
+            let (file, chunk) = read.map_err(failed)?;
+            if chunk.is_empty() {
+                return Err(failed(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file ended before its size",
+                )));
+            }
+            let next = at + chunk.len() as u64;
+            Ok(Some((Bytes::from(chunk), (file, next, end))))
+        },
+    )
+    .boxed()
+}
+
 /// Image work `task` on a CPU worker (see [`crate::cpu`]).
 async fn on_cpu<T: Send + 'static>(
     task: impl FnOnce() -> Result<T, VariantError> + Send + 'static,
@@ -850,13 +897,19 @@ impl ImageStore for ObjectImageStore {
             })
             .await?;
         match found {
-            Some(found) => Ok(Some(ImageStream {
-                size: found.meta.size,
-                chunks: within(
-                    found.into_stream().map_err(StorageError::from).boxed(),
-                    self.timeout,
-                ),
-            })),
+            Some(found) => {
+                let size = found.meta.size;
+                let chunks = match found.payload {
+                    object_store::GetResultPayload::File(file, _) => file_chunks(file, found.range),
+                    object_store::GetResultPayload::Stream(chunks) => {
+                        chunks.map_err(StorageError::from).boxed()
+                    }
+                };
+                Ok(Some(ImageStream {
+                    size,
+                    chunks: within(chunks, self.timeout),
+                }))
+            }
             None => Ok(self.get(key).await?.map(ImageStream::whole)),
         }
     }
@@ -1408,6 +1461,41 @@ mod tests {
         let (key, record) = store.put(&generated(), "a harbour", 1).await.unwrap();
         assert_eq!(store.get(&key).await.unwrap().unwrap(), generated().bytes);
         assert_eq!(store.record(key.id()).await.unwrap(), Some(record));
+    }
+
+    #[tokio::test]
+    async fn a_local_file_is_served_whole_in_chunks_of_64_kb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectImageStore::local_dir(&dir.path().join("images")).unwrap();
+        // Noise does not compress: a PNG of ~270 KB.
+        let mut state: u32 = 0x2545_F491;
+        let noise = image::RgbImage::from_fn(300, 300, |_, _| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            image::Rgb([state as u8, (state >> 8) as u8, (state >> 16) as u8])
+        });
+        let mut png = Vec::new();
+        noise
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let image = GeneratedImage::encoded(png.into(), ImageFormat::Png);
+        let (key, _) = store
+            .put_with(&image, "static", 1, Variants::WhenAsked)
+            .await
+            .unwrap();
+        let opened = store.open(&key).await.unwrap().expect("the original");
+        assert_eq!(opened.size, image.bytes.len() as u64);
+        let chunks: Vec<Bytes> = opened.chunks.try_collect().await.unwrap();
+        assert_eq!(chunks.concat(), image.bytes.as_ref(), "byte for byte");
+        assert!(chunks.iter().all(|chunk| chunk.len() <= 64 * 1024));
+        assert_eq!(
+            chunks.len(),
+            image.bytes.len().div_ceil(64 * 1024),
+            "{} B in {} chunks",
+            image.bytes.len(),
+            chunks.len()
+        );
     }
 
     #[tokio::test]
