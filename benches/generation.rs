@@ -221,13 +221,8 @@ async fn one_at_a_time(asked: Asked, first: bool) -> f64 {
         let started = Instant::now();
         let prompt = format!("a grainy harbour {i}");
         let (id, candidates) = if asked == Asked::Api {
-            let answer: Vec<String> = burst::generation(&client, &app.url("/api/ai"), &prompt)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer: Vec<String> =
+                burst::answer_of(burst::generation(&client, &app.url("/api/ai"), &prompt)).await;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             let id: String = answer[0]
                 .rsplit('/')
@@ -239,14 +234,12 @@ async fn one_at_a_time(asked: Asked, first: bool) -> f64 {
             let html = app.get_text(&format!("/i/{id}")).await;
             (id, srcset_of(&html))
         } else {
-            let answer: serde_json::Value =
-                burst::generation(&client, &app.url("/api/generate"), &prompt)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+            let answer: serde_json::Value = burst::answer_of(burst::generation(
+                &client,
+                &app.url("/api/generate"),
+                &prompt,
+            ))
+            .await;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             let image = &answer["image"];
             let id = image["id"].as_str().expect("the image's id").to_owned();

@@ -28,6 +28,12 @@ pub fn generation(client: &reqwest::Client, url: &str, prompt: &str) -> reqwest:
     }
 }
 
+/// Sends a generation `request` and reads its JSON answer.
+#[allow(dead_code)] // Not every bench that includes this module reads answers.
+pub async fn answer_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 pub async fn burst(url: String, clients: usize, length: Duration) -> Burst {
     let client = reqwest::Client::new();
     let done = Arc::new(AtomicU64::new(0));

@@ -520,18 +520,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_generation_nobody_watches_stops_after_the_grace_period() {
+    /// A job opened by a request still waiting for it (`presence`), on a
+    /// board whose grace period is `grace_ms`.
+    async fn watched(
+        grace_ms: u64,
+        byte: u8,
+    ) -> (Arc<ManualClock>, Arc<JobBoard>, JobId, Presence, JobRecord) {
         let clock = Arc::new(ManualClock::at(10_000));
         let state = Arc::new(MemoryStore::new(clock.clone()));
-        let board = Arc::new(JobBoard::new(state, clock.clone(), 60_000).with_grace(5_000));
-        let id = JobId::from_bytes([6; 16]);
+        let board = Arc::new(JobBoard::new(state, clock.clone(), 60_000).with_grace(grace_ms));
+        let id = JobId::from_bytes([byte; 16]);
         let presence = Presence::new();
         let record = board
             .open(&id, "v", "p", Some(presence.clone()))
             .await
             .unwrap()
             .unwrap();
+        (clock, board, id, presence, record)
+    }
+
+    #[tokio::test]
+    async fn a_generation_nobody_watches_stops_after_the_grace_period() {
+        let (clock, board, id, presence, record) = watched(5_000, 6).await;
         clock.advance(30_000);
         assert_eq!(record.should_stop().await, None, "its request still waits");
         presence.left(clock.now_ms());
@@ -552,16 +562,7 @@ mod tests {
     async fn a_page_that_promises_its_next_look_is_watched_until_then_and_the_grace_after() {
         // A waiting page refreshing every 2 s under a grace of 2 s: each of
         // its looks covers the gap to the next, however late it lands.
-        let clock = Arc::new(ManualClock::at(10_000));
-        let state = Arc::new(MemoryStore::new(clock.clone()));
-        let board = Arc::new(JobBoard::new(state, clock.clone(), 60_000).with_grace(2_000));
-        let id = JobId::from_bytes([5; 16]);
-        let presence = Presence::new();
-        let record = board
-            .open(&id, "v", "p", Some(presence.clone()))
-            .await
-            .unwrap()
-            .unwrap();
+        let (clock, board, id, presence, record) = watched(2_000, 5).await;
         presence.left(clock.now_ms());
         board.touch(&id, Duration::from_secs(2)).await.unwrap();
         clock.advance(4_000);
